@@ -1,0 +1,94 @@
+#!/usr/bin/env node
+/**
+ * The `burrow` command: parses the subcommand, runs it, and turns errors into the documented exit codes.
+ * Commands are loaded lazily so each starts only what it needs (punch stays fast).
+ */
+import { BurrowError, ExitCode } from '../errors.js';
+import type { Io } from './common.js';
+
+const HELP = `burrow: connect machines behind NATs through a rendezvous server
+
+Usage:
+  burrow punch --server HOST:PORT --secret-file FILE --as NAME --to NAME
+               [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [-- COMMAND ARGS...]
+  burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
+               [--log-format text|json] [--log-level debug|info|warn]
+  burrow stun HOST:PORT [--local [ADDR:]PORT] [--format text|json]
+  burrow keygen
+  burrow demo                 a server and two peers on loopback (and across emulated NATs as root)
+  burrow lab punch --a KIND --b KIND [--same-nat] [--timeout SECONDS]
+                              run a punch across emulated NATs (root; KIND: full-cone,
+                              address-restricted, port-restricted, symmetric, firewall)
+
+Secrets come from --secret-file (first line; the server accepts every line), BURROW_SECRET, or --secret.
+Default server port: 3478/udp (and 3479/udp for NAT mapping tests).
+
+Exit codes: 0 connected, 1 other error, 2 usage or configuration, 3 authentication failed (secret
+differs from the server's), 4 peer did not appear before the timeout, 5 peer found but no direct path.
+With -- COMMAND, burrow exits with COMMAND's status.
+`;
+
+export async function main(argv: string[], io: Io): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    switch (command) {
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.stdout.write(HELP);
+        return command === undefined ? ExitCode.USAGE : ExitCode.OK;
+      case '--version':
+        io.stdout.write('burrow 0.1.0\n');
+        return ExitCode.OK;
+      case 'punch':
+        return await (await import('./punch.js')).runPunch(rest, io);
+      case 'serve':
+        return await (await import('./serve.js')).runServe(rest, io);
+      case 'stun':
+        return await (await import('./stun.js')).runStun(rest, io);
+      case 'keygen':
+        io.stdout.write(`${(await import('../node/secret.js')).generateSecret()}\n`);
+        return ExitCode.OK;
+      case 'demo':
+        return await (await import('./demo.js')).runDemo(rest, io);
+      case 'lab':
+        return await (await import('./lab.js')).runLab(rest, io);
+      default:
+        throw BurrowError.usage(`unknown command "${command}"`);
+    }
+  } catch (err) {
+    return report(err, io);
+  }
+}
+
+function report(err: unknown, io: Io): number {
+  if (err instanceof BurrowError) {
+    io.stderr.write(`burrow: error: ${err.message}\n`);
+    return err.exitCode;
+  }
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) {
+    io.stderr.write(`burrow: error: ${(err as Error).message}; run \`burrow --help\` for the options.\n`);
+    return ExitCode.USAGE;
+  }
+  io.stderr.write(`burrow: internal error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n` +
+    'This is a bug in burrow; please report it with the command you ran.\n');
+  return ExitCode.OTHER;
+}
+
+// Run when executed as the `burrow` binary (not when imported by tests).
+const invoked = process.argv[1] ?? '';
+if (/(?:^|[\\/])(?:main\.js|burrow)$/.test(invoked)) {
+  const controller = new AbortController();
+  const stop = (): void => {
+    controller.abort();
+  };
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+  void main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal }).then((code) => {
+    process.off('SIGINT', stop);
+    process.off('SIGTERM', stop);
+    process.exitCode = code;
+  });
+}

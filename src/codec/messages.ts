@@ -1,0 +1,470 @@
+/**
+ * Burrow's messages, framed as STUN (RFC 8489) so one UDP port serves both Burrow and plain STUN.
+ *
+ * Pure codecs: `encode*` builds bytes from values (transaction ids, nonces and timestamps are passed in),
+ * `decodeMessage` returns a typed message or a typed reason. Authentication (MESSAGE-INTEGRITY-SHA256)
+ * is appended by `encodeMessage` when given a key and checked by the caller with `verifyIntegrity`,
+ * because only the caller knows which key applies. The byte layouts are drawn in docs/protocol.md.
+ */
+import type { Endpoint } from './address.js';
+import {
+  Attr,
+  decodeErrorCode,
+  decodePlainAddress,
+  decodeStun,
+  decodeXorAddress,
+  encodeErrorCode,
+  encodePlainAddress,
+  encodeStun,
+  encodeXorAddress,
+  findAttribute,
+  type AttributeInput,
+  type StunDecodeError,
+  type StunMessage,
+} from './stun.js';
+
+/** STUN methods. 0x001 is the standard Binding; the others are Burrow's own. */
+export const Method = {
+  BINDING: 0x001,
+  REGISTER: 0x0b1,
+  INTRODUCE: 0x0b2,
+  PROBE: 0x0b3,
+  CLOSE: 0x0b4,
+} as const;
+
+/** Burrow attribute types (comprehension-required range; only meaningful in Burrow methods). */
+export const BurrowAttr = {
+  NETWORK_ID: 0x4b01,
+  PEER_NAME: 0x4b02,
+  TARGET_NAME: 0x4b03,
+  SESSION_NONCE: 0x4b04,
+  PEER_NONCE: 0x4b05,
+  TIMESTAMP: 0x4b06,
+  HOST_CANDIDATE: 0x4b07,
+  NAT_MAPPING: 0x4b08,
+  LIFETIME: 0x4b09,
+  FLAGS: 0x4b0a,
+} as const;
+
+export const NETWORK_ID_LENGTH = 8;
+export const NONCE_LENGTH = 16;
+export const MAX_NAME_BYTES = 64;
+export const MAX_HOST_CANDIDATES = 8;
+
+/** Probe flags. */
+export const ProbeFlag = {
+  /** The controlling peer proposes this path. */
+  NOMINATE: 0x01,
+  /** The controlled peer has adopted this path (in a probe response, or in a probe of its own). */
+  ACCEPTED: 0x02,
+} as const;
+
+/** How a peer's NAT maps one local port to public ports (RFC 4787 section 4.1). */
+export type NatMapping = 'unknown' | 'endpoint-independent' | 'endpoint-dependent';
+const MAPPING_CODES: readonly NatMapping[] = ['unknown', 'endpoint-independent', 'endpoint-dependent'];
+
+/** What the server tells a peer about its partner. */
+export interface Introduction {
+  readonly peerName: string;
+  readonly peerNonce: Uint8Array;
+  /** The partner's address as the server sees it (server-reflexive). */
+  readonly peerMapped: Endpoint;
+  readonly peerHosts: readonly Endpoint[];
+  readonly peerMapping: NatMapping;
+}
+
+export interface BindingRequest {
+  readonly kind: 'binding';
+  readonly txid: Uint8Array;
+  /** The request carried FINGERPRINT, so the answer should too. */
+  readonly fingerprint: boolean;
+  /**
+   * SOFTWARE text to send (comprehension-optional, so every server ignores it). Burrow's own clients
+   * use it to make a request as long as its answer: no server then has to amplify to answer them.
+   */
+  readonly software?: string;
+}
+export interface BindingSuccess {
+  readonly kind: 'binding-ok';
+  readonly txid: Uint8Array;
+  readonly mapped: Endpoint;
+}
+export interface RegisterRequest {
+  readonly kind: 'register';
+  readonly txid: Uint8Array;
+  readonly networkId: Uint8Array;
+  readonly name: string;
+  readonly target: string;
+  readonly sessionNonce: Uint8Array;
+  readonly timestamp: number;
+  readonly hosts: readonly Endpoint[];
+  readonly mapping: NatMapping;
+}
+export interface RegisterSuccess {
+  readonly kind: 'register-ok';
+  readonly txid: Uint8Array;
+  readonly mapped: Endpoint;
+  readonly lifetimeSeconds: number;
+  readonly timestamp: number;
+  /** The server's second port, for telling whether the NAT's mapping depends on the destination. */
+  readonly alternate: Endpoint | undefined;
+  readonly intro: Introduction | undefined;
+}
+export interface ErrorResponse {
+  readonly kind: 'error';
+  readonly method: number;
+  readonly txid: Uint8Array;
+  readonly code: number;
+  readonly reason: string;
+  /** Server time, sent with 438 so a client with a wrong clock can correct it. */
+  readonly timestamp: number | undefined;
+}
+export interface IntroduceIndication {
+  readonly kind: 'introduce';
+  readonly txid: Uint8Array;
+  readonly networkId: Uint8Array;
+  readonly recipientNonce: Uint8Array;
+  readonly timestamp: number;
+  readonly intro: Introduction;
+}
+export interface ProbeRequest {
+  readonly kind: 'probe';
+  readonly txid: Uint8Array;
+  readonly timestamp: number;
+  readonly flags: number;
+  /** Where the sender sent it; makes the request as long as its response. */
+  readonly destination: Endpoint;
+}
+export interface ProbeSuccess {
+  readonly kind: 'probe-ok';
+  readonly txid: Uint8Array;
+  readonly timestamp: number;
+  readonly flags: number;
+  /** Where the responder saw the request come from. */
+  readonly mapped: Endpoint;
+}
+export interface CloseIndication {
+  readonly kind: 'close';
+  readonly txid: Uint8Array;
+  readonly timestamp: number;
+}
+
+export type BurrowMessage =
+  | BindingRequest
+  | BindingSuccess
+  | RegisterRequest
+  | RegisterSuccess
+  | ErrorResponse
+  | IntroduceIndication
+  | ProbeRequest
+  | ProbeSuccess
+  | CloseIndication;
+
+export type MessageDecodeError =
+  | { readonly reason: StunDecodeError }
+  | { readonly reason: 'unknown-method'; readonly detail: string }
+  | { readonly reason: 'missing-attribute'; readonly detail: string }
+  | { readonly reason: 'bad-attribute'; readonly detail: string };
+
+export type MessageDecodeResult =
+  | { readonly ok: true; readonly msg: BurrowMessage; readonly stun: StunMessage }
+  | ({ readonly ok: false } & MessageDecodeError);
+
+// ---------------------------------------------------------------------------------------------
+// Attribute value helpers.
+
+function u32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n >>> 0);
+  return b;
+}
+
+function u64(n: number): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, BigInt(Math.max(0, Math.floor(n))));
+  return b;
+}
+
+function utf8(s: string): Uint8Array {
+  return Buffer.from(s, 'utf8');
+}
+
+/** Checks a peer name: 1..64 bytes of UTF-8 without control characters. Returns a reason or undefined. */
+export function checkName(name: string): string | undefined {
+  const bytes = Buffer.byteLength(name, 'utf8');
+  if (bytes === 0) return 'is empty';
+  if (bytes > MAX_NAME_BYTES) return `is ${bytes} bytes long; the limit is ${MAX_NAME_BYTES}`;
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(name)) return 'contains control characters';
+  return undefined;
+}
+
+class Reader {
+  constructor(
+    private readonly msg: StunMessage,
+    readonly fail: (e: MessageDecodeError) => never,
+  ) {}
+  optional(type: number): Uint8Array | undefined {
+    return findAttribute(this.msg, type)?.value;
+  }
+  required(type: number, label: string): Uint8Array {
+    const v = this.optional(type);
+    if (!v) return this.fail({ reason: 'missing-attribute', detail: label });
+    return v;
+  }
+  all(type: number): Uint8Array[] {
+    return this.msg.attributes.filter((a) => a.type === type).map((a) => a.value);
+  }
+  fixed(type: number, label: string, length: number): Uint8Array {
+    const v = this.required(type, label);
+    if (v.length !== length) this.fail({ reason: 'bad-attribute', detail: `${label} must be ${length} bytes` });
+    return v;
+  }
+  u32(type: number, label: string): number {
+    const v = this.fixed(type, label, 4);
+    return new DataView(v.buffer, v.byteOffset, 4).getUint32(0);
+  }
+  timestamp(): number {
+    const v = this.fixed(BurrowAttr.TIMESTAMP, 'TIMESTAMP', 8);
+    const big = new DataView(v.buffer, v.byteOffset, 8).getBigUint64(0);
+    if (big > BigInt(Number.MAX_SAFE_INTEGER)) this.fail({ reason: 'bad-attribute', detail: 'TIMESTAMP out of range' });
+    return Number(big);
+  }
+  name(type: number, label: string): string {
+    const v = this.required(type, label);
+    const text = new TextDecoder('utf-8', { fatal: false }).decode(v);
+    const problem = checkName(text);
+    if (problem !== undefined || Buffer.byteLength(text) !== v.length) {
+      this.fail({ reason: 'bad-attribute', detail: `${label} ${problem ?? 'is not valid UTF-8'}` });
+    }
+    return text;
+  }
+  xorAddress(value: Uint8Array, label: string): Endpoint {
+    const r = decodeXorAddress(value, this.msg.transactionId);
+    if (!r.ok) return this.fail({ reason: 'bad-attribute', detail: `${label}: ${r.reason}` });
+    return r.endpoint;
+  }
+  mapping(): NatMapping {
+    const v = this.optional(BurrowAttr.NAT_MAPPING);
+    if (!v) return 'unknown';
+    if (v.length !== 4) this.fail({ reason: 'bad-attribute', detail: 'NAT-MAPPING must be 4 bytes' });
+    return MAPPING_CODES[v[0] ?? 0] ?? 'unknown';
+  }
+  hosts(): Endpoint[] {
+    const values = this.all(BurrowAttr.HOST_CANDIDATE);
+    if (values.length > MAX_HOST_CANDIDATES) {
+      this.fail({ reason: 'bad-attribute', detail: `more than ${MAX_HOST_CANDIDATES} HOST-CANDIDATE attributes` });
+    }
+    return values.map((v) => this.xorAddress(v, 'HOST-CANDIDATE'));
+  }
+}
+
+class DecodeFailure {
+  constructor(readonly error: MessageDecodeError) {}
+}
+
+function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[] {
+  return [
+    { type: BurrowAttr.PEER_NAME, value: utf8(intro.peerName) },
+    { type: BurrowAttr.PEER_NONCE, value: intro.peerNonce },
+    { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
+    ...intro.peerHosts.slice(0, MAX_HOST_CANDIDATES).map((h) => ({
+      type: BurrowAttr.HOST_CANDIDATE,
+      value: encodeXorAddress(h, txid),
+    })),
+    { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(intro.peerMapping) << 24) },
+  ];
+}
+
+function readIntro(r: Reader): Introduction {
+  return {
+    peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
+    peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
+    peerMapped: r.xorAddress(r.required(Attr.XOR_PEER_ADDRESS, 'XOR-PEER-ADDRESS'), 'XOR-PEER-ADDRESS'),
+    peerHosts: r.hosts(),
+    peerMapping: r.mapping(),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoding.
+
+export interface AuthOptions {
+  /** Key for MESSAGE-INTEGRITY-SHA256; omitted only for Binding and unauthenticated errors. */
+  readonly key?: Uint8Array;
+  readonly fingerprint?: boolean;
+  readonly padTo?: number;
+}
+
+export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffer {
+  const opts = {
+    ...(auth.key ? { integrityKey: auth.key } : {}),
+    ...(auth.fingerprint ? { fingerprint: true } : {}),
+    ...(auth.padTo !== undefined ? { padTo: auth.padTo } : {}),
+  };
+  switch (msg.kind) {
+    case 'binding':
+      return encodeStun(
+        Method.BINDING,
+        'request',
+        msg.txid,
+        msg.software !== undefined ? [{ type: Attr.SOFTWARE, value: utf8(msg.software) }] : [],
+        { ...opts, fingerprint: msg.fingerprint },
+      );
+    case 'binding-ok':
+      return encodeStun(Method.BINDING, 'success', msg.txid, [
+        { type: Attr.XOR_MAPPED_ADDRESS, value: encodeXorAddress(msg.mapped, msg.txid) },
+      ], opts);
+    case 'register':
+      return encodeStun(Method.REGISTER, 'request', msg.txid, [
+        { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
+        { type: BurrowAttr.PEER_NAME, value: utf8(msg.name) },
+        { type: BurrowAttr.TARGET_NAME, value: utf8(msg.target) },
+        { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        ...msg.hosts.slice(0, MAX_HOST_CANDIDATES).map((h) => ({
+          type: BurrowAttr.HOST_CANDIDATE,
+          value: encodeXorAddress(h, msg.txid),
+        })),
+        { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(msg.mapping) << 24) },
+      ], opts);
+    case 'register-ok':
+      return encodeStun(Method.REGISTER, 'success', msg.txid, [
+        { type: Attr.XOR_MAPPED_ADDRESS, value: encodeXorAddress(msg.mapped, msg.txid) },
+        { type: BurrowAttr.LIFETIME, value: u32(msg.lifetimeSeconds) },
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        ...(msg.alternate ? [{ type: Attr.OTHER_ADDRESS, value: encodePlainAddress(msg.alternate) }] : []),
+        ...(msg.intro ? introAttributes(msg.intro, msg.txid) : []),
+      ], opts);
+    case 'error':
+      return encodeStun(msg.method, 'error', msg.txid, [
+        { type: Attr.ERROR_CODE, value: encodeErrorCode(msg.code, msg.reason) },
+        ...(msg.timestamp !== undefined ? [{ type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) }] : []),
+      ], opts);
+    case 'introduce':
+      return encodeStun(Method.INTRODUCE, 'indication', msg.txid, [
+        { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
+        { type: BurrowAttr.SESSION_NONCE, value: msg.recipientNonce },
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        ...introAttributes(msg.intro, msg.txid),
+      ], opts);
+    case 'probe':
+      return encodeStun(Method.PROBE, 'request', msg.txid, [
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        { type: BurrowAttr.FLAGS, value: u32(msg.flags) },
+        { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(msg.destination, msg.txid) },
+      ], opts);
+    case 'probe-ok':
+      return encodeStun(Method.PROBE, 'success', msg.txid, [
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        { type: BurrowAttr.FLAGS, value: u32(msg.flags) },
+        { type: Attr.XOR_MAPPED_ADDRESS, value: encodeXorAddress(msg.mapped, msg.txid) },
+      ], opts);
+    case 'close':
+      return encodeStun(Method.CLOSE, 'indication', msg.txid, [
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+      ], opts);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoding.
+
+export function decodeMessage(buf: Uint8Array): MessageDecodeResult {
+  const framed = decodeStun(buf);
+  if (!framed.ok) return { ok: false, reason: framed.reason };
+  const stun = framed.msg;
+  try {
+    const msg = interpret(stun);
+    return { ok: true, msg, stun };
+  } catch (e) {
+    if (e instanceof DecodeFailure) return { ok: false, ...e.error };
+    throw e;
+  }
+}
+
+function interpret(stun: StunMessage): BurrowMessage {
+  const r = new Reader(stun, (e) => {
+    throw new DecodeFailure(e);
+  });
+  const txid = stun.transactionId;
+  if (stun.cls === 'error') {
+    const value = r.required(Attr.ERROR_CODE, 'ERROR-CODE');
+    const err = decodeErrorCode(value);
+    if (!err) return r.fail({ reason: 'bad-attribute', detail: 'ERROR-CODE is malformed' });
+    const ts = r.optional(BurrowAttr.TIMESTAMP) ? r.timestamp() : undefined;
+    return { kind: 'error', method: stun.method, txid, code: err.code, reason: err.reason, timestamp: ts };
+  }
+  const key = `${stun.method}/${stun.cls}`;
+  switch (key) {
+    case `${Method.BINDING}/request`:
+      return { kind: 'binding', txid, fingerprint: stun.attributes.some((a) => a.type === Attr.FINGERPRINT) };
+    case `${Method.BINDING}/success`: {
+      const xor = r.optional(Attr.XOR_MAPPED_ADDRESS);
+      if (xor) return { kind: 'binding-ok', txid, mapped: r.xorAddress(xor, 'XOR-MAPPED-ADDRESS') };
+      // RFC 3489 servers answer with MAPPED-ADDRESS only.
+      const plain = decodePlainAddress(r.required(Attr.MAPPED_ADDRESS, 'XOR-MAPPED-ADDRESS'));
+      if (!plain.ok) return r.fail({ reason: 'bad-attribute', detail: `MAPPED-ADDRESS: ${plain.reason}` });
+      return { kind: 'binding-ok', txid, mapped: plain.endpoint };
+    }
+    case `${Method.REGISTER}/request`:
+      return {
+        kind: 'register',
+        txid,
+        networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
+        name: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
+        target: r.name(BurrowAttr.TARGET_NAME, 'TARGET-NAME'),
+        sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
+        timestamp: r.timestamp(),
+        hosts: r.hosts(),
+        mapping: r.mapping(),
+      };
+    case `${Method.REGISTER}/success`: {
+      const other = r.optional(Attr.OTHER_ADDRESS);
+      let alternate: Endpoint | undefined;
+      if (other) {
+        const d = decodePlainAddress(other);
+        if (!d.ok) return r.fail({ reason: 'bad-attribute', detail: `OTHER-ADDRESS: ${d.reason}` });
+        alternate = d.endpoint;
+      }
+      return {
+        kind: 'register-ok',
+        txid,
+        mapped: r.xorAddress(r.required(Attr.XOR_MAPPED_ADDRESS, 'XOR-MAPPED-ADDRESS'), 'XOR-MAPPED-ADDRESS'),
+        lifetimeSeconds: r.u32(BurrowAttr.LIFETIME, 'LIFETIME'),
+        timestamp: r.timestamp(),
+        alternate,
+        intro: r.optional(BurrowAttr.PEER_NAME) ? readIntro(r) : undefined,
+      };
+    }
+    case `${Method.INTRODUCE}/indication`:
+      return {
+        kind: 'introduce',
+        txid,
+        networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
+        recipientNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
+        timestamp: r.timestamp(),
+        intro: readIntro(r),
+      };
+    case `${Method.PROBE}/request`:
+      return {
+        kind: 'probe',
+        txid,
+        timestamp: r.timestamp(),
+        flags: r.u32(BurrowAttr.FLAGS, 'FLAGS'),
+        destination: r.xorAddress(r.required(Attr.XOR_PEER_ADDRESS, 'XOR-PEER-ADDRESS'), 'XOR-PEER-ADDRESS'),
+      };
+    case `${Method.PROBE}/success`:
+      return {
+        kind: 'probe-ok',
+        txid,
+        timestamp: r.timestamp(),
+        flags: r.u32(BurrowAttr.FLAGS, 'FLAGS'),
+        mapped: r.xorAddress(r.required(Attr.XOR_MAPPED_ADDRESS, 'XOR-MAPPED-ADDRESS'), 'XOR-MAPPED-ADDRESS'),
+      };
+    case `${Method.CLOSE}/indication`:
+      return { kind: 'close', txid, timestamp: r.timestamp() };
+    default:
+      return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });
+  }
+}

@@ -1,0 +1,145 @@
+/**
+ * `startServer()`: the Node driver around ServerCore. It owns the UDP sockets (the main port and the
+ * alternate port used for NAT mapping tests) and the expiry timer; everything else is in the core.
+ */
+import { randomBytes, randomInt } from 'node:crypto';
+import { familyOf, type Endpoint } from '../codec/address.js';
+import { deriveNetworkKeys } from '../crypto/keys.js';
+import { BurrowError } from '../errors.js';
+import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
+import type { RegistrationStore } from '../server/store.js';
+import { DEFAULT_PORT } from './punch.js';
+import { bindUdp, closeUdp, endpointOf, sendUdp, type BoundSocket } from './udp.js';
+import { parseHostPort, normaliseAddress } from '../codec/address.js';
+
+export interface ServerOptions {
+  /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
+  readonly listen?: string;
+  /** Accepted network secrets; clients must use one of them. */
+  readonly secrets: readonly (string | Uint8Array)[];
+  /** Second UDP port for NAT mapping tests: a number, `0` for any free port, or `false` for none. Default: main port + 1. */
+  readonly alternatePort?: number | false;
+  readonly limits?: Partial<ServerLimits>;
+  readonly store?: RegistrationStore;
+  readonly onEvent?: (event: ServerEvent) => void;
+  readonly signal?: AbortSignal;
+}
+
+export interface RendezvousServer {
+  readonly address: Endpoint;
+  readonly alternateAddress: Endpoint | undefined;
+  readonly stats: Readonly<ServerStats>;
+  readonly registrations: number;
+  /** Replaces the accepted secrets (used on SIGHUP). */
+  setSecrets(secrets: readonly (string | Uint8Array)[]): void;
+  close(): Promise<void>;
+}
+
+function keysOf(secrets: readonly (string | Uint8Array)[]) {
+  if (secrets.length === 0) throw BurrowError.usage('the server needs at least one secret');
+  return secrets.map((s) => deriveNetworkKeys(typeof s === 'string' ? Buffer.from(s, 'utf8') : s));
+}
+
+async function bindListen(host: string, port: number): Promise<BoundSocket> {
+  try {
+    return await bindUdp(host, port, { dualStack: host === '::' });
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) return bindUdp('0.0.0.0', port);
+    throw new BurrowError(
+      'USAGE',
+      `cannot listen on UDP ${host}:${port} (${code ?? String(err)}): ` +
+        (code === 'EADDRINUSE' ? 'another program uses the port; stop it or choose another --listen port.' :
+          code === 'EACCES' ? 'ports below 1024 need privileges; choose a higher port.' :
+          'the address may not be on this machine; check --listen.'),
+      { cause: err },
+    );
+  }
+}
+
+export async function startServer(options: ServerOptions): Promise<RendezvousServer> {
+  options.signal?.throwIfAborted();
+  const parsed = parseHostPort(options.listen ?? `[::]:${DEFAULT_PORT}`, DEFAULT_PORT);
+  if (!parsed.ok) throw BurrowError.usage(`--listen "${options.listen ?? ''}" is not HOST:PORT (${parsed.reason})`);
+  const host = parsed.host === '' ? '::' : normaliseAddress(parsed.host);
+  if (!host) throw BurrowError.usage(`--listen host "${parsed.host}" is not an IP address`);
+  const networks = keysOf(options.secrets);
+  const main = await bindListen(host, parsed.port);
+  let alternate: BoundSocket | undefined;
+  if (options.alternatePort !== false) {
+    const altPort = options.alternatePort ?? (parsed.port === 0 ? 0 : parsed.port + 1);
+    try {
+      alternate = await bindListen(main.dualStack ? '::' : main.local.address, altPort);
+    } catch (err) {
+      await closeUdp(main.socket);
+      throw err;
+    }
+  }
+  const core = new ServerCore({
+    networks,
+    ...(alternate ? { alternate: alternate.local } : {}),
+    ...(options.limits ? { limits: options.limits } : {}),
+    ...(options.store ? { store: options.store } : {}),
+    seed: randomInt(0, 2 ** 31),
+    randomBytes: (n) => randomBytes(n),
+  });
+  const sockets: Record<ServerSocketId, BoundSocket | undefined> = { main, alternate };
+  const execute = (actions: ServerAction[]): void => {
+    for (const a of actions) {
+      if (a.type === 'send') {
+        const s = sockets[a.socket];
+        if (s) sendUdp(s, a.to, a.data, () => undefined);
+      } else {
+        options.onEvent?.(a.event);
+      }
+    }
+  };
+  for (const id of ['main', 'alternate'] as const) {
+    const s = sockets[id];
+    if (!s) continue;
+    s.socket.on('message', (data, rinfo) => {
+      // The core never throws on input; this guard keeps even a bug from taking the server down.
+      try {
+        execute(core.handleDatagram(id, endpointOf(rinfo), data, Date.now()));
+      } catch (err) {
+        options.onEvent?.({ type: 'rejected', from: endpointOf(rinfo), reason: `internal error: ${String(err)}` });
+      }
+    });
+    // Unconnected UDP sockets report ICMP errors here on some systems; they are not fatal.
+    s.socket.on('error', () => undefined);
+  }
+  const sweep = setInterval(() => {
+    core.handleTimer(Date.now());
+  }, core.timerIntervalMs);
+  sweep.unref();
+  let closed: Promise<void> | undefined;
+  const close = (): Promise<void> => {
+    closed ??= (async () => {
+      clearInterval(sweep);
+      options.signal?.removeEventListener('abort', onAbort);
+      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve()]);
+    })();
+    return closed;
+  };
+  const onAbort = (): void => {
+    void close();
+  };
+  options.signal?.addEventListener('abort', onAbort, { once: true });
+  const advertised = (s: BoundSocket): Endpoint => s.local;
+  return {
+    address: advertised(main),
+    alternateAddress: alternate ? advertised(alternate) : undefined,
+    get stats() {
+      return core.stats;
+    },
+    get registrations() {
+      return core.store.size;
+    },
+    setSecrets(secrets) {
+      core.setNetworks(keysOf(secrets));
+    },
+    close,
+  };
+}
+
+export { familyOf };

@@ -1,0 +1,110 @@
+/**
+ * Small helpers shared by the UDP drivers: opening and closing sockets as promises, address
+ * normalisation between Node's view (IPv4-mapped IPv6 on dual-stack sockets) and ours, and sends that
+ * never throw.
+ */
+import dgram from 'node:dgram';
+import { lookup } from 'node:dns/promises';
+import { familyOf, normaliseAddress, parseHostPort, type Endpoint, type Family } from '../codec/address.js';
+import { BurrowError } from '../errors.js';
+
+export interface BoundSocket {
+  readonly socket: dgram.Socket;
+  readonly family: Family;
+  /** True for a udp6 socket that also carries IPv4 (addresses appear as ::ffff:a.b.c.d). */
+  readonly dualStack: boolean;
+  readonly local: Endpoint;
+}
+
+export async function bindUdp(address: string, port: number, opts: { dualStack?: boolean } = {}): Promise<BoundSocket> {
+  const family = familyOf(address);
+  const dualStack = family === 6 && opts.dualStack === true;
+  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 && !dualStack });
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => {
+      socket.close();
+      reject(err);
+    };
+    socket.once('error', onError);
+    socket.bind(port, address, () => {
+      socket.off('error', onError);
+      resolve();
+    });
+  });
+  const a = socket.address();
+  return { socket, family, dualStack, local: { address: normaliseAddress(a.address) ?? a.address, port: a.port } };
+}
+
+export function closeUdp(socket: dgram.Socket): Promise<void> {
+  return new Promise((resolve) => {
+    try {
+      socket.close(() => {
+        resolve();
+      });
+    } catch {
+      resolve(); // already closed
+    }
+  });
+}
+
+/** Our endpoint from Node's remote info. */
+export function endpointOf(rinfo: { address: string; port: number }): Endpoint {
+  return { address: normaliseAddress(rinfo.address) ?? rinfo.address, port: rinfo.port };
+}
+
+/**
+ * Sends without throwing; errors (unreachable networks for a candidate, a closed socket) go to
+ * `onError`. Calls `done` when the datagram has left, so a socket can be closed only after its last send.
+ */
+export function sendUdp(
+  bound: BoundSocket,
+  to: Endpoint,
+  data: Uint8Array,
+  onError: (err: Error) => void,
+  done?: () => void,
+): void {
+  const address = bound.dualStack && familyOf(to.address) === 4 ? `::ffff:${to.address}` : to.address;
+  try {
+    bound.socket.send(data, to.port, address, (err) => {
+      if (err) onError(err);
+      done?.();
+    });
+  } catch (err) {
+    onError(err instanceof Error ? err : new Error(String(err)));
+    done?.();
+  }
+}
+
+/** Resolves `HOST:PORT` to an IP endpoint (IPv4 preferred, like most tools). */
+export async function resolveEndpoint(text: string, defaultPort: number, what: string): Promise<Endpoint> {
+  const parsed = parseHostPort(text, defaultPort);
+  if (!parsed.ok) throw BurrowError.usage(`${what} "${text}" is not HOST:PORT (${parsed.reason})`);
+  if (parsed.host === '') throw BurrowError.usage(`${what} "${text}" has no host`);
+  const literal = normaliseAddress(parsed.host);
+  if (literal) return { address: literal, port: parsed.port };
+  try {
+    const r = await lookup(parsed.host, { family: 0, order: 'ipv4first' });
+    return { address: normaliseAddress(r.address) ?? r.address, port: parsed.port };
+  } catch (err) {
+    throw new BurrowError(
+      'USAGE',
+      `cannot resolve ${what} host "${parsed.host}": ${err instanceof Error ? err.message : String(err)}; check the name or give an IP address.`,
+      { cause: err },
+    );
+  }
+}
+
+/** Parses `--local [ADDR:]PORT` against the family the server needs. */
+export function parseLocal(text: string | undefined, family: Family): Endpoint {
+  const wildcard = family === 6 ? '::' : '0.0.0.0';
+  if (text === undefined) return { address: wildcard, port: 0 };
+  const parsed = parseHostPort(text);
+  if (!parsed.ok) throw BurrowError.usage(`--local "${text}" is not [ADDR:]PORT (${parsed.reason})`);
+  if (parsed.host === '') return { address: wildcard, port: parsed.port };
+  const address = normaliseAddress(parsed.host);
+  if (!address) throw BurrowError.usage(`--local address "${parsed.host}" is not an IP address`);
+  if (familyOf(address) !== family) {
+    throw BurrowError.usage(`--local ${address} is IPv${familyOf(address)} but the server is IPv${family}; use an address of the same family`);
+  }
+  return { address, port: parsed.port };
+}

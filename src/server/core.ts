@@ -1,0 +1,281 @@
+/**
+ * The rendezvous server's protocol core: sans-IO. `handleDatagram` takes one datagram and the time and
+ * returns what to send; `handleTimer` expires registrations. Sockets, timers and logging live in
+ * src/node/server.ts.
+ *
+ * Order of checks for every datagram, cheapest first, so that junk costs almost nothing and creates no
+ * state: per-source rate limit (fixed table) → STUN framing → method → network id → MAC → timestamp →
+ * replay cache → registration. A reply to anything that is not authenticated is never longer than the
+ * datagram it answers (see `replyUnauthenticated`), except standard STUN Binding answers, whose excess
+ * over the request is paid from a small global byte budget (docs/protocol.md, "Amplification").
+ */
+import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
+import { decodeMessage, encodeMessage, Method, type BurrowMessage, type Introduction, type RegisterRequest } from '../codec/messages.js';
+import { Attr, findAttribute, verifyIntegrity, type StunMessage } from '../codec/stun.js';
+import type { NetworkKeys } from '../crypto/keys.js';
+import { ReplayCache, SourceRateLimiter, TokenBucket } from './limits.js';
+import { MemoryStore, type Registration, type RegistrationStore } from './store.js';
+
+export type ServerSocketId = 'main' | 'alternate';
+
+export interface ServerLimits {
+  /** Registration lifetime; clients refresh well within it. */
+  readonly lifetimeSeconds: number;
+  readonly maxRegistrations: number;
+  /** Accepted clock difference for REGISTER timestamps. */
+  readonly timestampWindowMs: number;
+  /** Per source IP: datagrams per second and burst. */
+  readonly perSourceRate: number;
+  readonly perSourceBurst: number;
+  /** Slots in the per-source table (power of two, 16 bytes each). */
+  readonly rateTableSlots: number;
+  /** Global budget for STUN Binding answers that are longer than their request (bytes/s, burst). */
+  readonly stunExcessBytesPerSecond: number;
+  readonly stunExcessBurst: number;
+  /** Authenticated messages remembered per timestamp window. */
+  readonly replayCapacity: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  lifetimeSeconds: 60,
+  maxRegistrations: 100_000,
+  timestampWindowMs: 30_000,
+  perSourceRate: 200,
+  perSourceBurst: 400,
+  rateTableSlots: 1 << 16,
+  stunExcessBytesPerSecond: 2048,
+  stunExcessBurst: 8192,
+  replayCapacity: 1 << 20,
+};
+
+export interface ServerConfig {
+  /** The networks this server serves: one per accepted secret. */
+  readonly networks: readonly NetworkKeys[];
+  /** Advertised in REGISTER answers (OTHER-ADDRESS) when the server listens on a second port. */
+  readonly alternate?: Endpoint;
+  readonly limits?: Partial<ServerLimits>;
+  readonly store?: RegistrationStore;
+  /** Seeds the per-source hash; pass a random value. */
+  readonly seed: number;
+  /** Transaction ids for pushed introductions. */
+  readonly randomBytes: (n: number) => Uint8Array;
+}
+
+/** Counters, read by the metrics endpoint and the tests. */
+export interface ServerStats {
+  datagramsIn: number;
+  bytesIn: number;
+  datagramsOut: number;
+  bytesOut: number;
+  /** Bytes received from and sent to sources whose traffic did not authenticate (incl. STUN Binding). */
+  unauthBytesIn: number;
+  unauthBytesOut: number;
+  stunBindings: number;
+  stunBindingsUnanswered: number;
+  registrationsTotal: number;
+  introductions: number;
+  authFailures: number;
+  staleTimestamps: number;
+  replaysRejected: number;
+  malformed: number;
+  rateLimited: number;
+  evictions: number;
+  expirations: number;
+}
+
+export type ServerEvent =
+  | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean }
+  | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
+  | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string };
+
+export type ServerAction =
+  | { readonly type: 'send'; readonly socket: ServerSocketId; readonly to: Endpoint; readonly data: Uint8Array }
+  | { readonly type: 'event'; readonly event: ServerEvent };
+
+export class ServerCore {
+  readonly stats: ServerStats = {
+    datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, unauthBytesIn: 0, unauthBytesOut: 0,
+    stunBindings: 0, stunBindingsUnanswered: 0, registrationsTotal: 0, introductions: 0, authFailures: 0,
+    staleTimestamps: 0, replaysRejected: 0, malformed: 0, rateLimited: 0, evictions: 0, expirations: 0,
+  };
+  readonly limits: ServerLimits;
+  readonly store: RegistrationStore;
+  private networks = new Map<string, NetworkKeys>();
+  private readonly limiter: SourceRateLimiter;
+  private readonly excess: TokenBucket;
+  private readonly replays: ReplayCache;
+
+  constructor(private readonly config: ServerConfig) {
+    this.limits = { ...DEFAULT_LIMITS, ...config.limits };
+    this.store = config.store ?? new MemoryStore(this.limits.maxRegistrations);
+    this.setNetworks(config.networks);
+    this.limiter = new SourceRateLimiter(this.limits.rateTableSlots, this.limits.perSourceRate, this.limits.perSourceBurst, config.seed);
+    this.excess = new TokenBucket(this.limits.stunExcessBytesPerSecond, this.limits.stunExcessBurst);
+    this.replays = new ReplayCache(this.limits.replayCapacity, this.limits.timestampWindowMs);
+  }
+
+  /** Replaces the accepted secrets (SIGHUP reload). Registrations of dropped networks expire on their own. */
+  setNetworks(networks: readonly NetworkKeys[]): void {
+    this.networks = new Map(networks.map((n) => [n.networkIdHex, n]));
+  }
+
+  /** How long until `handleTimer` should run next. */
+  readonly timerIntervalMs = 1000;
+
+  handleTimer(now: number): void {
+    this.stats.expirations += this.store.sweep(now);
+  }
+
+  handleDatagram(socket: ServerSocketId, from: Endpoint, data: Uint8Array, now: number): ServerAction[] {
+    const out: ServerAction[] = [];
+    this.stats.datagramsIn++;
+    this.stats.bytesIn += data.length;
+    if (!this.limiter.allow(from.address, now)) {
+      this.stats.rateLimited++;
+      this.stats.unauthBytesIn += data.length;
+      return out;
+    }
+    const decoded = decodeMessage(data);
+    if (!decoded.ok) {
+      this.stats.malformed++;
+      this.stats.unauthBytesIn += data.length;
+      return out;
+    }
+    const msg = decoded.msg;
+    if (msg.kind === 'binding') {
+      this.answerBinding(socket, msg, from, data.length, now, out);
+      return out;
+    }
+    if (socket !== 'main' || msg.kind !== 'register') {
+      // Other Burrow messages are for peers, not for us: drop without a word.
+      this.stats.malformed++;
+      this.stats.unauthBytesIn += data.length;
+      return out;
+    }
+    this.handleRegister(msg, decoded.stun, data, from, now, out);
+    return out;
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  private answerBinding(socket: ServerSocketId, msg: Extract<BurrowMessage, { kind: 'binding' }>, from: Endpoint, requestLength: number, now: number, out: ServerAction[]): void {
+    this.stats.stunBindings++;
+    this.stats.unauthBytesIn += requestLength;
+    const reply = encodeMessage({ kind: 'binding-ok', txid: msg.txid, mapped: from }, { fingerprint: msg.fingerprint });
+    const excess = reply.length - requestLength;
+    // Standard STUN clients send bare 20-byte requests whose answer is 32 bytes or more; pay the
+    // difference from a small global budget so the server can never be a meaningful amplifier.
+    if (excess > 0 && !this.excess.take(excess, now)) {
+      this.stats.stunBindingsUnanswered++;
+      return;
+    }
+    this.stats.unauthBytesOut += reply.length;
+    this.send(socket, from, reply, out);
+  }
+
+  private handleRegister(msg: RegisterRequest, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: ServerAction[]): void {
+    const network = this.networks.get(Buffer.from(msg.networkId).toString('hex'));
+    if (!network || verifyIntegrity(data, stun, network.clientToServer) !== 'valid') {
+      this.stats.authFailures++;
+      this.stats.unauthBytesIn += data.length;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: network ? 'bad MAC' : 'unknown network (secret differs)' } });
+      // Short and unauthenticated: it lets the client say that its secret differs from ours.
+      this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 401, reason: 'Unauthenticated', timestamp: undefined }, undefined, out);
+      return;
+    }
+    if (Math.abs(msg.timestamp - now) > this.limits.timestampWindowMs) {
+      this.stats.staleTimestamps++;
+      // Authenticated with the server key so only a holder of the secret can use it to set its clock;
+      // still never longer than the request, because a stale request may be a replay from anyone.
+      this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 438, reason: 'Stale', timestamp: now }, network.serverToClient, out);
+      return;
+    }
+    const mac = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
+    const seen = this.replays.check(mac, now);
+    if (seen !== 'fresh') {
+      this.stats.replaysRejected++;
+      this.stats.unauthBytesIn += data.length;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
+      return;
+    }
+    this.register(network, msg, from, now, out);
+  }
+
+  private register(network: NetworkKeys, msg: RegisterRequest, from: Endpoint, now: number, out: ServerAction[]): void {
+    const net = network.networkIdHex;
+    const nonce = Buffer.from(msg.sessionNonce).toString('hex');
+    const previous = this.store.get(net, msg.name, now);
+    const reg: Registration = {
+      network: net,
+      name: msg.name,
+      target: msg.target,
+      nonce,
+      mapped: from,
+      hosts: msg.hosts,
+      mapping: msg.mapping,
+      expiresAt: now + this.limits.lifetimeSeconds * 1000,
+    };
+    const changed =
+      !previous ||
+      previous.nonce !== nonce ||
+      previous.target !== msg.target ||
+      previous.mapping !== msg.mapping ||
+      !sameEndpoint(previous.mapped, from) ||
+      previous.hosts.map(endpointKey).join() !== msg.hosts.map(endpointKey).join();
+    this.stats.evictions += this.store.put(reg).evicted;
+    this.stats.registrationsTotal++;
+    out.push({ type: 'event', event: { type: 'registered', network: net, name: msg.name, from, isNew: !previous || previous.nonce !== nonce } });
+
+    const partner = this.store.get(net, msg.target, now);
+    const paired = partner && partner.target === msg.name && partner.name !== msg.name ? partner : undefined;
+    if (paired && changed) {
+      // Push to the partner at once (it may have waited for minutes); our own copy rides in the answer.
+      this.stats.introductions++;
+      out.push({ type: 'event', event: { type: 'introduced', network: net, a: paired.name, b: msg.name } });
+      const txid = this.config.randomBytes(12);
+      const push: BurrowMessage = {
+        kind: 'introduce',
+        txid,
+        networkId: network.networkId,
+        recipientNonce: Buffer.from(paired.nonce, 'hex'),
+        timestamp: now,
+        intro: introductionOf(reg),
+      };
+      this.send('main', paired.mapped, encodeMessage(push, { key: network.serverToClient }), out);
+    }
+    const answer: BurrowMessage = {
+      kind: 'register-ok',
+      txid: msg.txid,
+      mapped: from,
+      lifetimeSeconds: this.limits.lifetimeSeconds,
+      timestamp: now,
+      alternate: this.config.alternate,
+      intro: paired ? introductionOf(paired) : undefined,
+    };
+    this.send('main', from, encodeMessage(answer, { key: network.serverToClient }), out);
+  }
+
+  /** Sends a reply to traffic we could not authenticate, but only if it is no longer than the request. */
+  private replyUnauthenticated(to: Endpoint, requestLength: number, msg: BurrowMessage, key: Uint8Array | undefined, out: ServerAction[]): void {
+    const data = encodeMessage(msg, key ? { key } : {});
+    if (data.length > requestLength) return;
+    this.stats.unauthBytesOut += data.length;
+    this.send('main', to, data, out);
+  }
+
+  private send(socket: ServerSocketId, to: Endpoint, data: Uint8Array, out: ServerAction[]): void {
+    this.stats.datagramsOut++;
+    this.stats.bytesOut += data.length;
+    out.push({ type: 'send', socket, to, data });
+  }
+}
+
+function introductionOf(reg: Registration): Introduction {
+  return {
+    peerName: reg.name,
+    peerNonce: Buffer.from(reg.nonce, 'hex'),
+    peerMapped: reg.mapped,
+    peerHosts: reg.hosts,
+    peerMapping: reg.mapping,
+  };
+}
