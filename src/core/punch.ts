@@ -520,7 +520,22 @@ export class PunchMachine {
     }
   }
 
+  /**
+   * Whether an address is one of ours: our public address as the server saw it, or a host address.
+   * A probe must have been sent to one of them, and an answer must say our probe came from one of
+   * them; a captured message re-sent or relayed by a third host fails this test (it names the third
+   * host), so it can never redirect us there. Assumes the NAT keeps one public IP per host
+   * ("paired" pooling, RFC 4787 section 4.1).
+   */
+  private isOurs(address: string): boolean {
+    return this.mappedMain?.address === address || this.config.hosts.some((h) => h.address === address);
+  }
+
   private onProbe(msg: Extract<BurrowMessage, { kind: 'probe' }>, from: Endpoint, now: number, out: PunchAction[]): void {
+    if (!this.isOurs(msg.destination.address)) {
+      this.drop(from, `probe addressed to ${msg.destination.address}, not to us (re-sent by a third host?)`, out);
+      return;
+    }
     const id = Buffer.from(msg.txid).toString('hex');
     if (this.seenProbes.has(id)) {
       this.drop(from, 'replayed probe', out);
@@ -579,6 +594,10 @@ export class PunchMachine {
       return;
     }
     if (this.phase !== 'checking') return;
+    if (!this.isOurs(msg.mapped.address)) {
+      this.drop(from, `answer says our probe came from ${msg.mapped.address}, which is not us (relayed by a third host?)`, out);
+      return;
+    }
     this.stats.responsesHeard++;
     const key = endpointKey(from);
     const cand = this.candidates.get(key);

@@ -34,7 +34,7 @@ function same(a: Endpoint, b: Endpoint): boolean {
 }
 
 for (const kind of NAT_KINDS) {
-  describe(`lab router of kind ${kind}`, { skip: labSkip }, () => {
+  void describe(`lab router of kind ${kind}`, { skip: labSkip }, () => {
     let lab: Lab | undefined;
     let pub: UdpAgent;
     let hA: UdpAgent;
@@ -61,7 +61,7 @@ for (const kind of NAT_KINDS) {
     const routerPublic = (): string => lab!.addresses.routers.natA.public.v4;
     const hostA = (): string => lab!.addresses.hosts.hA.v4;
 
-    it('maps one internal socket to one external port for every destination, unless symmetric', async () => {
+    void it('maps one internal socket to one external port for every destination, unless symmetric', async () => {
       const local = await hA.bind('map');
       const observed: Endpoint[] = [];
       for (const [name, to] of [['p1P', server.p1P], ['p2P', server.p2P], ['p1Q', server.p1Q]] as const) {
@@ -81,7 +81,7 @@ for (const kind of NAT_KINDS) {
       }
     });
 
-    it('filters unsolicited inbound datagrams as RFC 4787 says for this kind', async () => {
+    void it('filters unsolicited inbound datagrams as RFC 4787 says for this kind', async () => {
       await hA.bind('filter');
       await hA.send('filter', server.p1P, 'filter-open');
       const mapped = await pub.receive('filter-open');
@@ -105,7 +105,7 @@ for (const kind of NAT_KINDS) {
       }
     });
 
-    it('lets hA and hA2 reach each other directly on their LAN', async () => {
+    void it('lets hA and hA2 reach each other directly on their LAN', async () => {
       const a = await hA.bind('lan');
       const b = await hA2.bind('lan');
       await hA.send('lan', { address: lab!.addresses.hosts.hA2.v4, port: b.port }, 'lan-ping');
@@ -116,7 +116,7 @@ for (const kind of NAT_KINDS) {
       assert.ok(same(pong, { address: lab!.addresses.hosts.hA2.v4, port: b.port }));
     });
 
-    it('does not hairpin: hA2 cannot reach hA through the router’s public address', { skip: kind === 'firewall' && 'a firewall has no public mapping to hairpin' }, async () => {
+    void it('does not hairpin: hA2 cannot reach hA through the router’s public address', { skip: kind === 'firewall' && 'a firewall has no public mapping to hairpin' }, async () => {
       await hA.bind('hairpin');
       await hA.send('hairpin', server.p1P, 'hairpin-open');
       const mapped = await pub.receive('hairpin-open');
@@ -129,7 +129,7 @@ for (const kind of NAT_KINDS) {
       assert.equal(hA.received('hairpin-probe').length, 0, 'a datagram to the public mapping from the LAN was hairpinned');
     });
 
-    it('forgets mappings on flushConntrack', async () => {
+    void it('forgets mappings on flushConntrack', async () => {
       await hA.bind('flush');
       await hA.send('flush', server.p1P, 'flush-open');
       const before = await pub.receive('flush-open');
@@ -143,7 +143,7 @@ for (const kind of NAT_KINDS) {
       assert.equal(hA.received('flush-stale').length, 0, 'a reply to the flushed mapping still arrived');
     });
 
-    it('drops forwarded packets at 100% loss and forwards again at 0%', async () => {
+    void it('drops forwarded packets at 100% loss and forwards again at 0%', async () => {
       await hA.bind('loss');
       await lab!.setLoss('natA', 100);
       await hA.send('loss', server.p1P, 'loss-dropped');
@@ -154,7 +154,7 @@ for (const kind of NAT_KINDS) {
       assert.equal(pub.received('loss-dropped').length, 0);
     });
 
-    it('never translates IPv6 and lets in only replies', async () => {
+    void it('never translates IPv6 and lets in only replies', async () => {
       const local = await hA.bind('v6', '::');
       await hA.send('v6', server6.v1P, 'v6-open');
       const seen = await pub.receive('v6-open');
@@ -168,10 +168,10 @@ for (const kind of NAT_KINDS) {
   });
 }
 
-describe('lab lifecycle', { skip: labSkip }, () => {
+void describe('lab lifecycle', { skip: labSkip }, () => {
   before(assertLabAvailable);
 
-  it('kills tracked and untracked processes and removes every namespace', async (t) => {
+  void it('kills tracked and untracked processes and removes every namespace', async (t) => {
     const lab = await createLab({ a: 'port-restricted', b: 'symmetric' });
     const runId = lab.runId;
     let pids: number[] = [];
@@ -194,7 +194,7 @@ describe('lab lifecycle', { skip: labSkip }, () => {
     await assert.rejects(lab.exec('hA', 'true', []), { code: 'LAB_DESTROYED' });
   });
 
-  it('builds and tears down repeatedly without leaving anything behind', async (t) => {
+  void it('builds and tears down repeatedly without leaving anything behind', async (t) => {
     const setup: number[] = [];
     const teardown: number[] = [];
     for (let i = 0; i < 5; i++) {
