@@ -259,8 +259,11 @@ class Reader {
   }
 }
 
-class DecodeFailure {
-  constructor(readonly error: MessageDecodeError) {}
+/** Thrown inside `interpret` only, and always caught by `decodeMessage`. */
+class DecodeFailure extends Error {
+  constructor(readonly error: MessageDecodeError) {
+    super(error.reason);
+  }
 }
 
 function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[] {

@@ -63,7 +63,9 @@ export async function runChecked(
   const result = await runCommand(cmd, args, options);
   if (result.code !== 0) {
     const how = result.timedOut ? 'timed out' : `exited with ${describeExit(result)}`;
-    throw new LabError('LAB_COMMAND_FAILED', `${what} failed: ${cmd} ${args.join(' ')} ${how}: ${result.stderr.trim()}`);
+    const commandLine = [cmd, ...args].join(' ').replace(/\s+/g, ' ');
+    const shown = commandLine.length > 160 ? `${commandLine.slice(0, 160)}…` : commandLine;
+    throw new LabError('LAB_COMMAND_FAILED', `${what} failed (${how}): ${result.stderr.trim() || '(no stderr)'} [command: ${shown}]`);
   }
   return result;
 }

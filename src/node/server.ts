@@ -3,14 +3,13 @@
  * alternate port used for NAT mapping tests) and the expiry timer; everything else is in the core.
  */
 import { randomBytes, randomInt } from 'node:crypto';
-import { familyOf, type Endpoint } from '../codec/address.js';
+import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
 import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
 import { DEFAULT_PORT } from './punch.js';
 import { bindUdp, closeUdp, endpointOf, sendUdp, type BoundSocket } from './udp.js';
-import { parseHostPort, normaliseAddress } from '../codec/address.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -125,10 +124,9 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     void close();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
-  const advertised = (s: BoundSocket): Endpoint => s.local;
   return {
-    address: advertised(main),
-    alternateAddress: alternate ? advertised(alternate) : undefined,
+    address: main.local,
+    alternateAddress: alternate?.local,
     get stats() {
       return core.stats;
     },
@@ -142,4 +140,3 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   };
 }
 
-export { familyOf };

@@ -45,7 +45,7 @@ export const DEFAULT_LIMITS: ServerLimits = {
   rateTableSlots: 1 << 16,
   stunExcessBytesPerSecond: 2048,
   stunExcessBurst: 8192,
-  replayCapacity: 1 << 20,
+  replayCapacity: 1 << 19,
 };
 
 export interface ServerConfig {

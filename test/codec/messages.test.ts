@@ -24,7 +24,7 @@ const arbName = fc.string({ minLength: 1, maxLength: 20, unit: fc.constantFrom(.
 const arbTxid = fc.uint8Array({ minLength: 12, maxLength: 12 });
 const arbNonce = fc.uint8Array({ minLength: 16, maxLength: 16 });
 const arbTs = fc.integer({ min: 0, max: 2 ** 52 });
-const arbMapping = fc.constantFrom('unknown', 'endpoint-independent', 'endpoint-dependent') as fc.Arbitrary<'unknown' | 'endpoint-independent' | 'endpoint-dependent'>;
+const arbMapping = fc.constantFrom<'unknown' | 'endpoint-independent' | 'endpoint-dependent'>('unknown', 'endpoint-independent', 'endpoint-dependent');
 const arbIntro = fc.record({ peerName: arbName, peerNonce: arbNonce, peerMapped: arbEndpoint, peerHosts: fc.array(arbEndpoint, { maxLength: 8 }), peerMapping: arbMapping });
 
 const arbMessage: fc.Arbitrary<BurrowMessage> = fc.oneof(

@@ -71,6 +71,9 @@ function assertConnected(result: PunchScenarioResult, path: 'lan' | 'direct'): v
   assert.equal(result.connected, true, context);
 }
 
+// In CI an unavailable lab is a failure of its own, not only cancelled tests.
+void it('the NAT lab is available', { skip: labSkip }, assertLabAvailable);
+
 void describe('punch matrix across emulated NATs', { skip: labSkip }, () => {
   before(assertLabAvailable);
 

@@ -33,6 +33,9 @@ function same(a: Endpoint, b: Endpoint): boolean {
   return a.address === b.address && a.port === b.port;
 }
 
+// In CI an unavailable lab is a failure of its own, not only cancelled tests.
+void it('the NAT lab is available', { skip: labSkip }, assertLabAvailable);
+
 for (const kind of NAT_KINDS) {
   void describe(`lab router of kind ${kind}`, { skip: labSkip }, () => {
     let lab: Lab | undefined;

@@ -1,0 +1,14 @@
+/**
+ * Burrow's library API. Quiet: nothing here prints or exits; results and typed errors come back through
+ * promises, progress through `onEvent`, and every call takes an AbortSignal.
+ */
+export { punch, DEFAULT_PORT, type PunchOptions, type PunchEvent, type PunchResult } from './node/punch.js';
+export { startServer, type ServerOptions, type RendezvousServer } from './node/server.js';
+export { stunQuery, type StunQueryOptions } from './node/stun.js';
+export { generateSecret, readSecretFile } from './node/secret.js';
+export { BurrowError, ExitCode, isBurrowError, type ErrorCode } from './errors.js';
+export type { Endpoint } from './codec/address.js';
+export type { NatMapping } from './codec/messages.js';
+export type { PunchPath, PunchTiming } from './core/punch.js';
+export type { ServerEvent, ServerLimits, ServerStats } from './server/core.js';
+export type { Registration, RegistrationStore } from './server/store.js';
