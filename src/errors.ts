@@ -91,6 +91,10 @@ export class BurrowError extends Error {
   }
 }
 
+/**
+ * True for a BurrowError, also one created by another copy of this module (the CLI's bundled entry
+ * and the ESM modules it loads on demand each have their own class object).
+ */
 export function isBurrowError(e: unknown): e is BurrowError {
-  return e instanceof BurrowError;
+  return e instanceof Error && e.name === 'BurrowError' && typeof (e as Partial<BurrowError>).exitCode === 'number' && typeof (e as Partial<BurrowError>).code === 'string';
 }

@@ -8,7 +8,8 @@ import { fileURLToPath } from 'node:url';
 import { generateSecret } from '../node/secret.js';
 import { say, type Io } from './common.js';
 
-const MAIN = fileURLToPath(new URL('./main.js', import.meta.url));
+// The CLI that is running (the bundled binary), or the ES module entry when imported directly.
+const MAIN = process.argv[1]?.match(/(?:main\.js|burrow(?:\.cjs)?)$/) ? process.argv[1] : fileURLToPath(new URL('./main.js', import.meta.url));
 
 interface Run {
   code: number | null;

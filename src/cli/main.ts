@@ -1,9 +1,12 @@
 #!/usr/bin/env node
 /**
  * The `burrow` command: parses the subcommand, runs it, and turns errors into the documented exit codes.
- * Commands are loaded lazily so each starts only what it needs (punch stays fast).
+ * Commands are loaded lazily so each starts only what it needs. The installed binary is this file
+ * bundled with the punch, stun and keygen paths into one CommonJS file (dist/src/cli/burrow.cjs,
+ * `npm run bundle`): Node's ESM loader costs several milliseconds per module on a slow machine, and a
+ * punch should not wait for it. serve, demo and lab stay ES modules, imported on demand.
  */
-import { BurrowError, ExitCode } from '../errors.js';
+import { BurrowError, ExitCode, isBurrowError } from '../errors.js';
 import type { Io } from './common.js';
 
 const HELP = `burrow: connect machines behind NATs through a rendezvous server
@@ -63,7 +66,7 @@ export async function main(argv: string[], io: Io): Promise<number> {
 }
 
 function report(err: unknown, io: Io): number {
-  if (err instanceof BurrowError) {
+  if (isBurrowError(err)) {
     io.stderr.write(`burrow: error: ${err.message}\n`);
     return err.exitCode;
   }
@@ -79,7 +82,7 @@ function report(err: unknown, io: Io): number {
 
 // Run when executed as the `burrow` binary (not when imported by tests).
 const invoked = process.argv[1] ?? '';
-if (/(?:^|[\\/])(?:main\.js|burrow)$/.test(invoked)) {
+if (/(?:^|[\\/])(?:main\.js|burrow(?:\.cjs)?)$/.test(invoked)) {
   const controller = new AbortController();
   const stop = (): void => {
     controller.abort();

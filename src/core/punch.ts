@@ -443,10 +443,10 @@ export class PunchMachine {
       this.drop(from, 'stale introduction', out);
       return;
     }
-    this.adoptIntroduction(msg.intro, now, out);
+    this.adoptIntroduction(msg.intro, now, out, true);
   }
 
-  private adoptIntroduction(intro: Introduction, now: number, out: PunchAction[]): void {
+  private adoptIntroduction(intro: Introduction, now: number, out: PunchAction[], pushed = false): void {
     if (this.phase === 'accepted' || this.phase === 'finished') return;
     if (intro.peerName !== this.config.peer) return;
     const isNew = !this.intro || !Buffer.from(this.intro.peerNonce).equals(intro.peerNonce);
@@ -481,6 +481,8 @@ export class PunchMachine {
     for (const h of intro.peerHosts) add(h, 'host');
     if (isNew) out.push({ type: 'event', event: { type: 'introduced', peer: intro.peerName, candidates: [...this.candidates.values()].map((c) => c.endpoint) } });
     if (fresh.length > 0) this.sendDueProbes(now, out);
+    // Acknowledge a pushed introduction at once (a REGISTER does that), so the server stops re-sending it.
+    if (isNew && pushed) this.sendRegister(now, out);
   }
 
   private onPeerMessage(

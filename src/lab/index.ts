@@ -8,6 +8,7 @@ export { LabProcess, type ProcessExit, type SpawnOptions } from './process.js';
 export {
   DEFAULT_CLI,
   SERVER_ENDPOINT,
+  isLabAddress,
   parsePunchOutput,
   runPunchScenario,
   type HandoffReport,

@@ -161,6 +161,7 @@ export function planLab(runId: string, options: LabOptions): LabPlan {
   const lanA = lanPlan('natA', options.a);
   const lanB = lanPlan('natB', options.b);
   const v6 = (address: string): string | null => (ipv6 ? address : null);
+  const hostV6: Record<HostNode, string> = { hA: `${lanA.v6Prefix}2`, hA2: `${lanA.v6Prefix}3`, hB: `${lanB.v6Prefix}2` };
 
   const addresses: LabAddresses = {
     server: {
@@ -168,9 +169,9 @@ export function planLab(runId: string, options: LabOptions): LabPlan {
       alternate: { v4: '203.0.113.2', v6: v6('2001:db8::2') },
     },
     hosts: {
-      hA: { v4: lanA.hosts[0], v6: v6(`${lanA.v6Prefix}2`) },
-      hA2: { v4: lanA.hosts[1], v6: v6(`${lanA.v6Prefix}3`) },
-      hB: { v4: lanB.hosts[0], v6: v6(`${lanB.v6Prefix}2`) },
+      hA: { v4: lanA.hosts[0], v6: v6(hostV6.hA) },
+      hA2: { v4: lanA.hosts[1], v6: v6(hostV6.hA2) },
+      hB: { v4: lanB.hosts[0], v6: v6(hostV6.hB) },
     },
     routers: {
       natA: { public: { v4: '198.51.100.2', v6: v6('2001:db8:ff:1::2') }, lan: { v4: lanA.router, v6: v6(`${lanA.v6Prefix}1`) } },
@@ -244,13 +245,12 @@ export function planLab(runId: string, options: LabOptions): LabPlan {
   };
 
   const hostScript = (node: HostNode, dev: string, lanNet: LanPlan): string => {
-    const own = addresses.hosts[node];
     return script(ipv6Sysctls(ipv6, [dev], false), [
       'link set lo up',
       `link set ${dev} up`,
-      `addr add ${own.v4}${maskOf(lanNet.v4Prefix)} dev ${dev}`,
+      `addr add ${addresses.hosts[node].v4}${maskOf(lanNet.v4Prefix)} dev ${dev}`,
       `route add default via ${lanNet.router}`,
-      ...v6Lines([`addr add ${own.v6 ?? ''}/64 dev ${dev} nodad`, `route add default via ${lanNet.v6Prefix}1`]),
+      ...v6Lines([`addr add ${hostV6[node]}/64 dev ${dev} nodad`, `route add default via ${lanNet.v6Prefix}1`]),
     ]);
   };
 

@@ -14,7 +14,7 @@
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { isIP } from 'node:net';
+import { isIP, isIPv4, isIPv6 } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -28,7 +28,8 @@ import { createLab, type Lab } from './topology.js';
 
 /** The repository root: this file is compiled to <root>/dist/src/lab/scenario.js. */
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-export const DEFAULT_CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'main.js');
+/** The binary users run (package.json `bin`). */
+export const DEFAULT_CLI = join(REPO_ROOT, 'dist', 'src', 'cli', 'burrow.cjs');
 const HANDOFF_PROGRAM = fileURLToPath(new URL('./programs/handoff.js', import.meta.url));
 
 export const SERVER_ENDPOINT = '203.0.113.1:3478';
@@ -188,7 +189,18 @@ async function exitWithin(child: LabProcess, limitMs: number): Promise<boolean> 
   return killed;
 }
 
+/** Whether `address` is one of the lab's documentation addresses (RFC 5737, RFC 3849). */
+export function isLabAddress(address: string): boolean {
+  if (isIPv4(address)) return ['192.0.2.', '198.51.100.', '203.0.113.'].some((prefix) => address.startsWith(prefix));
+  return isIPv6(address) && /^2001:0?db8:/i.test(address);
+}
+
 async function checkHandoff(lab: Lab, node: HostNode, output: PunchOutput): Promise<HandoffResult> {
+  if (!isLabAddress(output.remoteAddress)) {
+    // The namespaces have no route out of the lab anyway; still, never aim traffic at an address outside it.
+    const stderr = `handoff not attempted: ${output.remoteAddress} is not a lab address\n`;
+    return { ok: false, exit: { code: null, signal: null }, report: null, stdout: '', stderr };
+  }
   const child = lab.spawn(node, process.execPath, [
     HANDOFF_PROGRAM,
     '--port', String(output.localPort),
@@ -211,6 +223,53 @@ interface PeerPlan {
   readonly local: string | undefined;
 }
 
+interface RunningPeer {
+  readonly plan: PeerPlan;
+  readonly child: LabProcess;
+  /** Resolves once the peer exited, with whether the harness had to kill it. */
+  readonly killed: Promise<boolean>;
+}
+
+async function startServer(lab: Lab, cli: string, secretFile: string): Promise<LabProcess> {
+  const server = lab.spawn('pub', process.execPath, [cli, 'serve', '--listen', SERVER_ENDPOINT, '--secret-file', secretFile, '--log-format', 'json']);
+  server.endInput();
+  try {
+    await server.waitForOutput('stderr', '"listening"', SERVER_READY_MS);
+  } catch (err) {
+    throw new LabError('LAB_SERVER_FAILED', `burrow serve did not report "listening" on stderr: ${(err as Error).message}`, { cause: err });
+  }
+  return server;
+}
+
+function startPeer(lab: Lab, cli: string, plan: PeerPlan, timeoutSeconds: number): RunningPeer {
+  const args = [cli, 'punch', '--server', SERVER_ENDPOINT, '--secret-file', plan.secretFile, '--as', plan.name, '--to', plan.peerName];
+  args.push('--timeout', String(timeoutSeconds), '--format', 'json');
+  if (plan.local !== undefined) args.push('--local', plan.local);
+  const child = lab.spawn(plan.node, process.execPath, args);
+  child.endInput();
+  return { plan, child, killed: exitWithin(child, timeoutSeconds * 1000 + PEER_GRACE_MS) };
+}
+
+async function finishPeer(peer: RunningPeer, t0: number): Promise<Omit<PeerResult, 'handoff'>> {
+  const killed = await peer.killed;
+  const { child, plan } = peer;
+  const exit = child.exitStatus ?? { code: null, signal: null };
+  const exitedAt = child.exitedAt ?? performance.now();
+  return {
+    side: plan.side,
+    name: plan.name,
+    node: plan.node,
+    exit,
+    killed,
+    output: exit.code === 0 ? parsePunchOutput(child.stdout) : null,
+    stdout: child.stdout,
+    stderr: child.stderr,
+    startedAtMs: child.startedAt - t0,
+    exitedAtMs: exitedAt - t0,
+    wallMs: exitedAt - child.startedAt,
+  };
+}
+
 /** Runs one punch scenario in a fresh lab and reports; never leaves the lab behind. */
 export async function runPunchScenario(options: PunchScenarioOptions): Promise<PunchScenarioResult> {
   const began = performance.now();
@@ -219,120 +278,67 @@ export async function runPunchScenario(options: PunchScenarioOptions): Promise<P
     throw new LabError('LAB_CLI_MISSING', `the Burrow CLI is not built: ${cli} does not exist; run \`npm run build\` first`);
   }
   const timeoutSeconds = options.timeoutSeconds ?? 5;
-  const first = options.first ?? 'a';
   const dir = await mkdtemp(join(tmpdir(), 'burrow-lab-'));
   let lab: Lab | undefined;
-  const running = new Set<LabProcess>();
-  const killAll = (): void => {
-    for (const child of running) child.kill('SIGKILL');
+  const peers: RunningPeer[] = [];
+  const killPeers = (): void => {
+    for (const peer of peers) peer.child.kill('SIGKILL');
   };
-  options.signal?.addEventListener('abort', killAll, { once: true });
+  options.signal?.addEventListener('abort', killPeers, { once: true });
   try {
     options.signal?.throwIfAborted();
     const secretFile = join(dir, 'secret');
     const wrongSecretFile = join(dir, 'wrong-secret');
     await writeFile(secretFile, `${newSecret()}\n`, { mode: 0o600 });
     await writeFile(wrongSecretFile, `${newSecret()}\n`, { mode: 0o600 });
+    const secretOf = (side: PeerSide): string => (options.wrongSecret === side ? wrongSecretFile : secretFile);
+    const plans: Record<PeerSide, PeerPlan> = {
+      a: { side: 'a', name: 'alice', peerName: 'bob', node: 'hA', secretFile: secretOf('a'), local: options.local?.a },
+      b: { side: 'b', name: 'bob', peerName: 'alice', node: options.sameNat === true ? 'hA2' : 'hB', secretFile: secretOf('b'), local: options.local?.b },
+    };
 
     const active = await createLab({ a: options.a, b: options.b });
     lab = active;
-    if (options.lossPercent !== undefined && options.lossPercent > 0) {
-      await Promise.all([active.setLoss('natA', options.lossPercent), active.setLoss('natB', options.lossPercent)]);
-    }
-    const node = process.execPath;
-    const server = active.spawn('pub', node, [cli, 'serve', '--listen', SERVER_ENDPOINT, '--secret-file', secretFile, '--log-format', 'json']);
-    running.add(server);
-    try {
-      await server.waitForOutput('stderr', '"listening"', SERVER_READY_MS);
-    } catch (err) {
-      throw new LabError('LAB_SERVER_FAILED', `burrow serve did not report "listening" on stderr: ${(err as Error).message}`, { cause: err });
-    }
+    const loss = options.lossPercent ?? 0;
+    if (loss > 0) await Promise.all([active.setLoss('natA', loss), active.setLoss('natB', loss)]);
+    const server = await startServer(active, cli, secretFile);
     const setupMs = performance.now() - began;
 
-    const plans: Record<PeerSide, PeerPlan> = {
-      a: { side: 'a', name: 'alice', peerName: 'bob', node: 'hA', secretFile: options.wrongSecret === 'a' ? wrongSecretFile : secretFile, local: options.local?.a },
-      b: {
-        side: 'b',
-        name: 'bob',
-        peerName: 'alice',
-        node: options.sameNat === true ? 'hA2' : 'hB',
-        secretFile: options.wrongSecret === 'b' ? wrongSecretFile : secretFile,
-        local: options.local?.b,
-      },
-    };
-    const startPeer = (plan: PeerPlan): LabProcess => {
-      const args = [cli, 'punch', '--server', SERVER_ENDPOINT, '--secret-file', plan.secretFile, '--as', plan.name, '--to', plan.peerName];
-      args.push('--timeout', String(timeoutSeconds), '--format', 'json');
-      if (plan.local !== undefined) args.push('--local', plan.local);
-      const child = active.spawn(plan.node, node, args);
-      child.endInput();
-      running.add(child);
-      return child;
-    };
-
-    const order: PeerSide[] = options.absentPeer === true ? ['a'] : first === 'a' ? ['a', 'b'] : ['b', 'a'];
-    const children = new Map<PeerSide, LabProcess>();
-    const killedBy = new Map<PeerSide, Promise<boolean>>();
+    const order: PeerSide[] = options.absentPeer === true ? ['a'] : (options.first ?? 'a') === 'a' ? ['a', 'b'] : ['b', 'a'];
     for (const [index, side] of order.entries()) {
-      if (index > 0 && (options.delayMs ?? 0) > 0) await sleep(options.delayMs, undefined, options.signal ? { signal: options.signal } : {});
-      const child = startPeer(plans[side]);
-      children.set(side, child);
-      killedBy.set(side, exitWithin(child, timeoutSeconds * 1000 + PEER_GRACE_MS));
+      const delayMs = options.delayMs ?? 0;
+      if (index > 0 && delayMs > 0) await sleep(delayMs, undefined, options.signal === undefined ? {} : { signal: options.signal });
+      peers.push(startPeer(active, cli, plans[side], timeoutSeconds));
     }
-    const t0 = Math.min(...[...children.values()].map((child) => child.startedAt));
-    const killed = new Map<PeerSide, boolean>();
-    for (const [side, promise] of killedBy) killed.set(side, await promise);
+    const t0 = Math.min(...peers.map((peer) => peer.child.startedAt));
+    const finished = await Promise.all(peers.map((peer) => finishPeer(peer, t0)));
     options.signal?.throwIfAborted();
-
-    const peerBase = (side: PeerSide): Omit<PeerResult, 'handoff'> | null => {
-      const child = children.get(side);
-      if (child === undefined) return null;
-      const exit = child.exitStatus ?? { code: null, signal: null };
-      const exitedAt = child.exitedAt ?? performance.now();
-      return {
-        side,
-        name: plans[side].name,
-        node: plans[side].node,
-        exit,
-        killed: killed.get(side) ?? false,
-        output: exit.code === 0 ? parsePunchOutput(child.stdout) : null,
-        stdout: child.stdout,
-        stderr: child.stderr,
-        startedAtMs: child.startedAt - t0,
-        exitedAtMs: exitedAt - t0,
-        wallMs: exitedAt - child.startedAt,
-      };
-    };
-    const a = peerBase('a');
-    const b = peerBase('b');
-    if (a === null) throw new Error('unreachable: peer a always starts');
-    const allExitedMs = Math.max(a.exitedAtMs, b?.exitedAtMs ?? 0);
+    const a = finished.find((peer) => peer.side === 'a');
+    const b = finished.find((peer) => peer.side === 'b') ?? null;
+    if (a === undefined) throw new Error('unreachable: peer a always runs');
 
     let handoffA: HandoffResult | null = null;
     let handoffB: HandoffResult | null = null;
     if (options.checkHandoff !== false && b !== null && a.output?.ok === true && b.output?.ok === true) {
       [handoffA, handoffB] = await Promise.all([checkHandoff(active, a.node, a.output.value), checkHandoff(active, b.node, b.output.value)]);
     }
-    const peerA: PeerResult = { ...a, handoff: handoffA };
-    const peerB: PeerResult | null = b === null ? null : { ...b, handoff: handoffB };
     const handoffHeld = options.checkHandoff === false || (handoffA?.ok === true && handoffB?.ok === true);
-    const connected = peerA.output?.ok === true && peerB?.output?.ok === true && handoffHeld;
 
     server.kill('SIGTERM');
     await exitWithin(server, 2_000);
     return {
       runId: active.runId,
       options,
-      peers: { a: peerA, b: peerB },
-      connected,
-      allExitedMs,
+      peers: { a: { ...a, handoff: handoffA }, b: b === null ? null : { ...b, handoff: handoffB } },
+      connected: a.output?.ok === true && b?.output?.ok === true && handoffHeld,
+      allExitedMs: Math.max(...finished.map((peer) => peer.exitedAtMs)),
       serverStdout: server.stdout,
       serverStderr: server.stderr,
       setupMs,
       durationMs: performance.now() - began,
     };
   } finally {
-    options.signal?.removeEventListener('abort', killAll);
+    options.signal?.removeEventListener('abort', killPeers);
     await lab?.destroy();
     await rm(dir, { recursive: true, force: true });
   }

@@ -108,7 +108,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     s.socket.on('error', () => undefined);
   }
   const sweep = setInterval(() => {
-    core.handleTimer(Date.now());
+    execute(core.handleTimer(Date.now()));
   }, core.timerIntervalMs);
   sweep.unref();
   let closed: Promise<void> | undefined;

@@ -18,6 +18,10 @@ import { MemoryStore, type Registration, type RegistrationStore } from './store.
 
 export type ServerSocketId = 'main' | 'alternate';
 
+/** An unacknowledged INTRODUCE is sent at most this many times, the n-th 100·2^(n-2) ms after the previous one. */
+const PUSH_RETRIES = 5;
+const PUSH_BACKOFF_MS = 100;
+
 export interface ServerLimits {
   /** Registration lifetime; clients refresh well within it. */
   readonly lifetimeSeconds: number;
@@ -101,6 +105,14 @@ export class ServerCore {
   readonly limits: ServerLimits;
   readonly store: RegistrationStore;
   private networks = new Map<string, NetworkKeys>();
+  /**
+   * Introductions pushed but not yet acknowledged, by recipient registration. A push is acknowledged by
+   * the recipient's next REGISTER (whose answer carries the introduction anyway); until then it is
+   * re-sent with back-off, so one lost datagram does not cost a waiting peer a whole refresh period.
+   * At most one entry per registration.
+   */
+  private readonly pendingPushes = new Map<string, { to: Endpoint; data: Uint8Array; nextAt: number; tries: number }>();
+  private nextSweepAt = 0;
   private readonly limiter: SourceRateLimiter;
   private readonly excess: TokenBucket;
   private readonly replays: ReplayCache;
@@ -119,11 +131,27 @@ export class ServerCore {
     this.networks = new Map(networks.map((n) => [n.networkIdHex, n]));
   }
 
-  /** How long until `handleTimer` should run next. */
-  readonly timerIntervalMs = 1000;
+  /** How often the driver should call `handleTimer`. */
+  readonly timerIntervalMs = 50;
 
-  handleTimer(now: number): void {
-    this.stats.expirations += this.store.sweep(now);
+  /** Re-sends unacknowledged introductions and, once a second, expires registrations. */
+  handleTimer(now: number): ServerAction[] {
+    const out: ServerAction[] = [];
+    if (now >= this.nextSweepAt) {
+      this.stats.expirations += this.store.sweep(now);
+      this.nextSweepAt = now + 1000;
+    }
+    for (const [key, p] of this.pendingPushes) {
+      if (now < p.nextAt) continue;
+      if (p.tries >= PUSH_RETRIES) {
+        this.pendingPushes.delete(key);
+        continue;
+      }
+      p.tries++;
+      p.nextAt = now + PUSH_BACKOFF_MS * 2 ** (p.tries - 1);
+      this.send('main', p.to, p.data, out);
+    }
+    return out;
   }
 
   handleDatagram(socket: ServerSocketId, from: Endpoint, data: Uint8Array, now: number): ServerAction[] {
@@ -223,6 +251,7 @@ export class ServerCore {
       !sameEndpoint(previous.mapped, from) ||
       previous.hosts.map(endpointKey).join() !== msg.hosts.map(endpointKey).join();
     this.stats.evictions += this.store.put(reg).evicted;
+    this.pendingPushes.delete(`${net}/${msg.name}`); // any REGISTER acknowledges a push to its sender
     this.stats.registrationsTotal++;
     out.push({ type: 'event', event: { type: 'registered', network: net, name: msg.name, from, isNew: !previous || previous.nonce !== nonce } });
 
@@ -241,7 +270,13 @@ export class ServerCore {
         timestamp: now,
         intro: introductionOf(reg),
       };
-      this.send('main', paired.mapped, encodeMessage(push, { key: network.serverToClient }), out);
+      const data = encodeMessage(push, { key: network.serverToClient });
+      this.send('main', paired.mapped, data, out);
+      this.pendingPushes.set(`${net}/${paired.name}`, { to: paired.mapped, data, nextAt: now + PUSH_BACKOFF_MS, tries: 1 });
+      if (this.pendingPushes.size > this.limits.maxRegistrations) {
+        const oldest = this.pendingPushes.keys().next();
+        if (!oldest.done) this.pendingPushes.delete(oldest.value);
+      }
     }
     const answer: BurrowMessage = {
       kind: 'register-ok',

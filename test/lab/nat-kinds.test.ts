@@ -162,11 +162,15 @@ for (const kind of NAT_KINDS) {
       await hA.send('v6', server6.v1P, 'v6-open');
       const seen = await pub.receive('v6-open');
       assert.ok(same(seen, { address: lab!.addresses.hosts.hA.v6!, port: local.port }), `pub saw ${seen.address}:${seen.port}`);
+      // hA2 has a socket but never sent anything: nothing may reach it.
+      const cold = await hA2.bind('v6', '::');
+      await pub.send('v1P', { address: lab!.addresses.hosts.hA2.v6!, port: cold.port }, 'v6-cold');
       await pub.send('v1Q', seen, 'v6-unsolicited');
       await pub.send('v1P', seen, 'v6-reply');
       await hA.receive('v6-reply');
       await sleep(GRACE_MS);
       assert.equal(hA.received('v6-unsolicited').length, 0, 'an unsolicited IPv6 datagram passed the firewall');
+      assert.equal(hA2.received('v6-cold').length, 0, 'an IPv6 datagram reached a host that never sent anything');
     });
   });
 }

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { parsePunchOutput } from '../../src/lab/scenario.js';
+import { isLabAddress, parsePunchOutput } from '../../src/lab/scenario.js';
 
 const GOOD = { localAddress: '0.0.0.0', localPort: 40000, remoteAddress: '198.51.100.6', remotePort: 40001, path: 'direct', elapsedMs: 12 };
 
@@ -21,5 +21,12 @@ void describe('parsePunchOutput', () => {
     }
     assert.equal(parsePunchOutput('').ok, false);
     assert.equal(parsePunchOutput('[1]').ok, false);
+  });
+});
+
+void describe('isLabAddress', () => {
+  void it('accepts only the documentation ranges the lab uses', () => {
+    for (const address of ['192.0.2.3', '198.51.100.6', '203.0.113.1', '2001:db8:a::2']) assert.ok(isLabAddress(address), address);
+    for (const address of ['10.0.0.1', '127.0.0.1', '8.8.8.8', '192.0.20.1', '2001:db9::1', '::1', 'alice']) assert.ok(!isLabAddress(address), address);
   });
 });

@@ -146,6 +146,29 @@ describe('server core', () => {
     assert.equal(s.stats.introductions, 1);
   });
 
+  it('re-sends an introduction push with back-off until the recipient registers again', () => {
+    const s = server();
+    s.handleDatagram('main', A, register('alice', 'bob'), T0);
+    s.handleDatagram('main', B, register('bob', 'alice', { nonce: 2 }), T0 + 5);
+    const pushesAt = (t: number) => sends(s.handleTimer(t)).filter((x) => x.to.port === A.port && decoded(x).kind === 'introduce').length;
+    assert.equal(pushesAt(T0 + 50), 0);
+    assert.equal(pushesAt(T0 + 105), 1);
+    assert.equal(pushesAt(T0 + 150), 0);
+    assert.equal(pushesAt(T0 + 305), 1);
+    // alice's next REGISTER acknowledges it: no more re-sends.
+    s.handleDatagram('main', A, register('alice', 'bob'), T0 + 310);
+    for (let t = T0 + 320; t < T0 + 5000; t += 50) assert.equal(pushesAt(t), 0);
+  });
+
+  it('gives up re-sending a push after five tries', () => {
+    const s = server();
+    s.handleDatagram('main', A, register('alice', 'bob'), T0);
+    s.handleDatagram('main', B, register('bob', 'alice', { nonce: 2 }), T0 + 5);
+    let resent = 0;
+    for (let t = T0 + 50; t < T0 + 20_000; t += 50) resent += sends(s.handleTimer(t)).length;
+    assert.equal(resent, 4);
+  });
+
   it('drops a replayed REGISTER, from the same or another address, without a word', () => {
     const s = server();
     const req = register('alice', 'bob');

@@ -2,7 +2,8 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-export const BURROW = fileURLToPath(new URL('../../src/cli/main.js', import.meta.url));
+/** The binary users run: the bundled CLI entry (package.json `bin`). */
+export const BURROW = fileURLToPath(new URL('../../src/cli/burrow.cjs', import.meta.url));
 
 export interface CliRun {
   code: number | null;

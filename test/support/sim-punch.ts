@@ -118,6 +118,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
         }
         const d = net.nextDeliveryAt();
         if (d !== undefined) times.push(d);
+        times.push((Math.floor(net.now / server.timerIntervalMs) + 1) * server.timerIntervalMs);
         const next = Math.min(...times, untilMs);
         if (next >= untilMs && net.now >= untilMs) break;
         net.runUntil(next);
@@ -130,6 +131,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
             if (t !== undefined && t <= net.now) s.execute(s.state.machine.handle({ type: 'timer', now: net.now }));
           }
         }
+        for (const a of server.handleTimer(net.now)) if (a.type === 'send') net.send(SERVER, a.to, a.data);
         tick?.(net.now);
         if (net.now >= untilMs) break;
       }
