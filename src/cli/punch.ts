@@ -1,5 +1,4 @@
 /** `burrow punch`: a thin shell over `punch()` with netpunch-compatible output and the handoff. */
-import { spawn } from 'node:child_process';
 import { parseArgs } from 'node:util';
 import { BurrowError } from '../errors.js';
 import { punch, type PunchEvent, type PunchResult } from '../node/punch.js';
@@ -7,7 +6,7 @@ import { oneOf, resolveSecrets, say, seconds, type Io } from './common.js';
 import { endpointKey } from '../codec/address.js';
 
 export const PUNCH_USAGE = `burrow punch --server HOST:PORT --secret-file FILE --as NAME --to NAME
-             [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [--quiet]
+             [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [--quiet | --verbose]
              [-- COMMAND ARGS...]`;
 
 export function resultEnv(r: PunchResult): Record<string, string> {
@@ -73,6 +72,7 @@ function describe(e: PunchEvent): string | undefined {
     case 'path-valid':
       return `path to ${endpointKey(e.remote)} works in both directions`;
     case 'connected':
+      return `connected: ${e.path === 'lan' ? 'LAN' : 'direct'} path to ${endpointKey(e.remote)}`;
     case 'dropped':
       return undefined;
   }
@@ -94,6 +94,7 @@ export async function runPunch(argv: string[], io: Io): Promise<number> {
       timeout: { type: 'string' },
       format: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
+      verbose: { type: 'boolean', short: 'v' },
     },
     strict: true,
   });
@@ -104,6 +105,7 @@ export async function runPunch(argv: string[], io: Io): Promise<number> {
   const timeoutMs = seconds('--timeout', values.timeout, 30);
   const [secret] = await resolveSecrets(io, values);
   const quiet = values.quiet === true;
+  const verbose = values.verbose === true;
   const result = await punch({
     server: values.server,
     secret: secret ?? '',
@@ -113,8 +115,10 @@ export async function runPunch(argv: string[], io: Io): Promise<number> {
     timeoutMs,
     signal: io.signal,
     onEvent: (e) => {
-      const line = quiet ? undefined : describe(e);
-      if (line !== undefined) say(io, line);
+      if (quiet) return;
+      const line = verbose && e.type === 'dropped' ? `dropped a datagram from ${endpointKey(e.from)}: ${e.reason}` : describe(e);
+      // --verbose stamps each line with milliseconds since the process started.
+      if (line !== undefined) say(io, verbose ? `[${performance.now().toFixed(1)} ms] ${line}` : line);
     },
   });
   if (command.length === 0) {
@@ -126,9 +130,10 @@ export async function runPunch(argv: string[], io: Io): Promise<number> {
 }
 
 /** Runs COMMAND on the punched port (our socket is already closed) and returns its exit status. */
-function handOff(command: string[], result: PunchResult, io: Io): Promise<number> {
+async function handOff(command: string[], result: PunchResult, io: Io): Promise<number> {
   const env = resultEnv(result);
   const [file, ...args] = command.map((a) => substitute(a, env));
+  const { spawn } = await import('node:child_process');
   return new Promise((resolve) => {
     const child = spawn(file ?? '', args, { stdio: 'inherit', env: { ...io.env, ...env } });
     const forward = (): void => {

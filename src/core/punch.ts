@@ -61,6 +61,8 @@ export interface PunchTiming {
   readonly lingerMs: number;
   /** Accepted clock difference for timestamps, after correcting for the server's clock. */
   readonly timestampWindowMs: number;
+  /** Delay before acknowledging a pushed introduction (the server re-sends unacknowledged ones after 100 ms). */
+  readonly pushAckDelayMs: number;
 }
 
 export const DEFAULT_TIMING: PunchTiming = {
@@ -71,6 +73,7 @@ export const DEFAULT_TIMING: PunchTiming = {
   lanGraceMs: 25,
   lingerMs: 500,
   timestampWindowMs: 30_000,
+  pushAckDelayMs: 60,
 };
 
 export interface PunchConfig {
@@ -352,7 +355,7 @@ export class PunchMachine {
           this.drop(from, 'binding answer for no outstanding request', out);
           return;
         }
-        this.onNatBinding(msg.mapped, now, out);
+        this.onNatBinding(msg.mapped, out);
         return;
       }
       case 'probe':
@@ -422,12 +425,12 @@ export class PunchMachine {
     if (msg.intro) this.adoptIntroduction(msg.intro, now, out);
   }
 
-  private onNatBinding(mapped: Endpoint, now: number, out: PunchAction[]): void {
+  private onNatBinding(mapped: Endpoint, out: PunchAction[]): void {
     if (!this.mappedMain || this.mapping !== 'unknown') return;
     this.mapping = sameEndpoint(mapped, this.mappedMain) ? 'endpoint-independent' : 'endpoint-dependent';
     out.push({ type: 'event', event: { type: 'nat-mapping', mapping: this.mapping } });
-    // Tell the server at once so the partner learns it too.
-    if (this.phase === 'waiting' || this.phase === 'checking') this.sendRegister(now, out);
+    // The finding travels with the next scheduled refresh (≤ checkingRefreshMs): the partner needs it only
+    // to explain a failure, and an extra round trip now would compete with the checks.
   }
 
   private onIntroduce(msg: Extract<BurrowMessage, { kind: 'introduce' }>, from: Endpoint, now: number, out: PunchAction[]): void {
@@ -481,8 +484,9 @@ export class PunchMachine {
     for (const h of intro.peerHosts) add(h, 'host');
     if (isNew) out.push({ type: 'event', event: { type: 'introduced', peer: intro.peerName, candidates: [...this.candidates.values()].map((c) => c.endpoint) } });
     if (fresh.length > 0) this.sendDueProbes(now, out);
-    // Acknowledge a pushed introduction at once (a REGISTER does that), so the server stops re-sending it.
-    if (isNew && pushed) this.sendRegister(now, out);
+    // Acknowledge a pushed introduction (any REGISTER does) before the server's first re-send, but after
+    // the first probes have gone out.
+    if (isNew && pushed) this.nextRegisterAt = Math.min(this.nextRegisterAt, now + this.timing.pushAckDelayMs);
   }
 
   private onPeerMessage(

@@ -1,6 +1,6 @@
 /** Where network secrets come from: a file, the environment, or (discouraged) the command line. */
 import { randomBytes } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { BurrowError } from '../errors.js';
 
 /** A new random secret: 32 bytes, base64url (43 characters). */
@@ -13,10 +13,19 @@ export function generateSecret(): string {
  * ignored. A server reads every non-empty line, so a file can hold the new and old secret while
  * clients move over (see README, "Rotating the secret").
  */
-export async function readSecretFile(path: string): Promise<string[]> {
+export function readSecretFile(path: string): Promise<string[]> {
+  try {
+    return Promise.resolve(readSecretLines(path));
+  } catch (err) {
+    return Promise.reject(err);
+  }
+}
+
+function readSecretLines(path: string): string[] {
   let text: string;
   try {
-    text = await readFile(path, 'utf8');
+    // Synchronous on purpose: a tiny file, and node:fs/promises would cost the CLI start-up time.
+    text = readFileSync(path, 'utf8');
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     throw BurrowError.usage(

@@ -4,7 +4,6 @@
  * never throw.
  */
 import dgram from 'node:dgram';
-import { lookup } from 'node:dns/promises';
 import { familyOf, normaliseAddress, parseHostPort, type Endpoint, type Family } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
 
@@ -83,6 +82,7 @@ export async function resolveEndpoint(text: string, defaultPort: number, what: s
   const literal = normaliseAddress(parsed.host);
   if (literal) return { address: literal, port: parsed.port };
   try {
+    const { lookup } = await import('node:dns/promises'); // only for names, off the common path
     const r = await lookup(parsed.host, { family: 0, order: 'ipv4first' });
     return { address: normaliseAddress(r.address) ?? r.address, port: parsed.port };
   } catch (err) {

@@ -83,7 +83,7 @@ export class ReplayCache {
   private current: Uint32Array;
   private previous: Uint32Array;
   private currentCount = 0;
-  private rotatedAt = 0;
+  private rotatedAt: number | undefined;
   private readonly slots: number;
   private readonly maxCount: number;
 
@@ -109,11 +109,11 @@ export class ReplayCache {
    * 'full' if the cache cannot take more this window.
    */
   check(fingerprint: Uint8Array, now: number): 'fresh' | 'replay' | 'full' {
+    this.rotatedAt ??= now;
     if (now - this.rotatedAt >= this.windowMs) {
-      const t = this.previous;
-      this.previous = this.current;
-      this.current = t;
-      this.current.fill(0);
+      // A new table rather than fill(0): the kernel hands out zeroed pages lazily, filling 8 MiB does not.
+      this.previous = now - this.rotatedAt >= 2 * this.windowMs ? new Uint32Array(this.slots * 2) : this.current;
+      this.current = new Uint32Array(this.slots * 2);
       this.currentCount = 0;
       this.rotatedAt = now;
     }
