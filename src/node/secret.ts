@@ -17,7 +17,7 @@ export function readSecretFile(path: string): Promise<string[]> {
   try {
     return Promise.resolve(readSecretLines(path));
   } catch (err) {
-    return Promise.reject(err);
+    return Promise.reject(err instanceof Error ? err : new Error(String(err)));
   }
 }
 

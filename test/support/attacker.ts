@@ -75,7 +75,7 @@ function junk(i: number): Uint8Array {
 
 const replay = (d: { dst: { address: string; port: number }; src: { address: string }; payload: Uint8Array }): void => {
   if (d.src.address === bind || stats.replayed >= replayLimit || Date.now() > deadline) return;
-  const key = Buffer.from(d.payload).toString('base64') + d.dst.address + d.dst.port;
+  const key = `${Buffer.from(d.payload).toString('base64')} ${d.dst.address} ${d.dst.port}`;
   if (seen.has(key)) return;
   seen.add(key);
   captured.push(d.payload);
