@@ -11,6 +11,8 @@ export const ExitCode = {
   AUTH_FAILED: 3,
   PEER_NOT_FOUND: 4,
   NO_PATH: 5,
+  STREAM_BROKEN: 6,
+  STREAM_TAMPERED: 7,
 } as const;
 
 export type ErrorCode =
@@ -21,7 +23,11 @@ export type ErrorCode =
   | 'SERVER_UNREACHABLE'
   | 'ABORTED'
   | 'SOCKET'
-  | 'COMMAND_FAILED';
+  | 'COMMAND_FAILED'
+  | 'STREAM_BROKEN'
+  | 'STREAM_TAMPERED'
+  | 'FILE_EXISTS'
+  | 'FILE_FAILED';
 
 const EXIT_FOR: Record<ErrorCode, number> = {
   USAGE: ExitCode.USAGE,
@@ -32,6 +38,10 @@ const EXIT_FOR: Record<ErrorCode, number> = {
   ABORTED: ExitCode.OTHER,
   SOCKET: ExitCode.OTHER,
   COMMAND_FAILED: ExitCode.OTHER,
+  STREAM_BROKEN: ExitCode.STREAM_BROKEN,
+  STREAM_TAMPERED: ExitCode.STREAM_TAMPERED,
+  FILE_EXISTS: ExitCode.USAGE,
+  FILE_FAILED: ExitCode.OTHER,
 };
 
 export class BurrowError extends Error {
@@ -79,6 +89,22 @@ export class BurrowError extends Error {
 
   static noPath(peer: string, seconds: number, diagnosis: string): BurrowError {
     return new BurrowError('NO_PATH', `found peer "${peer}" but no direct path within ${seconds} s: ${diagnosis}`);
+  }
+
+  static streamBroken(peer: string, detail: string): BurrowError {
+    return new BurrowError(
+      'STREAM_BROKEN',
+      `the stream with "${peer}" broke before everything was delivered: ${detail}. ` +
+        'Likely causes: the peer stopped or its network went away, or a NAT dropped the connection. Run both sides again.',
+    );
+  }
+
+  static streamTampered(peer: string, detail: string): BurrowError {
+    return new BurrowError(
+      'STREAM_TAMPERED',
+      `the stream with "${peer}" was aborted because ${detail}. Nothing unauthenticated was written. ` +
+        'Something on the path is altering traffic, or the peer does not hold the network secret; try another network.',
+    );
   }
 
   static aborted(): BurrowError {

@@ -6,6 +6,7 @@
  *   clientToServer   = HKDF(secret, salt, "burrow/v1 client-to-server")  (REGISTER requests)
  *   serverToClient   = HKDF(secret, salt, "burrow/v1 server-to-client")  (REGISTER answers, INTRODUCE)
  *   peerBase         = HKDF(secret, salt, "burrow/v1 peer")
+ *   streamAuth       = HKDF(secret, salt, "burrow/v1 stream")           (HELLO of encrypted streams)
  *   probe(from → to) = HKDF(peerBase, nonce(from) ‖ nonce(to), "burrow/v1 probe" ‖ name(from) ‖ 0 ‖ name(to))
  *
  * The probe keys bind every peer-to-peer message to both names and both per-attempt nonces: a message
@@ -27,6 +28,7 @@ export interface NetworkKeys {
   readonly clientToServer: Uint8Array;
   readonly serverToClient: Uint8Array;
   readonly peerBase: Uint8Array;
+  readonly streamAuth: Uint8Array;
 }
 
 export function deriveNetworkKeys(secret: Uint8Array): NetworkKeys {
@@ -37,6 +39,7 @@ export function deriveNetworkKeys(secret: Uint8Array): NetworkKeys {
     clientToServer: derive(secret, SALT, 'burrow/v1 client-to-server'),
     serverToClient: derive(secret, SALT, 'burrow/v1 server-to-client'),
     peerBase: derive(secret, SALT, 'burrow/v1 peer'),
+    streamAuth: derive(secret, SALT, 'burrow/v1 stream'),
   };
 }
 

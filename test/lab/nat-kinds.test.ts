@@ -119,7 +119,8 @@ for (const kind of NAT_KINDS) {
       assert.ok(same(pong, { address: lab!.addresses.hosts.hA2.v4, port: b.port }));
     });
 
-    void it('does not hairpin: hA2 cannot reach hA through the router’s public address', { skip: kind === 'firewall' && 'a firewall has no public mapping to hairpin' }, async () => {
+    // A firewall has no public mapping to hairpin, so the case exists only for NAT kinds.
+    if (kind !== 'firewall') void it('does not hairpin: hA2 cannot reach hA through the router’s public address', async () => {
       await hA.bind('hairpin');
       await hA.send('hairpin', server.p1P, 'hairpin-open');
       const mapped = await pub.receive('hairpin-open');

@@ -1,0 +1,212 @@
+/**
+ * A Node Duplex over SecureSession and any reliable byte transport (a TCP socket today, a relay later):
+ * the one stream API the rest of Burrow (pipe, send/receive) is written against.
+ *
+ * - Writes are encrypted into records; backpressure follows the transport's.
+ * - `end()` sends EOF and its 'finish' fires only once the peer confirmed delivery of every byte.
+ * - The readable side ends at the peer's EOF; call `acknowledgeEnd()` once everything read has been
+ *   written out, which is what the peer's 'finish' waits for.
+ * - Any failure destroys the stream with a BurrowError (STREAM_BROKEN or STREAM_TAMPERED); data that
+ *   did not authenticate is never pushed.
+ */
+import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import { Duplex } from 'node:stream';
+import { SecureSession, type SecureError, type SessionOutput } from '../core/secure-session.js';
+import { BurrowError } from '../errors.js';
+
+/** The transport: anything with the shape of a net.Socket. */
+export type ByteTransport = Duplex;
+
+export interface SecureStreamOptions {
+  readonly name: string;
+  readonly peer: string;
+  readonly authKey: Uint8Array;
+  readonly context: Uint8Array;
+  /** Handshake deadline. */
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+}
+
+function ephemeral(): { privateKey: KeyObject; publicKey: Uint8Array } {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  // The raw 32-byte key is the tail of its SubjectPublicKeyInfo encoding.
+  const der = publicKey.export({ format: 'der', type: 'spki' });
+  return { privateKey, publicKey: Uint8Array.from(der.subarray(der.length - 32)) };
+}
+
+const X25519_SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
+
+function agreeWith(privateKey: KeyObject): (peer: Uint8Array) => Uint8Array {
+  return (peer) => {
+    const publicKey = createPublicKey({ key: Buffer.concat([X25519_SPKI_PREFIX, peer]), format: 'der', type: 'spki' });
+    return diffieHellman({ privateKey, publicKey });
+  };
+}
+
+export function toError(peer: string, e: SecureError): BurrowError {
+  switch (e.kind) {
+    case 'tampered':
+    case 'handshake':
+      return BurrowError.streamTampered(peer, e.detail);
+    case 'truncated':
+    case 'protocol':
+    case 'delivery':
+      return BurrowError.streamBroken(peer, e.detail);
+  }
+}
+
+export class SecureStream extends Duplex {
+  private finalCallback: ((err?: Error | null) => void) | undefined;
+  private delivered = false;
+
+  private constructor(
+    private readonly session: SecureSession,
+    private readonly transport: ByteTransport,
+    private readonly peer: string,
+  ) {
+    super({ allowHalfOpen: true, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
+  }
+
+  /** Runs the handshake over `transport` and resolves with the open stream. */
+  static open(transport: ByteTransport, options: SecureStreamOptions): Promise<SecureStream> {
+    const keys = ephemeral();
+    const session = new SecureSession({
+      name: options.name,
+      peer: options.peer,
+      authKey: options.authKey,
+      context: options.context,
+      nonce: randomBytes(32),
+      publicKey: keys.publicKey,
+      agree: agreeWith(keys.privateKey),
+    });
+    const stream = new SecureStream(session, transport, options.peer);
+    return stream.handshake(options);
+  }
+
+  /** Bytes of application data sent and received so far. */
+  get bytesSent(): number {
+    return this.session.bytesSent;
+  }
+  get bytesReceived(): number {
+    return this.session.bytesReceived;
+  }
+
+  /** Tells the peer that everything it sent has been written out (its 'finish' waits for this). */
+  acknowledgeEnd(): void {
+    this.run(this.session.acknowledgeEnd());
+    this.maybeClose();
+  }
+
+  private handshake(options: SecureStreamOptions): Promise<SecureStream> {
+    return new Promise((resolve, reject) => {
+      let settled = false;
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        options.signal?.removeEventListener('abort', onAbort);
+        this.off('established', onEstablished);
+        this.off('error', onError);
+      };
+      const onEstablished = (): void => {
+        if (settled) return;
+        settled = true;
+        cleanup();
+        resolve(this);
+      };
+      const onError = (err: Error): void => {
+        if (settled) return;
+        settled = true;
+        cleanup();
+        reject(err);
+      };
+      const onAbort = (): void => {
+        this.destroy(BurrowError.aborted());
+      };
+      const timer = setTimeout(() => {
+        this.destroy(BurrowError.streamBroken(this.peer, 'the handshake did not complete in time'));
+      }, options.timeoutMs ?? 5000);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      this.once('established', onEstablished);
+      this.once('error', onError);
+      this.transport.on('data', (chunk: Buffer) => {
+        this.run(this.session.receive(chunk));
+      });
+      this.transport.on('end', () => {
+        this.run(this.session.transportEnded());
+      });
+      this.transport.on('close', () => {
+        this.run(this.session.transportEnded());
+      });
+      this.transport.on('error', () => {
+        // 'close' follows and reports what the session lost.
+      });
+      this.run(this.session.start());
+    });
+  }
+
+  private run(outputs: SessionOutput[]): boolean {
+    let ok = true;
+    for (const o of outputs) {
+      switch (o.type) {
+        case 'send':
+          ok = this.transport.write(o.data) && ok;
+          break;
+        case 'established':
+          this.emit('established');
+          break;
+        case 'data':
+          if (!this.push(o.data)) this.transport.pause();
+          break;
+        case 'peer-eof':
+          this.push(null);
+          break;
+        case 'delivered':
+          this.delivered = true;
+          this.finalCallback?.();
+          this.finalCallback = undefined;
+          this.maybeClose();
+          break;
+        case 'error':
+          this.transport.destroy();
+          this.destroy(toError(this.peer, o.error));
+          break;
+      }
+    }
+    return ok;
+  }
+
+  /** Ends the transport once both directions are finished and confirmed. */
+  private maybeClose(): void {
+    if (this.delivered && this.session.hasAcknowledged && !this.transport.writableEnded) this.transport.end();
+  }
+
+  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
+    let out: SessionOutput[];
+    try {
+      out = this.session.write(chunk);
+    } catch (err) {
+      callback(err instanceof Error ? err : new Error(String(err)));
+      return;
+    }
+    if (this.run(out)) callback();
+    else this.transport.once('drain', () => {
+      callback();
+    });
+  }
+
+  override _final(callback: (err?: Error | null) => void): void {
+    this.finalCallback = callback;
+    this.run(this.session.end());
+  }
+
+  override _read(): void {
+    this.transport.resume();
+  }
+
+  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    const pending = this.finalCallback;
+    this.finalCallback = undefined;
+    pending?.(err ?? BurrowError.streamBroken(this.peer, 'the stream was closed before the peer confirmed delivery'));
+    this.transport.destroy();
+    callback(err);
+  }
+}
