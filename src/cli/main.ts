@@ -9,6 +9,11 @@
 import { BurrowError, ExitCode, isBurrowError } from '../errors.js';
 import type { Io } from './common.js';
 
+/** The CLI's streams; stdin is only read by commands that forward it. */
+export interface MainIo extends Io {
+  readonly stdin?: NodeJS.ReadableStream;
+}
+
 const HELP = `burrow: connect machines behind NATs through a rendezvous server
 
 Usage:
@@ -16,6 +21,8 @@ Usage:
                [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [-- COMMAND ARGS...]
   burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
                [--log-format text|json] [--log-level debug|info|warn]
+  burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME [--send-only | --recv-only]
+               [--timeout SECONDS]      stdin to the peer, the peer to stdout, over encrypted TCP
   burrow stun HOST:PORT [--local [ADDR:]PORT] [--format text|json]
   burrow keygen
   burrow demo                 a server and two peers on loopback (and across emulated NATs as root)
@@ -27,11 +34,12 @@ Secrets come from --secret-file (first line; the server accepts every line), BUR
 Default server port: 3478/udp (and 3479/udp for NAT mapping tests).
 
 Exit codes: 0 connected, 1 other error, 2 usage or configuration, 3 authentication failed (secret
-differs from the server's), 4 peer did not appear before the timeout, 5 peer found but no direct path.
+differs from the server's), 4 peer did not appear before the timeout, 5 peer found but no direct path,
+6 stream broken before everything was delivered, 7 stream aborted: data failed authentication.
 With -- COMMAND, burrow exits with COMMAND's status.
 `;
 
-export async function main(argv: string[], io: Io): Promise<number> {
+export async function main(argv: string[], io: MainIo): Promise<number> {
   const [command, ...rest] = argv;
   try {
     switch (command) {
@@ -48,6 +56,8 @@ export async function main(argv: string[], io: Io): Promise<number> {
         return await (await import('./punch.js')).runPunch(rest, io);
       case 'serve':
         return await (await import('./serve.js')).runServe(rest, io);
+      case 'pipe':
+        return await (await import('./pipe.js')).runPipe(rest, { ...io, stdin: io.stdin ?? process.stdin });
       case 'stun':
         return await (await import('./stun.js')).runStun(rest, io);
       case 'keygen':
@@ -89,7 +99,7 @@ if (/(?:^|[\\/])(?:main\.js|burrow(?:\.cjs)?)$/.test(invoked)) {
   };
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);
-  void main(process.argv.slice(2), { stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal }).then((code) => {
+  void main(process.argv.slice(2), { stdin: process.stdin, stdout: process.stdout, stderr: process.stderr, env: process.env, signal: controller.signal }).then((code) => {
     process.off('SIGINT', stop);
     process.off('SIGTERM', stop);
     process.exitCode = code;

@@ -44,7 +44,11 @@ export const BurrowAttr = {
   NAT_MAPPING: 0x4b08,
   LIFETIME: 0x4b09,
   FLAGS: 0x4b0a,
+  TRANSPORT: 0x4b0b,
 } as const;
+
+/** Which kind of path a registration is for; UDP and TCP registrations never pair with each other. */
+export type Transport = 'udp' | 'tcp';
 
 export const NETWORK_ID_LENGTH = 8;
 export const NONCE_LENGTH = 16;
@@ -99,6 +103,8 @@ export interface RegisterRequest {
   readonly timestamp: number;
   readonly hosts: readonly Endpoint[];
   readonly mapping: NatMapping;
+  /** Absent on the wire means UDP. */
+  readonly transport?: Transport;
 }
 export interface RegisterSuccess {
   readonly kind: 'register-ok';
@@ -250,6 +256,12 @@ class Reader {
     if (v.length !== 4) this.fail({ reason: 'bad-attribute', detail: 'NAT-MAPPING must be 4 bytes' });
     return MAPPING_CODES[v[0] ?? 0] ?? 'unknown';
   }
+  transport(): Transport {
+    const v = this.optional(BurrowAttr.TRANSPORT);
+    if (!v) return 'udp';
+    if (v.length !== 4 || (v[0] !== 0 && v[0] !== 1)) this.fail({ reason: 'bad-attribute', detail: 'TRANSPORT must be 4 bytes, 0 (UDP) or 1 (TCP)' });
+    return v[0] === 1 ? 'tcp' : 'udp';
+  }
   hosts(): Endpoint[] {
     const values = this.all(BurrowAttr.HOST_CANDIDATE);
     if (values.length > MAX_HOST_CANDIDATES) {
@@ -330,6 +342,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
           value: encodeXorAddress(h, msg.txid),
         })),
         { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(msg.mapping) << 24) },
+        ...(msg.transport === 'tcp' ? [{ type: BurrowAttr.TRANSPORT, value: u32(1 << 24) }] : []),
       ], opts);
     case 'register-ok':
       return encodeStun(Method.REGISTER, 'success', msg.txid, [
@@ -421,6 +434,7 @@ function interpret(stun: StunMessage): BurrowMessage {
         timestamp: r.timestamp(),
         hosts: r.hosts(),
         mapping: r.mapping(),
+        ...(r.transport() === 'tcp' ? { transport: 'tcp' as const } : {}),
       };
     case `${Method.REGISTER}/success`: {
       const other = r.optional(Attr.OTHER_ADDRESS);

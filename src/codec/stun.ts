@@ -127,6 +127,25 @@ export function decodeStun(buf: Uint8Array): StunDecodeResult {
   return { ok: true, msg: { method, cls, transactionId: buf.subarray(8, 20), attributes } };
 }
 
+/**
+ * Splits a byte stream into STUN messages (RFC 8489 section 6.2.2: over TCP each message is delimited
+ * by its own length field). Returns whole messages and the unconsumed rest, or an error when the next
+ * message cannot be STUN or would exceed MAX_MESSAGE_LENGTH (the connection should then be closed).
+ */
+export function splitStunStream(buf: Uint8Array): { messages: Uint8Array[]; rest: Uint8Array } | { error: 'not-stun' | 'too-long' } {
+  const messages: Uint8Array[] = [];
+  let at = 0;
+  while (buf.length - at >= 4) {
+    if (((buf[at] ?? 0) & 0xc0) !== 0) return { error: 'not-stun' };
+    const total = HEADER_LENGTH + (((buf[at + 2] ?? 0) << 8) | (buf[at + 3] ?? 0));
+    if (total > MAX_MESSAGE_LENGTH) return { error: 'too-long' };
+    if (buf.length - at < total) break;
+    messages.push(buf.subarray(at, at + total));
+    at += total;
+  }
+  return { messages, rest: buf.subarray(at) };
+}
+
 export function findAttribute(msg: StunMessage, type: number): StunAttribute | undefined {
   return msg.attributes.find((a) => a.type === type);
 }

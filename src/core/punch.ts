@@ -40,6 +40,7 @@ import {
   type BurrowMessage,
   type Introduction,
   type NatMapping,
+  type Transport,
 } from '../codec/messages.js';
 import { verifyIntegrity, TRANSACTION_ID_LENGTH } from '../codec/stun.js';
 import { bindingRequest } from './stun-client.js';
@@ -92,6 +93,14 @@ export interface PunchConfig {
   /** Injected randomness (transaction ids). */
   readonly randomBytes: (n: number) => Uint8Array;
   readonly timing?: Partial<PunchTiming>;
+  /**
+   * 'udp' (default): the whole punch. 'tcp': registration and introduction only, over the driver's TCP
+   * connection to the server; the driver performs the simultaneous open and reports it with a
+   * `connected` input (src/node/tcp-punch.ts).
+   */
+  readonly transport?: Transport;
+  /** For 'tcp': explains a failed simultaneous open at the deadline. */
+  readonly describeFailure?: () => string;
 }
 
 export type PunchPath = 'lan' | 'direct';
@@ -109,7 +118,7 @@ export interface PunchResult {
 export type PunchEvent =
   | { readonly type: 'registered'; readonly mapped: Endpoint }
   | { readonly type: 'nat-mapping'; readonly mapping: NatMapping }
-  | { readonly type: 'introduced'; readonly peer: string; readonly candidates: readonly Endpoint[] }
+  | { readonly type: 'introduced'; readonly peer: string; readonly candidates: readonly Endpoint[]; readonly intro: Introduction; readonly sameNat: boolean }
   | { readonly type: 'path-valid'; readonly remote: Endpoint }
   | { readonly type: 'connected'; readonly remote: Endpoint; readonly path: PunchPath }
   | { readonly type: 'dropped'; readonly from: Endpoint; readonly reason: string };
@@ -117,7 +126,9 @@ export type PunchEvent =
 export type PunchInput =
   | { readonly type: 'start'; readonly now: number }
   | { readonly type: 'datagram'; readonly from: Endpoint; readonly data: Uint8Array; readonly now: number }
-  | { readonly type: 'timer'; readonly now: number };
+  | { readonly type: 'timer'; readonly now: number }
+  /** TCP mode: the driver's simultaneous open succeeded. */
+  | { readonly type: 'connected'; readonly remote: Endpoint; readonly now: number };
 
 export type PunchAction =
   | { readonly type: 'send'; readonly to: Endpoint; readonly data: Uint8Array }
@@ -189,7 +200,7 @@ export class PunchMachine {
     let next = this.deadline;
     if (this.phase === 'accepted') return Math.min(next, this.lingerUntil);
     next = Math.min(next, this.nextRegisterAt);
-    if (this.phase === 'checking') {
+    if (this.phase === 'checking' && this.config.transport !== 'tcp') {
       for (const c of this.candidates.values()) if (this.wantsProbe(c)) next = Math.min(next, c.nextAt);
       if (this.controlling && this.sameNat()) next = Math.min(next, Math.max(this.checkStartedAt + this.timing.lanGraceMs, 0));
     }
@@ -209,6 +220,11 @@ export class PunchMachine {
       case 'timer':
         this.onTimer(input.now, out);
         break;
+      case 'connected': {
+        const cand: Candidate = { endpoint: input.remote, kind: 'host', nextAt: 0, sent: 0, valid: true, lastSentAt: 0 };
+        this.finish(out, { type: 'done', result: this.result(cand, input.now) });
+        break;
+      }
       default: {
         const never: never = input;
         throw new Error(`unknown input ${String(never)}`);
@@ -239,7 +255,7 @@ export class PunchMachine {
       return;
     }
     if (now >= this.nextRegisterAt) this.sendRegister(now, out);
-    if (this.phase === 'checking') this.sendDueProbes(now, out);
+    if (this.phase === 'checking' && this.config.transport !== 'tcp') this.sendDueProbes(now, out);
   }
 
   private sendRegister(now: number, out: PunchAction[]): void {
@@ -254,6 +270,7 @@ export class PunchMachine {
       timestamp: now + this.clockOffset,
       hosts: this.config.hosts,
       mapping: this.mapping,
+      ...(this.config.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
     };
     this.track(txid, { to: this.config.server, purpose: 'register', flags: 0 });
     out.push({ type: 'send', to: this.config.server, data: encodeMessage(msg, { key: this.config.keys.clientToServer }) });
@@ -413,7 +430,7 @@ export class PunchMachine {
         this.nextRegisterAt = now + this.timing.waitingRefreshMs;
       }
     }
-    if (msg.alternate && !this.natBindingSent && msg.alternate.port !== this.config.server.port) {
+    if (msg.alternate && !this.natBindingSent && msg.alternate.port !== this.config.server.port && this.config.transport !== 'tcp') {
       // Ask the server's second port what our public address is; only the port is taken from
       // OTHER-ADDRESS, the server's IP is the one we already reach it by.
       this.natBindingSent = true;
@@ -482,8 +499,11 @@ export class PunchMachine {
     };
     add(intro.peerMapped, 'srflx');
     for (const h of intro.peerHosts) add(h, 'host');
-    if (isNew) out.push({ type: 'event', event: { type: 'introduced', peer: intro.peerName, candidates: [...this.candidates.values()].map((c) => c.endpoint) } });
-    if (fresh.length > 0) this.sendDueProbes(now, out);
+    if (isNew) {
+      const candidates = [...this.candidates.values()].map((c) => c.endpoint);
+      out.push({ type: 'event', event: { type: 'introduced', peer: intro.peerName, candidates, intro, sameNat: this.sameNat() } });
+    }
+    if (fresh.length > 0 && this.config.transport !== 'tcp') this.sendDueProbes(now, out);
     // Acknowledge a pushed introduction (any REGISTER does) before the server's first re-send, but after
     // the first probes have gone out.
     if (isNew && pushed) this.nextRegisterAt = Math.min(this.nextRegisterAt, now + this.timing.pushAckDelayMs);
@@ -687,7 +707,7 @@ export class PunchMachine {
     let error: BurrowError;
     if (!this.registered) error = BurrowError.serverUnreachable(server, this.registerAttempts, seconds);
     else if (!this.intro) error = BurrowError.peerNotFound(this.config.peer, server, seconds);
-    else error = BurrowError.noPath(this.config.peer, seconds, this.diagnose());
+    else error = BurrowError.noPath(this.config.peer, seconds, this.config.describeFailure?.() ?? this.diagnose());
     this.finish(out, { type: 'fail', error });
   }
 
@@ -721,6 +741,11 @@ export class PunchMachine {
 
   // -------------------------------------------------------------------------------------------
   // Helpers.
+
+  /** Our public address as the server sees it, once registered. */
+  get publicAddress(): Endpoint | undefined {
+    return this.mappedMain;
+  }
 
   private sameNat(): boolean {
     return !!this.intro && !!this.mappedMain && this.intro.peerMapped.address === this.mappedMain.address;

@@ -7,12 +7,18 @@ function isWildcard(address: string): boolean {
   return address === '0.0.0.0' || address === '::';
 }
 
+function isLoopback(address: string): boolean {
+  return address === '::1' || address.startsWith('127.');
+}
+
 /**
  * For a socket bound to one address, that address; for a wildcard socket, every non-loopback,
- * non-link-local interface address of the family, each with the socket's port.
+ * non-link-local interface address of the family, each with the socket's port. With a server on
+ * loopback everything happens on this machine, so the only candidate is the loopback address.
  */
-export function hostCandidates(bound: Endpoint, family: Family): Endpoint[] {
+export function hostCandidates(bound: Endpoint, family: Family, server?: Endpoint): Endpoint[] {
   if (!isWildcard(bound.address)) return [bound];
+  if (server && isLoopback(server.address)) return [{ address: family === 6 ? '::1' : '127.0.0.1', port: bound.port }];
   const out: Endpoint[] = [];
   for (const list of Object.values(networkInterfaces())) {
     for (const info of list ?? []) {

@@ -70,7 +70,7 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
     server,
     localAddress: bound.local.address,
     localPort: bound.local.port,
-    hosts: hostCandidates(bound.local, bound.family),
+    hosts: hostCandidates(bound.local, bound.family, server),
     timeoutMs: options.timeoutMs ?? 30_000,
     sessionNonce: randomBytes(16),
     randomBytes: (n) => randomBytes(n),

@@ -3,6 +3,8 @@
  * alternate port used for NAT mapping tests) and the expiry timer; everything else is in the core.
  */
 import { randomBytes, randomInt } from 'node:crypto';
+import net from 'node:net';
+import { splitStunStream } from '../codec/stun.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
@@ -22,10 +24,17 @@ export interface ServerOptions {
   readonly store?: RegistrationStore;
   readonly onEvent?: (event: ServerEvent) => void;
   readonly signal?: AbortSignal;
+  /** Also listen on TCP at the same address and port (TCP rendezvous for `burrow pipe`); default true. */
+  readonly tcp?: boolean;
+  /** Bounds for TCP rendezvous connections. */
+  readonly maxTcpConnections?: number;
+  readonly tcpIdleMs?: number;
 }
 
 export interface RendezvousServer {
   readonly address: Endpoint;
+  /** The TCP rendezvous listener, when enabled. */
+  readonly tcpAddress: Endpoint | undefined;
   readonly alternateAddress: Endpoint | undefined;
   readonly stats: Readonly<ServerStats>;
   readonly registrations: number;
@@ -83,16 +92,42 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     randomBytes: (n) => randomBytes(n),
   });
   const sockets: Record<ServerSocketId, BoundSocket | undefined> = { main, alternate };
+  const streams = new Map<number, net.Socket>();
   const execute = (actions: ServerAction[]): void => {
     for (const a of actions) {
-      if (a.type === 'send') {
-        const s = sockets[a.socket];
-        if (s) sendUdp(s, a.to, a.data, () => undefined);
-      } else {
-        options.onEvent?.(a.event);
+      switch (a.type) {
+        case 'send': {
+          const s = sockets[a.socket];
+          if (s) sendUdp(s, a.to, a.data, () => undefined);
+          break;
+        }
+        case 'send-stream':
+          streams.get(a.conn)?.write(a.data);
+          break;
+        case 'close-stream':
+          streams.get(a.conn)?.destroy();
+          break;
+        case 'event':
+          options.onEvent?.(a.event);
+          break;
       }
     }
   };
+  let tcpServer: net.Server | undefined;
+  if (options.tcp !== false) {
+    try {
+      tcpServer = await listenTcp(main.dualStack ? '::' : main.local.address, main.local.port, {
+        maxConnections: options.maxTcpConnections ?? 10_000,
+        idleMs: options.tcpIdleMs ?? 120_000,
+        core,
+        streams,
+        execute,
+      });
+    } catch (err) {
+      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve()]);
+      throw err;
+    }
+  }
   for (const id of ['main', 'alternate'] as const) {
     const s = sockets[id];
     if (!s) continue;
@@ -116,7 +151,12 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     closed ??= (async () => {
       clearInterval(sweep);
       options.signal?.removeEventListener('abort', onAbort);
-      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve()]);
+      for (const s of streams.values()) s.destroy();
+      await Promise.all([
+        closeUdp(main.socket),
+        alternate ? closeUdp(alternate.socket) : Promise.resolve(),
+        tcpServer ? new Promise<void>((resolve) => tcpServer?.close(() => { resolve(); })) : Promise.resolve(),
+      ]);
     })();
     return closed;
   };
@@ -124,8 +164,10 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     void close();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  const tcpBound = tcpServer?.address();
   return {
     address: main.local,
+    tcpAddress: tcpBound && typeof tcpBound === 'object' ? { address: normaliseAddress(tcpBound.address) ?? tcpBound.address, port: tcpBound.port } : undefined,
     alternateAddress: alternate?.local,
     get stats() {
       return core.stats;
@@ -140,3 +182,61 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   };
 }
 
+
+interface TcpContext {
+  readonly maxConnections: number;
+  readonly idleMs: number;
+  readonly core: ServerCore;
+  readonly streams: Map<number, net.Socket>;
+  readonly execute: (actions: ServerAction[]) => void;
+}
+
+/**
+ * The TCP rendezvous listener: STUN messages framed by their length (RFC 8489 section 6.2.2). Bounded:
+ * a connection limit, an idle timeout, and at most one partial message buffered per connection.
+ */
+async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<net.Server> {
+  let nextId = 1;
+  const server = net.createServer({ allowHalfOpen: false }, (socket) => {
+    const id = nextId++;
+    ctx.streams.set(id, socket);
+    const from = endpointOf({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
+    let pending: Uint8Array = new Uint8Array(0);
+    socket.setNoDelay(true);
+    socket.setTimeout(ctx.idleMs, () => socket.destroy());
+    socket.on('data', (chunk: Buffer) => {
+      const joined = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
+      const split = splitStunStream(joined);
+      if ('error' in split) {
+        socket.destroy();
+        return;
+      }
+      pending = split.rest;
+      for (const m of split.messages) {
+        try {
+          ctx.execute(ctx.core.handleStreamMessage(id, from, m, Date.now()));
+        } catch {
+          socket.destroy();
+          return;
+        }
+      }
+    });
+    socket.on('error', () => undefined);
+    socket.on('close', () => {
+      ctx.streams.delete(id);
+      ctx.core.handleStreamClosed(id);
+    });
+  });
+  server.maxConnections = ctx.maxConnections;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new BurrowError('USAGE', `cannot listen on TCP ${host}:${port} (${err.code ?? err.message}): another program may use the port; choose another --listen port.`, { cause: err }));
+    });
+    server.listen({ host, port, ipv6Only: false }, () => {
+      server.removeAllListeners('error');
+      server.on('error', () => undefined);
+      resolve();
+    });
+  });
+  return server;
+}

@@ -92,8 +92,14 @@ export type ServerEvent =
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
   | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string };
 
+/** Where a registration came from and where its answers and pushes go. */
+export type Channel = { readonly kind: 'udp' } | { readonly kind: 'tcp'; readonly conn: number };
+const UDP: Channel = { kind: 'udp' };
+
 export type ServerAction =
   | { readonly type: 'send'; readonly socket: ServerSocketId; readonly to: Endpoint; readonly data: Uint8Array }
+  | { readonly type: 'send-stream'; readonly conn: number; readonly data: Uint8Array }
+  | { readonly type: 'close-stream'; readonly conn: number }
   | { readonly type: 'event'; readonly event: ServerEvent };
 
 export class ServerCore {
@@ -111,7 +117,9 @@ export class ServerCore {
    * re-sent with back-off, so one lost datagram does not cost a waiting peer a whole refresh period.
    * At most one entry per registration.
    */
-  private readonly pendingPushes = new Map<string, { to: Endpoint; data: Uint8Array; nextAt: number; tries: number }>();
+  private readonly pendingPushes = new Map<string, { to: Endpoint; channel: Channel; data: Uint8Array; nextAt: number; tries: number }>();
+  /** Registrations made over each TCP connection, removed when it closes. */
+  private readonly connRegistrations = new Map<number, Set<string>>();
   private nextSweepAt = 0;
   private readonly limiter: SourceRateLimiter;
   private readonly excess: TokenBucket;
@@ -149,7 +157,7 @@ export class ServerCore {
       }
       p.tries++;
       p.nextAt = now + PUSH_BACKOFF_MS * 2 ** (p.tries - 1);
-      this.send('main', p.to, p.data, out);
+      this.reply(p.channel, p.to, p.data, out);
     }
     return out;
   }
@@ -180,8 +188,61 @@ export class ServerCore {
       this.stats.unauthBytesIn += data.length;
       return out;
     }
-    this.handleRegister(msg, decoded.stun, data, from, now, out);
+    if (msg.transport === 'tcp') {
+      this.stats.malformed++; // a TCP registration must come over TCP
+      this.stats.unauthBytesIn += data.length;
+      return out;
+    }
+    this.handleRegister(msg, decoded.stun, data, from, now, UDP, out);
     return out;
+  }
+
+  /**
+   * One STUN message from TCP connection `conn` (framed by the driver with splitStunStream). TCP peers
+   * register over it and keep it open; their introductions are pushed down it. Returns 'close' as the
+   * last action when the connection should be dropped.
+   */
+  handleStreamMessage(conn: number, from: Endpoint, data: Uint8Array, now: number): ServerAction[] {
+    const out: ServerAction[] = [];
+    this.stats.datagramsIn++;
+    this.stats.bytesIn += data.length;
+    if (!this.limiter.allow(from.address, now)) {
+      this.stats.rateLimited++;
+      return out;
+    }
+    const decoded = decodeMessage(data);
+    if (!decoded.ok || (decoded.msg.kind !== 'register' && decoded.msg.kind !== 'binding')) {
+      this.stats.malformed++;
+      out.push({ type: 'close-stream', conn });
+      return out;
+    }
+    const msg = decoded.msg;
+    const channel: Channel = { kind: 'tcp', conn };
+    if (msg.kind === 'binding') {
+      this.stats.stunBindings++;
+      this.reply(channel, from, encodeMessage({ kind: 'binding-ok', txid: msg.txid, mapped: from }, { fingerprint: msg.fingerprint }), out);
+      return out;
+    }
+    if (msg.transport !== 'tcp') {
+      this.stats.malformed++;
+      out.push({ type: 'close-stream', conn });
+      return out;
+    }
+    this.handleRegister(msg, decoded.stun, data, from, now, channel, out);
+    return out;
+  }
+
+  /** A TCP connection closed: its registrations go with it (nothing could be pushed to them). */
+  handleStreamClosed(conn: number): void {
+    const keys = this.connRegistrations.get(conn);
+    if (!keys) return;
+    this.connRegistrations.delete(conn);
+    for (const key of keys) {
+      const [network, ...name] = key.split('\u0000');
+      const reg = this.store.get(network ?? '', name.join('\u0000'), -Infinity);
+      if (reg?.conn === conn) this.store.delete(reg.network, reg.name);
+      this.pendingPushes.delete(key);
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -201,21 +262,21 @@ export class ServerCore {
     this.send(socket, from, reply, out);
   }
 
-  private handleRegister(msg: RegisterRequest, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: ServerAction[]): void {
+  private handleRegister(msg: RegisterRequest, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, channel: Channel, out: ServerAction[]): void {
     const network = this.networks.get(Buffer.from(msg.networkId).toString('hex'));
     if (!network || verifyIntegrity(data, stun, network.clientToServer) !== 'valid') {
       this.stats.authFailures++;
       this.stats.unauthBytesIn += data.length;
       out.push({ type: 'event', event: { type: 'rejected', from, reason: network ? 'bad MAC' : 'unknown network (secret differs)' } });
       // Short and unauthenticated: it lets the client say that its secret differs from ours.
-      this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 401, reason: 'Unauthenticated', timestamp: undefined }, undefined, out);
+      this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 401, reason: 'Unauthenticated', timestamp: undefined }, undefined, channel, out);
       return;
     }
     if (Math.abs(msg.timestamp - now) > this.limits.timestampWindowMs) {
       this.stats.staleTimestamps++;
       // Authenticated with the server key so only a holder of the secret can use it to set its clock;
       // still never longer than the request, because a stale request may be a replay from anyone.
-      this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 438, reason: 'Stale', timestamp: now }, network.serverToClient, out);
+      this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 438, reason: 'Stale', timestamp: now }, network.serverToClient, channel, out);
       return;
     }
     const mac = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
@@ -226,11 +287,12 @@ export class ServerCore {
       out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
       return;
     }
-    this.register(network, msg, from, now, out);
+    this.register(network, msg, from, now, channel, out);
   }
 
-  private register(network: NetworkKeys, msg: RegisterRequest, from: Endpoint, now: number, out: ServerAction[]): void {
-    const net = network.networkIdHex;
+  private register(network: NetworkKeys, msg: RegisterRequest, from: Endpoint, now: number, channel: Channel, out: ServerAction[]): void {
+    // UDP and TCP registrations live in separate name spaces and only pair within their own.
+    const net = channel.kind === 'tcp' ? `${network.networkIdHex}+tcp` : network.networkIdHex;
     const nonce = Buffer.from(msg.sessionNonce).toString('hex');
     const previous = this.store.get(net, msg.name, now);
     const reg: Registration = {
@@ -242,6 +304,7 @@ export class ServerCore {
       hosts: msg.hosts,
       mapping: msg.mapping,
       expiresAt: now + this.limits.lifetimeSeconds * 1000,
+      ...(channel.kind === 'tcp' ? { conn: channel.conn } : {}),
     };
     const changed =
       !previous ||
@@ -251,7 +314,12 @@ export class ServerCore {
       !sameEndpoint(previous.mapped, from) ||
       previous.hosts.map(endpointKey).join() !== msg.hosts.map(endpointKey).join();
     this.stats.evictions += this.store.put(reg).evicted;
-    this.pendingPushes.delete(`${net}/${msg.name}`); // any REGISTER acknowledges a push to its sender
+    this.pendingPushes.delete(`${net}\u0000${msg.name}`); // any REGISTER acknowledges a push to its sender
+    if (channel.kind === 'tcp') {
+      let keys = this.connRegistrations.get(channel.conn);
+      if (!keys) this.connRegistrations.set(channel.conn, (keys = new Set()));
+      keys.add(`${net}\u0000${msg.name}`);
+    }
     this.stats.registrationsTotal++;
     out.push({ type: 'event', event: { type: 'registered', network: net, name: msg.name, from, isNew: !previous || previous.nonce !== nonce } });
 
@@ -271,8 +339,9 @@ export class ServerCore {
         intro: introductionOf(reg),
       };
       const data = encodeMessage(push, { key: network.serverToClient });
-      this.send('main', paired.mapped, data, out);
-      this.pendingPushes.set(`${net}/${paired.name}`, { to: paired.mapped, data, nextAt: now + PUSH_BACKOFF_MS, tries: 1 });
+      const pairedChannel: Channel = paired.conn !== undefined ? { kind: 'tcp', conn: paired.conn } : UDP;
+      this.reply(pairedChannel, paired.mapped, data, out);
+      this.pendingPushes.set(`${net}\u0000${paired.name}`, { to: paired.mapped, channel: pairedChannel, data, nextAt: now + PUSH_BACKOFF_MS, tries: 1 });
       if (this.pendingPushes.size > this.limits.maxRegistrations) {
         const oldest = this.pendingPushes.keys().next();
         if (!oldest.done) this.pendingPushes.delete(oldest.value);
@@ -287,15 +356,25 @@ export class ServerCore {
       alternate: this.config.alternate,
       intro: paired ? introductionOf(paired) : undefined,
     };
-    this.send('main', from, encodeMessage(answer, { key: network.serverToClient }), out);
+    this.reply(channel, from, encodeMessage(answer, { key: network.serverToClient }), out);
+  }
+
+  private reply(channel: Channel, to: Endpoint, data: Uint8Array, out: ServerAction[]): void {
+    if (channel.kind === 'udp') {
+      this.send('main', to, data, out);
+      return;
+    }
+    this.stats.datagramsOut++;
+    this.stats.bytesOut += data.length;
+    out.push({ type: 'send-stream', conn: channel.conn, data });
   }
 
   /** Sends a reply to traffic we could not authenticate, but only if it is no longer than the request. */
-  private replyUnauthenticated(to: Endpoint, requestLength: number, msg: BurrowMessage, key: Uint8Array | undefined, out: ServerAction[]): void {
+  private replyUnauthenticated(to: Endpoint, requestLength: number, msg: BurrowMessage, key: Uint8Array | undefined, channel: Channel, out: ServerAction[]): void {
     const data = encodeMessage(msg, key ? { key } : {});
     if (data.length > requestLength) return;
     this.stats.unauthBytesOut += data.length;
-    this.send('main', to, data, out);
+    this.reply(channel, to, data, out);
   }
 
   private send(socket: ServerSocketId, to: Endpoint, data: Uint8Array, out: ServerAction[]): void {

@@ -15,12 +15,15 @@ export interface Registration {
   readonly hosts: readonly Endpoint[];
   readonly mapping: NatMapping;
   readonly expiresAt: number;
+  /** For TCP registrations: the server's connection id, down which introductions are pushed. */
+  readonly conn?: number;
 }
 
 export interface RegistrationStore {
   get(network: string, name: string, now: number): Registration | undefined;
   /** Inserts or refreshes; may evict the least recently refreshed entry to stay within bounds. */
   put(reg: Registration): { evicted: number };
+  delete(network: string, name: string): void;
   /** Removes expired entries; returns how many. */
   sweep(now: number): number;
   readonly size: number;
@@ -56,6 +59,10 @@ export class MemoryStore implements RegistrationStore {
     }
     this.entries.set(key, reg);
     return { evicted };
+  }
+
+  delete(network: string, name: string): void {
+    this.entries.delete(`${network}/${name}`);
   }
 
   sweep(now: number): number {
