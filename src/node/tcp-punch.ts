@@ -5,16 +5,19 @@
  * 1. Connect to the rendezvous server over TCP from a local port P and register on that connection
  *    (PunchMachine in TCP mode). The server sees P's public TCP mapping and pushes the introduction down
  *    the same connection, which stays open (it also keeps the mapping alive).
- * 2. From the same port P (SO_REUSEADDR, set by libuv on every TCP bind) connect to the partner:
- *    to its LAN address when both share a public IP (one NAT), else to its public mapping. Both sides
- *    do this at once; each SYN opens the sender's NAT for the other's. A refused, reset or unanswered
- *    attempt is retried every `retryMs` until the deadline, unlike punchhole's single connect().
+ * 2. Through NATs: from the same port P (SO_REUSEADDR, set by libuv on every TCP bind) connect to the
+ *    partner's public mapping. Both sides do this at once; each SYN opens the sender's NAT for the
+ *    other's. A refused, reset or unanswered attempt is retried every RETRY_MS until the deadline,
+ *    unlike punchhole's single connect().
+ *    Behind one NAT (both public IPs equal; NATs rarely hairpin) the LAN is used instead. There is no
+ *    NAT to open there, and a simultaneous open would mostly meet resets, so each side listens on a
+ *    second port L, advertised as its host candidate, and the side whose name sorts first connects.
  * 3. On the first connection that completes the authenticated handshake (src/core/secure-session.ts),
  *    everything else is closed and the stream is returned.
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
+import { endpointKey, type Endpoint } from '../codec/address.js';
 import { checkName } from '../codec/messages.js';
 import { splitStunStream } from '../codec/stun.js';
 import { PunchMachine, type PunchAction, type PunchEvent, type PunchResult } from '../core/punch.js';
@@ -63,8 +66,16 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
   const started = Date.now();
   const deadline = started + timeoutMs;
 
-  const control = await openControl(server, local, deadline, options.signal);
+  const listener = await listenLan(local.address);
+  let control: Awaited<ReturnType<typeof openControl>>;
+  try {
+    control = await openControl(server, local, deadline, options.signal);
+  } catch (err) {
+    listener.close();
+    throw err;
+  }
   const localPort = control.localPort ?? 0;
+  const lanPort = (listener.address() as net.AddressInfo).port;
   const localAddress = local.address;
   const stats = { attempts: 0, refused: 0, timedOut: 0, handshakesFailed: 0, lastError: '' };
   const sessionNonce = randomBytes(16);
@@ -75,7 +86,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
     server,
     localAddress,
     localPort,
-    hosts: hostCandidates({ address: local.address, port: localPort }, family, server),
+    hosts: hostCandidates({ address: local.address, port: lanPort }, family, server),
     timeoutMs: Math.max(1, deadline - Date.now()),
     sessionNonce,
     randomBytes: (n) => randomBytes(n),
@@ -103,6 +114,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
       for (const s of attempts) s.destroy();
       attempts.clear();
       control.socket.destroy();
+      listener.close();
       finish();
     };
     const execute = (actions: PunchAction[]): void => {
@@ -139,17 +151,66 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
 
     const startConnecting = (peerPublic: Endpoint, peerHosts: readonly Endpoint[], sameNat: boolean, peerNonce: Uint8Array): void => {
       // Behind one NAT (no hairpinning in general) the LAN address; otherwise the public mapping.
-      const targets = sameNat ? peerHosts.filter((h) => !sameEndpoint(h, peerPublic)) : [peerPublic];
-      if (targets.length === 0) targets.push(peerPublic);
       const weAreLow = options.name < options.peer;
       const context = Buffer.concat([Buffer.from('burrow/v1 tcp'), weAreLow ? sessionNonce : peerNonce, weAreLow ? peerNonce : sessionNonce]);
-      for (const target of targets) attempt(target, context, sameNat && !sameEndpoint(target, peerPublic));
+      const lanTargets = sameNat ? peerHosts.filter((h) => h.address !== peerPublic.address) : [];
+      if (lanTargets.length === 0) {
+        attempt(peerPublic, context, false, localPort);
+        return;
+      }
+      if (weAreLow) for (const target of lanTargets) attempt(target, context, true, 0);
+      else {
+        listener.on('connection', (socket: net.Socket) => {
+          if (settled) {
+            socket.destroy();
+            return;
+          }
+          attempts.add(socket);
+          secure(socket, { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }, context, true, () => {
+            attempts.delete(socket);
+            socket.destroy();
+            stats.handshakesFailed++;
+          });
+        });
+      }
     };
 
-    const attempt = (target: Endpoint, context: Uint8Array, lan: boolean): void => {
+    /** Runs the handshake on a connected socket; the first to complete wins. */
+    const secure = (socket: net.Socket, remote: Endpoint, context: Uint8Array, lan: boolean, onFailure: (detail: string) => void): void => {
+      SecureStream.open(socket, { name: options.name, peer: options.peer, authKey: keys.streamAuth, context, timeoutMs: 5000, ...(options.signal ? { signal: options.signal } : {}) }).then(
+        (stream) => {
+          if (settled) {
+            stream.destroy();
+            return;
+          }
+          attempts.delete(socket);
+          for (const a of machine.handle({ type: 'connected', remote, now: Date.now() })) {
+            if (a.type === 'event') options.onEvent?.(a.event);
+          }
+          const result: PunchResult = {
+            localAddress,
+            localPort: socket.localPort ?? localPort,
+            remoteAddress: remote.address,
+            remotePort: remote.port,
+            path: lan ? 'lan' : 'direct',
+            elapsedMs: Date.now() - started,
+            peer: options.peer,
+          };
+          settle(() => {
+            resolve({ stream, result });
+          });
+        },
+        (err: unknown) => {
+          // A handshake that fails authentication is someone else, not our partner: keep trying.
+          onFailure(isBurrowError(err) ? err.message : String(err));
+        },
+      );
+    };
+
+    const attempt = (target: Endpoint, context: Uint8Array, lan: boolean, fromPort: number): void => {
       if (settled || Date.now() >= deadline) return;
       stats.attempts++;
-      const socket = net.connect({ host: target.address, port: target.port, localAddress, localPort, allowHalfOpen: true, noDelay: true });
+      const socket = net.connect({ host: target.address, port: target.port, localAddress, localPort: fromPort, allowHalfOpen: true, noDelay: true });
       attempts.add(socket);
       let done = false;
       const retry = (why: 'refused' | 'timeout' | 'handshake', detail: string): void => {
@@ -161,7 +222,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
         else if (why === 'timeout') stats.timedOut++;
         else stats.handshakesFailed++;
         stats.lastError = detail;
-        if (!settled) setTimeout(() => { attempt(target, context, lan); }, RETRY_MS).unref();
+        if (!settled) setTimeout(() => { attempt(target, context, lan, fromPort); }, RETRY_MS).unref();
       };
       const budget = setTimeout(() => { retry('timeout', 'no answer'); }, ATTEMPT_MS);
       socket.once('error', (err: NodeJS.ErrnoException) => {
@@ -171,35 +232,9 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
       socket.once('connect', () => {
         clearTimeout(budget);
         if (settled) return;
-        SecureStream.open(socket, { name: options.name, peer: options.peer, authKey: keys.streamAuth, context, timeoutMs: 5000, ...(options.signal ? { signal: options.signal } : {}) }).then(
-          (stream) => {
-            if (settled) {
-              stream.destroy();
-              return;
-            }
-            done = true;
-            attempts.delete(socket);
-            for (const a of machine.handle({ type: 'connected', remote: target, now: Date.now() })) {
-              if (a.type === 'event') options.onEvent?.(a.event);
-            }
-            const result: PunchResult = {
-              localAddress,
-              localPort,
-              remoteAddress: target.address,
-              remotePort: target.port,
-              path: lan ? 'lan' : 'direct',
-              elapsedMs: Date.now() - started,
-              peer: options.peer,
-            };
-            settle(() => {
-              resolve({ stream, result });
-            });
-          },
-          (err: unknown) => {
-            // A handshake that fails authentication is someone else, not our partner: keep trying.
-            retry('handshake', isBurrowError(err) ? err.message : String(err));
-          },
-        );
+        secure(socket, target, context, lan, (detail) => {
+          retry('handshake', detail);
+        });
       });
     };
 
@@ -258,6 +293,19 @@ function openControl(server: Endpoint, local: Endpoint, deadline: number, signal
           : new BurrowError('SERVER_UNREACHABLE', `cannot reach the rendezvous server at ${endpointKey(server)} over TCP (${err.code ?? err.message}): ` +
             'it may not be running, or a firewall blocks TCP to that port. Check the address, and that TCP is open as well as UDP.', { cause: err }),
       );
+    });
+  });
+}
+
+/** The LAN listener (see step 2 above): any address of ours, a free port. */
+function listenLan(address: string): Promise<net.Server> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+    server.once('error', reject);
+    server.listen({ host: address, port: 0 }, () => {
+      server.off('error', reject);
+      server.on('error', () => undefined);
+      resolve(server);
     });
   });
 }
