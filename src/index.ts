@@ -5,6 +5,9 @@
 export { punch, DEFAULT_PORT, type PunchOptions, type PunchEvent, type PunchResult } from './node/punch.js';
 export { startServer, type ServerOptions, type RendezvousServer } from './node/server.js';
 export { stunQuery, type StunQueryOptions } from './node/stun.js';
+export { connectStream, type StreamConnectOptions, type StreamConnection } from './node/tcp-punch.js';
+export { SecureStream, type SecureStreamOptions } from './node/secure-stream.js';
+export { startTstunServer } from './node/tstun.js';
 export { generateSecret, readSecretFile } from './node/secret.js';
 export { BurrowError, ExitCode, isBurrowError, type ErrorCode } from './errors.js';
 export type { Endpoint } from './codec/address.js';

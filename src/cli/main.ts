@@ -20,7 +20,7 @@ Usage:
   burrow punch --server HOST:PORT --secret-file FILE --as NAME --to NAME
                [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [-- COMMAND ARGS...]
   burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-               [--log-format text|json] [--log-level debug|info|warn]
+               [--tstun [[HOST:]PORT]] [--log-format text|json] [--log-level debug|info|warn]
   burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME [--send-only | --recv-only]
                [--timeout SECONDS]      stdin to the peer, the peer to stdout, over encrypted TCP
   burrow stun HOST:PORT [--local [ADDR:]PORT] [--format text|json]
@@ -93,6 +93,8 @@ function report(err: unknown, io: Io): number {
 // Run when executed as the `burrow` binary (not when imported by tests).
 const invoked = process.argv[1] ?? '';
 if (/(?:^|[\\/])(?:main\.js|burrow(?:\.cjs)?)$/.test(invoked)) {
+  // Until main() returns, a drained event loop means something never finished: that is not success.
+  process.exitCode = 1;
   const controller = new AbortController();
   const stop = (): void => {
     controller.abort();

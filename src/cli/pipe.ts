@@ -84,10 +84,8 @@ export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
     io.signal.removeEventListener('abort', onAbort);
     io.stdin.unpipe(stream);
   }
-  await new Promise<void>((resolve) => {
-    stream.once('close', resolve);
-    stream.destroy();
-  });
+  // Both directions are done: the stream closes itself once its transport has flushed.
+  if (!stream.closed) await new Promise<void>((resolve) => stream.once('close', resolve));
   if (!quiet) say(io, `done: sent ${stream.bytesSent} bytes, received ${stream.bytesReceived} bytes, all confirmed`);
   return 0;
 }

@@ -4,17 +4,19 @@ import { endpointKey } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
 import { readSecretFile } from '../node/secret.js';
 import { startServer } from '../node/server.js';
+import { startTstunServer, type TstunServer, type TstunServerEvent } from '../node/tstun.js';
 import type { ServerEvent } from '../server/core.js';
 import { oneOf, resolveSecrets, type Io } from './common.js';
 
 export const SERVE_USAGE = `burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-             [--log-format text|json] [--log-level debug|info|warn]`;
+             [--tstun [[HOST:]PORT]] [--log-format text|json] [--log-level debug|info|warn]`;
 
 export async function runServe(argv: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
-    args: argv,
+    args: withOptionalValue(argv, '--tstun'),
     options: {
       listen: { type: 'string' },
+      tstun: { type: 'string' },
       'secret-file': { type: 'string' },
       secret: { type: 'string' },
       'alt-port': { type: 'string' },
@@ -53,17 +55,51 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         break;
     }
   };
+  const onTstunEvent = (e: TstunServerEvent): void => {
+    switch (e.type) {
+      case 'paired':
+        log.info({ event: 'tstun-paired', a: endpointKey(e.first.remote), b: endpointKey(e.second.remote), waitedMs: Math.round(e.waitedMs) }, 'T-STUN clients paired');
+        break;
+      case 'waiting':
+        log.debug({ event: 'tstun-waiting', from: endpointKey(e.client.remote) }, 'T-STUN client waits for a partner');
+        break;
+      case 'rejected':
+        log.debug({ event: 'tstun-rejected', from: endpointKey(e.client.remote), reason: e.reason }, 'T-STUN connection rejected');
+        break;
+      case 'timed-out':
+        log.debug({ event: 'tstun-timed-out', from: endpointKey(e.client.remote), phase: e.phase }, 'T-STUN connection timed out');
+        break;
+      case 'left':
+        log.debug({ event: 'tstun-left', from: endpointKey(e.client.remote), phase: e.phase }, 'T-STUN client left before its answer');
+        break;
+      case 'internal-error':
+        log.warn({ event: 'tstun-internal-error', detail: e.detail }, 'T-STUN internal error; the connection was dropped');
+        break;
+    }
+  };
   const server = await startServer({
     ...(values.listen !== undefined ? { listen: values.listen } : {}),
     secrets,
     ...(alternatePort !== undefined ? { alternatePort } : {}),
     onEvent,
   });
+  let tstun: TstunServer | undefined;
+  if (values.tstun !== undefined) {
+    try {
+      // An empty value (a bare --tstun) means the default, [::]:3477.
+      tstun = await startTstunServer({ listen: values.tstun, onEvent: onTstunEvent });
+    } catch (err) {
+      await server.close();
+      throw err;
+    }
+  }
   log.info(
     {
       event: 'listening',
       udp: endpointKey(server.address),
       alternateUdp: server.alternateAddress ? endpointKey(server.alternateAddress) : null,
+      tcp: server.tcpAddress ? endpointKey(server.tcpAddress) : null,
+      tstunTcp: tstun ? endpointKey(tstun.address) : null,
       networks: secrets.length,
     },
     'listening',
@@ -92,8 +128,16 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
     }, { once: true });
   });
   process.off('SIGHUP', onHup);
-  await server.close();
+  await Promise.all([server.close(), tstun?.close()]);
   const s = server.stats;
-  log.info({ event: 'stopped', registrationsTotal: s.registrationsTotal, introductions: s.introductions, stunBindings: s.stunBindings }, 'stopped');
+  log.info({ event: 'stopped', registrationsTotal: s.registrationsTotal, introductions: s.introductions, stunBindings: s.stunBindings, tstunPairs: tstun?.stats.pairs ?? null }, 'stopped');
   return 0;
+}
+
+/**
+ * parseArgs cannot express an option whose value is optional: a bare `flag` (last, or followed by
+ * another option) becomes `flag=`, which the option's handler reads as "the default".
+ */
+function withOptionalValue(argv: string[], flag: string): string[] {
+  return argv.map((arg, i) => (arg === flag && (argv[i + 1] === undefined || argv[i + 1]?.startsWith('-') === true) ? `${flag}=` : arg));
 }

@@ -64,7 +64,9 @@ export class SecureStream extends Duplex {
     private readonly transport: ByteTransport,
     private readonly peer: string,
   ) {
-    super({ allowHalfOpen: true, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
+    // Not autoDestroy: after 'end' and 'finish' the stream must live on until the application has
+    // acknowledged the peer's data (acknowledgeEnd); maybeClose() closes it then.
+    super({ allowHalfOpen: true, autoDestroy: false, readableHighWaterMark: 256 * 1024, writableHighWaterMark: 256 * 1024 });
   }
 
   /** Runs the handshake over `transport` and resolves with the open stream. */
@@ -174,9 +176,12 @@ export class SecureStream extends Duplex {
     return ok;
   }
 
-  /** Ends the transport once both directions are finished and confirmed. */
+  /** Once both directions are finished and confirmed: flush, end the transport, and close. */
   private maybeClose(): void {
-    if (this.delivered && this.session.hasAcknowledged && !this.transport.writableEnded) this.transport.end();
+    if (!this.delivered || !this.session.hasAcknowledged || this.transport.writableEnded) return;
+    this.transport.end(() => {
+      this.destroy();
+    });
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
@@ -206,7 +211,18 @@ export class SecureStream extends Duplex {
     const pending = this.finalCallback;
     this.finalCallback = undefined;
     pending?.(err ?? BurrowError.streamBroken(this.peer, 'the stream was closed before the peer confirmed delivery'));
-    this.transport.destroy();
-    callback(err);
+    if (err || !this.transport.writableEnded || this.transport.writableFinished) {
+      this.transport.destroy();
+      callback(err);
+      return;
+    }
+    // A clean end: the transport still holds our last records (the delivery confirmation); destroying
+    // it now would discard them. Close once they are flushed.
+    const done = (): void => {
+      this.transport.destroy();
+      callback(null);
+    };
+    this.transport.once('finish', done);
+    this.transport.once('close', done);
   }
 }

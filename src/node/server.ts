@@ -155,7 +155,10 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       await Promise.all([
         closeUdp(main.socket),
         alternate ? closeUdp(alternate.socket) : Promise.resolve(),
-        tcpServer ? new Promise<void>((resolve) => tcpServer?.close(() => { resolve(); })) : Promise.resolve(),
+        new Promise<void>((resolve) => {
+          if (tcpServer) tcpServer.close(() => { resolve(); });
+          else resolve();
+        }),
       ]);
     })();
     return closed;

@@ -26,7 +26,7 @@ import { BurrowError, isBurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { DEFAULT_PORT } from './punch.js';
 import { SecureStream } from './secure-stream.js';
-import { parseLocal, resolveEndpoint } from './udp.js';
+import { endpointOf, parseLocal, resolveEndpoint } from './udp.js';
 
 export interface StreamConnectOptions {
   readonly server: string;
@@ -153,12 +153,15 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
       // Behind one NAT (no hairpinning in general) the LAN address; otherwise the public mapping.
       const weAreLow = options.name < options.peer;
       const context = Buffer.concat([Buffer.from('burrow/v1 tcp'), weAreLow ? sessionNonce : peerNonce, weAreLow ? peerNonce : sessionNonce]);
-      const lanTargets = sameNat ? peerHosts.filter((h) => h.address !== peerPublic.address) : [];
+      // Host candidates carry the LAN listener's port; "lan" unless the address is the public one too
+      // (no NAT, e.g. both on one machine).
+      const lanTargets = sameNat ? peerHosts : [];
+      const isLan = (e: Endpoint): boolean => e.address !== peerPublic.address;
       if (lanTargets.length === 0) {
         attempt(peerPublic, context, false, localPort);
         return;
       }
-      if (weAreLow) for (const target of lanTargets) attempt(target, context, true, 0);
+      if (weAreLow) for (const target of lanTargets) attempt(target, context, isLan(target), 0);
       else {
         listener.on('connection', (socket: net.Socket) => {
           if (settled) {
@@ -166,7 +169,8 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
             return;
           }
           attempts.add(socket);
-          secure(socket, { address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 }, context, true, () => {
+          const from = endpointOf({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
+          secure(socket, from, context, isLan(from), () => {
             attempts.delete(socket);
             socket.destroy();
             stats.handshakesFailed++;

@@ -141,9 +141,10 @@ export interface TstunStats {
   timedOut: Record<TstunTimeoutPhase, number>;
   /** Clients gone before their answer. */
   left: number;
-  /** Gauges: connections the core tracks now, and keys waiting for a partner. */
+  /** Gauges, read from the tables themselves: connections tracked, keys waiting, distinct sources. */
   open: number;
   waiting: number;
+  sources: number;
 }
 
 export interface TstunConfig {
@@ -169,8 +170,8 @@ interface Waiting {
 }
 
 interface Closing {
-  readonly source: string;
   readonly client: TstunClient;
+  readonly source: string;
   readonly deadline: number;
 }
 
@@ -180,7 +181,7 @@ export class TstunCore {
     connections: 0, bytesIn: 0, bytesOut: 0, pairs: 0,
     rejected: { 'rate-limited': 0, 'too-many-connections': 0, 'too-many-from-source': 0, 'key-too-long': 0, 'key-too-short': 0 },
     timedOut: { key: 0, partner: 0, linger: 0 },
-    left: 0, open: 0, waiting: 0,
+    left: 0, open: 0, waiting: 0, sources: 0,
   };
   private readonly collecting = new Map<TstunConnectionId, Collecting>();
   private readonly waiting = new Map<TstunConnectionId, Waiting>();
@@ -229,7 +230,7 @@ export class TstunCore {
     }
     this.perSource.set(source, (this.perSource.get(source) ?? 0) + 1);
     this.collecting.set(id, { client, source, deadline: now + this.limits.keyTimeoutMs, key: new Uint8Array(TSTUN_KEY_BYTES), filled: 0 });
-    this.stats.open++;
+    this.updateGauges();
     return out;
   }
 
@@ -304,17 +305,17 @@ export class TstunCore {
     if (partnerId === undefined || !partner) {
       this.waiting.set(id, { client: c.client, source: c.source, deadline: now + this.limits.partnerTimeoutMs, keyHex, since: now });
       this.byKey.set(keyHex, id);
-      this.stats.waiting++;
+      this.updateGauges();
       out.push({ type: 'event', event: { type: 'waiting', client: c.client } });
       return;
     }
     this.waiting.delete(partnerId);
     this.byKey.delete(keyHex);
-    this.stats.waiting--;
     this.stats.pairs++;
     const deadline = now + this.limits.lingerTimeoutMs;
     this.closing.set(partnerId, { client: partner.client, source: partner.source, deadline });
     this.closing.set(id, { client: c.client, source: c.source, deadline });
+    this.updateGauges();
     // The one that waited hears first. Each answer is one write so that punchhole's single recv()
     // gets all of it.
     for (const [to, about] of [[partner.client, c.client], [c.client, partner.client]] as const) {
@@ -336,15 +337,21 @@ export class TstunCore {
     const w = this.waiting.get(id);
     if (w) {
       this.waiting.delete(id);
-      this.stats.waiting--;
       if (this.byKey.get(w.keyHex) === id) this.byKey.delete(w.keyHex);
     }
     this.collecting.delete(id);
     this.closing.delete(id);
-    this.stats.open--;
     const n = (this.perSource.get(c.source) ?? 1) - 1;
     if (n > 0) this.perSource.set(c.source, n);
     else this.perSource.delete(c.source);
+    this.updateGauges();
+  }
+
+  /** Gauges come from the tables, so a table that failed to shrink shows in the stats (and tests). */
+  private updateGauges(): void {
+    this.stats.open = this.collecting.size + this.waiting.size + this.closing.size;
+    this.stats.waiting = this.byKey.size;
+    this.stats.sources = this.perSource.size;
   }
 
   private isOpen(id: TstunConnectionId): boolean {

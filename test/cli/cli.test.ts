@@ -141,6 +141,35 @@ describe('burrow CLI', () => {
     }
   });
 
+  it('serve --tstun matches two T-STUN clients with the same key and tells each the other’s address', async () => {
+    const { createHash } = await import('node:crypto');
+    const net = await import('node:net');
+    const server = await startServe(SECRET, ['--tstun', '127.0.0.1:0']);
+    try {
+      const m = /"tstunTcp":"([^"]+)"/.exec(await server.cli.waitFor('"tstunTcp"'));
+      const port = Number(m![1]!.split(':')[1]);
+      const key = createHash('sha256').update('pairing key').digest();
+      // punchhole's client: connect, send SHA-256(key), half-close, read the answer until EOF.
+      const client = () => new Promise<{ answer: string; local: number }>((resolve, reject) => {
+        const s = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }, () => {
+          s.end(key);
+        });
+        let answer = '';
+        s.on('data', (d: Buffer) => (answer += d.toString('ascii')));
+        s.on('end', () => {
+          resolve({ answer, local: s.localPort ?? 0 });
+          s.destroy();
+        });
+        s.on('error', reject);
+      });
+      const [a, b] = await Promise.all([client(), client()]);
+      assert.equal(a.answer, `127.0.0.1 ${b.local}`);
+      assert.equal(b.answer, `127.0.0.1 ${a.local}`);
+    } finally {
+      await server.stop();
+    }
+  });
+
   it('serve reloads its secret file on SIGHUP and stops cleanly on SIGTERM', async () => {
     const file = join(dir, 'rotating');
     await writeFile(file, 'old secret\n');

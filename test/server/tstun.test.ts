@@ -166,8 +166,7 @@ describe('T-STUN core', () => {
         const out = summary(c.feed(s));
         assert.deepEqual(out.destroyed, [[1, c.reason]]);
         assert.equal(out.written.size, 0);
-        assert.equal(s.stats.open, 0);
-        assert.equal(s.stats.waiting, 0);
+        assert.deepEqual([s.stats.open, s.stats.waiting, s.stats.sources], [0, 0, 0]);
         assert.equal(s.nextTimeoutAt, undefined);
         // The key did not stay registered: the next client with it waits instead of pairing.
         assert.equal(summary(client(s, 2, ep('192.0.2.2', 2), KEY)).written.size, 0);
@@ -359,13 +358,13 @@ describe('T-STUN core properties', () => {
           }
           assert.ok(s.stats.open >= 0 && s.stats.open <= limits.maxConnections);
           assert.ok(s.stats.waiting >= 0 && s.stats.waiting <= s.stats.open);
+          assert.ok(s.stats.sources <= s.stats.open);
           const next = s.nextTimeoutAt;
           if (s.stats.open === 0) assert.equal(next, undefined);
         }
         // Everything expires on its own.
         s.handleTimer(now + 200_000);
-        assert.equal(s.stats.open, 0);
-        assert.equal(s.stats.waiting, 0);
+        assert.deepEqual([s.stats.open, s.stats.waiting, s.stats.sources], [0, 0, 0]);
         assert.equal(s.nextTimeoutAt, undefined);
       }),
       { numRuns: 1000 },

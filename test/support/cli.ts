@@ -11,6 +11,7 @@ export interface CliRun {
   stdout: string;
   stderr: string;
   ms: number;
+  stdoutBytes: Buffer;
 }
 
 export interface Cli {
@@ -20,17 +21,25 @@ export interface Cli {
   waitFor(text: string | RegExp, timeoutMs?: number): Promise<string>;
 }
 
-export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
+export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, stdin?: Buffer): Cli {
   const started = Date.now();
   const base = { ...process.env };
   delete base.NODE_EXTRA_CA_CERTS; // irrelevant to burrow and slows Node's start-up
   delete base.BURROW_SECRET;
-  const child = spawn(process.execPath, [BURROW, ...args], { env: { ...base, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, [BURROW, ...args], { env: { ...base, ...env }, stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
+  if (stdin && child.stdin) {
+    child.stdin.on('error', () => undefined);
+    child.stdin.end(stdin);
+  }
   let stdout = '';
   let stderr = '';
   const waiters: { test: string | RegExp; resolve: (s: string) => void }[] = [];
-  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-  child.stderr.on('data', (d: Buffer) => {
+  const chunks: Buffer[] = [];
+  child.stdout?.on('data', (d: Buffer) => {
+    chunks.push(d);
+    stdout += d.toString();
+  });
+  child.stderr?.on('data', (d: Buffer) => {
     stderr += d.toString();
     for (const w of [...waiters]) {
       if (typeof w.test === 'string' ? stderr.includes(w.test) : w.test.test(stderr)) {
@@ -41,7 +50,7 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
   });
   const done = new Promise<CliRun>((resolve) => {
     child.on('close', (code, signal) => {
-      resolve({ code, signal, stdout, stderr, ms: Date.now() - started });
+      resolve({ code, signal, stdout, stderr, ms: Date.now() - started, stdoutBytes: Buffer.concat(chunks) });
     });
   });
   return {
@@ -63,8 +72,8 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}): Cli {
   };
 }
 
-export function runCli(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CliRun> {
-  return startCli(args, env).done;
+export function runCli(args: string[], env: NodeJS.ProcessEnv = {}, stdin?: Buffer): Promise<CliRun> {
+  return startCli(args, env, stdin).done;
 }
 
 /** Starts `burrow serve` on 127.0.0.1 with a free port and returns its address once it listens. */

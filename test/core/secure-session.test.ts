@@ -1,0 +1,139 @@
+/** The encrypted stream's state machine: handshake, records, and every way an attacker can meddle. */
+import assert from 'node:assert/strict';
+import { diffieHellman, generateKeyPairSync, createPublicKey } from 'node:crypto';
+import { describe, it } from 'node:test';
+import fc from 'fast-check';
+import { decodeHello, encodeHello } from '../../src/codec/secure.js';
+import { SecureSession, type SessionOutput } from '../../src/core/secure-session.js';
+import { deriveNetworkKeys } from '../../src/crypto/keys.js';
+
+const KEYS = deriveNetworkKeys(Buffer.from('stream test secret'));
+const CONTEXT = Buffer.from('rendezvous context');
+const SPKI = Buffer.from('302a300506032b656e032100', 'hex');
+
+function party(name: string, peer: string, authKey: Uint8Array = KEYS.streamAuth, context: Uint8Array = CONTEXT, nonceByte = 1): SecureSession {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  const der = publicKey.export({ format: 'der', type: 'spki' });
+  return new SecureSession({
+    name, peer, authKey, context, nonce: Buffer.alloc(32, nonceByte),
+    publicKey: der.subarray(der.length - 32),
+    agree: (p) => diffieHellman({ privateKey, publicKey: createPublicKey({ key: Buffer.concat([SPKI, p]), format: 'der', type: 'spki' }) }),
+  });
+}
+
+const sent = (o: SessionOutput[]): Buffer => Buffer.concat(o.flatMap((x) => (x.type === 'send' ? [x.data] : [])));
+const of = <T extends SessionOutput['type']>(o: SessionOutput[], t: T) => o.filter((x): x is Extract<SessionOutput, { type: T }> => x.type === t);
+
+/** Two sessions wired together; returns what each side's application saw. */
+function connect(a: SecureSession, b: SecureSession): { toB: Buffer[]; toA: Buffer[] } {
+  const toB = [sent(a.start())];
+  const toA = [sent(b.start())];
+  const fromA = b.receive(toB.pop()!);
+  const fromB = a.receive(toA.pop()!);
+  toB.push(sent(fromB));
+  toA.push(sent(fromA));
+  assert.equal(of(b.receive(toB.pop()!), 'established').length, 1);
+  assert.equal(of(a.receive(toA.pop()!), 'established').length, 1);
+  return { toB, toA };
+}
+
+describe('secure session', () => {
+  it('establishes, carries data both ways, and confirms delivery', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    connect(a, b);
+    const payload = Buffer.alloc(200_000, 7); // several records
+    const got = b.receive(sent([...a.write(payload), ...a.end()]));
+    assert.deepEqual(Buffer.concat(of(got, 'data').map((d) => d.data)), payload);
+    assert.deepEqual(of(got, 'peer-eof'), [{ type: 'peer-eof', bytes: 200_000 }]);
+    const ack = a.receive(sent(b.acknowledgeEnd()));
+    assert.deepEqual(of(ack, 'delivered'), [{ type: 'delivered', bytes: 200_000 }]);
+  });
+
+  it('refuses a peer without the secret, a peer with another name, and its own reflected HELLO', () => {
+    const a = party('alice', 'bob');
+    const outsider = party('bob', 'alice', deriveNetworkKeys(Buffer.from('other')).streamAuth);
+    a.start();
+    assert.equal(of(a.receive(sent(outsider.start())), 'error')[0]?.error.kind, 'handshake');
+    const a2 = party('alice', 'bob');
+    const mallory = party('mallory', 'alice');
+    a2.start();
+    assert.match(of(a2.receive(sent(mallory.start())), 'error')[0]?.error.detail ?? '', /from "mallory"/);
+    const a3 = party('alice', 'bob');
+    const hello = sent(a3.start());
+    assert.equal(of(a3.receive(hello), 'error')[0]?.error.kind, 'handshake');
+  });
+
+  it('refuses a HELLO made for another rendezvous session (context)', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, Buffer.from('another session'));
+    a.start();
+    assert.equal(of(a.receive(sent(b.start())), 'error')[0]?.error.kind, 'handshake');
+  });
+
+  it('detects any flipped byte in a record and releases no data from it (property)', () => {
+    fc.assert(
+      fc.property(fc.nat(), fc.integer({ min: 1, max: 255 }), (at, x) => {
+        const a = party('alice', 'bob');
+        const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+        connect(a, b);
+        const wire = sent(a.write(Buffer.from('attack at dawn, not at dusk')));
+        const i = at % wire.length;
+        wire[i] = (wire[i] ?? 0) ^ x;
+        const out = b.receive(wire);
+        assert.equal(of(out, 'data').length, 0);
+        // Either the record fails now, or (a longer length field) it waits for bytes that never come.
+        if (of(out, 'error').length === 0) assert.equal(of(b.transportEnded(), 'error')[0]?.error.kind, 'truncated');
+        else assert.equal(of(out, 'error')[0]?.error.kind, 'tampered');
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('detects reordered and replayed records', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    connect(a, b);
+    const r1 = sent(a.write(Buffer.from('one')));
+    const r2 = sent(a.write(Buffer.from('two')));
+    assert.equal(of(b.receive(r2), 'error')[0]?.error.kind, 'tampered');
+    const c = party('alice', 'bob');
+    const d = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    connect(c, d);
+    const s1 = sent(c.write(Buffer.from('one')));
+    assert.equal(of(d.receive(s1), 'data').length, 1);
+    assert.equal(of(d.receive(s1), 'error')[0]?.error.kind, 'tampered');
+    assert.ok(r1.length > 0);
+  });
+
+  it('reports truncation when the transport ends before the authenticated EOF', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    connect(a, b);
+    b.receive(sent(a.write(Buffer.from('partial'))));
+    assert.equal(of(b.transportEnded(), 'error')[0]?.error.kind, 'truncated');
+  });
+
+  it('reports a dropped record as a count mismatch at EOF', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    connect(a, b);
+    a.write(Buffer.from('lost')); // never delivered
+    const out = b.receive(sent(a.end()));
+    assert.equal(of(out, 'error')[0]?.error.kind, 'tampered'); // sequence number mismatch
+  });
+
+  it('decodeHello never throws on arbitrary bytes (fuzz)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 400 }), (bytes) => {
+        const d = decodeHello(bytes, KEYS.streamAuth, CONTEXT);
+        assert.ok(d.ok || typeof d.reason === 'string');
+      }),
+      { numRuns: 10_000 },
+    );
+    const good = encodeHello({ name: 'a', peer: 'b', nonce: Buffer.alloc(32), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
+    // Every proper prefix of a valid HELLO asks for more bytes; the whole one decodes.
+    for (let cut = 0; cut < good.length; cut++) assert.deepEqual(decodeHello(good.subarray(0, cut), KEYS.streamAuth, CONTEXT), { ok: false, reason: 'need-more' });
+    assert.equal(decodeHello(good, KEYS.streamAuth, CONTEXT).ok, true);
+  });
+});
