@@ -140,7 +140,7 @@ export class SecureSession {
     const out: SessionOutput[] = [];
     for (let at = 0; at < data.length; at += MAX_RECORD_PAYLOAD) {
       const part = data.subarray(at, Math.min(data.length, at + MAX_RECORD_PAYLOAD));
-      out.push({ type: 'send', data: this.send.seal(RecordType.DATA, part) });
+      for (const piece of this.send.sealPieces(RecordType.DATA, part)) out.push({ type: 'send', data: piece });
     }
     this.sentBytes += data.length;
     return out;
@@ -168,16 +168,32 @@ export class SecureSession {
     return [{ type: 'error', error: { kind, detail } }];
   }
 
+  /** The first n buffered bytes (n ≤ inboxBytes): a view when they lie in one chunk, else one copy. */
   private peek(n: number): Buffer {
-    if (this.inbox.length > 1) this.inbox = [Buffer.concat(this.inbox, this.inboxBytes)];
-    return (this.inbox[0] ?? Buffer.alloc(0)).subarray(0, n);
+    const first = this.inbox[0] ?? Buffer.alloc(0);
+    if (first.length >= n) return first.subarray(0, n);
+    const out = Buffer.allocUnsafe(n);
+    let at = 0;
+    for (const chunk of this.inbox) {
+      if (at >= n) break;
+      at += chunk.copy(out, at, 0, Math.min(chunk.length, n - at));
+    }
+    return out;
   }
 
   private consume(n: number): void {
-    const all = this.inbox.length === 1 ? this.inbox[0] ?? Buffer.alloc(0) : Buffer.concat(this.inbox, this.inboxBytes);
-    const rest = all.subarray(n);
-    this.inbox = rest.length > 0 ? [rest] : [];
     this.inboxBytes -= n;
+    while (n > 0) {
+      const first = this.inbox[0];
+      if (!first) break;
+      if (first.length <= n) {
+        n -= first.length;
+        this.inbox.shift();
+      } else {
+        this.inbox[0] = first.subarray(n);
+        n = 0;
+      }
+    }
   }
 
   private takeHello(out: SessionOutput[]): boolean {

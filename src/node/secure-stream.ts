@@ -147,6 +147,9 @@ export class SecureStream extends Duplex {
 
   private run(outputs: SessionOutput[]): boolean {
     let ok = true;
+    // One writev for all the pieces of all the records produced at once.
+    const cork = outputs.length > 1;
+    if (cork) this.transport.cork();
     for (const o of outputs) {
       switch (o.type) {
         case 'send':
@@ -173,6 +176,7 @@ export class SecureStream extends Duplex {
           break;
       }
     }
+    if (cork) this.transport.uncork();
     return ok;
   }
 
