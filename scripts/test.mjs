@@ -6,7 +6,7 @@ import { spawnSync } from 'node:child_process';
 import { readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 
-const LAYERS = ['codec', 'core', 'server', 'node', 'cli', 'interop', 'lab'];
+const LAYERS = ['codec', 'core', 'server', 'node', 'transfer', 'cli', 'interop', 'lab'];
 const root = 'dist/test';
 
 function find(dir) {

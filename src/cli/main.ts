@@ -23,6 +23,9 @@ Usage:
                [--tstun [[HOST:]PORT]] [--log-format text|json] [--log-level debug|info|warn]
   burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME [--send-only | --recv-only]
                [--timeout SECONDS]      stdin to the peer, the peer to stdout, over encrypted TCP
+  burrow send FILE... --server HOST:PORT --secret-file FILE --as NAME --to NAME [--timeout SECONDS]
+  burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--force]
+                 [--timeout SECONDS]      files over the same encrypted stream, verified end to end
   burrow stun HOST:PORT [--local [ADDR:]PORT] [--format text|json]
   burrow keygen
   burrow demo                 a server and two peers on loopback (and across emulated NATs as root)
@@ -36,6 +39,8 @@ Default server port: 3478/udp (and 3479/udp for NAT mapping tests).
 Exit codes: 0 connected, 1 other error, 2 usage or configuration, 3 authentication failed (secret
 differs from the server's), 4 peer did not appear before the timeout, 5 peer found but no direct path,
 6 stream broken before everything was delivered, 7 stream aborted: data failed authentication.
+send/receive also: 2 when a file of that name exists on the receiving side (use --force or --out),
+1 when a file could not be read or written, or the transfer was interrupted.
 With -- COMMAND, burrow exits with COMMAND's status.
 `;
 
@@ -56,6 +61,10 @@ export async function main(argv: string[], io: MainIo): Promise<number> {
         return await (await import('./punch.js')).runPunch(rest, io);
       case 'serve':
         return await (await import('./serve.js')).runServe(rest, io);
+      case 'send':
+        return await (await import('./send.js')).runSend(rest, io);
+      case 'receive':
+        return await (await import('./receive.js')).runReceive(rest, io);
       case 'pipe':
         return await (await import('./pipe.js')).runPipe(rest, { ...io, stdin: io.stdin ?? process.stdin });
       case 'stun':

@@ -163,6 +163,9 @@ export class SecureStream extends Duplex {
           break;
         case 'peer-eof':
           this.push(null);
+          // _read() is never called after the end, so a transport paused by backpressure would stay
+          // paused: keep reading, the EOF_ACK and the FIN still have to arrive.
+          this.transport.resume();
           break;
         case 'delivered':
           this.delivered = true;

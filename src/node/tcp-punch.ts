@@ -214,7 +214,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
     const attempt = (target: Endpoint, context: Uint8Array, lan: boolean, fromPort: number): void => {
       if (settled || Date.now() >= deadline) return;
       stats.attempts++;
-      const socket = net.connect({ host: target.address, port: target.port, localAddress, localPort: fromPort, allowHalfOpen: true, noDelay: true });
+      const socket = net.connect({ host: target.address, port: target.port, localAddress, localPort: fromPort, allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: 15_000 });
       attempts.add(socket);
       let done = false;
       const retry = (why: 'refused' | 'timeout' | 'handshake', detail: string): void => {
@@ -304,7 +304,7 @@ function openControl(server: Endpoint, local: Endpoint, deadline: number, signal
 /** The LAN listener (see step 2 above): any address of ours, a free port. */
 function listenLan(address: string): Promise<net.Server> {
   return new Promise((resolve, reject) => {
-    const server = net.createServer({ allowHalfOpen: true, noDelay: true });
+    const server = net.createServer({ allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: 15_000 });
     server.once('error', reject);
     server.listen({ host: address, port: 0 }, () => {
       server.off('error', reject);

@@ -1,0 +1,102 @@
+/**
+ * The errors `burrow send` and `burrow receive` can end with, worded in one place. Codes come from
+ * src/errors.ts: FILE_EXISTS (exit 2) and FILE_FAILED (exit 1) for files, STREAM_BROKEN (6) when the
+ * peer broke the protocol or went away; STREAM_TAMPERED (7) comes from the stream itself.
+ */
+import { BurrowError } from '../errors.js';
+import type { FailReason } from './codec.js';
+import type { RemoteError } from './session.js';
+
+function reasonOf(cause: unknown): string {
+  if (cause instanceof Error) {
+    const code = (cause as NodeJS.ErrnoException).code;
+    return code !== undefined ? `${code}: ${cause.message.replace(/^[A-Z]+: /, '')}` : cause.message;
+  }
+  return String(cause);
+}
+
+export const TransferError = {
+  /** A name the receiver may not replace (local: before any data moved, or at rename time). */
+  exists(path: string): BurrowError {
+    return new BurrowError(
+      'FILE_EXISTS',
+      `"${path}" already exists, so the transfer was refused and nothing was written under that name. ` +
+        'Run `burrow receive` again with --force to replace it, or with --out DIR to receive into another directory.',
+    );
+  },
+
+  /** The receiver refused (we are the sender). */
+  refused(peer: string, reason: FailReason, name: string | undefined, detail: string): BurrowError {
+    const file = name !== undefined ? `"${name}"` : 'the files';
+    switch (reason) {
+      case 'exists':
+        return new BurrowError(
+          'FILE_EXISTS',
+          `"${peer}" already has a file named ${file} and refused to replace it. ` +
+            'Ask them to run `burrow receive` with --force to replace it, or with --out DIR to receive elsewhere; or rename the file.',
+        );
+      case 'write-failed':
+        return new BurrowError('FILE_FAILED', `"${peer}" could not store ${file}: ${detail}. Ask them to check free space and permissions of their output directory, then send again.`);
+      case 'hash-mismatch':
+        return new BurrowError('FILE_FAILED', `"${peer}" received ${file} but its SHA-256 did not match ours, so it was discarded: ${detail}. Send again.`);
+      case 'protocol':
+        return BurrowError.streamBroken(peer, `the receiver refused what we sent: ${detail} (are both sides running the same version of burrow?)`);
+    }
+  },
+
+  /** The peer broke the transfer protocol (authenticated, so a bug or another version). */
+  remote(peer: string, error: RemoteError): BurrowError {
+    if (error.problem === 'unsafe-name') {
+      return new BurrowError('FILE_FAILED', `refused the transfer: ${error.detail}, which could write outside the output directory. Nothing was written.`);
+    }
+    return BurrowError.streamBroken(peer, error.detail);
+  },
+
+  /** Local IO on the receiving side failed. */
+  writeFailed(path: string, cause: unknown): BurrowError {
+    return new BurrowError(
+      'FILE_FAILED',
+      `cannot write "${path}": ${reasonOf(cause)}. Check free space and permissions of the output directory, then run both sides again.`,
+      { cause },
+    );
+  },
+
+  hashMismatch(path: string): BurrowError {
+    return new BurrowError(
+      'FILE_FAILED',
+      `"${path}" arrived with a SHA-256 different from the sender's, so it was discarded. ` +
+        'The stream authenticates every byte, so this points at failing memory or storage here; run both sides again.',
+    );
+  },
+
+  /** Local IO on the sending side failed, or the file changed under us. */
+  readFailed(path: string, cause: unknown): BurrowError {
+    return new BurrowError('FILE_FAILED', `cannot read "${path}": ${reasonOf(cause)}. Check the file, then send again.`, { cause });
+  },
+
+  changed(path: string): BurrowError {
+    return new BurrowError(
+      'FILE_FAILED',
+      `"${path}" changed size while it was being sent, so the transfer was stopped and the receiver discarded it. ` +
+        'Send it again once nothing is writing to it.',
+    );
+  },
+
+  /** The signal aborted (SIGINT, SIGTERM). */
+  interrupted(side: 'sender' | 'receiver'): BurrowError {
+    return new BurrowError(
+      'ABORTED',
+      side === 'receiver'
+        ? 'the transfer was interrupted; files not yet verified were deleted, none is left partial under its name. Run both sides again.'
+        : 'the transfer was interrupted before the receiver confirmed every file; it keeps only the files it verified. Run both sides again.',
+    );
+  },
+
+  /** The stream closed without an error while the transfer was still running. */
+  closed(peer: string): BurrowError {
+    return BurrowError.streamBroken(peer, 'the connection closed before the transfer finished');
+  },
+
+  /** Used for the FAIL frame's detail. */
+  reasonOf,
+};
