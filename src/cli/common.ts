@@ -47,3 +47,30 @@ export function oneOf<T extends string>(flag: string, text: string | undefined, 
   if ((allowed as readonly string[]).includes(text)) return text as T;
   throw BurrowError.usage(`${flag} must be one of ${allowed.join(', ')}, not "${text}"`);
 }
+
+/** The flags of every command that meets a peer through the server (punch, pipe, send, receive). */
+export const CONNECT_FLAGS = {
+  server: { type: 'string' },
+  'secret-file': { type: 'string' },
+  secret: { type: 'string' },
+  as: { type: 'string' },
+  to: { type: 'string' },
+  timeout: { type: 'string' },
+} as const;
+
+export interface ConnectFlags {
+  server?: string | undefined;
+  'secret-file'?: string | undefined;
+  secret?: string | undefined;
+  as?: string | undefined;
+  to?: string | undefined;
+  timeout?: string | undefined;
+}
+
+/** Checks the connection flags; call before any slow local checks so usage errors come first. */
+export function checkConnectFlags(values: ConnectFlags): { server: string; name: string; peer: string; timeoutMs: number } {
+  if (values.server === undefined) throw BurrowError.usage('--server HOST:PORT is required');
+  if (values.as === undefined || values.to === undefined) throw BurrowError.usage('--as NAME and --to NAME are required');
+  return { server: values.server, name: values.as, peer: values.to, timeoutMs: seconds('--timeout', values.timeout, 30) };
+}
+

@@ -7,7 +7,7 @@ import { parseArgs } from 'node:util';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
 import { humanLine } from './punch.js';
-import { resolveSecrets, say, seconds, type Io } from './common.js';
+import { checkConnectFlags, CONNECT_FLAGS, resolveSecrets, say, type Io } from './common.js';
 
 export const PIPE_USAGE = `burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME
             [--send-only | --recv-only] [--timeout SECONDS] [--local [ADDR:]PORT] [--quiet]`;
@@ -20,30 +20,24 @@ export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
   const { values } = parseArgs({
     args: argv,
     options: {
-      server: { type: 'string' },
-      'secret-file': { type: 'string' },
-      secret: { type: 'string' },
-      as: { type: 'string' },
-      to: { type: 'string' },
+      ...CONNECT_FLAGS,
       local: { type: 'string' },
-      timeout: { type: 'string' },
       'send-only': { type: 'boolean' },
       'recv-only': { type: 'boolean' },
       quiet: { type: 'boolean', short: 'q' },
     },
     strict: true,
   });
-  if (values.server === undefined) throw BurrowError.usage('--server HOST:PORT is required');
-  if (values.as === undefined || values.to === undefined) throw BurrowError.usage('--as NAME and --to NAME are required');
+  const { server, name, peer, timeoutMs } = checkConnectFlags(values);
   if (values['send-only'] === true && values['recv-only'] === true) throw BurrowError.usage('--send-only and --recv-only exclude each other');
   const [secret] = await resolveSecrets(io, values);
   const quiet = values.quiet === true;
   const { stream, result } = await connectStream({
-    server: values.server,
+    server,
     secret: secret ?? '',
-    name: values.as,
-    peer: values.to,
-    timeoutMs: seconds('--timeout', values.timeout, 30),
+    name,
+    peer,
+    timeoutMs,
     signal: io.signal,
     ...(values.local !== undefined ? { local: values.local } : {}),
     onEvent: (e) => {

@@ -2,7 +2,7 @@
 import { parseArgs } from 'node:util';
 import { BurrowError } from '../errors.js';
 import { punch, type PunchEvent, type PunchResult } from '../node/punch.js';
-import { oneOf, resolveSecrets, say, seconds, type Io } from './common.js';
+import { checkConnectFlags, CONNECT_FLAGS, oneOf, resolveSecrets, say, type Io } from './common.js';
 import { endpointKey } from '../codec/address.js';
 
 export const PUNCH_USAGE = `burrow punch --server HOST:PORT --secret-file FILE --as NAME --to NAME
@@ -85,32 +85,25 @@ export async function runPunch(argv: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
     args: own,
     options: {
-      server: { type: 'string' },
-      'secret-file': { type: 'string' },
-      secret: { type: 'string' },
-      as: { type: 'string' },
-      to: { type: 'string' },
+      ...CONNECT_FLAGS,
       local: { type: 'string' },
-      timeout: { type: 'string' },
       format: { type: 'string' },
       quiet: { type: 'boolean', short: 'q' },
       verbose: { type: 'boolean', short: 'v' },
     },
     strict: true,
   });
-  if (values.server === undefined) throw BurrowError.usage('--server HOST:PORT is required');
-  if (values.as === undefined || values.to === undefined) throw BurrowError.usage('--as NAME and --to NAME are required');
+  const { server, name, peer, timeoutMs } = checkConnectFlags(values);
   if (dash >= 0 && command.length === 0) throw BurrowError.usage('nothing follows --', 'give the command to run, e.g. -- openvpn ...');
   const format = oneOf('--format', values.format, ['text', 'env', 'json'] as const, 'text');
-  const timeoutMs = seconds('--timeout', values.timeout, 30);
   const [secret] = await resolveSecrets(io, values);
   const quiet = values.quiet === true;
   const verbose = values.verbose === true;
   const result = await punch({
-    server: values.server,
+    server,
     secret: secret ?? '',
-    name: values.as,
-    peer: values.to,
+    name,
+    peer,
     ...(values.local !== undefined ? { local: values.local } : {}),
     timeoutMs,
     signal: io.signal,

@@ -11,7 +11,8 @@ import { ProgressReporter } from '../transfer/progress.js';
 import { receiveFiles } from '../transfer/receive.js';
 import type { TransferSummary } from '../transfer/driver.js';
 import { say, type Io } from './common.js';
-import { checkConnectFlags, connectPeer, CONNECT_FLAGS, describeSummary, type Connect } from './send.js';
+import { checkConnectFlags, CONNECT_FLAGS } from './common.js';
+import { connectPeer, describeSummary, type Connect } from './send.js';
 
 export const RECEIVE_USAGE = 'burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--force] [--timeout SECONDS]';
 

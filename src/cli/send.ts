@@ -3,12 +3,11 @@
  * receiver has verified (SHA-256) every file and renamed it into place.
  */
 import { parseArgs } from 'node:util';
-import { BurrowError } from '../errors.js';
 import { connectStream, type StreamConnection, type StreamConnectOptions } from '../node/tcp-punch.js';
 import type { TransferSummary } from '../transfer/driver.js';
 import { formatBytes, formatDuration, formatRate, ProgressReporter } from '../transfer/progress.js';
 import { prepareFiles, sendFiles } from '../transfer/send.js';
-import { resolveSecrets, say, seconds, type Io } from './common.js';
+import { checkConnectFlags, CONNECT_FLAGS, resolveSecrets, say, type ConnectFlags, type Io } from './common.js';
 import { humanLine } from './punch.js';
 
 export const SEND_USAGE = 'burrow send FILE... --server HOST:PORT --secret-file FILE --as NAME --to NAME [--timeout SECONDS]';
@@ -17,31 +16,6 @@ export const SEND_USAGE = 'burrow send FILE... --server HOST:PORT --secret-file 
 export type Connect = (options: StreamConnectOptions) => Promise<StreamConnection>;
 
 /** The flags `send` and `receive` share with `punch`. */
-export const CONNECT_FLAGS = {
-  server: { type: 'string' },
-  'secret-file': { type: 'string' },
-  secret: { type: 'string' },
-  as: { type: 'string' },
-  to: { type: 'string' },
-  timeout: { type: 'string' },
-} as const;
-
-interface ConnectFlags {
-  server?: string | undefined;
-  'secret-file'?: string | undefined;
-  secret?: string | undefined;
-  as?: string | undefined;
-  to?: string | undefined;
-  timeout?: string | undefined;
-}
-
-/** Checks the connection flags; call before any slow local checks so usage errors come first. */
-export function checkConnectFlags(values: ConnectFlags): { server: string; name: string; peer: string; timeoutMs: number } {
-  if (values.server === undefined) throw BurrowError.usage('--server HOST:PORT is required');
-  if (values.as === undefined || values.to === undefined) throw BurrowError.usage('--as NAME and --to NAME are required');
-  return { server: values.server, name: values.as, peer: values.to, timeoutMs: seconds('--timeout', values.timeout, 30) };
-}
-
 /** Resolves the secret, connects to the peer and says how. */
 export async function connectPeer(values: ConnectFlags, io: Io, connect: Connect): Promise<StreamConnection> {
   const { server, name, peer, timeoutMs } = checkConnectFlags(values);

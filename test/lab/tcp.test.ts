@@ -4,34 +4,22 @@
  * semantics, tampering on the path, and a lone peer.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { NatKind } from '../../src/lab/nat-rules.js';
 import { createLab, type Lab } from '../../src/lab/topology.js';
 import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
+import { CLI, peerEnv, randomFile, sha256 } from './peers.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/burrow.cjs', import.meta.url));
 const SIZE = 200 * 1024 * 1024;
 let dir = '';
 let source = '';
 let sourceHash = '';
 
-function env(): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, BURROW_SECRET: 'tcp lab secret' };
-  delete e.NODE_EXTRA_CA_CERTS;
-  return e;
-}
+const env = (): NodeJS.ProcessEnv => peerEnv('tcp lab secret');
 
-async function sha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 async function withServer<T>(lab: Lab, v6: boolean, body: (server: string) => Promise<T>): Promise<T> {
   const listen = v6 ? '[2001:db8::1]:3478' : '203.0.113.1:3478';
@@ -53,12 +41,7 @@ describe('TCP across emulated NATs (lab)', { skip: labSkip }, () => {
     assertLabAvailable();
     dir = await mkdtemp(join(tmpdir(), 'burrow-tcp-lab-'));
     source = join(dir, 'random.bin');
-    // 200 MiB of random bytes, written in 8 MiB pieces.
-    const piece = 8 * 1024 * 1024;
-    await writeFile(source, Buffer.alloc(0));
-    const { appendFile } = await import('node:fs/promises');
-    for (let i = 0; i < SIZE / piece; i++) await appendFile(source, randomBytes(piece));
-    sourceHash = await sha256(source);
+    sourceHash = await randomFile(source, SIZE);
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });

@@ -4,34 +4,22 @@
  * firewall ↔ firewall over IPv4 and IPv6, and two hosts behind one NAT.
  */
 import assert from 'node:assert/strict';
-import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { appendFile, mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import type { NatKind } from '../../src/lab/nat-rules.js';
 import { createLab } from '../../src/lab/topology.js';
 import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
+import { CLI, peerEnv, randomFile, sha256 } from './peers.js';
 
-const CLI = fileURLToPath(new URL('../../src/cli/burrow.cjs', import.meta.url));
 const SIZE = 200 * 1024 * 1024;
 let dir = '';
 let source = '';
 let sourceHash = '';
 
-function env(): NodeJS.ProcessEnv {
-  const e: NodeJS.ProcessEnv = { ...process.env, BURROW_SECRET: 'transfer lab secret' };
-  delete e.NODE_EXTRA_CA_CERTS;
-  return e;
-}
+const env = (): NodeJS.ProcessEnv => peerEnv('transfer lab secret');
 
-async function sha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path)) h.update(chunk as Buffer);
-  return h.digest('hex');
-}
 
 interface Case {
   readonly a: NatKind;
@@ -45,10 +33,7 @@ describe('burrow send / receive across emulated NATs (lab)', { skip: labSkip }, 
     assertLabAvailable();
     dir = await mkdtemp(join(tmpdir(), 'burrow-transfer-lab-'));
     source = join(dir, 'random.bin');
-    await writeFile(source, Buffer.alloc(0));
-    const piece = 8 * 1024 * 1024;
-    for (let i = 0; i < SIZE / piece; i++) await appendFile(source, randomBytes(piece));
-    sourceHash = await sha256(source);
+    sourceHash = await randomFile(source, SIZE);
   });
   after(async () => {
     await rm(dir, { recursive: true, force: true });
