@@ -202,14 +202,19 @@ export class PunchMachine {
     next = Math.min(next, this.nextRegisterAt);
     if (this.phase === 'checking' && this.config.transport !== 'tcp') {
       for (const c of this.candidates.values()) if (this.wantsProbe(c)) next = Math.min(next, c.nextAt);
-      if (this.controlling && this.sameNat()) next = Math.min(next, Math.max(this.checkStartedAt + this.timing.lanGraceMs, 0));
+      const graceEnds = this.checkStartedAt + this.timing.lanGraceMs;
+      if (this.controlling && this.sameNat() && this.lastNow < graceEnds) next = Math.min(next, graceEnds);
     }
     return next;
   }
 
+  /** The time of the latest input, for scheduling decisions in nextTimeoutAt(). */
+  private lastNow = 0;
+
   handle(input: PunchInput): PunchAction[] {
     const out: PunchAction[] = [];
     if (this.phase === 'finished') return out;
+    this.lastNow = input.now;
     switch (input.type) {
       case 'start':
         this.start(input.now, out);
@@ -581,7 +586,9 @@ export class PunchMachine {
     }
     let flags = 0;
     const nominated = (msg.flags & ProbeFlag.NOMINATE) !== 0;
-    if (this.controlling && (msg.flags & ProbeFlag.ACCEPTED) !== 0 && cand && this.phase === 'checking') {
+    // Only on a path we validated ourselves: a raced copy of this probe from a third host arrives from an
+    // address that never answered one of our probes, so it is treated as an ordinary probe.
+    if (this.controlling && (msg.flags & ProbeFlag.ACCEPTED) !== 0 && cand?.valid === true && this.phase === 'checking') {
       // The controlled side validated a path we nominated and says so: it heard us and we hear it.
       this.respond(msg, from, 0, out);
       this.connectControlling(cand, now, out);

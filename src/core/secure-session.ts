@@ -77,6 +77,7 @@ export class SecureSession {
   private weEnded = false;
   private peerEnded = false;
   private acked = false;
+  private delivered = false;
 
   constructor(private readonly config: SecureSessionConfig) {
     if (config.nonce.length !== NONCE_BYTES) throw new RangeError('nonce must be 32 bytes');
@@ -107,10 +108,12 @@ export class SecureSession {
   }
 
   /** Bytes from the transport. */
-  receive(chunk: Uint8Array): SessionOutput[] {
-    if (this.state === 'failed' || chunk.length === 0) return [];
-    this.inbox.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
-    this.inboxBytes += chunk.length;
+  receive(chunk: Uint8Array, draining = false): SessionOutput[] {
+    if (this.state === 'failed' || (chunk.length === 0 && !draining)) return [];
+    if (chunk.length > 0) {
+      this.inbox.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+      this.inboxBytes += chunk.length;
+    }
     const out: SessionOutput[] = [];
     // Each step consumes one HELLO or one record; both return false when they need more bytes or failed.
     for (;;) {
@@ -121,11 +124,16 @@ export class SecureSession {
     return out;
   }
 
+  /** Processes bytes already received (after 'established'). */
+  drain(): SessionOutput[] {
+    return this.receive(new Uint8Array(0), true);
+  }
+
   /** The transport ended (or broke). */
   transportEnded(): SessionOutput[] {
     if (this.state === 'failed') return [];
-    if (this.peerEnded && (this.acked || !this.weEnded)) return [];
-    if (this.peerEnded && this.weEnded && !this.acked) {
+    if (this.peerEnded && this.weEnded && this.delivered) return [];
+    if (this.peerEnded) {
       return this.fail('delivery', 'the connection closed before the peer confirmed it received everything we sent');
     }
     return this.fail('truncated', this.state === 'open'
@@ -224,7 +232,13 @@ export class SecureSession {
       .update(weAreLow ? ours : theirHello)
       .update(weAreLow ? theirHello : ours)
       .digest();
-    const shared = this.config.agree(theirs.publicKey);
+    let shared: Uint8Array;
+    try {
+      shared = this.config.agree(theirs.publicKey);
+    } catch {
+      out.push(...this.fail('handshake', 'the peer’s handshake carries an invalid X25519 public key'));
+      return false;
+    }
     const material = Buffer.from(hkdfSync('sha256', shared, this.transcript, 'burrow/v1 stream keys', 72));
     const lowToHigh = { key: material.subarray(0, 32), prefix: material.subarray(64, 68) };
     const highToLow = { key: material.subarray(32, 64), prefix: material.subarray(68, 72) };
@@ -261,7 +275,9 @@ export class SecureSession {
       }
       this.state = 'open';
       out.push({ type: 'established' });
-      return true;
+      // Stop here: the application attaches its handlers once it learns the stream is open, so
+      // whatever else arrived is processed by drain() on a later turn of the event loop.
+      return false;
     }
     switch (record.type) {
       case RecordType.DATA:
@@ -288,6 +304,7 @@ export class SecureSession {
           out.push(...this.fail('delivery', `the peer confirmed ${confirmed ?? '?'} bytes but we sent ${this.sentBytes}`));
           return false;
         }
+        this.delivered = true;
         out.push({ type: 'delivered', bytes: this.sentBytes });
         return true;
       }

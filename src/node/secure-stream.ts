@@ -157,6 +157,9 @@ export class SecureStream extends Duplex {
           break;
         case 'established':
           this.emit('established');
+          setImmediate(() => {
+            this.run(this.session.drain());
+          });
           break;
         case 'data':
           if (!this.push(o.data)) this.transport.pause();

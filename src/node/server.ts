@@ -101,9 +101,13 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
           if (s) sendUdp(s, a.to, a.data, () => undefined);
           break;
         }
-        case 'send-stream':
-          streams.get(a.conn)?.write(a.data);
+        case 'send-stream': {
+          const s = streams.get(a.conn);
+          // A client that does not read its answers does not get to grow our buffers.
+          if (s && s.writableLength > 64 * 1024) s.destroy();
+          else s?.write(a.data);
           break;
+        }
         case 'close-stream':
           streams.get(a.conn)?.destroy();
           break;
@@ -186,6 +190,11 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
 }
 
 
+/** TCP rendezvous connections one source address may hold at once. */
+const MAX_TCP_PER_SOURCE = 64;
+/** Time a new TCP connection has to send its first whole message. */
+const TCP_FIRST_MESSAGE_MS = 10_000;
+
 interface TcpContext {
   readonly maxConnections: number;
   readonly idleMs: number;
@@ -200,13 +209,22 @@ interface TcpContext {
  */
 async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<net.Server> {
   let nextId = 1;
+  const perSource = new Map<string, number>();
   const server = net.createServer({ allowHalfOpen: false }, (socket) => {
+    const from = endpointOf({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
+    const count = perSource.get(from.address) ?? 0;
+    if (count >= MAX_TCP_PER_SOURCE) {
+      socket.destroy();
+      return;
+    }
+    perSource.set(from.address, count + 1);
     const id = nextId++;
     ctx.streams.set(id, socket);
-    const from = endpointOf({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
     let pending: Uint8Array = new Uint8Array(0);
     socket.setNoDelay(true);
-    socket.setTimeout(ctx.idleMs, () => socket.destroy());
+    // A connection must send a whole message soon; after that it may idle (it waits for its partner).
+    socket.setTimeout(TCP_FIRST_MESSAGE_MS, () => socket.destroy());
+    let heard = false;
     socket.on('data', (chunk: Buffer) => {
       const joined = pending.length > 0 ? Buffer.concat([pending, chunk]) : chunk;
       const split = splitStunStream(joined);
@@ -215,6 +233,10 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
         return;
       }
       pending = split.rest;
+      if (!heard && split.messages.length > 0) {
+        heard = true;
+        socket.setTimeout(ctx.idleMs);
+      }
       for (const m of split.messages) {
         try {
           ctx.execute(ctx.core.handleStreamMessage(id, from, m, Date.now()));
@@ -228,6 +250,9 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
     socket.on('close', () => {
       ctx.streams.delete(id);
       ctx.core.handleStreamClosed(id);
+      const left = (perSource.get(from.address) ?? 1) - 1;
+      if (left <= 0) perSource.delete(from.address);
+      else perSource.set(from.address, left);
     });
   });
   server.maxConnections = ctx.maxConnections;

@@ -162,22 +162,25 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
         return;
       }
       if (weAreLow) for (const target of lanTargets) attempt(target, context, isLan(target), 0);
-      else {
-        listener.on('connection', (socket: net.Socket) => {
-          if (settled) {
-            socket.destroy();
-            return;
-          }
-          attempts.add(socket);
-          const from = endpointOf({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
-          secure(socket, from, context, isLan(from), () => {
-            attempts.delete(socket);
-            socket.destroy();
-            stats.handshakesFailed++;
-          });
-        });
-      }
+      else lanAccept = { context, isLan };
     };
+    /** Set on the side that accepts on the LAN, once it knows the partner. */
+    let lanAccept: { context: Uint8Array; isLan: (e: Endpoint) => boolean } | undefined;
+    listener.on('connection', (socket: net.Socket) => {
+      socket.on('error', () => undefined);
+      if (settled || !lanAccept) {
+        socket.destroy(); // not expecting anyone (yet): never hold a connection we will not use
+        return;
+      }
+      const accept = lanAccept;
+      attempts.add(socket);
+      const from = endpointOf({ address: socket.remoteAddress ?? '', port: socket.remotePort ?? 0 });
+      secure(socket, from, accept.context, accept.isLan(from), () => {
+        attempts.delete(socket);
+        socket.destroy();
+        stats.handshakesFailed++;
+      });
+    });
 
     /** Runs the handshake on a connected socket; the first to complete wins. */
     const secure = (socket: net.Socket, remote: Endpoint, context: Uint8Array, lan: boolean, onFailure: (detail: string) => void): void => {

@@ -131,7 +131,9 @@ export class ServerCore {
     this.setNetworks(config.networks);
     this.limiter = new SourceRateLimiter(this.limits.rateTableSlots, this.limits.perSourceRate, this.limits.perSourceBurst, config.seed);
     this.excess = new TokenBucket(this.limits.stunExcessBytesPerSecond, this.limits.stunExcessBurst);
-    this.replays = new ReplayCache(this.limits.replayCapacity, this.limits.timestampWindowMs);
+    // A message is accepted while |timestamp - now| ≤ window: up to 2 × window after it is first seen.
+    // Tables rotating every 2 × window remember each fingerprint at least that long.
+    this.replays = new ReplayCache(this.limits.replayCapacity, 2 * this.limits.timestampWindowMs);
   }
 
   /** Replaces the accepted secrets (SIGHUP reload). Registrations of dropped networks expire on their own. */

@@ -123,6 +123,24 @@ describe('secure session', () => {
     assert.equal(of(out, 'error')[0]?.error.kind, 'tampered'); // sequence number mismatch
   });
 
+  it('reports a delivery failure when the transport ends before the peer confirmed our data', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    connect(a, b);
+    b.receive(sent([...a.write(Buffer.from('data')), ...a.end()]));
+    a.receive(sent(b.end()));
+    a.acknowledgeEnd(); // alice confirmed bob's end, but bob never confirms alice's data
+    assert.equal(of(a.transportEnded(), 'error')[0]?.error.kind, 'delivery');
+  });
+
+  it('refuses a HELLO with an invalid (low-order) X25519 key without throwing', () => {
+    const a = party('alice', 'bob');
+    a.start();
+    const evil = encodeHello({ name: 'bob', peer: 'alice', nonce: Buffer.alloc(32, 9), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
+    const out = a.receive(evil);
+    assert.equal(of(out, 'error')[0]?.error.kind, 'handshake');
+  });
+
   it('decodeHello never throws on arbitrary bytes (fuzz)', () => {
     fc.assert(
       fc.property(fc.uint8Array({ maxLength: 400 }), (bytes) => {

@@ -184,6 +184,16 @@ describe('server core', () => {
     assert.deepEqual(s.store.get(KEYS.networkIdHex, 'alice', T0 + 31_000)?.mapped, A);
   });
 
+  it('remembers a REGISTER for as long as its timestamp is acceptable (two windows)', () => {
+    const s = server();
+    const req = register('alice', 'bob', { ts: T0 + 25_000 }); // a client clock 25 s fast
+    assert.equal(sends(s.handleDatagram('main', A, req, T0)).length, 1);
+    for (const t of [T0 + 31_000, T0 + 50_000, T0 + 54_000]) {
+      assert.equal(sends(s.handleDatagram('main', { address: '203.0.113.66', port: 9 }, req, t)).length, 0, `replay accepted at +${t - T0} ms`);
+    }
+    assert.deepEqual(s.store.get(KEYS.networkIdHex, 'alice', T0 + 54_000)?.mapped, A);
+  });
+
   it('limits each source’s rate without slowing other sources', () => {
     const s = server({ perSourceRate: 10, perSourceBurst: 20 });
     let answered = 0;
