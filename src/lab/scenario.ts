@@ -81,18 +81,9 @@ export interface PunchOutput {
 
 export type ParsedPunchOutput = { readonly ok: true; readonly value: PunchOutput } | { readonly ok: false; readonly reason: string };
 
-/** The handoff program's report (programs/handoff.ts). */
-export interface HandoffReport {
-  readonly ok: boolean;
-  readonly heard: boolean;
-  readonly peerHeard: boolean;
-  readonly sent: number;
-  readonly received: number;
-  readonly strangers: number;
-  readonly firstHeardMs: number | null;
-  readonly elapsedMs: number;
-  readonly error?: string;
-}
+/** The handoff program's report. */
+export type { HandoffReport } from './programs/handoff.js';
+import type { HandoffReport } from './programs/handoff.js';
 
 export interface HandoffResult {
   /** True when the program exited 0: a datagram from exactly the printed remote address arrived. */

@@ -17,7 +17,8 @@ import { parseArgs } from 'node:util';
 
 const MAGIC = 'burrow-handoff';
 
-interface Report {
+/** What the program prints as its last line (parsed by scenario.ts). */
+export interface HandoffReport {
   readonly ok: boolean;
   /** A datagram from the remote arrived. */
   readonly heard: boolean;
@@ -32,7 +33,7 @@ interface Report {
   readonly error?: string;
 }
 
-function finish(report: Report): void {
+function finish(report: HandoffReport): void {
   process.stdout.write(`${JSON.stringify(report)}\n`);
   process.exitCode = report.ok ? 0 : 1;
 }
