@@ -94,7 +94,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
     timing: { waitingRefreshMs: 10_000, checkingRefreshMs: 10_000 },
     describeFailure: () =>
       `${stats.attempts} TCP connection attempts failed (${stats.refused} refused or reset, ${stats.timedOut} unanswered, ` +
-      `${stats.handshakesFailed} failed handshakes). Likely causes: a NAT that allocates a new port per destination ` +
+      `${stats.handshakesFailed} failed handshakes${stats.lastError ? `; last: ${stats.lastError}` : ''}). Likely causes: a NAT that allocates a new port per destination ` +
       `(symmetric), or one that answers unsolicited SYNs with a reset; try \`burrow punch\` (UDP), which works through ` +
       'more NATs, or a relay.',
   });
