@@ -13,6 +13,11 @@ export const ExitCode = {
   NO_PATH: 5,
   STREAM_BROKEN: 6,
   STREAM_TAMPERED: 7,
+  WG_NO_HANDSHAKE: 8,
+  WG_ONLY_SERVER_PEER: 9,
+  WG_NO_INTERFACE: 10,
+  WG_MISSING: 11,
+  WG_NOT_REACHING_SERVER: 12,
 } as const;
 
 export type ErrorCode =
@@ -27,7 +32,12 @@ export type ErrorCode =
   | 'STREAM_BROKEN'
   | 'STREAM_TAMPERED'
   | 'FILE_EXISTS'
-  | 'FILE_FAILED';
+  | 'FILE_FAILED'
+  | 'WG_NO_HANDSHAKE'
+  | 'WG_ONLY_SERVER_PEER'
+  | 'WG_NO_INTERFACE'
+  | 'WG_MISSING'
+  | 'WG_NOT_REACHING_SERVER';
 
 const EXIT_FOR: Record<ErrorCode, number> = {
   USAGE: ExitCode.USAGE,
@@ -42,6 +52,11 @@ const EXIT_FOR: Record<ErrorCode, number> = {
   STREAM_TAMPERED: ExitCode.STREAM_TAMPERED,
   FILE_EXISTS: ExitCode.USAGE,
   FILE_FAILED: ExitCode.OTHER,
+  WG_NO_HANDSHAKE: ExitCode.WG_NO_HANDSHAKE,
+  WG_ONLY_SERVER_PEER: ExitCode.WG_ONLY_SERVER_PEER,
+  WG_NO_INTERFACE: ExitCode.WG_NO_INTERFACE,
+  WG_MISSING: ExitCode.WG_MISSING,
+  WG_NOT_REACHING_SERVER: ExitCode.WG_NOT_REACHING_SERVER,
 };
 
 export class BurrowError extends Error {
@@ -104,6 +119,85 @@ export class BurrowError extends Error {
       'STREAM_TAMPERED',
       `the stream with "${peer}" was aborted because ${detail}. Nothing unauthenticated was written. ` +
         'Something on the path is altering traffic, or the peer does not hold the network secret; try another network.',
+    );
+  }
+
+  // WireGuard endpoint discovery (`burrow wg`). `peers` is a readable list of the peers concerned.
+
+  static wgPeerNotRegistered(peers: string, server: string, seconds: number): BurrowError {
+    return new BurrowError(
+      'PEER_NOT_FOUND',
+      `WireGuard peer ${peers} never registered with the server at ${server} within ${seconds} s. ` +
+        'Run `burrow wg` on that peer too, with the same --server and the same secret, and check that the public key ' +
+        'configured here is the one its interface really has (`wg show IFACE public-key` on that peer).',
+    );
+  }
+
+  static wgPeerNotReachingServer(peers: string, server: string, seconds: number): BurrowError {
+    return new BurrowError(
+      'PEER_NOT_FOUND',
+      `WireGuard peer ${peers} runs burrow, but in ${seconds} s its WireGuard interface never completed a handshake ` +
+        `with the server at ${server}, so its public endpoint is unknown. Likely causes: a firewall on its side blocks ` +
+        "UDP from its WireGuard port to the server, or its interface is down. On that peer, check `wg show` for the server peer's handshake.",
+    );
+  }
+
+  static wgSymmetric(peers: string, whose: 'peer' | 'self', seconds: number): BurrowError {
+    const who = whose === 'peer' ? `peer ${peers} sits` : `this host sits (talking to ${peers})`;
+    return new BurrowError(
+      'NO_PATH',
+      `no WireGuard handshake within ${seconds} s: ${who} behind a NAT that allocates a new public port for every ` +
+        'destination (symmetric, endpoint-dependent mapping), so the port the server sees is not the one the other side ' +
+        'must use and WireGuard cannot reach it directly. It works when the other side has a public address or a ' +
+        'full-cone NAT; otherwise forward a UDP port to WireGuard on that NAT (or use a relay).',
+    );
+  }
+
+  static wgNoHandshake(peers: string, seconds: number): BurrowError {
+    return new BurrowError(
+      'WG_NO_HANDSHAKE',
+      `the endpoint of WireGuard peer ${peers} is set but no handshake completed within ${seconds} s. Likely causes: ` +
+        "a firewall drops UDP to or from WireGuard's listen port, or the keys do not match (that peer must list this " +
+        "interface's public key, and this interface that peer's). Compare `wg show` on both sides.",
+    );
+  }
+
+  static wgOnlyServerPeer(iface: string, server: string, hub: string | undefined): BurrowError {
+    return new BurrowError(
+      'WG_ONLY_SERVER_PEER',
+      hub !== undefined
+        ? `interface ${iface}'s only peer (${hub}) is the rendezvous server's own host at ${server}: there is no other ` +
+            "peer whose endpoint burrow could find. burrow finds the endpoints of *other* peers behind NATs; add each peer " +
+            'you want to reach directly to this interface (`wg set ' + iface + ' peer KEY allowed-ips IP/32`, no endpoint) ' +
+            'and run `burrow wg` on those peers too.'
+        : `interface ${iface} has no peers, so there is no endpoint to find. Add the peers you want to reach ` +
+            '(`wg set ' + iface + ' peer KEY allowed-ips IP/32`, no endpoint) and run `burrow wg` on them too.',
+    );
+  }
+
+  static wgNoInterface(iface: string, detail: string): BurrowError {
+    return new BurrowError(
+      'WG_NO_INTERFACE',
+      `WireGuard interface "${iface}" cannot be read: ${detail}. Check the name with \`wg show interfaces\`; bring it up ` +
+        'first (`wg-quick up ' + iface + '`, or `wireguard-go ' + iface + '` and `wg setconf`), and run as root or with CAP_NET_ADMIN.',
+    );
+  }
+
+  static wgMissing(command: string): BurrowError {
+    return new BurrowError(
+      'WG_MISSING',
+      `the WireGuard tool \`${command}\` was not found. burrow reads and configures interfaces through it: install ` +
+        'wireguard-tools (Debian/Ubuntu: `apt install wireguard-tools`) or point BURROW_WG at the binary.',
+    );
+  }
+
+  static wgNotReachingServer(server: string, seconds: number): BurrowError {
+    return new BurrowError(
+      'WG_NOT_REACHING_SERVER',
+      `this interface's WireGuard did not complete a handshake with the rendezvous server at ${server} within ${seconds} s, ` +
+        "so the server cannot see this interface's public endpoint. Likely causes: a firewall blocks UDP from WireGuard's " +
+        'listen port to the server, the interface is down, or the server is older than this burrow. Check `wg show` for the ' +
+        "server peer's latest handshake.",
     );
   }
 

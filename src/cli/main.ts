@@ -26,6 +26,9 @@ Usage:
   burrow send FILE... --server HOST:PORT --secret-file FILE --as NAME --to NAME [--timeout SECONDS]
   burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--force]
                  [--timeout SECONDS]      files over the same encrypted stream, verified end to end
+  burrow wg --interface IFACE --server HOST:PORT --secret-file FILE [--continuous]
+            [--interval SECONDS] [--timeout SECONDS] [--format text|json]
+                              find and set the endpoints of a WireGuard interface's peers
   burrow stun HOST:PORT [--local [ADDR:]PORT] [--format text|json]
   burrow keygen
   burrow demo                 a server and two peers on loopback (and across emulated NATs as root)
@@ -39,6 +42,9 @@ Default server port: 3478/udp (and 3479/udp for NAT mapping tests).
 Exit codes: 0 connected, 1 other error, 2 usage or configuration, 3 authentication failed (secret
 differs from the server's), 4 peer did not appear before the timeout, 5 peer found but no direct path,
 6 stream broken before everything was delivered, 7 stream aborted: data failed authentication.
+wg also: 4 a peer never registered, 5 a peer (or this host) is behind a per-destination (symmetric)
+NAT, 8 endpoint set but no handshake, 9 the interface's only peer is the rendezvous server,
+10 no such interface, 11 the \`wg\` tool is missing, 12 WireGuard's packets never reach the server.
 send/receive also: 2 when a file of that name exists on the receiving side (use --force or --out),
 1 when a file could not be read or written, or the transfer was interrupted.
 With -- COMMAND, burrow exits with COMMAND's status.
@@ -69,6 +75,8 @@ export async function main(argv: string[], io: MainIo): Promise<number> {
         return await (await import('./pipe.js')).runPipe(rest, { ...io, stdin: io.stdin ?? process.stdin });
       case 'stun':
         return await (await import('./stun.js')).runStun(rest, io);
+      case 'wg':
+        return await (await import('./wg.js')).runWg(rest, io);
       case 'keygen':
         io.stdout.write(`${(await import('../node/secret.js')).generateSecret()}\n`);
         return ExitCode.OK;

@@ -53,6 +53,9 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       case 'rejected':
         log.debug({ event: e.type, from: endpointKey(e.from), reason: e.reason }, 'datagram rejected');
         break;
+      case 'wg-endpoint':
+        log.info({ event: e.type, network: e.network, key: e.key, endpoint: endpointKey(e.endpoint) }, 'WireGuard endpoint learnt');
+        break;
     }
   };
   const onTstunEvent = (e: TstunServerEvent): void => {

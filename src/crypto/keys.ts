@@ -14,6 +14,7 @@
  */
 import { hkdfSync } from 'node:crypto';
 import { NETWORK_ID_LENGTH } from '../codec/messages.js';
+import { serverIdentity, type ServerIdentity } from './wireguard.js';
 
 const SALT = Buffer.from('burrow/v1 salt', 'utf8');
 
@@ -29,6 +30,8 @@ export interface NetworkKeys {
   readonly serverToClient: Uint8Array;
   readonly peerBase: Uint8Array;
   readonly streamAuth: Uint8Array;
+  /** The rendezvous server's WireGuard identity in this network (src/crypto/wireguard.ts). */
+  readonly wireguard: ServerIdentity;
 }
 
 export function deriveNetworkKeys(secret: Uint8Array): NetworkKeys {
@@ -40,6 +43,7 @@ export function deriveNetworkKeys(secret: Uint8Array): NetworkKeys {
     serverToClient: derive(secret, SALT, 'burrow/v1 server-to-client'),
     peerBase: derive(secret, SALT, 'burrow/v1 peer'),
     streamAuth: derive(secret, SALT, 'burrow/v1 stream'),
+    wireguard: serverIdentity(secret),
   };
 }
 

@@ -9,12 +9,16 @@
  * datagram it answers (see `replyUnauthenticated`), except standard STUN Binding answers, whose excess
  * over the request is paid from a small global byte budget (docs/protocol.md, "Amplification").
  */
+import { timingSafeEqual } from 'node:crypto';
 import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
 import { decodeMessage, encodeMessage, Method, type BurrowMessage, type Introduction, type RegisterRequest } from '../codec/messages.js';
 import { Attr, findAttribute, verifyIntegrity, type StunMessage } from '../codec/stun.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import { ReplayCache, SourceRateLimiter, TokenBucket } from './limits.js';
 import { MemoryStore, type Registration, type RegistrationStore } from './store.js';
+import { decodeWgSync, encodeWgSyncOk, wgProof, WG_SYNC, type WgSyncRequest } from '../codec/wg-messages.js';
+import { dh, looksLikeWireGuard } from '../crypto/wireguard.js';
+import { WgRegistry, type WgLimits } from './wg.js';
 
 export type ServerSocketId = 'main' | 'alternate';
 
@@ -59,6 +63,7 @@ export interface ServerConfig {
   readonly alternate?: Endpoint;
   readonly limits?: Partial<ServerLimits>;
   readonly store?: RegistrationStore;
+  readonly wgLimits?: Partial<WgLimits>;
   /** Seeds the per-source hash; pass a random value. */
   readonly seed: number;
   /** Transaction ids for pushed introductions. */
@@ -85,11 +90,14 @@ export interface ServerStats {
   rateLimited: number;
   evictions: number;
   expirations: number;
+  /** Authenticated WG-SYNC exchanges answered. */
+  wgSyncs: number;
 }
 
 export type ServerEvent =
   | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean }
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
+  | { readonly type: 'wg-endpoint'; readonly network: string; readonly key: string; readonly endpoint: Endpoint }
   | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string };
 
 /** Where a registration came from and where its answers and pushes go. */
@@ -106,7 +114,7 @@ export class ServerCore {
   readonly stats: ServerStats = {
     datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, unauthBytesIn: 0, unauthBytesOut: 0,
     stunBindings: 0, stunBindingsUnanswered: 0, registrationsTotal: 0, introductions: 0, authFailures: 0,
-    staleTimestamps: 0, replaysRejected: 0, malformed: 0, rateLimited: 0, evictions: 0, expirations: 0,
+    staleTimestamps: 0, replaysRejected: 0, malformed: 0, rateLimited: 0, evictions: 0, expirations: 0, wgSyncs: 0,
   };
   readonly limits: ServerLimits;
   readonly store: RegistrationStore;
@@ -124,10 +132,13 @@ export class ServerCore {
   private readonly limiter: SourceRateLimiter;
   private readonly excess: TokenBucket;
   private readonly replays: ReplayCache;
+  /** WireGuard endpoint discovery (src/server/wg.ts). */
+  readonly wg: WgRegistry;
 
   constructor(private readonly config: ServerConfig) {
     this.limits = { ...DEFAULT_LIMITS, ...config.limits };
     this.store = config.store ?? new MemoryStore(this.limits.maxRegistrations);
+    this.wg = new WgRegistry([], config.randomBytes, { maxPeers: this.limits.maxRegistrations, ...config.wgLimits });
     this.setNetworks(config.networks);
     this.limiter = new SourceRateLimiter(this.limits.rateTableSlots, this.limits.perSourceRate, this.limits.perSourceBurst, config.seed);
     this.excess = new TokenBucket(this.limits.stunExcessBytesPerSecond, this.limits.stunExcessBurst);
@@ -139,6 +150,7 @@ export class ServerCore {
   /** Replaces the accepted secrets (SIGHUP reload). Registrations of dropped networks expire on their own. */
   setNetworks(networks: readonly NetworkKeys[]): void {
     this.networks = new Map(networks.map((n) => [n.networkIdHex, n]));
+    this.wg.setNetworks(networks.map((n) => ({ networkIdHex: n.networkIdHex, identity: n.wireguard })));
   }
 
   /** How often the driver should call `handleTimer`. */
@@ -149,6 +161,7 @@ export class ServerCore {
     const out: ServerAction[] = [];
     if (now >= this.nextSweepAt) {
       this.stats.expirations += this.store.sweep(now);
+      this.wg.sweep(now);
       this.nextSweepAt = now + 1000;
     }
     for (const [key, p] of this.pendingPushes) {
@@ -171,6 +184,15 @@ export class ServerCore {
     if (!this.limiter.allow(from.address, now)) {
       this.stats.rateLimited++;
       this.stats.unauthBytesIn += data.length;
+      return out;
+    }
+    if (looksLikeWireGuard(data)) {
+      this.handleWireGuard(socket, from, data, now, out);
+      return out;
+    }
+    if (stunMethodOf(data) === WG_SYNC) {
+      if (socket === 'main') this.handleWgSync(from, data, now, out);
+      else this.stats.malformed++;
       return out;
     }
     const decoded = decodeMessage(data);
@@ -248,6 +270,86 @@ export class ServerCore {
   }
 
   // -------------------------------------------------------------------------------------------
+
+  /** A WireGuard packet: a client's interface handshaking with us, or its keepalive. */
+  private handleWireGuard(socket: ServerSocketId, from: Endpoint, data: Uint8Array, now: number, out: ServerAction[]): void {
+    const outcome = this.wg.handlePacket(from, data, now);
+    switch (outcome.type) {
+      case 'answered':
+        // The initiation authenticated an interface key but not yet the network secret: unauthenticated, and the
+        // 92-byte answer is shorter than the 148-byte initiation.
+        this.stats.unauthBytesIn += data.length;
+        this.stats.unauthBytesOut += outcome.reply.length;
+        this.send(socket, from, outcome.reply, out);
+        return;
+      case 'confirmed':
+        if (outcome.moved) {
+          out.push({ type: 'event', event: { type: 'wg-endpoint', network: outcome.network, key: outcome.key.toString('base64'), endpoint: outcome.endpoint } });
+        }
+        return;
+      case 'refreshed':
+        return;
+      case 'rejected':
+        this.stats.unauthBytesIn += data.length;
+        if (outcome.reason === 'replayed-initiation' || outcome.reason === 'replayed-transport') this.stats.replaysRejected++;
+        else this.stats.authFailures++;
+        out.push({ type: 'event', event: { type: 'rejected', from, reason: `WireGuard: ${outcome.reason}` } });
+        return;
+    }
+  }
+
+  /** WG-SYNC: an interface announces itself (bound to its key by WG-PROOF) and asks for its peers' endpoints. */
+  private handleWgSync(from: Endpoint, data: Uint8Array, now: number, out: ServerAction[]): void {
+    const decoded = decodeWgSync(data);
+    if (!decoded.ok || decoded.msg.kind !== 'wg-sync') {
+      this.stats.malformed++;
+      this.stats.unauthBytesIn += data.length;
+      return;
+    }
+    const msg: WgSyncRequest = decoded.msg;
+    const network = this.networks.get(Buffer.from(msg.networkId).toString('hex'));
+    if (!network || verifyIntegrity(data, decoded.stun, network.clientToServer) !== 'valid') {
+      this.stats.authFailures++;
+      this.stats.unauthBytesIn += data.length;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: network ? 'bad MAC (WG-SYNC)' : 'unknown network (secret differs)' } });
+      this.replyUnauthenticated(from, data.length, { kind: 'error', method: WG_SYNC, txid: msg.txid, code: 401, reason: 'Unauthenticated', timestamp: undefined }, undefined, UDP, out);
+      return;
+    }
+    if (Math.abs(msg.timestamp - now) > this.limits.timestampWindowMs) {
+      this.stats.staleTimestamps++;
+      this.replyUnauthenticated(from, data.length, { kind: 'error', method: WG_SYNC, txid: msg.txid, code: 438, reason: 'Stale', timestamp: now }, network.serverToClient, UDP, out);
+      return;
+    }
+    const mac = findAttribute(decoded.stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
+    const seen = this.replays.check(mac, now);
+    if (seen !== 'fresh') {
+      this.stats.replaysRejected++;
+      this.stats.unauthBytesIn += data.length;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
+      return;
+    }
+    // The proof binds the announcement to the interface key: only the holder of its private key can compute it.
+    const shared = dh(network.wireguard.privateKey, msg.key);
+    const proof = shared ? wgProof(shared, msg) : undefined;
+    if (!proof || !timingSafeEqualBytes(proof, msg.proof)) {
+      this.stats.authFailures++;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: 'WG-PROOF does not match the interface key' } });
+      this.reply(UDP, from, encodeMessage({ kind: 'error', method: WG_SYNC, txid: msg.txid, code: 403, reason: 'Bad WG-PROOF', timestamp: now }, { key: network.serverToClient }), out);
+      return;
+    }
+    const net = network.networkIdHex;
+    this.wg.announce(net, msg.key, { listenPort: msg.listenPort, hosts: msg.hosts, mapping: msg.mapping }, now);
+    this.stats.wgSyncs++;
+    const answer = encodeWgSyncOk({
+      kind: 'wg-sync-ok',
+      txid: msg.txid,
+      timestamp: now,
+      self: this.wg.lookup(net, msg.key, now),
+      peers: msg.query.map((k) => this.wg.lookup(net, k, now)),
+      alternate: this.config.alternate,
+    }, network.serverToClient);
+    this.reply(UDP, from, answer, out);
+  }
 
   private answerBinding(socket: ServerSocketId, msg: Extract<BurrowMessage, { kind: 'binding' }>, from: Endpoint, requestLength: number, now: number, out: ServerAction[]): void {
     this.stats.stunBindings++;
@@ -384,6 +486,17 @@ export class ServerCore {
     this.stats.bytesOut += data.length;
     out.push({ type: 'send', socket, to, data });
   }
+}
+
+/** The STUN method of a datagram that has STUN's header shape, or -1. */
+function stunMethodOf(data: Uint8Array): number {
+  if (data.length < 20 || ((data[0] ?? 0xff) & 0xc0) !== 0 || data[4] !== 0x21 || data[5] !== 0x12 || data[6] !== 0xa4 || data[7] !== 0x42) return -1;
+  const t = ((data[0] ?? 0) << 8) | (data[1] ?? 0);
+  return ((t & 0x3e00) >> 2) | ((t & 0x00e0) >> 1) | (t & 0x000f);
+}
+
+function timingSafeEqualBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.length === b.length && timingSafeEqual(a, b);
 }
 
 function introductionOf(reg: Registration): Introduction {

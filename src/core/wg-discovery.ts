@@ -1,0 +1,156 @@
+/**
+ * WireGuard endpoint discovery, client side: sans-IO decisions. The driver (src/node/wg.ts) feeds it the interface as
+ * `wg show IFACE dump` describes it and what the server reported in WG-SYNC; it answers which endpoints to set and,
+ * at the deadline, why each peer failed. Time is passed in (milliseconds); WireGuard's handshake times are seconds.
+ */
+import { familyOf, type Endpoint } from '../codec/address.js';
+import type { WgDump, WgDumpPeer } from '../codec/wg-dump.js';
+import type { WgPeerInfo } from '../codec/wg-messages.js';
+
+/** WireGuard's REJECT_AFTER_TIME: a handshake older than this no longer carries traffic. */
+export const HANDSHAKE_FRESH_MS = 180_000;
+/** After setting an endpoint, wait this long before setting the same one again. */
+const RESET_HOLD_OFF_MS = 5_000;
+
+export type WgPeerProblem = 'not-registered' | 'peer-not-reaching-server' | 'symmetric-peer' | 'symmetric-self' | 'no-handshake';
+
+export type WgPeerStatus = 'connected' | 'waiting' | WgPeerProblem;
+
+export interface WgSetEndpoint {
+  readonly key: string;
+  readonly endpoint: Endpoint;
+  /** Why: first discovery, the peer moved, or WireGuard's endpoint went stale. */
+  readonly reason: 'discovered' | 'moved' | 'stale';
+  /** The address is the peer's LAN address (both behind the same NAT). */
+  readonly lan: boolean;
+}
+
+export interface WgTargets {
+  /** Peers whose endpoint burrow discovers. */
+  readonly peers: readonly WgDumpPeer[];
+  /** Peers configured with an endpoint on the rendezvous server's host: left alone. */
+  readonly serverHost: readonly WgDumpPeer[];
+}
+
+interface PeerMemory {
+  applied: string | undefined;
+  setAt: number;
+  info: WgPeerInfo | undefined;
+}
+
+function keyOf(e: Endpoint): string {
+  return familyOf(e.address) === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+export function handshakeFresh(peer: WgDumpPeer | undefined, now: number): boolean {
+  return peer !== undefined && peer.latestHandshake > 0 && now - peer.latestHandshake * 1000 < HANDSHAKE_FRESH_MS;
+}
+
+/**
+ * The address to give WireGuard for a peer: its LAN address when both sit behind the same public address (NATs
+ * rarely hairpin), else where the server saw its WireGuard packets come from.
+ */
+export function chooseEndpoint(self: WgPeerInfo | undefined, peer: WgPeerInfo): { endpoint: Endpoint; lan: boolean } | undefined {
+  if (!peer.endpoint) return undefined;
+  if (self?.endpoint && self.endpoint.address === peer.endpoint.address) {
+    const family = familyOf(peer.endpoint.address);
+    const lan = peer.hosts.find((h) => familyOf(h.address) === family) ?? peer.hosts[0];
+    if (lan) return { endpoint: lan, lan: true };
+  }
+  return { endpoint: peer.endpoint, lan: false };
+}
+
+export class WgDiscovery {
+  private readonly memory = new Map<string, PeerMemory>();
+  private self: WgPeerInfo | undefined;
+
+  constructor(
+    private readonly config: {
+      /** The server's WireGuard public key (base64). */
+      readonly serverKey: string;
+      /** The rendezvous server's IP address. */
+      readonly serverAddress: string;
+    },
+  ) {}
+
+  /** Splits the interface's peers into the ones to discover and the ones on the server's own host. */
+  targets(dump: WgDump): WgTargets {
+    const peers: WgDumpPeer[] = [];
+    const serverHost: WgDumpPeer[] = [];
+    for (const p of dump.peers) {
+      if (p.publicKey === this.config.serverKey) continue;
+      if (p.endpoint?.address === this.config.serverAddress) serverHost.push(p);
+      else peers.push(p);
+    }
+    return { peers, serverHost };
+  }
+
+  /** The server's record of this interface, from the latest WG-SYNC. */
+  get selfInfo(): WgPeerInfo | undefined {
+    return this.self;
+  }
+
+  infoOf(key: string): WgPeerInfo | undefined {
+    return this.memory.get(key)?.info;
+  }
+
+  /** Takes a WG-SYNC answer into account and returns the endpoints to set now. */
+  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number): WgSetEndpoint[] {
+    this.self = self;
+    const out: WgSetEndpoint[] = [];
+    for (const peer of this.targets(dump).peers) {
+      let mem = this.memory.get(peer.publicKey);
+      if (!mem) this.memory.set(peer.publicKey, (mem = { applied: undefined, setAt: -Infinity, info: undefined }));
+      const info = infos.get(peer.publicKey);
+      if (info) mem.info = info;
+      if (!info) continue;
+      const choice = chooseEndpoint(self, info);
+      if (!choice) continue;
+      const desired = keyOf(choice.endpoint);
+      const current = peer.endpoint ? keyOf(peer.endpoint) : undefined;
+      let reason: WgSetEndpoint['reason'] | undefined;
+      if (mem.applied !== desired) {
+        // The server's view changed (or this is the first one): follow it, unless WireGuard already uses it.
+        reason = mem.applied === undefined ? 'discovered' : 'moved';
+        if (current === desired) {
+          mem.applied = desired;
+          reason = undefined;
+        }
+      } else if (current !== desired && !handshakeFresh(peer, now) && (current === undefined || now - mem.setAt >= RESET_HOLD_OFF_MS)) {
+        // WireGuard roamed or lost the endpoint (a restart) and no handshake keeps it alive: set it again.
+        reason = 'stale';
+      }
+      if (reason) {
+        mem.applied = desired;
+        mem.setAt = now;
+        out.push({ key: peer.publicKey, endpoint: choice.endpoint, reason, lan: choice.lan });
+      }
+    }
+    return out;
+  }
+
+  /** Where each target peer stands. `final`: the deadline has passed, so name the problem instead of 'waiting'. */
+  status(dump: WgDump, now: number, final: boolean): Map<string, WgPeerStatus> {
+    const out = new Map<string, WgPeerStatus>();
+    for (const peer of this.targets(dump).peers) {
+      if (handshakeFresh(peer, now)) {
+        out.set(peer.publicKey, 'connected');
+        continue;
+      }
+      if (!final) {
+        out.set(peer.publicKey, 'waiting');
+        continue;
+      }
+      const info = this.memory.get(peer.publicKey)?.info;
+      if (!info || (!info.announced && !info.endpoint)) out.set(peer.publicKey, 'not-registered');
+      else if (!info.endpoint) out.set(peer.publicKey, 'peer-not-reaching-server');
+      else if (info.mapping === 'endpoint-dependent') out.set(peer.publicKey, 'symmetric-peer');
+      else if (this.self?.mapping === 'endpoint-dependent') out.set(peer.publicKey, 'symmetric-self');
+      else out.set(peer.publicKey, 'no-handshake');
+    }
+    return out;
+  }
+}
+
+/** The order in which problems are reported when peers fail differently: the first is the exit code. */
+export const PROBLEM_ORDER: readonly WgPeerProblem[] = ['not-registered', 'peer-not-reaching-server', 'symmetric-peer', 'symmetric-self', 'no-handshake'];

@@ -1,0 +1,437 @@
+/**
+ * `discoverWireGuard()`: finds and sets the endpoints of a WireGuard interface's peers through the rendezvous server,
+ * without raw sockets and without touching WireGuard's port (docs/wireguard.md).
+ *
+ *  1. Read the interface with `wg show IFACE dump`.
+ *  2. Add the server as a WireGuard peer (its key and preshared key derive from the network secret, allowed-ips
+ *     empty so no traffic is routed to it). WireGuard then handshakes with the server *from its own port*; the
+ *     server reads the public mapping of that port off the authenticated handshake.
+ *  3. WG-SYNC over a separate UDP socket: announce this interface (bound to its key by a proof only the holder of the
+ *     private key can compute), learn whether the NAT's mapping depends on the destination, and ask for the peers'
+ *     endpoints.
+ *  4. `wg set IFACE peer KEY endpoint IP:PORT persistent-keepalive 25` for each peer; wait for handshakes (one-shot)
+ *     or keep watching and re-resolving (continuous).
+ *
+ * A quiet library: no output (events go to `onEvent`), no process.exit, every socket, child and timer released,
+ * AbortSignal honoured.
+ */
+import { execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { networkInterfaces, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { endpointKey, familyOf, normaliseAddress, type Endpoint } from '../codec/address.js';
+import { decodeMessage, encodeMessage, type NatMapping } from '../codec/messages.js';
+import { verifyIntegrity } from '../codec/stun.js';
+import { parseWgDump, type WgDump } from '../codec/wg-dump.js';
+import { decodeWgSync, encodeWgSync, MAX_WG_HOSTS, MAX_WG_QUERY, wgProof, type WgPeerInfo, type WgSyncSuccess } from '../codec/wg-messages.js';
+import { handshakeFresh, PROBLEM_ORDER, WgDiscovery, type WgPeerProblem, type WgPeerStatus, type WgSetEndpoint } from '../core/wg-discovery.js';
+import { deriveNetworkKeys, type NetworkKeys } from '../crypto/keys.js';
+import { decodeKey, dh, encodeKey } from '../crypto/wireguard.js';
+import { BurrowError } from '../errors.js';
+import { DEFAULT_PORT } from './punch.js';
+import { bindUdp, closeUdp, endpointOf, resolveEndpoint, sendUdp, type BoundSocket } from './udp.js';
+
+/** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
+export const KEEPALIVE_SECONDS = 25;
+
+export interface WireGuardOptions {
+  readonly interface: string;
+  /** The rendezvous server, HOST:PORT. */
+  readonly server: string;
+  readonly secret: string | Uint8Array;
+  /** Keep watching and re-resolving until `signal` aborts. Default false: finish once every peer has handshaken. */
+  readonly continuous?: boolean;
+  /** Continuous mode: time between rounds (one WG-SYNC exchange per 6 peers, one `wg show`). Default 10 s, minimum 1 s. */
+  readonly intervalMs?: number;
+  /** One-shot mode: give up after this long. Continuous mode: report a peer's problem after this long. Default 30 s. */
+  readonly timeoutMs?: number;
+  readonly signal?: AbortSignal;
+  /** The `wg` binary. Default: $BURROW_WG or `wg`. */
+  readonly wgCommand?: string;
+  readonly onEvent?: (event: WgEvent) => void;
+}
+
+export type WgEvent =
+  | { readonly type: 'interface'; readonly publicKey: string; readonly listenPort: number; readonly peers: number }
+  | { readonly type: 'server-peer'; readonly serverKey: string; readonly endpoint: Endpoint }
+  | { readonly type: 'left-alone'; readonly key: string; readonly endpoint: Endpoint }
+  | { readonly type: 'self'; readonly endpoint: Endpoint | undefined; readonly mapping: NatMapping }
+  | { readonly type: 'endpoint-set'; readonly key: string; readonly endpoint: Endpoint; readonly reason: WgSetEndpoint['reason']; readonly lan: boolean }
+  | { readonly type: 'status'; readonly key: string; readonly status: WgPeerStatus }
+  | { readonly type: 'interface-missing'; readonly detail: string }
+  | { readonly type: 'retry'; readonly detail: string };
+
+export interface WgPeerReport {
+  readonly key: string;
+  readonly status: WgPeerStatus;
+  readonly endpoint: Endpoint | undefined;
+}
+
+export interface WgDiscoveryResult {
+  readonly interface: string;
+  readonly publicKey: string;
+  readonly selfEndpoint: Endpoint | undefined;
+  readonly mapping: NatMapping;
+  readonly peers: readonly WgPeerReport[];
+  readonly elapsedMs: number;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// The `wg` tool.
+
+class WgTool {
+  constructor(
+    readonly command: string,
+    private readonly signal: AbortSignal | undefined,
+  ) {}
+
+  run(args: readonly string[]): Promise<string> {
+    return new Promise((resolve, reject) => {
+      execFile(this.command, args, { timeout: 10_000, maxBuffer: 4 << 20, ...(this.signal ? { signal: this.signal } : {}) }, (err, stdout, stderr) => {
+        if (!err) {
+          resolve(stdout);
+          return;
+        }
+        const code = (err as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT') reject(BurrowError.wgMissing(this.command));
+        else if (code === 'ABORT_ERR') reject(BurrowError.aborted());
+        else reject(Object.assign(new Error(stderr.trim() || err.message), { wgStderr: stderr.trim() }));
+      });
+    });
+  }
+
+  async dump(iface: string): Promise<WgDump> {
+    let text: string;
+    try {
+      text = await this.run(['show', iface, 'dump']);
+    } catch (err) {
+      if (err instanceof BurrowError) throw err;
+      throw BurrowError.wgNoInterface(iface, err instanceof Error ? err.message : String(err));
+    }
+    const parsed = parseWgDump(text);
+    if (!parsed.ok) throw BurrowError.wgNoInterface(iface, `\`wg show ${iface} dump\` printed something unexpected (${parsed.reason})`);
+    return parsed.dump;
+  }
+
+  /**
+   * `wg set IFACE ARGS…`. `secretFile` content is written to a private temporary file whose path replaces the
+   * argument `{secret}` (wg reads keys from files only, and Node's stdin pipes are sockets that `wg` cannot open).
+   */
+  async set(iface: string, args: readonly string[], secretFile?: string): Promise<void> {
+    let dir: string | undefined;
+    try {
+      let argv = args;
+      if (secretFile !== undefined) {
+        dir = await mkdtemp(join(tmpdir(), 'burrow-wg-'));
+        const path = join(dir, 'key');
+        await writeFile(path, secretFile, { mode: 0o600 });
+        argv = args.map((a) => (a === '{secret}' ? path : a));
+      }
+      await this.run(['set', iface, ...argv]);
+    } catch (err) {
+      if (err instanceof BurrowError) throw err;
+      throw new BurrowError('COMMAND_FAILED', `\`wg set ${iface} ${args.join(' ')}\` failed: ${err instanceof Error ? err.message : String(err)}; check that the interface exists and that burrow runs as root or with CAP_NET_ADMIN.`, { cause: err });
+    } finally {
+      if (dir !== undefined) await rm(dir, { recursive: true, force: true });
+    }
+  }
+}
+
+function wgEndpoint(e: Endpoint): string {
+  return familyOf(e.address) === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
+}
+
+/** The host's LAN addresses (not the WireGuard interface's own, not loopback or link-local), with WireGuard's port. */
+function lanAddresses(iface: string, port: number, family: 4 | 6): Endpoint[] {
+  const out: Endpoint[] = [];
+  for (const [name, list] of Object.entries(networkInterfaces())) {
+    if (name === iface) continue;
+    for (const info of list ?? []) {
+      if (info.internal) continue;
+      const address = normaliseAddress(info.address);
+      if (!address || familyOf(address) !== family || (family === 6 && /^fe[89ab]/i.test(address))) continue;
+      out.push({ address, port });
+    }
+  }
+  return out.slice(0, MAX_WG_HOSTS);
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// WG-SYNC and STUN over one UDP socket.
+
+/** Waits after each WG-SYNC or Binding request before sending it again (4.5 s in all). */
+const RETRY_DELAYS_MS = [300, 600, 1200, 2400];
+
+class SyncClient {
+  private clockOffset = 0;
+  private readonly waiting = new Map<string, (data: Uint8Array, from: Endpoint) => void>();
+
+  constructor(
+    private readonly bound: BoundSocket,
+    private readonly server: Endpoint,
+    private readonly keys: NetworkKeys,
+    private readonly signal: AbortSignal | undefined,
+  ) {
+    bound.socket.on('message', (data, rinfo) => {
+      if (data.length < 20) return;
+      const txid = data.subarray(8, 20).toString('hex');
+      this.waiting.get(txid)?.(data, endpointOf(rinfo));
+    });
+  }
+
+  /** Sends `build(txid)` until an answer from `to` arrives; undefined after every retry went unanswered. */
+  private async exchange(to: Endpoint, build: (txid: Uint8Array, now: number) => Uint8Array): Promise<Uint8Array | undefined> {
+    const txid = randomBytes(12);
+    const id = txid.toString('hex');
+    try {
+      for (const wait of RETRY_DELAYS_MS) {
+        this.signal?.throwIfAborted();
+        sendUdp(this.bound, to, build(txid, Date.now() + this.clockOffset), () => undefined);
+        const answer = await this.sleepOrAnswer(id, to, wait);
+        if (answer) return answer;
+      }
+      return undefined;
+    } finally {
+      this.waiting.delete(id);
+    }
+  }
+
+  private sleepOrAnswer(id: string, from: Endpoint, ms: number): Promise<Uint8Array | undefined> {
+    return new Promise((resolve, reject) => {
+      const onAbort = (): void => {
+        clearTimeout(timer);
+        reject(BurrowError.aborted());
+      };
+      const timer = setTimeout(() => {
+        this.signal?.removeEventListener('abort', onAbort);
+        resolve(undefined);
+      }, ms);
+      this.signal?.addEventListener('abort', onAbort, { once: true });
+      this.waiting.set(id, (data, source) => {
+        if (source.address !== from.address || source.port !== from.port) return;
+        clearTimeout(timer);
+        this.signal?.removeEventListener('abort', onAbort);
+        resolve(data);
+      });
+    });
+  }
+
+  /** The mapped address the server (or its alternate port) sees for this socket. */
+  async binding(to: Endpoint): Promise<Endpoint | undefined> {
+    // Padded so the answer is never longer than the request (the server answers such requests without limit).
+    const answer = await this.exchange(to, (txid) => encodeMessage({ kind: 'binding', txid, fingerprint: false, software: 'burrow wg'.padEnd(20, ' ') }, { padTo: 64 }));
+    if (!answer) return undefined;
+    const d = decodeMessage(answer);
+    return d.ok && d.msg.kind === 'binding-ok' ? d.msg.mapped : undefined;
+  }
+
+  async sync(dump: WgDump, hosts: readonly Endpoint[], mapping: NatMapping, query: readonly Uint8Array[]): Promise<WgSyncSuccess> {
+    const serverText = endpointKey(this.server);
+    const shared = dh(dump.privateKey, this.keys.wireguard.publicKey);
+    if (!shared) throw BurrowError.wgNoInterface('(interface)', 'its private key is unusable');
+    const key = decodeKey(dump.publicKey) ?? new Uint8Array(32);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      const answer = await this.exchange(this.server, (txid, now) => {
+        const facts = { txid, networkId: this.keys.networkId, timestamp: now, key, listenPort: dump.listenPort, hosts, mapping };
+        return encodeWgSync({ kind: 'wg-sync', ...facts, query, proof: wgProof(shared, facts) }, this.keys.clientToServer);
+      });
+      if (!answer) throw BurrowError.serverUnreachable(serverText, RETRY_DELAYS_MS.length, 5);
+      const ok = decodeWgSync(answer);
+      if (ok.ok && ok.msg.kind === 'wg-sync-ok') {
+        if (verifyIntegrity(answer, ok.stun, this.keys.serverToClient) !== 'valid') throw BurrowError.authFailed(serverText);
+        return ok.msg;
+      }
+      const err = decodeMessage(answer);
+      if (!err.ok || err.msg.kind !== 'error') throw BurrowError.socket(`unexpected answer from ${serverText}`, err.ok ? err.msg.kind : err.reason);
+      if (err.msg.code === 401) throw BurrowError.authFailed(serverText);
+      if (err.msg.code === 438 && err.msg.timestamp !== undefined && verifyIntegrity(answer, err.stun, this.keys.serverToClient) === 'valid') {
+        this.clockOffset = err.msg.timestamp - Date.now();
+        continue;
+      }
+      throw BurrowError.socket(`the server at ${serverText} refused WG-SYNC`, `${err.msg.code} ${err.msg.reason}`);
+    }
+    throw BurrowError.socket(`the server at ${serverText} kept refusing our clock`, 'stale timestamp twice');
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(BurrowError.aborted());
+      return;
+    }
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(BurrowError.aborted());
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+function problemError(problem: WgPeerProblem, peers: string, server: string, seconds: number): BurrowError {
+  switch (problem) {
+    case 'not-registered':
+      return BurrowError.wgPeerNotRegistered(peers, server, seconds);
+    case 'peer-not-reaching-server':
+      return BurrowError.wgPeerNotReachingServer(peers, server, seconds);
+    case 'symmetric-peer':
+      return BurrowError.wgSymmetric(peers, 'peer', seconds);
+    case 'symmetric-self':
+      return BurrowError.wgSymmetric(peers, 'self', seconds);
+    case 'no-handshake':
+      return BurrowError.wgNoHandshake(peers, seconds);
+  }
+}
+
+export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDiscoveryResult> {
+  const started = Date.now();
+  const signal = options.signal;
+  signal?.throwIfAborted();
+  const emit = (e: WgEvent): void => options.onEvent?.(e);
+  const continuous = options.continuous === true;
+  const intervalMs = Math.max(1000, options.intervalMs ?? 10_000);
+  const timeoutMs = options.timeoutMs ?? 30_000;
+  const iface = options.interface;
+  if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.usage(`--interface "${iface}" is not a valid interface name (1–15 letters, digits, _ . = + -)`);
+  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  const serverText = endpointKey(server);
+  const keys = deriveNetworkKeys(typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret);
+  const serverKey = encodeKey(keys.wireguard.publicKey);
+  const tool = new WgTool(options.wgCommand ?? process.env.BURROW_WG ?? 'wg', signal);
+  const discovery = new WgDiscovery({ serverKey, serverAddress: server.address });
+
+  let dump = await tool.dump(iface);
+  emit({ type: 'interface', publicKey: dump.publicKey, listenPort: dump.listenPort, peers: dump.peers.length });
+  const first = discovery.targets(dump);
+  for (const p of first.serverHost) if (p.endpoint) emit({ type: 'left-alone', key: p.publicKey, endpoint: p.endpoint });
+  if (first.peers.length === 0) {
+    throw BurrowError.wgOnlyServerPeer(iface, serverText, first.serverHost[0]?.publicKey);
+  }
+
+  const bound = await bindUdp(familyOf(server.address) === 6 ? '::' : '0.0.0.0', 0).catch((err: unknown) => {
+    throw BurrowError.socket('cannot open a UDP socket', err);
+  });
+  const client = new SyncClient(bound, server, keys, signal);
+  let mapping: NatMapping = 'unknown';
+  let mappingChecked = false;
+  const statuses = new Map<string, WgPeerStatus>();
+  const report = (): WgDiscoveryResult => ({
+    interface: iface,
+    publicKey: dump.publicKey,
+    selfEndpoint: discovery.selfInfo?.endpoint,
+    mapping,
+    peers: discovery.targets(dump).peers.map((p) => ({ key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint })),
+    elapsedMs: Date.now() - started,
+  });
+
+  /** Adds (or repairs) the server peer: after a restart of WireGuard, the interface has forgotten it. */
+  const ensureServerPeer = async (): Promise<void> => {
+    const existing = dump.peers.find((p) => p.publicKey === serverKey);
+    if (existing?.endpoint && endpointKey(existing.endpoint) === serverText && existing.persistentKeepalive === KEEPALIVE_SECONDS) return;
+    await tool.set(iface, ['peer', serverKey, 'preshared-key', '{secret}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], `${keys.wireguard.presharedKey.toString('base64')}\n`);
+    emit({ type: 'server-peer', serverKey, endpoint: server });
+  };
+
+  /** Makes WireGuard send one keepalive to each of `keys` now (persistent-keepalive 0 → 25 sends one at once). */
+  const nudge = async (peerKeys: readonly string[]): Promise<void> => {
+    if (peerKeys.length === 0) return;
+    await tool.set(iface, peerKeys.flatMap((k) => ['peer', k, 'persistent-keepalive', '0', 'peer', k, 'persistent-keepalive', String(KEEPALIVE_SECONDS)]));
+  };
+
+  let lastListenPort = dump.listenPort;
+  try {
+    await ensureServerPeer();
+    for (let round = 0; ; round++) {
+      const now = Date.now();
+      // 1. Ask the server. The mapping test needs the alternate port the first answer names.
+      const targets = discovery.targets(dump).peers;
+      const hosts = lanAddresses(iface, dump.listenPort, familyOf(server.address));
+      const infos = new Map<string, WgPeerInfo>();
+      let self: WgPeerInfo | undefined;
+      let alternate: Endpoint | undefined;
+      for (let i = 0; i < Math.max(1, targets.length); i += MAX_WG_QUERY) {
+        const batch = targets.slice(i, i + MAX_WG_QUERY);
+        const answer = await client.sync(dump, hosts, mapping, batch.map((p) => decodeKey(p.publicKey) ?? new Uint8Array(32)));
+        self = answer.self;
+        alternate = answer.alternate;
+        for (const info of answer.peers) infos.set(encodeKey(info.key), info);
+      }
+      if (!mappingChecked && alternate) {
+        mappingChecked = true;
+        const [a, b] = await Promise.all([client.binding(server), client.binding(alternate)]);
+        mapping = a && b ? (a.address === b.address && a.port === b.port ? 'endpoint-independent' : 'endpoint-dependent') : 'unknown';
+      }
+      if (self) {
+        const before = discovery.selfInfo;
+        if (!before || before.endpoint?.address !== self.endpoint?.address || before.endpoint?.port !== self.endpoint?.port || round === 0) {
+          emit({ type: 'self', endpoint: self.endpoint, mapping });
+        }
+        // 2. Set what changed.
+        const sets = discovery.update(dump, self, infos, now);
+        if (sets.length > 0) {
+          await tool.set(iface, sets.flatMap((s) => ['peer', s.key, 'endpoint', wgEndpoint(s.endpoint), 'persistent-keepalive', String(KEEPALIVE_SECONDS)]));
+          for (const s of sets) emit({ type: 'endpoint-set', key: s.key, endpoint: s.endpoint, reason: s.reason, lan: s.lan });
+        }
+      }
+      // 3. Look at the handshakes.
+      const pause = continuous ? intervalMs : 1000;
+      await sleep(round === 0 && !continuous ? 500 : pause, signal);
+      try {
+        dump = await tool.dump(iface);
+      } catch (err) {
+        if (!continuous || !(err instanceof BurrowError) || err.code !== 'WG_NO_INTERFACE') throw err;
+        emit({ type: 'interface-missing', detail: err.message });
+        continue;
+      }
+      if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
+        lastListenPort = dump.listenPort;
+        mappingChecked = false;
+      }
+      await ensureServerPeer();
+      const elapsed = Date.now() - started;
+      const final = elapsed >= timeoutMs;
+      const current = discovery.status(dump, Date.now(), continuous ? false : final);
+      for (const [key, status] of current) {
+        if (statuses.get(key) !== status) emit({ type: 'status', key, status });
+        statuses.set(key, status);
+      }
+      const all = [...current.values()];
+      if (!continuous && all.length > 0 && all.every((s) => s === 'connected')) return report();
+      if (continuous) {
+        // Re-open every NAT on the paths (ours towards each peer and towards the server) once per interval, so that
+        // flushed NAT state or a moved mapping is repaired within an interval rather than a keepalive period.
+        await nudge([serverKey, ...discovery.targets(dump).peers.map((p) => p.publicKey)]);
+        // A peer that has stayed unconnected for a timeout: say why, once per change.
+        for (const peer of discovery.targets(dump).peers) {
+          if (handshakeFresh(peer, Date.now())) continue;
+          const why = discovery.status(dump, Date.now(), true).get(peer.publicKey);
+          if (why && why !== 'connected' && elapsed >= timeoutMs && statuses.get(peer.publicKey) !== why) {
+            statuses.set(peer.publicKey, why);
+            emit({ type: 'status', key: peer.publicKey, status: why });
+          }
+        }
+        continue;
+      }
+      if (final) {
+        if (!discovery.selfInfo?.endpoint) throw BurrowError.wgNotReachingServer(serverText, Math.round(timeoutMs / 1000));
+        const failing = [...current.entries()].filter(([, s]) => s !== 'connected') as [string, WgPeerProblem][];
+        const worst = PROBLEM_ORDER.find((p) => failing.some(([, s]) => s === p)) ?? 'no-handshake';
+        const names = failing.filter(([, s]) => s === worst).map(([k]) => k).join(', ');
+        const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000));
+        throw Object.assign(error, { report: report() });
+      }
+    }
+  } catch (err) {
+    if (continuous && err instanceof BurrowError && err.code === 'ABORTED') return report();
+    throw err;
+  } finally {
+    await closeUdp(bound.socket);
+  }
+}

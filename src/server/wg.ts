@@ -1,0 +1,306 @@
+/**
+ * WireGuard endpoint discovery, server side: sans-IO. The server is a WireGuard *responder* with one key pair per
+ * network (derived from the network secret, so `burrow serve` needs no new flags or state). Clients add it as a
+ * WireGuard peer; their own WireGuard then handshakes with it from its own listen port, and the source address of
+ * those packets is the public mapping of that port — learnt without raw sockets and without touching the port.
+ *
+ * What counts as proof:
+ *  - a handshake initiation proves the initiator holds the private key of the interface key it names (Noise IK);
+ *  - the first transport packet after our response proves it also holds the preshared key, i.e. the network secret
+ *    (psk2 mixes it into the transport keys). Only then is an endpoint recorded; every later authenticated transport
+ *    packet (WireGuard's keepalives) refreshes it, as WireGuard's own roaming does.
+ * Replays: initiations must carry a TAI64N timestamp greater than the last accepted one for that key (WireGuard's own
+ * rule); transport counters must increase per session. Everything is bounded (maps with caps, evicting the oldest)
+ * and expires.
+ */
+import type { Endpoint } from '../codec/address.js';
+import type { NatMapping } from '../codec/messages.js';
+import type { WgPeerInfo } from '../codec/wg-messages.js';
+import {
+  consumeInitiation,
+  createResponse,
+  initiationMac1Valid,
+  openTransport,
+  transportHeader,
+  WgType,
+  type ServerIdentity,
+} from '../crypto/wireguard.js';
+
+export interface WgLimits {
+  /** Interfaces remembered (per server, all networks). */
+  readonly maxPeers: number;
+  /** Handshake sessions remembered (pending and confirmed). */
+  readonly maxSessions: number;
+  /** A record without an authenticated packet or announcement for this long is forgotten. */
+  readonly peerLifetimeMs: number;
+  /** WireGuard's REJECT_AFTER_TIME: a session is never used longer. */
+  readonly sessionLifetimeMs: number;
+  /** An answered initiation must be confirmed by a transport packet within this time. */
+  readonly pendingLifetimeMs: number;
+}
+
+export const DEFAULT_WG_LIMITS: WgLimits = {
+  maxPeers: 100_000,
+  maxSessions: 200_000,
+  peerLifetimeMs: 180_000,
+  sessionLifetimeMs: 180_000,
+  pendingLifetimeMs: 10_000,
+};
+
+export interface WgNetwork {
+  readonly networkIdHex: string;
+  readonly identity: ServerIdentity;
+}
+
+interface PeerRecord {
+  readonly network: string;
+  readonly key: Buffer;
+  endpoint: Endpoint | undefined;
+  confirmedAt: number;
+  /** Greatest accepted TAI64N, as hex (fixed width, so string order is time order). */
+  lastTimestamp: string;
+  sessionIndex: number | undefined;
+  announcedAt: number | undefined;
+  listenPort: number;
+  hosts: readonly Endpoint[];
+  mapping: NatMapping;
+  touchedAt: number;
+}
+
+interface Session {
+  readonly network: string;
+  readonly peerKey: Buffer;
+  readonly receiveKey: Buffer;
+  readonly timestamp: string;
+  confirmed: boolean;
+  /** Highest counter accepted; -1 before the first packet. */
+  maxCounter: bigint;
+  expiresAt: number;
+}
+
+export type WgPacketOutcome =
+  | { readonly type: 'answered'; readonly reply: Uint8Array }
+  | { readonly type: 'confirmed'; readonly network: string; readonly key: Buffer; readonly endpoint: Endpoint; readonly moved: boolean }
+  | { readonly type: 'refreshed' }
+  | { readonly type: 'rejected'; readonly reason: WgRejectReason };
+
+export type WgRejectReason =
+  | 'unknown-server-key'
+  | 'bad-initiation'
+  | 'replayed-initiation'
+  | 'unknown-session'
+  | 'bad-transport'
+  | 'replayed-transport'
+  | 'unexpected-type';
+
+export interface WgStats {
+  initiations: number;
+  confirmations: number;
+  keepalives: number;
+  rejected: number;
+  endpointChanges: number;
+}
+
+function recordKey(network: string, key: Uint8Array): string {
+  return `${network}:${Buffer.from(key).toString('base64')}`;
+}
+
+export class WgRegistry {
+  readonly stats: WgStats = { initiations: 0, confirmations: 0, keepalives: 0, rejected: 0, endpointChanges: 0 };
+  readonly limits: WgLimits;
+  private networks: WgNetwork[] = [];
+  private readonly peers = new Map<string, PeerRecord>();
+  private readonly sessions = new Map<number, Session>();
+
+  constructor(
+    networks: readonly WgNetwork[],
+    private readonly randomBytes: (n: number) => Uint8Array,
+    limits: Partial<WgLimits> = {},
+  ) {
+    this.limits = { ...DEFAULT_WG_LIMITS, ...limits };
+    this.setNetworks(networks);
+  }
+
+  setNetworks(networks: readonly WgNetwork[]): void {
+    this.networks = [...networks];
+  }
+
+  get peerCount(): number {
+    return this.peers.size;
+  }
+
+  get sessionCount(): number {
+    return this.sessions.size;
+  }
+
+  identityOf(networkIdHex: string): ServerIdentity | undefined {
+    return this.networks.find((n) => n.networkIdHex === networkIdHex)?.identity;
+  }
+
+  /** One WireGuard-shaped datagram from `from`. */
+  handlePacket(from: Endpoint, data: Uint8Array, now: number): WgPacketOutcome {
+    switch (data[0] ?? 0) {
+      case WgType.INITIATION:
+        return this.initiation(data, now);
+      case WgType.TRANSPORT:
+        return this.transport(from, data, now);
+      default:
+        // Responses and cookie replies are for initiators; the server never initiates.
+        return this.reject('unexpected-type');
+    }
+  }
+
+  private reject(reason: WgRejectReason): WgPacketOutcome {
+    this.stats.rejected++;
+    return { type: 'rejected', reason };
+  }
+
+  private initiation(data: Uint8Array, now: number): WgPacketOutcome {
+    // mac1 first: it is cheap and names the network (each network has its own server key).
+    const network = this.networks.find((n) => initiationMac1Valid(data, n.identity));
+    if (!network) return this.reject('unknown-server-key');
+    const consumed = consumeInitiation(data, network.identity);
+    if (!consumed.ok) return this.reject('bad-initiation');
+    const init = consumed.value;
+    const timestamp = init.timestamp.toString('hex');
+    const record = this.peers.get(recordKey(network.networkIdHex, init.peerKey));
+    if (record && timestamp <= record.lastTimestamp) return this.reject('replayed-initiation');
+    let index = 0;
+    do index = Buffer.from(this.randomBytes(4)).readUInt32LE(0);
+    while (this.sessions.has(index));
+    const keys = createResponse(init, network.identity, this.randomBytes(32), index);
+    if (!keys) return this.reject('bad-initiation');
+    this.stats.initiations++;
+    this.addSession(index, {
+      network: network.networkIdHex,
+      peerKey: init.peerKey,
+      receiveKey: keys.receiveKey,
+      timestamp,
+      confirmed: false,
+      maxCounter: -1n,
+      expiresAt: now + this.limits.pendingLifetimeMs,
+    });
+    // 92 bytes in answer to 148: never an amplifier.
+    return { type: 'answered', reply: keys.packet };
+  }
+
+  private addSession(index: number, session: Session): void {
+    while (this.sessions.size >= this.limits.maxSessions) {
+      const oldest = this.sessions.keys().next();
+      if (oldest.done) break;
+      this.sessions.delete(oldest.value);
+    }
+    this.sessions.set(index, session);
+  }
+
+  private transport(from: Endpoint, data: Uint8Array, now: number): WgPacketOutcome {
+    const header = transportHeader(data);
+    if (!header) return this.reject('bad-transport');
+    const session = this.sessions.get(header.receiverIndex);
+    if (!session || session.expiresAt <= now) return this.reject('unknown-session');
+    if (header.counter <= session.maxCounter) return this.reject('replayed-transport');
+    if (!openTransport(data, session.receiveKey, header.counter)) return this.reject('bad-transport');
+    session.maxCounter = header.counter;
+    if (session.confirmed) {
+      this.stats.keepalives++;
+      const record = this.peers.get(recordKey(session.network, session.peerKey)) ? this.upsert(session.network, session.peerKey, now) : undefined;
+      if (record) {
+        const moved = this.touchEndpoint(record, from, now);
+        if (moved) return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
+      }
+      return { type: 'refreshed' };
+    }
+    // First packet of the session: the initiator has the preshared key (the network secret).
+    session.confirmed = true;
+    session.expiresAt = now + this.limits.sessionLifetimeMs;
+    this.stats.confirmations++;
+    const record = this.upsert(session.network, session.peerKey, now);
+    if (session.timestamp <= record.lastTimestamp) return this.reject('replayed-initiation');
+    record.lastTimestamp = session.timestamp;
+    if (record.sessionIndex !== undefined && record.sessionIndex !== header.receiverIndex) this.sessions.delete(record.sessionIndex);
+    record.sessionIndex = header.receiverIndex;
+    const moved = this.touchEndpoint(record, from, now);
+    return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
+  }
+
+  private touchEndpoint(record: PeerRecord, from: Endpoint, now: number): boolean {
+    const moved = !record.endpoint || record.endpoint.address !== from.address || record.endpoint.port !== from.port;
+    if (moved && record.endpoint) this.stats.endpointChanges++;
+    record.endpoint = from;
+    record.confirmedAt = now;
+    record.touchedAt = now;
+    return moved;
+  }
+
+  private upsert(network: string, key: Uint8Array, now: number): PeerRecord {
+    const id = recordKey(network, key);
+    let record = this.peers.get(id);
+    if (record) {
+      // Re-insert: the map's order is then least-recently-touched first, which is what eviction removes.
+      this.peers.delete(id);
+    } else {
+      while (this.peers.size >= this.limits.maxPeers) {
+        const oldest = this.peers.keys().next();
+        if (oldest.done) break;
+        this.peers.delete(oldest.value);
+      }
+      record = {
+        network,
+        key: Buffer.from(key),
+        endpoint: undefined,
+        confirmedAt: 0,
+        lastTimestamp: '',
+        sessionIndex: undefined,
+        announcedAt: undefined,
+        listenPort: 0,
+        hosts: [],
+        mapping: 'unknown',
+        touchedAt: now,
+      };
+    }
+    record.touchedAt = now;
+    this.peers.set(id, record);
+    return record;
+  }
+
+  /** An authenticated WG-SYNC whose proof checked: the facts the interface's burrow announces about itself. */
+  announce(network: string, key: Uint8Array, facts: { listenPort: number; hosts: readonly Endpoint[]; mapping: NatMapping }, now: number): void {
+    const record = this.upsert(network, key, now);
+    record.announcedAt = now;
+    record.listenPort = facts.listenPort;
+    record.hosts = facts.hosts;
+    record.mapping = facts.mapping;
+  }
+
+  /** What the server knows about `key` in `network`, as WG-SYNC reports it. */
+  lookup(network: string, key: Uint8Array, now: number): WgPeerInfo {
+    const record = this.peers.get(recordKey(network, key));
+    const live = record && now - record.touchedAt < this.limits.peerLifetimeMs ? record : undefined;
+    const endpointLive = live?.endpoint && now - live.confirmedAt < this.limits.peerLifetimeMs;
+    return {
+      key: new Uint8Array(key),
+      announced: live?.announcedAt !== undefined && now - live.announcedAt < this.limits.peerLifetimeMs,
+      endpoint: endpointLive ? live.endpoint : undefined,
+      ageSeconds: endpointLive ? Math.floor((now - live.confirmedAt) / 1000) : 0,
+      listenPort: live?.listenPort ?? 0,
+      hosts: live?.hosts ?? [],
+      mapping: live?.mapping ?? 'unknown',
+    };
+  }
+
+  /** Forgets expired records and sessions; returns how many records went. */
+  sweep(now: number): number {
+    let removed = 0;
+    // Records are kept in the order they were last touched, so the expired ones are all at the front.
+    for (const [id, record] of this.peers) {
+      if (now - record.touchedAt < this.limits.peerLifetimeMs) break;
+      this.peers.delete(id);
+      if (record.sessionIndex !== undefined) this.sessions.delete(record.sessionIndex);
+      removed++;
+    }
+    for (const [index, session] of this.sessions) {
+      if (session.expiresAt <= now) this.sessions.delete(index);
+    }
+    return removed;
+  }
+}
