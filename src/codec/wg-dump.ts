@@ -9,6 +9,8 @@ import { decodeKey } from '../crypto/wireguard.js';
 export interface WgDumpPeer {
   /** Base64, as `wg` prints it. */
   readonly publicKey: string;
+  /** Base64, or undefined for none. */
+  readonly presharedKey: string | undefined;
   readonly endpoint: Endpoint | undefined;
   readonly allowedIps: readonly string[];
   /** Unix seconds of the latest handshake; 0 = never. */
@@ -57,7 +59,7 @@ export function parseWgDump(text: string): WgDumpResult {
   for (const [i, line] of lines.slice(1).entries()) {
     const f = line.split('\t');
     if (f.length !== 8) return { ok: false, reason: `peer line ${i + 1} does not have 8 fields` };
-    const [key, , endpointText, ips, hs, rx, tx, ka] = f as [string, string, string, string, string, string, string, string];
+    const [key, psk, endpointText, ips, hs, rx, tx, ka] = f as [string, string, string, string, string, string, string, string];
     if (!decodeKey(key)) return { ok: false, reason: `peer line ${i + 1}: malformed public key` };
     const endpoint = endpointOf(endpointText);
     if (endpoint === null) return { ok: false, reason: `peer line ${i + 1}: malformed endpoint ${JSON.stringify(endpointText)}` };
@@ -68,8 +70,10 @@ export function parseWgDump(text: string): WgDumpResult {
     if (latestHandshake === undefined || rxBytes === undefined || txBytes === undefined || keepalive === undefined) {
       return { ok: false, reason: `peer line ${i + 1}: malformed counters` };
     }
+    if (psk !== '(none)' && !decodeKey(psk)) return { ok: false, reason: `peer line ${i + 1}: malformed preshared key` };
     peers.push({
       publicKey: key,
+      presharedKey: psk === '(none)' ? undefined : psk,
       endpoint,
       allowedIps: ips === '(none)' ? [] : ips.split(','),
       latestHandshake,

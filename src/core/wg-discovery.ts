@@ -23,6 +23,12 @@ export interface WgSetEndpoint {
   readonly reason: 'discovered' | 'moved' | 'stale';
   /** The address is the peer's LAN address (both behind the same NAT). */
   readonly lan: boolean;
+  /**
+   * Re-create the peer so that WireGuard starts a new handshake at once: the peer moved, so the current session is
+   * most likely dead on its side (a restarted WireGuard has forgotten it), and WireGuard would otherwise keep sending
+   * on it until its own timers expire.
+   */
+  readonly rehandshake: boolean;
 }
 
 export interface WgTargets {
@@ -109,7 +115,11 @@ export class WgDiscovery {
       const desired = keyOf(choice.endpoint);
       const current = peer.endpoint ? keyOf(peer.endpoint) : undefined;
       let reason: WgSetEndpoint['reason'] | undefined;
-      if (mem.applied !== desired) {
+      if (mem.applied !== desired && mem.applied !== undefined && info.mapping === 'endpoint-dependent' && handshakeFresh(peer, now)) {
+        // Behind a symmetric NAT the server only ever sees the port for the server; the working endpoint is the one
+        // WireGuard roamed to from the peer's own packets. Leave it while it carries handshakes.
+        mem.applied = desired;
+      } else if (mem.applied !== desired) {
         // The server's view changed (or this is the first one): follow it, unless WireGuard already uses it.
         reason = mem.applied === undefined ? 'discovered' : 'moved';
         if (current === desired) {
@@ -123,7 +133,7 @@ export class WgDiscovery {
       if (reason) {
         mem.applied = desired;
         mem.setAt = now;
-        out.push({ key: peer.publicKey, endpoint: choice.endpoint, reason, lan: choice.lan });
+        out.push({ key: peer.publicKey, endpoint: choice.endpoint, reason, lan: choice.lan, rehandshake: reason === 'moved' });
       }
     }
     return out;

@@ -115,18 +115,17 @@ class WgTool {
   }
 
   /**
-   * `wg set IFACE ARGS…`. `secretFile` content is written to a private temporary file whose path replaces the
-   * argument `{secret}` (wg reads keys from files only, and Node's stdin pipes are sockets that `wg` cannot open).
+   * `wg set IFACE ARGS…`. Each of `secrets` is written to a private temporary file whose path replaces the argument
+   * `{secretN}` (wg reads keys from files only, and Node's stdin pipes are sockets that `wg` cannot open).
    */
-  async set(iface: string, args: readonly string[], secretFile?: string): Promise<void> {
+  async set(iface: string, args: readonly string[], secrets: readonly string[] = []): Promise<void> {
     let dir: string | undefined;
     try {
       let argv = args;
-      if (secretFile !== undefined) {
-        dir = await mkdtemp(join(tmpdir(), 'burrow-wg-'));
-        const path = join(dir, 'key');
-        await writeFile(path, secretFile, { mode: 0o600 });
-        argv = args.map((a) => (a === '{secret}' ? path : a));
+      if (secrets.length > 0) {
+        const d = (dir = await mkdtemp(join(tmpdir(), 'burrow-wg-')));
+        await Promise.all(secrets.map((text, i) => writeFile(join(d, `key${i}`), `${text}\n`, { mode: 0o600 })));
+        argv = args.map((a) => a.replace(/^\{secret(\d+)\}$/, (_, n: string) => join(d, `key${n}`)));
       }
       await this.run(['set', iface, ...argv]);
     } catch (err) {
@@ -159,6 +158,9 @@ function lanAddresses(iface: string, port: number, family: 4 | 6): Endpoint[] {
 
 // ---------------------------------------------------------------------------------------------------------------------
 // WG-SYNC and STUN over one UDP socket.
+
+/** How often the interface itself is looked at (`wg show`, local only). */
+const LOCAL_POLL_MS = 1000;
 
 /** Waits after each WG-SYNC or Binding request before sending it again (4.5 s in all). */
 const RETRY_DELAYS_MS = [300, 600, 1200, 2400];
@@ -335,7 +337,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const ensureServerPeer = async (): Promise<void> => {
     const existing = dump.peers.find((p) => p.publicKey === serverKey);
     if (existing?.endpoint && endpointKey(existing.endpoint) === serverText && existing.persistentKeepalive === KEEPALIVE_SECONDS) return;
-    await tool.set(iface, ['peer', serverKey, 'preshared-key', '{secret}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], `${keys.wireguard.presharedKey.toString('base64')}\n`);
+    await tool.set(iface, ['peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
     emit({ type: 'server-peer', serverKey, endpoint: server });
   };
 
@@ -343,6 +345,33 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const nudge = async (peerKeys: readonly string[]): Promise<void> => {
     if (peerKeys.length === 0) return;
     await tool.set(iface, peerKeys.flatMap((k) => ['peer', k, 'persistent-keepalive', '0', 'peer', k, 'persistent-keepalive', String(KEEPALIVE_SECONDS)]));
+  };
+
+  /**
+   * Sets endpoints in one `wg set`. A peer that moved is removed and re-added with the same allowed IPs and preshared
+   * key in the same command, which drops its dead session so WireGuard initiates a new handshake at once.
+   */
+  const applyEndpoints = async (sets: readonly WgSetEndpoint[]): Promise<void> => {
+    const args: string[] = [];
+    const secrets: string[] = [];
+    for (const s of sets) {
+      const peer = dump.peers.find((p) => p.publicKey === s.key);
+      if (s.rehandshake && peer) {
+        args.push('peer', s.key, 'remove', 'peer', s.key);
+        if (peer.presharedKey !== undefined) {
+          args.push('preshared-key', `{secret${secrets.length}}`);
+          secrets.push(peer.presharedKey);
+        }
+        args.push('allowed-ips', peer.allowedIps.join(','));
+      } else {
+        args.push('peer', s.key);
+      }
+      args.push('endpoint', wgEndpoint(s.endpoint), 'persistent-keepalive', String(KEEPALIVE_SECONDS));
+    }
+    await tool.set(iface, args, secrets);
+    // Send something now (a keepalive, or a handshake initiation if there is no session): it opens our NAT towards
+    // the new endpoint instead of waiting for a timer.
+    await nudge(sets.map((s) => s.key));
   };
 
   let lastListenPort = dump.listenPort;
@@ -376,24 +405,34 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
         // 2. Set what changed.
         const sets = discovery.update(dump, self, infos, now);
         if (sets.length > 0) {
-          await tool.set(iface, sets.flatMap((s) => ['peer', s.key, 'endpoint', wgEndpoint(s.endpoint), 'persistent-keepalive', String(KEEPALIVE_SECONDS)]));
+          await applyEndpoints(sets);
           for (const s of sets) emit({ type: 'endpoint-set', key: s.key, endpoint: s.endpoint, reason: s.reason, lan: s.lan });
         }
       }
-      // 3. Look at the handshakes.
+      // 3. Look at the interface: once a second (a local `wg show`, no traffic), so that a restarted WireGuard is
+      // repaired at once; the server is asked again after the interval, or at once when the interface changed.
       const pause = continuous ? intervalMs : 1000;
-      await sleep(round === 0 && !continuous ? 500 : pause, signal);
-      try {
-        dump = await tool.dump(iface);
-      } catch (err) {
-        if (!continuous || !(err instanceof BurrowError) || err.code !== 'WG_NO_INTERFACE') throw err;
-        emit({ type: 'interface-missing', detail: err.message });
-        continue;
+      const roundEnd = Date.now() + (round === 0 && !continuous ? 500 : pause);
+      let changed = false;
+      let missing = false;
+      while (!changed && Date.now() < roundEnd) {
+        await sleep(Math.min(LOCAL_POLL_MS, Math.max(0, roundEnd - Date.now())), signal);
+        try {
+          dump = await tool.dump(iface);
+          missing = false;
+        } catch (err) {
+          if (!continuous || !(err instanceof BurrowError) || err.code !== 'WG_NO_INTERFACE') throw err;
+          if (!missing) emit({ type: 'interface-missing', detail: err.message });
+          missing = true;
+          continue;
+        }
+        if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
+          lastListenPort = dump.listenPort;
+          mappingChecked = false;
+          changed = true;
+        }
       }
-      if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
-        lastListenPort = dump.listenPort;
-        mappingChecked = false;
-      }
+      if (missing) continue;
       await ensureServerPeer();
       const elapsed = Date.now() - started;
       const final = elapsed >= timeoutMs;
