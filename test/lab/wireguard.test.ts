@@ -53,17 +53,20 @@ async function tunnelCarries(lab: Lab, a: WgHost, b: WgHost, tag: string, tries 
 }
 
 async function runOneShot(lab: Lab, hosts: readonly WgHost[], timeout = 25): Promise<void> {
-  const procs = hosts.map((h) => burrowWg(lab, h, ['--timeout', String(timeout)]));
+  const procs = hosts.map((h) => burrowWg(lab, h, ['--timeout', String(timeout), '--format', 'json']));
   const exits = await Promise.all(procs.map((p) => p.exited));
   exits.forEach((e, i) => {
     assert.equal(e.code, 0, `burrow wg on ${hosts[i]?.node ?? '?'} exited ${String(e.code)}: ${procs[i]?.stderr ?? ''}`);
   });
+  const times: number[] = [];
   for (const [i, p] of procs.entries()) {
-    const lines = p.stdout.trim().split('\n');
+    const result = JSON.parse(p.stdout) as { elapsedMs: number; peers: { key: string; status: string }[] };
     const peers = hosts.filter((h) => h !== hosts[i]);
-    assert.equal(lines.length, peers.length, p.stdout);
-    for (const line of lines) assert.match(line, /\tconnected\t/);
+    assert.deepEqual(result.peers.map((x) => x.key).sort(), peers.map((h) => h.publicKey).sort());
+    for (const x of result.peers) assert.equal(x.status, 'connected');
+    times.push(result.elapsedMs);
   }
+  process.stdout.write(`# wg time to every handshake (ms, per side): ${times.join(', ')}\n`);
 }
 
 describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', { skip: wgSkip }, () => {
