@@ -131,12 +131,12 @@ export async function wgPeers(lab: Lab, host: WgHost): Promise<PeerRow[]> {
 }
 
 /** Starts `burrow serve` in pub with nothing WireGuard-specific. */
-export async function startServer(lab: Lab): Promise<LabProcess> {
-  const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', '203.0.113.1:3478', '--log-format', 'json', '--log-level', 'debug'], { env: peerEnv(WG_SECRET) });
+export async function startServer(lab: Lab, listen = '203.0.113.1:3478'): Promise<LabProcess> {
+  const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', listen, '--log-format', 'json', '--log-level', 'debug'], { env: peerEnv(WG_SECRET) });
   await server.waitForOutput('stderr', '"listening"', 5000);
   return server;
 }
 
-export function burrowWg(lab: Lab, host: WgHost, extra: readonly string[] = []): LabProcess {
-  return lab.spawn(host.node, process.execPath, [CLI, 'wg', '--interface', host.name, '--server', '203.0.113.1:3478', ...extra], { env: peerEnv(WG_SECRET) });
+export function burrowWg(lab: Lab, host: WgHost, extra: readonly string[] = [], server = '203.0.113.1:3478'): LabProcess {
+  return lab.spawn(host.node, process.execPath, [CLI, 'wg', '--interface', host.name, '--server', server, ...extra], { env: peerEnv(WG_SECRET) });
 }

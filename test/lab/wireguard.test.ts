@@ -52,8 +52,8 @@ async function tunnelCarries(lab: Lab, a: WgHost, b: WgHost, tag: string, tries 
   }
 }
 
-async function runOneShot(lab: Lab, hosts: readonly WgHost[], timeout = 25): Promise<void> {
-  const procs = hosts.map((h) => burrowWg(lab, h, ['--timeout', String(timeout), '--format', 'json']));
+async function runOneShot(lab: Lab, hosts: readonly WgHost[], timeout = 25, server?: string): Promise<void> {
+  const procs = hosts.map((h) => burrowWg(lab, h, ['--timeout', String(timeout), '--format', 'json'], server));
   const exits = await Promise.all(procs.map((p) => p.exited));
   exits.forEach((e, i) => {
     assert.equal(e.code, 0, `burrow wg on ${hosts[i]?.node ?? '?'} exited ${String(e.code)}: ${procs[i]?.stderr ?? ''}`);
@@ -92,6 +92,18 @@ describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', {
       });
     });
   }
+
+  it('IPv6: two peers behind stateful firewalls find each other over IPv6', async () => {
+    await withLab({ a: 'firewall', b: 'firewall', ipv6: true }, async (lab, hosts) => {
+      await startServer(lab, '[2001:db8::1]:3478');
+      const [hA, hB] = await meshOf(lab, hosts, ['hA', 'hB']);
+      assert.ok(hA && hB);
+      await runOneShot(lab, [hA, hB], 25, '[2001:db8::1]:3478');
+      const row = (await wgPeers(lab, hA)).find((p) => p.key === hB.publicKey);
+      assert.match(row?.endpoint ?? '', /^\[2001:db8:b::/);
+      await tunnelCarries(lab, hA, hB, 'v6-a-to-b');
+    });
+  });
 
   it('three-peer mesh: two behind one NAT (LAN path) and one behind another; every pair handshakes', async () => {
     await withLab({ a: 'port-restricted', b: 'port-restricted' }, async (lab, hosts) => {
