@@ -25,7 +25,7 @@ export const WgAttr = {
   /** One peer's record in an answer (layout in docs/protocol.md §11). */
   WG_PEER: 0x4b0f,
   /** The interface's listen port (u16 + 2 reserved bytes). */
-  WG_PORT: 0x4b10,
+  WG_PORT: 0x4b11,
 } as const;
 
 export const WG_KEY_LENGTH = 32;
