@@ -43,8 +43,9 @@ describe('outcome reports', () => {
     const data = report('alice', 'failed', 3);
     const d = decodeMessage(data);
     assert.ok(d.ok);
-    assert.equal(d.msg.kind, 'report');
-    assert.ok(d.msg.kind === 'report' && d.msg.outcome === 'failed' && d.msg.name === 'alice');
+    assert.ok(d.msg.kind === 'report');
+    assert.equal(d.msg.outcome, 'failed');
+    assert.equal(d.msg.name, 'alice');
     const close = decodeMessage(encodeMessage({ kind: 'close', txid: Buffer.alloc(12), timestamp: T0 }));
     assert.ok(close.ok && close.msg.kind === 'close');
     // OUTCOME 0 or 3 is refused, with a reason.

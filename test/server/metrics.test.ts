@@ -115,7 +115,10 @@ describe('metrics endpoint (loopback, real traffic)', () => {
       for (const d of crafted) {
         sentBytes += d.length;
         await new Promise<void>((resolve, reject) => {
-          udp.send(d, server.address.port, '127.0.0.1', (err) => (err ? reject(err) : resolve()));
+          udp.send(d, server.address.port, '127.0.0.1', (err) => {
+            if (err) reject(err);
+            else resolve();
+          });
         });
         await new Promise((r) => setTimeout(r, 5)); // in order: the report after its registration
       }

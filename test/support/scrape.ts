@@ -15,7 +15,7 @@ export function httpGet(url: string, method = 'GET'): Promise<Scrape> {
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
       res.on('end', () => {
-        resolve({ status: res.statusCode ?? 0, contentType: String(res.headers['content-type'] ?? ''), body });
+        resolve({ status: res.statusCode ?? 0, contentType: res.headers['content-type'] ?? '', body });
       });
     });
     req.on('timeout', () => req.destroy(new Error(`no answer from ${url}`)));
