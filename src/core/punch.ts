@@ -27,6 +27,8 @@
  *    after `lingerMs` without another nomination (the CLOSE was lost and the partner is gone).
  * 6. Failure. At the deadline the machine fails with a reason that says where it got stuck: no server,
  *    no partner, or no path, with the NAT behaviour both sides observed.
+ * 7. Outcome report. A side that was introduced tells the server how it ended (connected, or no path at
+ *    the deadline) in one authenticated CLOSE, for the server's metrics; the server drops its registration.
  *
  * Replay protection: every message carries a timestamp checked against a window (on the server's clock,
  * learned from its answers); probe requests are remembered by transaction id and answered once; a

@@ -1,6 +1,7 @@
 /**
- * deploy/burrow-serve.service: the hardening is there, the ExecStart line is one the real CLI accepts,
- * and (where systemd-analyze exists) systemd itself finds nothing wrong with the unit.
+ * deploy/: the systemd unit's hardening is there, its ExecStart line is one the real CLI accepts, and
+ * (where systemd-analyze exists) systemd itself finds nothing wrong with it; the nftables ruleset parses
+ * (checked by nft in a throwaway network namespace, as root).
  */
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
@@ -12,6 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { BURROW, runCli } from '../support/cli.js';
 
 const UNIT = fileURLToPath(new URL('../../../deploy/burrow-serve.service', import.meta.url));
+const NFT = fileURLToPath(new URL('../../../deploy/burrow.nft', import.meta.url));
 
 /** systemd's unit syntax, as far as this unit uses it: sections, `Key=value`, comments, repeated keys. */
 function parseUnit(text: string): Map<string, string[]> {
@@ -108,5 +110,20 @@ describe('deploy/burrow-serve.service', () => {
     assert.equal(r.status, 0, r.stderr);
     // Unknown keys and bad values are only warnings (exit 0): none may appear.
     assert.equal(r.stderr.trim(), '', r.stderr);
+  });
+
+  it('deploy/burrow.nft passes nft --check and opens the documented ports only', async (t) => {
+    const rules = await readFile(NFT, 'utf8');
+    assert.match(rules, /udp dport \{ 3478, 3479 \} accept/);
+    assert.match(rules, /tcp dport 3478 accept/);
+    assert.doesNotMatch(rules.replace(/#.*$/gm, ''), /9464/, 'the metrics port is never opened');
+    if (process.getuid?.() !== 0 || spawnSync('nft', ['--version']).error || spawnSync('unshare', ['--version']).error) {
+      t.skip('needs root, nft and unshare');
+      return;
+    }
+    // --check validates against the kernel without committing; in a network namespace of its own, which
+    // disappears with the process, it cannot touch this machine's firewall either way.
+    const r = spawnSync('unshare', ['--net', 'nft', '--check', '-f', NFT], { encoding: 'utf8', timeout: 30_000 });
+    assert.equal(r.status, 0, r.stderr);
   });
 });
