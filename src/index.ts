@@ -4,6 +4,7 @@
  */
 export { punch, DEFAULT_PORT, type PunchOptions, type PunchEvent, type PunchResult } from './node/punch.js';
 export { startServer, type ServerOptions, type RendezvousServer } from './node/server.js';
+export type { MetricsOptions } from './node/metrics.js';
 export { stunQuery, type StunQueryOptions } from './node/stun.js';
 export { discoverWireGuard, type WireGuardOptions, type WgEvent, type WgDiscoveryResult, type WgPeerReport } from './node/wg.js';
 export { connectStream, type StreamConnectOptions, type StreamConnection } from './node/tcp-punch.js';

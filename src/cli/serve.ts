@@ -1,6 +1,6 @@
 /** `burrow serve`: the rendezvous server, with structured logs, clean shutdown and secret reload. */
 import { parseArgs } from 'node:util';
-import { endpointKey } from '../codec/address.js';
+import { endpointKey, normaliseAddress, parseHostPort } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
 import { readSecretFile } from '../node/secret.js';
 import { startServer } from '../node/server.js';
@@ -9,7 +9,7 @@ import type { ServerEvent } from '../server/core.js';
 import { oneOf, resolveSecrets, type Io } from './common.js';
 
 export const SERVE_USAGE = `burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-             [--tstun [[HOST:]PORT]] [--log-format text|json] [--log-level debug|info|warn]`;
+             [--tstun [[HOST:]PORT]] [--metrics HOST:PORT] [--log-format text|json] [--log-level debug|info|warn] [--check]`;
 
 export async function runServe(argv: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
@@ -23,6 +23,8 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       'no-alt-port': { type: 'boolean' },
       'log-format': { type: 'string' },
       'log-level': { type: 'string' },
+      metrics: { type: 'string' },
+      check: { type: 'boolean' },
     },
     strict: true,
   });
@@ -36,7 +38,17 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       throw BurrowError.usage(`--alt-port "${values['alt-port']}" is not a port number`);
     }
   }
+  if (values.listen !== undefined) checkListen(values.listen);
+  // prom-client is loaded only with --metrics.
+  const metricsModule = values.metrics !== undefined ? await import('../node/metrics.js') : undefined;
+  if (values.metrics !== undefined) metricsModule?.parseMetricsListen(values.metrics);
   const secrets = await resolveSecrets(io, values);
+  if (values.check === true) {
+    // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`):
+    // every option and the secret file are checked, nothing is bound.
+    io.stdout.write(`burrow serve: options and ${secrets.length} secret${secrets.length === 1 ? '' : 's'} OK; not started (--check)\n`);
+    return 0;
+  }
   // pino is loaded here only, so `burrow punch` starts fast.
   const { pino } = await import('pino');
   const destination = format === 'json' ? pino.destination({ dest: 2, sync: true }) : (await import('pino-pretty')).default({ destination: 2, sync: true, colorize: false, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
@@ -49,6 +61,9 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         break;
       case 'introduced':
         log.info({ event: e.type, network: e.network, a: e.a, b: e.b }, 'peers introduced');
+        break;
+      case 'outcome':
+        log.info({ event: e.type, network: e.network, peer: e.name, outcome: e.outcome }, 'peer reported its outcome');
         break;
       case 'rejected':
         log.debug({ event: e.type, from: endpointKey(e.from), reason: e.reason }, 'datagram rejected');
@@ -80,10 +95,12 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         break;
     }
   };
+  const registry = metricsModule?.createProcessRegistry();
   const server = await startServer({
     ...(values.listen !== undefined ? { listen: values.listen } : {}),
     secrets,
     ...(alternatePort !== undefined ? { alternatePort } : {}),
+    ...(values.metrics !== undefined ? { metrics: { listen: values.metrics, ...(registry ? { registry } : {}) } } : {}),
     onEvent,
   });
   let tstun: TstunServer | undefined;
@@ -95,6 +112,8 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       await server.close();
       throw err;
     }
+    const t = tstun;
+    if (registry) metricsModule?.registerTstunMetrics(registry, () => t.stats);
   }
   log.info(
     {
@@ -103,6 +122,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       alternateUdp: server.alternateAddress ? endpointKey(server.alternateAddress) : null,
       tcp: server.tcpAddress ? endpointKey(server.tcpAddress) : null,
       tstunTcp: tstun ? endpointKey(tstun.address) : null,
+      metrics: server.metricsAddress ? `http://${endpointKey(server.metricsAddress)}/metrics` : null,
       networks: secrets.length,
     },
     'listening',
@@ -119,7 +139,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         log.info({ event: 'reload', networks: next.length }, 'secret file reloaded');
       },
       (err: unknown) => {
-        log.warn({ event: 'reload', error: err instanceof Error ? err.message : String(err) }, 'secret reload failed; keeping the old secrets');
+        log.error({ event: 'reload', error: err instanceof Error ? err.message : String(err) }, 'secret reload failed; keeping the old secrets');
       },
     );
   };
@@ -135,6 +155,13 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
   const s = server.stats;
   log.info({ event: 'stopped', registrationsTotal: s.registrationsTotal, introductions: s.introductions, stunBindings: s.stunBindings, tstunPairs: tstun?.stats.pairs ?? null }, 'stopped');
   return 0;
+}
+
+/** The same checks startServer makes, for --check, which binds nothing. */
+function checkListen(text: string): void {
+  const parsed = parseHostPort(text, 3478);
+  if (!parsed.ok) throw BurrowError.usage(`--listen "${text}" is not HOST:PORT (${parsed.reason})`);
+  if (parsed.host !== '' && !normaliseAddress(parsed.host)) throw BurrowError.usage(`--listen host "${parsed.host}" is not an IP address`);
 }
 
 /**

@@ -45,6 +45,8 @@ export const BurrowAttr = {
   LIFETIME: 0x4b09,
   FLAGS: 0x4b0a,
   TRANSPORT: 0x4b0b,
+  /** In an outcome report (CLOSE to the server): 1 connected, 2 failed. */
+  OUTCOME: 0x4b10,
 } as const;
 
 /** Which kind of path a registration is for; UDP and TCP registrations never pair with each other. */
@@ -154,6 +156,23 @@ export interface CloseIndication {
   readonly txid: Uint8Array;
   readonly timestamp: number;
 }
+/** How a punch that got an introduction ended. */
+export type Outcome = 'connected' | 'failed';
+const OUTCOME_CODES: readonly Outcome[] = ['connected', 'failed'];
+/**
+ * A peer's report to the server of how its punch ended: a CLOSE indication that carries NETWORK-ID (a
+ * peer-to-peer CLOSE never does). Authenticated with the client-to-server key and bound to the sender's
+ * registration by name and session nonce.
+ */
+export interface OutcomeReport {
+  readonly kind: 'report';
+  readonly txid: Uint8Array;
+  readonly networkId: Uint8Array;
+  readonly name: string;
+  readonly sessionNonce: Uint8Array;
+  readonly timestamp: number;
+  readonly outcome: Outcome;
+}
 
 export type BurrowMessage =
   | BindingRequest
@@ -164,7 +183,8 @@ export type BurrowMessage =
   | IntroduceIndication
   | ProbeRequest
   | ProbeSuccess
-  | CloseIndication;
+  | CloseIndication
+  | OutcomeReport;
 
 export type MessageDecodeError =
   | { readonly reason: StunDecodeError }
@@ -261,6 +281,12 @@ class Reader {
     if (!v) return 'udp';
     if (v.length !== 4 || (v[0] !== 0 && v[0] !== 1)) this.fail({ reason: 'bad-attribute', detail: 'TRANSPORT must be 4 bytes, 0 (UDP) or 1 (TCP)' });
     return v[0] === 1 ? 'tcp' : 'udp';
+  }
+  outcome(): Outcome {
+    const v = this.fixed(BurrowAttr.OUTCOME, 'OUTCOME', 4);
+    const outcome = OUTCOME_CODES[(v[0] ?? 0) - 1];
+    if (outcome === undefined) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected) or 2 (failed)' });
+    return outcome;
   }
   hosts(): Endpoint[] {
     const values = this.all(BurrowAttr.HOST_CANDIDATE);
@@ -380,6 +406,14 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
       return encodeStun(Method.CLOSE, 'indication', msg.txid, [
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
       ], opts);
+    case 'report':
+      return encodeStun(Method.CLOSE, 'indication', msg.txid, [
+        { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
+        { type: BurrowAttr.PEER_NAME, value: utf8(msg.name) },
+        { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        { type: BurrowAttr.OUTCOME, value: u32((OUTCOME_CODES.indexOf(msg.outcome) + 1) << 24) },
+      ], opts);
   }
 }
 
@@ -480,6 +514,17 @@ function interpret(stun: StunMessage): BurrowMessage {
         mapped: r.xorAddress(r.required(Attr.XOR_MAPPED_ADDRESS, 'XOR-MAPPED-ADDRESS'), 'XOR-MAPPED-ADDRESS'),
       };
     case `${Method.CLOSE}/indication`:
+      if (r.optional(BurrowAttr.NETWORK_ID)) {
+        return {
+          kind: 'report',
+          txid,
+          networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
+          name: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
+          sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
+          timestamp: r.timestamp(),
+          outcome: r.outcome(),
+        };
+      }
       return { kind: 'close', txid, timestamp: r.timestamp() };
     default:
       return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });

@@ -27,6 +27,8 @@
  *    after `lingerMs` without another nomination (the CLOSE was lost and the partner is gone).
  * 6. Failure. At the deadline the machine fails with a reason that says where it got stuck: no server,
  *    no partner, or no path, with the NAT behaviour both sides observed.
+ * 7. Outcome report. A side that was introduced tells the server how it ended (connected, or no path at
+ *    the deadline) in one authenticated CLOSE, for the server's metrics; the server drops its registration.
  *
  * Replay protection: every message carries a timestamp checked against a window (on the server's clock,
  * learned from its answers); probe requests are remembered by transaction id and answered once; a
@@ -40,6 +42,7 @@ import {
   type BurrowMessage,
   type Introduction,
   type NatMapping,
+  type Outcome,
   type Transport,
 } from '../codec/messages.js';
 import { verifyIntegrity, TRANSACTION_ID_LENGTH } from '../codec/stun.js';
@@ -387,6 +390,7 @@ export class PunchMachine {
         return;
       case 'binding':
       case 'register':
+      case 'report':
         this.drop(from, `unexpected ${msg.kind}`, out);
         return;
       default: {
@@ -703,9 +707,31 @@ export class PunchMachine {
   }
 
   private finish(out: PunchAction[], action: Extract<PunchAction, { type: 'done' | 'fail' }>): void {
+    if (action.type === 'done') this.reportOutcome('connected', out);
+    else if (action.error.code === 'NO_PATH') this.reportOutcome('failed', out);
     this.phase = 'finished';
     this.outstanding.clear();
     out.push(action);
+  }
+
+  /**
+   * Tells the server how an introduced punch ended (docs/protocol.md, "Outcome reports"), for its
+   * metrics; the server also drops our registration, which is of no further use. One datagram, best
+   * effort, queued before the result so the driver sends it before it closes the socket. UDP only: a TCP
+   * registration ends with its connection.
+   */
+  private reportOutcome(outcome: Outcome, out: PunchAction[]): void {
+    if (!this.intro || !this.registered || this.config.transport === 'tcp') return;
+    const report: BurrowMessage = {
+      kind: 'report',
+      txid: this.newTxid(),
+      networkId: this.config.keys.networkId,
+      name: this.config.name,
+      sessionNonce: this.config.sessionNonce,
+      timestamp: this.lastNow + this.clockOffset,
+      outcome,
+    };
+    out.push({ type: 'send', to: this.config.server, data: encodeMessage(report, { key: this.config.keys.clientToServer }) });
   }
 
   private failAtDeadline(out: PunchAction[]): void {

@@ -10,6 +10,7 @@ import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
 import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
+import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
 import { DEFAULT_PORT } from './punch.js';
 import { bindUdp, closeUdp, endpointOf, sendUdp, type BoundSocket } from './udp.js';
 
@@ -29,6 +30,8 @@ export interface ServerOptions {
   /** Bounds for TCP rendezvous connections. */
   readonly maxTcpConnections?: number;
   readonly tcpIdleMs?: number;
+  /** Also serve Prometheus metrics over HTTP (`GET /metrics`) on their own address; see docs/metrics.md. */
+  readonly metrics?: MetricsOptions;
 }
 
 export interface RendezvousServer {
@@ -36,6 +39,8 @@ export interface RendezvousServer {
   /** The TCP rendezvous listener, when enabled. */
   readonly tcpAddress: Endpoint | undefined;
   readonly alternateAddress: Endpoint | undefined;
+  /** The metrics listener, when enabled. */
+  readonly metricsAddress: Endpoint | undefined;
   readonly stats: Readonly<ServerStats>;
   readonly registrations: number;
   /** Replaces the accepted secrets (used on SIGHUP). */
@@ -72,6 +77,9 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const host = parsed.host === '' ? '::' : normaliseAddress(parsed.host);
   if (!host) throw BurrowError.usage(`--listen host "${parsed.host}" is not an IP address`);
   const networks = keysOf(options.secrets);
+  // Loaded only when asked for, so a server without metrics never loads prom-client.
+  const metricsModule = options.metrics ? await import('./metrics.js') : undefined;
+  if (options.metrics) metricsModule?.parseMetricsListen(options.metrics.listen);
   const main = await bindListen(host, parsed.port);
   let alternate: BoundSocket | undefined;
   if (options.alternatePort !== false) {
@@ -150,6 +158,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     execute(core.handleTimer(Date.now()));
   }, core.timerIntervalMs);
   sweep.unref();
+  let metrics: MetricsEndpoint | undefined;
   let closed: Promise<void> | undefined;
   const close = (): Promise<void> => {
     closed ??= (async () => {
@@ -157,6 +166,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       options.signal?.removeEventListener('abort', onAbort);
       for (const s of streams.values()) s.destroy();
       await Promise.all([
+        metrics?.close(),
         closeUdp(main.socket),
         alternate ? closeUdp(alternate.socket) : Promise.resolve(),
         new Promise<void>((resolve) => {
@@ -171,11 +181,33 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     void close();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
+  if (options.metrics && metricsModule) {
+    try {
+      metrics = await metricsModule.startServerMetrics(options.metrics, {
+        get stats() {
+          return core.stats;
+        },
+        get registrations() {
+          return core.store.size;
+        },
+        get tcpConnections() {
+          return streams.size;
+        },
+        get networks() {
+          return core.networkCount;
+        },
+      });
+    } catch (err) {
+      await close();
+      throw err;
+    }
+  }
   const tcpBound = tcpServer?.address();
   return {
     address: main.local,
     tcpAddress: tcpBound && typeof tcpBound === 'object' ? { address: normaliseAddress(tcpBound.address) ?? tcpBound.address, port: tcpBound.port } : undefined,
     alternateAddress: alternate?.local,
+    metricsAddress: metrics?.address,
     get stats() {
       return core.stats;
     },

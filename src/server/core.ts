@@ -11,7 +11,7 @@
  */
 import { timingSafeEqual } from 'node:crypto';
 import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
-import { decodeMessage, encodeMessage, Method, type BurrowMessage, type Introduction, type RegisterRequest } from '../codec/messages.js';
+import { decodeMessage, encodeMessage, Method, type BurrowMessage, type Introduction, type Outcome, type OutcomeReport, type RegisterRequest } from '../codec/messages.js';
 import { Attr, findAttribute, verifyIntegrity, type StunMessage } from '../codec/stun.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import { ReplayCache, SourceRateLimiter, TokenBucket } from './limits.js';
@@ -70,19 +70,34 @@ export interface ServerConfig {
   readonly randomBytes: (n: number) => Uint8Array;
 }
 
-/** Counters, read by the metrics endpoint and the tests. */
+/**
+ * Counters, read by the metrics endpoint (src/node/metrics.ts, docs/metrics.md) at scrape time and by
+ * the tests. Plain integer increments: the packet path pays nothing else for metrics.
+ */
 export interface ServerStats {
+  /** Messages and bytes in and out, UDP and TCP together (the stream* fields are the TCP share). */
   datagramsIn: number;
   bytesIn: number;
   datagramsOut: number;
   bytesOut: number;
+  streamMessagesIn: number;
+  streamBytesIn: number;
+  streamMessagesOut: number;
+  streamBytesOut: number;
   /** Bytes received from and sent to sources whose traffic did not authenticate (incl. STUN Binding). */
   unauthBytesIn: number;
   unauthBytesOut: number;
   stunBindings: number;
   stunBindingsUnanswered: number;
+  /** Authenticated REGISTER requests accepted, refreshes included. */
   registrationsTotal: number;
+  /** Of those, the ones that started a registration: a new name, or a new session (nonce) of a name. */
+  registrationsNew: number;
   introductions: number;
+  /** Outcome reports from introduced peers (one per peer and attempt), and reports that matched no registration. */
+  outcomesConnected: number;
+  outcomesFailed: number;
+  outcomesUnmatched: number;
   authFailures: number;
   staleTimestamps: number;
   replaysRejected: number;
@@ -98,6 +113,7 @@ export type ServerEvent =
   | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean }
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
   | { readonly type: 'wg-endpoint'; readonly network: string; readonly key: string; readonly endpoint: Endpoint }
+  | { readonly type: 'outcome'; readonly network: string; readonly name: string; readonly outcome: Outcome }
   | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string };
 
 /** Where a registration came from and where its answers and pushes go. */
@@ -112,8 +128,10 @@ export type ServerAction =
 
 export class ServerCore {
   readonly stats: ServerStats = {
-    datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0, unauthBytesIn: 0, unauthBytesOut: 0,
-    stunBindings: 0, stunBindingsUnanswered: 0, registrationsTotal: 0, introductions: 0, authFailures: 0,
+    datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0,
+    streamMessagesIn: 0, streamBytesIn: 0, streamMessagesOut: 0, streamBytesOut: 0, unauthBytesIn: 0, unauthBytesOut: 0,
+    stunBindings: 0, stunBindingsUnanswered: 0, registrationsTotal: 0, registrationsNew: 0, introductions: 0,
+    outcomesConnected: 0, outcomesFailed: 0, outcomesUnmatched: 0, authFailures: 0,
     staleTimestamps: 0, replaysRejected: 0, malformed: 0, rateLimited: 0, evictions: 0, expirations: 0, wgSyncs: 0,
   };
   readonly limits: ServerLimits;
@@ -151,6 +169,11 @@ export class ServerCore {
   setNetworks(networks: readonly NetworkKeys[]): void {
     this.networks = new Map(networks.map((n) => [n.networkIdHex, n]));
     this.wg.setNetworks(networks.map((n) => ({ networkIdHex: n.networkIdHex, identity: n.wireguard })));
+  }
+
+  /** How many networks (accepted secrets) are served. */
+  get networkCount(): number {
+    return this.networks.size;
   }
 
   /** How often the driver should call `handleTimer`. */
@@ -206,6 +229,10 @@ export class ServerCore {
       this.answerBinding(socket, msg, from, data.length, now, out);
       return out;
     }
+    if (socket === 'main' && msg.kind === 'report') {
+      this.handleReport(msg, decoded.stun, data, from, now, out);
+      return out;
+    }
     if (socket !== 'main' || msg.kind !== 'register') {
       // Other Burrow messages are for peers, not for us: drop without a word.
       this.stats.malformed++;
@@ -230,6 +257,8 @@ export class ServerCore {
     const out: ServerAction[] = [];
     this.stats.datagramsIn++;
     this.stats.bytesIn += data.length;
+    this.stats.streamMessagesIn++;
+    this.stats.streamBytesIn += data.length;
     if (!this.limiter.allow(from.address, now)) {
       this.stats.rateLimited++;
       return out;
@@ -394,6 +423,45 @@ export class ServerCore {
     this.register(network, msg, from, now, channel, out);
   }
 
+  /**
+   * An outcome report (docs/protocol.md, "Outcome reports"): authenticated and replay-checked like a
+   * REGISTER, counted once per registration session, which it ends. Never answered, so it can neither
+   * amplify nor be used to probe the server.
+   */
+  private handleReport(msg: OutcomeReport, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: ServerAction[]): void {
+    const network = this.networks.get(Buffer.from(msg.networkId).toString('hex'));
+    if (!network || verifyIntegrity(data, stun, network.clientToServer) !== 'valid') {
+      this.stats.authFailures++;
+      this.stats.unauthBytesIn += data.length;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: `outcome report: ${network ? 'bad MAC' : 'unknown network (secret differs)'}` } });
+      return;
+    }
+    if (Math.abs(msg.timestamp - now) > this.limits.timestampWindowMs) {
+      this.stats.staleTimestamps++;
+      return;
+    }
+    const mac = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
+    const seen = this.replays.check(mac, now);
+    if (seen !== 'fresh') {
+      this.stats.replaysRejected++;
+      this.stats.unauthBytesIn += data.length;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
+      return;
+    }
+    // Only the session that was introduced counts, once: the report ends its registration, so a second
+    // copy, or a report for an expired or evicted registration, matches nothing.
+    const reg = this.store.get(network.networkIdHex, msg.name, now);
+    if (!reg || reg.nonce !== Buffer.from(msg.sessionNonce).toString('hex')) {
+      this.stats.outcomesUnmatched++;
+      return;
+    }
+    this.store.delete(reg.network, reg.name);
+    this.pendingPushes.delete(`${reg.network}\u0000${reg.name}`);
+    if (msg.outcome === 'connected') this.stats.outcomesConnected++;
+    else this.stats.outcomesFailed++;
+    out.push({ type: 'event', event: { type: 'outcome', network: reg.network, name: reg.name, outcome: msg.outcome } });
+  }
+
   private register(network: NetworkKeys, msg: RegisterRequest, from: Endpoint, now: number, channel: Channel, out: ServerAction[]): void {
     // UDP and TCP registrations live in separate name spaces and only pair within their own.
     const net = channel.kind === 'tcp' ? `${network.networkIdHex}+tcp` : network.networkIdHex;
@@ -425,7 +493,9 @@ export class ServerCore {
       keys.add(`${net}\u0000${msg.name}`);
     }
     this.stats.registrationsTotal++;
-    out.push({ type: 'event', event: { type: 'registered', network: net, name: msg.name, from, isNew: !previous || previous.nonce !== nonce } });
+    const isNew = !previous || previous.nonce !== nonce;
+    if (isNew) this.stats.registrationsNew++;
+    out.push({ type: 'event', event: { type: 'registered', network: net, name: msg.name, from, isNew } });
 
     const partner = this.store.get(net, msg.target, now);
     const paired = partner && partner.target === msg.name && partner.name !== msg.name ? partner : undefined;
@@ -470,6 +540,8 @@ export class ServerCore {
     }
     this.stats.datagramsOut++;
     this.stats.bytesOut += data.length;
+    this.stats.streamMessagesOut++;
+    this.stats.streamBytesOut += data.length;
     out.push({ type: 'send-stream', conn: channel.conn, data });
   }
 

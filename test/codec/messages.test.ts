@@ -46,6 +46,10 @@ const arbMessage: fc.Arbitrary<BurrowMessage> = fc.oneof(
   fc.record({ kind: fc.constant('probe' as const), txid: arbTxid, timestamp: arbTs, flags: fc.integer({ min: 0, max: 3 }), destination: arbEndpoint }),
   fc.record({ kind: fc.constant('probe-ok' as const), txid: arbTxid, timestamp: arbTs, flags: fc.integer({ min: 0, max: 3 }), mapped: arbEndpoint }),
   fc.record({ kind: fc.constant('close' as const), txid: arbTxid, timestamp: arbTs }),
+  fc.record({
+    kind: fc.constant('report' as const), txid: arbTxid, networkId: fc.uint8Array({ minLength: 8, maxLength: 8 }), name: arbName,
+    sessionNonce: arbNonce, timestamp: arbTs, outcome: fc.constantFrom('connected' as const, 'failed' as const),
+  }),
 );
 
 /** Plain data for comparison: byte arrays as hex (Buffer and Uint8Array alike), undefined as absent. */

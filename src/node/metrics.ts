@@ -1,0 +1,234 @@
+/**
+ * The Prometheus endpoint of the rendezvous server: an HTTP listener that answers `GET /metrics` in the
+ * text exposition format, through prom-client. Every Burrow value is read from the server's counters
+ * (ServerStats) when Prometheus scrapes (`collect`), so the packet path pays nothing for metrics beyond
+ * the integer increments it always made. Each metric is described in docs/metrics.md.
+ *
+ * The listener binds exactly the address it is given and nothing else; it is meant for a loopback or
+ * management address, never the public one (the counters tell an observer how busy the server is).
+ */
+import http from 'node:http';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { endpointKey, normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
+import { BurrowError } from '../errors.js';
+import type { ServerStats } from '../server/core.js';
+import type { TstunStats } from '../server/tstun.js';
+
+export interface MetricsOptions {
+  /** `HOST:PORT` for the HTTP listener; HOST is an IP address (e.g. `127.0.0.1:9464`), port 0 for any free port. */
+  readonly listen: string;
+  /**
+   * The registry Burrow's metrics join, e.g. one from `createProcessRegistry()` or the caller's own;
+   * default a new, empty one. Registering twice on one registry fails (duplicate metric names).
+   */
+  readonly registry?: Registry;
+}
+
+/** What the server's metrics are read from, at scrape time. */
+export interface ServerMetricsSource {
+  readonly stats: Readonly<ServerStats>;
+  readonly registrations: number;
+  readonly tcpConnections: number;
+  readonly networks: number;
+}
+
+export interface MetricsEndpoint {
+  readonly address: Endpoint;
+  readonly registry: Registry;
+  /** Stops listening and drops open scrape connections. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** Bounds for the HTTP listener: a scraper needs one connection and answers within milliseconds. */
+const MAX_CONNECTIONS = 16;
+const REQUEST_TIMEOUT_MS = 10_000;
+
+/**
+ * Checks a `--metrics` value: an IP address and an explicit port. A bare port is refused on purpose, so
+ * the listener never ends up on every address by accident.
+ */
+export function parseMetricsListen(text: string): { host: string; port: number } {
+  const next = 'give an IP address and a port, e.g. --metrics 127.0.0.1:9464, and keep it off the public internet.';
+  const parsed = parseHostPort(text);
+  if (!parsed.ok) throw BurrowError.usage(`--metrics "${text}" is not HOST:PORT (${parsed.reason})`, next);
+  if (parsed.host === '') throw BurrowError.usage(`--metrics "${text}" has no address, and the metrics must not listen on every address by accident`, next);
+  const host = normaliseAddress(parsed.host);
+  if (!host) throw BurrowError.usage(`--metrics host "${parsed.host}" is not an IP address`, next);
+  return { host, port: parsed.port };
+}
+
+/**
+ * A registry with prom-client's process metrics (CPU, memory, heap, file descriptors, event-loop delay,
+ * GC), prefixed `burrow_`. Once per process: the GC observer and the event-loop delay monitor it
+ * installs stay for the life of the process. `burrow serve --metrics` uses it.
+ */
+export function createProcessRegistry(): Registry {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'burrow_' });
+  return registry;
+}
+
+/** A counter whose value is read at scrape time. */
+function counter(registry: Registry, name: string, help: string, read: () => number): void {
+  new Counter({
+    name, help, registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(read());
+    },
+  });
+}
+
+/** A counter with one label, whose values (one per label value) are read at scrape time. */
+function labelledCounter(registry: Registry, name: string, help: string, label: string, read: () => Record<string, number>): void {
+  new Counter({
+    name, help, labelNames: [label], registers: [registry],
+    collect() {
+      this.reset();
+      for (const [value, n] of Object.entries(read())) this.inc({ [label]: value }, n);
+    },
+  });
+}
+
+function gauge(registry: Registry, name: string, help: string, read: () => number): void {
+  new Gauge({
+    name, help, registers: [registry],
+    collect() {
+      this.set(read());
+    },
+  });
+}
+
+/** Adds the rendezvous server's metrics to `registry`. */
+export function registerServerMetrics(registry: Registry, source: ServerMetricsSource): void {
+  const s = (): Readonly<ServerStats> => source.stats;
+  gauge(registry, 'burrow_registrations', 'Registrations held now (UDP and TCP), expired ones included until the next sweep (at most 1 s).', () => source.registrations);
+  gauge(registry, 'burrow_tcp_connections', 'Open TCP rendezvous connections.', () => source.tcpConnections);
+  gauge(registry, 'burrow_networks', 'Networks served: one per accepted secret (changes on SIGHUP reload).', () => source.networks);
+  counter(registry, 'burrow_registrations_total', 'Registrations started: a REGISTER with a new name or a new session nonce.', () => s().registrationsNew);
+  counter(registry, 'burrow_register_requests_total', 'Authenticated REGISTER requests accepted, refreshes included.', () => s().registrationsTotal);
+  counter(registry, 'burrow_introductions_total', 'Introductions pushed to a waiting peer (a pair, or a pair re-introduced after a change).', () => s().introductions);
+  labelledCounter(registry, 'burrow_introduction_outcomes_total', 'Outcome reports from introduced peers: one per peer and punch attempt.', 'outcome', () => ({
+    connected: s().outcomesConnected,
+    failed: s().outcomesFailed,
+  }));
+  counter(registry, 'burrow_outcome_reports_unmatched_total', 'Authenticated outcome reports that matched no current registration (already reported, expired or evicted).', () => s().outcomesUnmatched);
+  counter(registry, 'burrow_stun_binding_requests_total', 'STUN Binding requests received (UDP main and alternate port, and TCP).', () => s().stunBindings);
+  counter(registry, 'burrow_stun_binding_unanswered_total', 'STUN Binding requests left unanswered because the anti-amplification byte budget was spent.', () => s().stunBindingsUnanswered);
+  counter(registry, 'burrow_auth_failures_total', 'Messages that failed authentication: unknown network (secret differs) or bad MESSAGE-INTEGRITY-SHA256.', () => s().authFailures);
+  counter(registry, 'burrow_stale_timestamps_total', 'Authenticated messages whose TIMESTAMP was outside the accepted window.', () => s().staleTimestamps);
+  counter(registry, 'burrow_replays_rejected_total', 'Authenticated messages refused by the replay cache (a replay, or the cache was full).', () => s().replaysRejected);
+  counter(registry, 'burrow_malformed_packets_total', 'Messages dropped as malformed: not STUN, not a Burrow message, or a method the server does not take.', () => s().malformed);
+  counter(registry, 'burrow_rate_limited_drops_total', 'Messages dropped by the per-source rate limit.', () => s().rateLimited);
+  counter(registry, 'burrow_registration_evictions_total', 'Registrations evicted to stay within the registration limit.', () => s().evictions);
+  counter(registry, 'burrow_registration_expirations_total', 'Registrations expired without a refresh.', () => s().expirations);
+  labelledCounter(registry, 'burrow_received_messages_total', 'Messages received: UDP datagrams, and STUN messages over TCP.', 'transport', () => ({
+    udp: s().datagramsIn - s().streamMessagesIn,
+    tcp: s().streamMessagesIn,
+  }));
+  labelledCounter(registry, 'burrow_received_bytes_total', 'Bytes received in those messages (UDP payloads; whole STUN messages over TCP).', 'transport', () => ({
+    udp: s().bytesIn - s().streamBytesIn,
+    tcp: s().streamBytesIn,
+  }));
+  labelledCounter(registry, 'burrow_sent_messages_total', 'Messages sent (queued to the socket).', 'transport', () => ({
+    udp: s().datagramsOut - s().streamMessagesOut,
+    tcp: s().streamMessagesOut,
+  }));
+  labelledCounter(registry, 'burrow_sent_bytes_total', 'Bytes sent in those messages.', 'transport', () => ({
+    udp: s().bytesOut - s().streamBytesOut,
+    tcp: s().streamBytesOut,
+  }));
+  counter(registry, 'burrow_unauthenticated_received_bytes_total', 'Bytes received that did not authenticate (junk, bad MACs, replays, rate-limited, STUN Binding).', () => s().unauthBytesIn);
+  counter(registry, 'burrow_unauthenticated_sent_bytes_total', 'Bytes sent in answer to unauthenticated traffic; stays below received plus the STUN budget.', () => s().unauthBytesOut);
+}
+
+/** Adds the T-STUN matchmaker's metrics (`burrow serve --tstun`) to `registry`. */
+export function registerTstunMetrics(registry: Registry, read: () => Readonly<TstunStats>): void {
+  gauge(registry, 'burrow_tstun_connections', 'Open T-STUN connections.', () => read().open);
+  gauge(registry, 'burrow_tstun_waiting', 'T-STUN clients waiting for a partner.', () => read().waiting);
+  counter(registry, 'burrow_tstun_connections_total', 'T-STUN connections accepted, including those turned away at once.', () => read().connections);
+  counter(registry, 'burrow_tstun_pairs_total', 'T-STUN clients paired.', () => read().pairs);
+  labelledCounter(registry, 'burrow_tstun_rejected_total', 'T-STUN connections turned away, by reason.', 'reason', () => read().rejected);
+  labelledCounter(registry, 'burrow_tstun_timed_out_total', 'T-STUN connections timed out, by phase.', 'phase', () => read().timedOut);
+  counter(registry, 'burrow_tstun_received_bytes_total', 'Bytes received on T-STUN connections.', () => read().bytesIn);
+  counter(registry, 'burrow_tstun_sent_bytes_total', 'Bytes sent on T-STUN connections.', () => read().bytesOut);
+}
+
+/**
+ * The server's metrics endpoint: Burrow's metrics joined to `options.registry` (or a new one) and served
+ * on `options.listen`. If the listener cannot start, the metrics are taken out of the registry again.
+ */
+export async function startServerMetrics(options: MetricsOptions, source: ServerMetricsSource): Promise<MetricsEndpoint> {
+  const registry = options.registry ?? new Registry();
+  const before = new Set(registry.getMetricsAsArray().map((m) => m.name));
+  try {
+    registerServerMetrics(registry, source);
+    return await startMetricsEndpoint(options.listen, registry);
+  } catch (err) {
+    for (const m of registry.getMetricsAsArray()) if (!before.has(m.name)) registry.removeSingleMetric(m.name);
+    throw err;
+  }
+}
+
+/** Serves `registry` at `GET /metrics` on `listen`. */
+export async function startMetricsEndpoint(listen: string, registry: Registry): Promise<MetricsEndpoint> {
+  const { host, port } = parseMetricsListen(listen);
+  const server = http.createServer((req, res) => {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD', 'content-type': 'text/plain' }).end('only GET and HEAD\n');
+      return;
+    }
+    if ((req.url ?? '').split('?')[0] !== '/metrics') {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: the metrics are at /metrics\n');
+      return;
+    }
+    registry.metrics().then(
+      (text) => {
+        res.writeHead(200, { 'content-type': registry.contentType }).end(req.method === 'HEAD' ? undefined : text);
+      },
+      (err: unknown) => {
+        res.writeHead(500, { 'content-type': 'text/plain' }).end(`cannot collect the metrics: ${err instanceof Error ? err.message : String(err)}\n`);
+      },
+    );
+  });
+  server.maxConnections = MAX_CONNECTIONS;
+  server.requestTimeout = REQUEST_TIMEOUT_MS;
+  server.headersTimeout = REQUEST_TIMEOUT_MS;
+  server.keepAliveTimeout = REQUEST_TIMEOUT_MS;
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(new BurrowError(
+        'USAGE',
+        `cannot listen on TCP ${endpointKey({ address: host, port })} for --metrics (${err.code ?? err.message}): ` +
+          (err.code === 'EADDRINUSE' ? 'another program uses the port; choose another.' :
+            err.code === 'EACCES' ? 'ports below 1024 need privileges; choose a higher port.' :
+            'the address may not be on this machine; check --metrics.'),
+        { cause: err },
+      ));
+    });
+    server.listen({ host, port, ipv6Only: host.includes(':') }, () => {
+      server.removeAllListeners('error');
+      server.on('error', () => undefined);
+      resolve();
+    });
+  });
+  const bound = server.address();
+  const address: Endpoint = bound && typeof bound === 'object' ? { address: normaliseAddress(bound.address) ?? bound.address, port: bound.port } : { address: host, port };
+  server.on('clientError', (_err, socket) => {
+    socket.destroy();
+  });
+  let closed: Promise<void> | undefined;
+  return {
+    address,
+    registry,
+    close() {
+      closed ??= new Promise<void>((resolve) => {
+        server.close(() => {
+          resolve();
+        });
+        server.closeAllConnections();
+      });
+      return closed;
+    },
+  };
+}
