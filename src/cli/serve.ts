@@ -9,7 +9,7 @@ import type { ServerEvent } from '../server/core.js';
 import { oneOf, resolveSecrets, type Io } from './common.js';
 
 export const SERVE_USAGE = `burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-             [--tstun [[HOST:]PORT]] [--log-format text|json] [--log-level debug|info|warn]`;
+             [--tstun [[HOST:]PORT]] [--workers N] [--log-format text|json] [--log-level debug|info|warn]`;
 
 export async function runServe(argv: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
@@ -23,6 +23,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       'no-alt-port': { type: 'boolean' },
       'log-format': { type: 'string' },
       'log-level': { type: 'string' },
+      workers: { type: 'string' },
     },
     strict: true,
   });
@@ -36,11 +37,17 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       throw BurrowError.usage(`--alt-port "${values['alt-port']}" is not a port number`);
     }
   }
+  const workers = values.workers === undefined ? 1 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    throw BurrowError.usage(`--workers "${values.workers ?? ''}" is not a number of processes from 1 to 256`);
+  }
   const secrets = await resolveSecrets(io, values);
   // pino is loaded here only, so `burrow punch` starts fast.
   const { pino } = await import('pino');
   const destination = format === 'json' ? pino.destination({ dest: 2, sync: true }) : (await import('pino-pretty')).default({ destination: 2, sync: true, colorize: false, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
   const log = pino({ level, base: { pid: process.pid } }, destination);
+  // Set when a worker process dies: the server stops as a whole and exits 1, for a supervisor to restart.
+  const workerFailed = new AbortController();
   const onEvent = (e: ServerEvent): void => {
     switch (e.type) {
       case 'registered':
@@ -52,6 +59,10 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         break;
       case 'rejected':
         log.debug({ event: e.type, from: endpointKey(e.from), reason: e.reason }, 'datagram rejected');
+        break;
+      case 'worker-exited':
+        log.error({ event: e.type, pid: e.pid, code: e.code, signal: e.signal }, 'a worker process exited; stopping the server');
+        workerFailed.abort();
         break;
     }
   };
@@ -82,6 +93,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
     secrets,
     ...(alternatePort !== undefined ? { alternatePort } : {}),
     onEvent,
+    ...(workers > 1 ? { workers } : {}),
   });
   let tstun: TstunServer | undefined;
   if (values.tstun !== undefined) {
@@ -100,6 +112,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       alternateUdp: server.alternateAddress ? endpointKey(server.alternateAddress) : null,
       tcp: server.tcpAddress ? endpointKey(server.tcpAddress) : null,
       tstunTcp: tstun ? endpointKey(tstun.address) : null,
+      workers: server.workerPids.length,
       networks: secrets.length,
     },
     'listening',
@@ -122,16 +135,18 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
   };
   process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
-    if (io.signal.aborted) resolve();
-    io.signal.addEventListener('abort', () => {
-      resolve();
-    }, { once: true });
+    if (io.signal.aborted || workerFailed.signal.aborted) resolve();
+    for (const signal of [io.signal, workerFailed.signal]) {
+      signal.addEventListener('abort', () => {
+        resolve();
+      }, { once: true });
+    }
   });
   process.off('SIGHUP', onHup);
   await Promise.all([server.close(), tstun?.close()]);
   const s = server.stats;
   log.info({ event: 'stopped', registrationsTotal: s.registrationsTotal, introductions: s.introductions, stunBindings: s.stunBindings, tstunPairs: tstun?.stats.pairs ?? null }, 'stopped');
-  return 0;
+  return workerFailed.signal.aborted ? 1 : 0;
 }
 
 /**

@@ -8,10 +8,11 @@ import { splitStunStream } from '../codec/stun.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
-import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
+import { DEFAULT_LIMITS, ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
 import { DEFAULT_PORT } from './punch.js';
-import { bindUdp, closeUdp, endpointOf, sendUdp, type BoundSocket } from './udp.js';
+import { splitLimits, startWorkerPool, sumStats, type WorkerPool } from './cluster.js';
+import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } from './udp.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -29,6 +30,12 @@ export interface ServerOptions {
   /** Bounds for TCP rendezvous connections. */
   readonly maxTcpConnections?: number;
   readonly tcpIdleMs?: number;
+  /**
+   * Processes that answer UDP on the main port (default 1: this process does everything). With N > 1,
+   * N forked workers share the socket and answer STUN Binding; registrations are forwarded to this
+   * process, which owns them all (src/node/cluster.ts). Per-source limits are divided among the processes.
+   */
+  readonly workers?: number;
 }
 
 export interface RendezvousServer {
@@ -38,6 +45,8 @@ export interface RendezvousServer {
   readonly alternateAddress: Endpoint | undefined;
   readonly stats: Readonly<ServerStats>;
   readonly registrations: number;
+  /** Process ids of the worker processes (empty without `workers`). */
+  readonly workerPids: readonly number[];
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -72,6 +81,8 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const host = parsed.host === '' ? '::' : normaliseAddress(parsed.host);
   if (!host) throw BurrowError.usage(`--listen host "${parsed.host}" is not an IP address`);
   const networks = keysOf(options.secrets);
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw BurrowError.usage(`workers must be a whole number from 1 to 256, not ${String(workers)}`);
   const main = await bindListen(host, parsed.port);
   let alternate: BoundSocket | undefined;
   if (options.alternatePort !== false) {
@@ -83,24 +94,34 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       throw err;
     }
   }
+  // With workers, every process that rate-limits (each worker, and this one for the alternate port and
+  // TCP) gets an equal share of the limits, so that together they never exceed them.
+  const limits = workers > 1 ? splitLimits({ ...DEFAULT_LIMITS, ...options.limits }, workers + 1) : options.limits;
   const core = new ServerCore({
     networks,
     ...(alternate ? { alternate: alternate.local } : {}),
-    ...(options.limits ? { limits: options.limits } : {}),
+    ...(limits ? { limits } : {}),
     ...(options.store ? { store: options.store } : {}),
     seed: randomInt(0, 2 ** 31),
     randomBytes: (n) => randomBytes(n),
   });
   const sockets: Record<ServerSocketId, BoundSocket | undefined> = { main, alternate };
   const streams = new Map<number, net.Socket>();
+  let pool: WorkerPool | undefined;
   const execute = (actions: ServerAction[]): void => {
     for (const a of actions) {
       switch (a.type) {
         case 'send': {
+          if (a.socket === 'main' && pool) {
+            pool.send(a.to, a.data);
+            break;
+          }
           const s = sockets[a.socket];
-          if (s) sendUdp(s, a.to, a.data, () => undefined);
+          if (s) sendUdpNoCallback(s, a.to, a.data);
           break;
         }
+        case 'forward':
+          break; // only workers forward
         case 'send-stream': {
           const s = streams.get(a.conn);
           // A client that does not read its answers does not get to grow our buffers.
@@ -132,6 +153,36 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       throw err;
     }
   }
+  let close: () => Promise<void> = () => Promise.resolve();
+  if (workers > 1) {
+    try {
+      pool = await startWorkerPool({
+        count: workers,
+        main,
+        limits: core.limits,
+        onForward: (socket, from, data) => {
+          try {
+            execute(core.handleForwarded(socket, from, data, Date.now()));
+          } catch (err) {
+            options.onEvent?.({ type: 'rejected', from, reason: `internal error: ${String(err)}` });
+          }
+        },
+        onUnexpectedExit: (pid, code, signal) => {
+          options.onEvent?.({ type: 'worker-exited', pid, code, signal });
+          void close();
+        },
+      });
+    } catch (err) {
+      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve(), new Promise<void>((r) => {
+        if (tcpServer) tcpServer.close(() => { r(); });
+        else r();
+      })]);
+      throw err;
+    }
+    // The workers read the main socket now; this process keeps no copy (it would read datagrams too).
+    await closeUdp(main.socket);
+    sockets.main = undefined;
+  }
   for (const id of ['main', 'alternate'] as const) {
     const s = sockets[id];
     if (!s) continue;
@@ -151,13 +202,14 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   }, core.timerIntervalMs);
   sweep.unref();
   let closed: Promise<void> | undefined;
-  const close = (): Promise<void> => {
+  close = (): Promise<void> => {
     closed ??= (async () => {
       clearInterval(sweep);
       options.signal?.removeEventListener('abort', onAbort);
       for (const s of streams.values()) s.destroy();
       await Promise.all([
-        closeUdp(main.socket),
+        pool?.close(),
+        sockets.main ? closeUdp(sockets.main.socket) : Promise.resolve(),
         alternate ? closeUdp(alternate.socket) : Promise.resolve(),
         new Promise<void>((resolve) => {
           if (tcpServer) tcpServer.close(() => { resolve(); });
@@ -177,11 +229,12 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     tcpAddress: tcpBound && typeof tcpBound === 'object' ? { address: normaliseAddress(tcpBound.address) ?? tcpBound.address, port: tcpBound.port } : undefined,
     alternateAddress: alternate?.local,
     get stats() {
-      return core.stats;
+      return pool ? sumStats([core.stats, ...pool.stats()]) : core.stats;
     },
     get registrations() {
       return core.store.size;
     },
+    workerPids: pool?.pids ?? [],
     setSecrets(secrets) {
       core.setNetworks(keysOf(secrets));
     },
