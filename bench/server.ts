@@ -295,7 +295,7 @@ async function introductions(loadgen: string, dir: string, cpus: string, loadCpu
   writeScript(script, introductionScript(pairs));
   const server = await startBurrow(dir, cpus, workers > 1 ? ['--workers', String(workers)] : []);
   try {
-    const r = runLoad(loadgen, loadCpus, ['--mode', 'script', '--port', String(server.port), '--script', script, '--window', '256', '--sources', String(SOURCES),
+    const r = runLoad(loadgen, loadCpus, ['--mode', 'script', '--port', String(server.port), '--script', script, '--window', '128', '--sources', String(SOURCES),
       '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
     if (r.errors > 0 || r.unmatched > 0) throw new Error(`introductions: ${r.errors} error answers, ${r.unmatched} unmatched datagrams`);
     return r;
@@ -375,7 +375,7 @@ async function main(): Promise<number> {
     const server = track(await startBurrow(dir, '0'));
     await sleep(500);
     const before = rssKiB(server.pid);
-    const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '256', '--sources', String(SOURCES),
+    const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '128', '--sources', String(SOURCES),
       '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
     await sleep(1000);
     const after = rssKiB(server.pid);
