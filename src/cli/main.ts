@@ -20,7 +20,7 @@ Usage:
   burrow punch --server HOST:PORT --secret-file FILE --as NAME --to NAME
                [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [-- COMMAND ARGS...]
   burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-               [--tstun [[HOST:]PORT]] [--metrics HOST:PORT] [--log-format text|json]
+               [--tstun [[HOST:]PORT]] [--metrics HOST:PORT] [--workers N] [--log-format text|json]
                [--log-level debug|info|warn] [--check]
   burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME [--send-only | --recv-only]
                [--timeout SECONDS]      stdin to the peer, the peer to stdout, over encrypted TCP

@@ -9,7 +9,8 @@ import type { ServerEvent } from '../server/core.js';
 import { oneOf, resolveSecrets, type Io } from './common.js';
 
 export const SERVE_USAGE = `burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-             [--tstun [[HOST:]PORT]] [--metrics HOST:PORT] [--log-format text|json] [--log-level debug|info|warn] [--check]`;
+             [--tstun [[HOST:]PORT]] [--metrics HOST:PORT] [--workers N] [--log-format text|json]
+             [--log-level debug|info|warn] [--check]`;
 
 export async function runServe(argv: string[], io: Io): Promise<number> {
   const { values } = parseArgs({
@@ -25,6 +26,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       'log-level': { type: 'string' },
       metrics: { type: 'string' },
       check: { type: 'boolean' },
+      workers: { type: 'string' },
     },
     strict: true,
   });
@@ -42,6 +44,10 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
   // prom-client is loaded only with --metrics.
   const metricsModule = values.metrics !== undefined ? await import('../node/metrics.js') : undefined;
   if (values.metrics !== undefined) metricsModule?.parseMetricsListen(values.metrics);
+  const workers = values.workers === undefined ? 1 : Number(values.workers);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
+    throw BurrowError.usage(`--workers "${values.workers ?? ''}" is not a number of processes from 1 to 256`);
+  }
   const secrets = await resolveSecrets(io, values);
   if (values.check === true) {
     // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`):
@@ -53,6 +59,8 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
   const { pino } = await import('pino');
   const destination = format === 'json' ? pino.destination({ dest: 2, sync: true }) : (await import('pino-pretty')).default({ destination: 2, sync: true, colorize: false, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
   const log = pino({ level, base: { pid: process.pid } }, destination);
+  // Set when a worker process dies: the server stops as a whole and exits 1, for a supervisor to restart.
+  const workerFailed = new AbortController();
   const onEvent = (e: ServerEvent): void => {
     switch (e.type) {
       case 'registered':
@@ -70,6 +78,10 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         break;
       case 'wg-endpoint':
         log.info({ event: e.type, network: e.network, key: e.key, endpoint: endpointKey(e.endpoint) }, 'WireGuard endpoint learnt');
+        break;
+      case 'worker-exited':
+        log.error({ event: e.type, pid: e.pid, code: e.code, signal: e.signal }, 'a worker process exited; stopping the server');
+        workerFailed.abort();
         break;
     }
   };
@@ -102,6 +114,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
     ...(alternatePort !== undefined ? { alternatePort } : {}),
     ...(values.metrics !== undefined ? { metrics: { listen: values.metrics, ...(registry ? { registry } : {}) } } : {}),
     onEvent,
+    ...(workers > 1 ? { workers } : {}),
   });
   let tstun: TstunServer | undefined;
   if (values.tstun !== undefined) {
@@ -123,6 +136,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
       tcp: server.tcpAddress ? endpointKey(server.tcpAddress) : null,
       tstunTcp: tstun ? endpointKey(tstun.address) : null,
       metrics: server.metricsAddress ? `http://${endpointKey(server.metricsAddress)}/metrics` : null,
+      workers: server.workerPids.length,
       networks: secrets.length,
     },
     'listening',
@@ -145,16 +159,18 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
   };
   process.on('SIGHUP', onHup);
   await new Promise<void>((resolve) => {
-    if (io.signal.aborted) resolve();
-    io.signal.addEventListener('abort', () => {
-      resolve();
-    }, { once: true });
+    if (io.signal.aborted || workerFailed.signal.aborted) resolve();
+    for (const signal of [io.signal, workerFailed.signal]) {
+      signal.addEventListener('abort', () => {
+        resolve();
+      }, { once: true });
+    }
   });
   process.off('SIGHUP', onHup);
   await Promise.all([server.close(), tstun?.close()]);
   const s = server.stats;
   log.info({ event: 'stopped', registrationsTotal: s.registrationsTotal, introductions: s.introductions, stunBindings: s.stunBindings, tstunPairs: tstun?.stats.pairs ?? null }, 'stopped');
-  return 0;
+  return workerFailed.signal.aborted ? 1 : 0;
 }
 
 /** The same checks startServer makes, for --check, which binds nothing. */

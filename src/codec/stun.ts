@@ -183,7 +183,8 @@ export function encodeStun(
       bodyLength += 4 + padLength;
     }
   }
-  const buf = Buffer.alloc(HEADER_LENGTH + bodyLength + tail);
+  // From Node's buffer pool (zeroed: attribute padding must be zero), not a fresh ArrayBuffer each time.
+  const buf = Buffer.allocUnsafe(HEADER_LENGTH + bodyLength + tail).fill(0);
   buf.writeUInt16BE(messageType(method, cls), 0);
   buf.writeUInt32BE(MAGIC_COOKIE, 4);
   buf.set(transactionId, 8);

@@ -8,11 +8,12 @@ import { splitStunStream } from '../codec/stun.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
-import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
+import { DEFAULT_LIMITS, ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
 import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
 import { DEFAULT_PORT } from './punch.js';
-import { bindUdp, closeUdp, endpointOf, sendUdp, type BoundSocket } from './udp.js';
+import { splitLimits, startWorkerPool, sumStats, type WorkerPool } from './cluster.js';
+import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } from './udp.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -32,6 +33,12 @@ export interface ServerOptions {
   readonly tcpIdleMs?: number;
   /** Also serve Prometheus metrics over HTTP (`GET /metrics`) on their own address; see docs/metrics.md. */
   readonly metrics?: MetricsOptions;
+  /**
+   * Processes that answer UDP on the main port (default 1: this process does everything). With N > 1,
+   * N forked workers share the socket and answer STUN Binding; registrations are forwarded to this
+   * process, which owns them all (src/node/cluster.ts). Per-source limits are divided among the processes.
+   */
+  readonly workers?: number;
 }
 
 export interface RendezvousServer {
@@ -43,6 +50,8 @@ export interface RendezvousServer {
   readonly metricsAddress: Endpoint | undefined;
   readonly stats: Readonly<ServerStats>;
   readonly registrations: number;
+  /** Process ids of the worker processes (empty without `workers`). */
+  readonly workerPids: readonly number[];
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -70,6 +79,20 @@ async function bindListen(host: string, port: number): Promise<BoundSocket> {
   }
 }
 
+/** Random bytes drawn 4 KiB at a time: one call into the CSPRNG per ~340 pushed introductions, not one each. */
+function pooledRandomBytes(): (n: number) => Uint8Array {
+  let pool = Buffer.alloc(0);
+  let at = 0;
+  return (n) => {
+    if (at + n > pool.length) {
+      pool = randomBytes(Math.max(4096, n));
+      at = 0;
+    }
+    at += n;
+    return pool.subarray(at - n, at);
+  };
+}
+
 export async function startServer(options: ServerOptions): Promise<RendezvousServer> {
   options.signal?.throwIfAborted();
   const parsed = parseHostPort(options.listen ?? `[::]:${DEFAULT_PORT}`, DEFAULT_PORT);
@@ -80,6 +103,8 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   // Loaded only when asked for, so a server without metrics never loads prom-client.
   const metricsModule = options.metrics ? await import('./metrics.js') : undefined;
   if (options.metrics) metricsModule?.parseMetricsListen(options.metrics.listen);
+  const workers = options.workers ?? 1;
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw BurrowError.usage(`workers must be a whole number from 1 to 256, not ${String(workers)}`);
   const main = await bindListen(host, parsed.port);
   let alternate: BoundSocket | undefined;
   if (options.alternatePort !== false) {
@@ -91,24 +116,34 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       throw err;
     }
   }
+  // With workers, every process that rate-limits (each worker, and this one for the alternate port and
+  // TCP) gets an equal share of the limits, so that together they never exceed them.
+  const limits = workers > 1 ? splitLimits({ ...DEFAULT_LIMITS, ...options.limits }, workers + 1) : options.limits;
   const core = new ServerCore({
     networks,
     ...(alternate ? { alternate: alternate.local } : {}),
-    ...(options.limits ? { limits: options.limits } : {}),
+    ...(limits ? { limits } : {}),
     ...(options.store ? { store: options.store } : {}),
     seed: randomInt(0, 2 ** 31),
-    randomBytes: (n) => randomBytes(n),
+    randomBytes: pooledRandomBytes(),
   });
   const sockets: Record<ServerSocketId, BoundSocket | undefined> = { main, alternate };
   const streams = new Map<number, net.Socket>();
+  let pool: WorkerPool | undefined;
   const execute = (actions: ServerAction[]): void => {
     for (const a of actions) {
       switch (a.type) {
         case 'send': {
+          if (a.socket === 'main' && pool) {
+            pool.send(a.to, a.data);
+            break;
+          }
           const s = sockets[a.socket];
-          if (s) sendUdp(s, a.to, a.data, () => undefined);
+          if (s) sendUdpNoCallback(s, a.to, a.data);
           break;
         }
+        case 'forward':
+          break; // only workers forward
         case 'send-stream': {
           const s = streams.get(a.conn);
           // A client that does not read its answers does not get to grow our buffers.
@@ -140,6 +175,36 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       throw err;
     }
   }
+  let close: () => Promise<void> = () => Promise.resolve();
+  if (workers > 1) {
+    try {
+      pool = await startWorkerPool({
+        count: workers,
+        main,
+        limits: core.limits,
+        onForward: (socket, from, data) => {
+          try {
+            execute(core.handleForwarded(socket, from, data, Date.now()));
+          } catch (err) {
+            options.onEvent?.({ type: 'rejected', from, reason: `internal error: ${String(err)}` });
+          }
+        },
+        onUnexpectedExit: (pid, code, signal) => {
+          options.onEvent?.({ type: 'worker-exited', pid, code, signal });
+          void close();
+        },
+      });
+    } catch (err) {
+      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve(), new Promise<void>((r) => {
+        if (tcpServer) tcpServer.close(() => { r(); });
+        else r();
+      })]);
+      throw err;
+    }
+    // The workers read the main socket now; this process keeps no copy (it would read datagrams too).
+    await closeUdp(main.socket);
+    sockets.main = undefined;
+  }
   for (const id of ['main', 'alternate'] as const) {
     const s = sockets[id];
     if (!s) continue;
@@ -160,14 +225,15 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   sweep.unref();
   let metrics: MetricsEndpoint | undefined;
   let closed: Promise<void> | undefined;
-  const close = (): Promise<void> => {
+  close = (): Promise<void> => {
     closed ??= (async () => {
       clearInterval(sweep);
       options.signal?.removeEventListener('abort', onAbort);
       for (const s of streams.values()) s.destroy();
       await Promise.all([
         metrics?.close(),
-        closeUdp(main.socket),
+        pool?.close(),
+        sockets.main ? closeUdp(sockets.main.socket) : Promise.resolve(),
         alternate ? closeUdp(alternate.socket) : Promise.resolve(),
         new Promise<void>((resolve) => {
           if (tcpServer) tcpServer.close(() => { resolve(); });
@@ -184,8 +250,9 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   if (options.metrics && metricsModule) {
     try {
       metrics = await metricsModule.startServerMetrics(options.metrics, {
+        // With workers, their counters (sent to this process about once a second) are added in.
         get stats() {
-          return core.stats;
+          return pool ? sumStats([core.stats, ...pool.stats()]) : core.stats;
         },
         get registrations() {
           return core.store.size;
@@ -209,11 +276,12 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     alternateAddress: alternate?.local,
     metricsAddress: metrics?.address,
     get stats() {
-      return core.stats;
+      return pool ? sumStats([core.stats, ...pool.stats()]) : core.stats;
     },
     get registrations() {
       return core.store.size;
     },
+    workerPids: pool?.pids ?? [],
     setSecrets(secrets) {
       core.setNetworks(keysOf(secrets));
     },

@@ -4,6 +4,8 @@
  * never throw.
  */
 import dgram from 'node:dgram';
+import dns from 'node:dns';
+import { isIP } from 'node:net';
 import { familyOf, normaliseAddress, parseHostPort, type Endpoint, type Family } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
 
@@ -18,7 +20,7 @@ export interface BoundSocket {
 export async function bindUdp(address: string, port: number, opts: { dualStack?: boolean } = {}): Promise<BoundSocket> {
   const family = familyOf(address);
   const dualStack = family === 6 && opts.dualStack === true;
-  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 && !dualStack });
+  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 && !dualStack, lookup: literalLookup });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
       socket.close();
@@ -32,6 +34,19 @@ export async function bindUdp(address: string, port: number, opts: { dualStack?:
   });
   const a = socket.address();
   return { socket, family, dualStack, local: { address: normaliseAddress(a.address) ?? a.address, port: a.port } };
+}
+
+/**
+ * dgram resolves every destination, even an IP literal, through dns.lookup, which answers on the next
+ * tick; we only ever send to literals, so answer at once (names still go to dns.lookup).
+ */
+function literalLookup(hostname: string, options: dns.LookupOneOptions, callback: (err: NodeJS.ErrnoException | null, address: string, family: number) => void): void {
+  const family = isIP(hostname);
+  if (family !== 0) {
+    callback(null, hostname, family);
+    return;
+  }
+  dns.lookup(hostname, options, callback);
 }
 
 export function closeUdp(socket: dgram.Socket): Promise<void> {
@@ -48,7 +63,12 @@ export function closeUdp(socket: dgram.Socket): Promise<void> {
 
 /** Our endpoint from Node's remote info. */
 export function endpointOf(rinfo: { address: string; port: number }): Endpoint {
-  return { address: normaliseAddress(rinfo.address) ?? rinfo.address, port: rinfo.port };
+  // The kernel's text for IPv4 and IPv4-mapped addresses is canonical already: no need to re-parse it
+  // for every datagram (the server's hot path).
+  const a = rinfo.address;
+  if (!a.includes(':')) return { address: a, port: rinfo.port };
+  if (a.startsWith('::ffff:') && a.includes('.', 7)) return { address: a.slice(7), port: rinfo.port };
+  return { address: normaliseAddress(a) ?? a, port: rinfo.port };
 }
 
 /**
@@ -71,6 +91,20 @@ export function sendUdp(
   } catch (err) {
     onError(err instanceof Error ? err : new Error(String(err)));
     done?.();
+  }
+}
+
+/**
+ * Sends and forgets: no completion callback (Node then needs no request object or extra tick per
+ * datagram); a failure arrives as the socket's 'error' event, which the caller must handle. The server's
+ * hot path.
+ */
+export function sendUdpNoCallback(bound: BoundSocket, to: Endpoint, data: Uint8Array): void {
+  const address = bound.dualStack && familyOf(to.address) === 4 ? `::ffff:${to.address}` : to.address;
+  try {
+    bound.socket.send(data, to.port, address);
+  } catch {
+    // a closed socket: nothing to do
   }
 }
 

@@ -68,6 +68,13 @@ export interface ServerConfig {
   readonly seed: number;
   /** Transaction ids for pushed introductions. */
   readonly randomBytes: (n: number) => Uint8Array;
+  /**
+   * A stateless worker of a multi-process server (src/node/cluster.ts): it answers STUN Binding itself
+   * and returns every REGISTER, rate-limited and well-formed but otherwise unexamined, as a `forward`
+   * action for the one core that owns the registrations (`handleForwarded`), so that pairs meet, and
+   * the replay cache sees every message, in one place.
+   */
+  readonly forwardRegistrations?: boolean;
 }
 
 /**
@@ -114,7 +121,9 @@ export type ServerEvent =
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
   | { readonly type: 'wg-endpoint'; readonly network: string; readonly key: string; readonly endpoint: Endpoint }
   | { readonly type: 'outcome'; readonly network: string; readonly name: string; readonly outcome: Outcome }
-  | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string };
+  | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string }
+  /** A worker process of a multi-process server exited unasked; the server stops (src/node/cluster.ts). */
+  | { readonly type: 'worker-exited'; readonly pid: number; readonly code: number | null; readonly signal: string | null };
 
 /** Where a registration came from and where its answers and pushes go. */
 export type Channel = { readonly kind: 'udp' } | { readonly kind: 'tcp'; readonly conn: number };
@@ -124,6 +133,7 @@ export type ServerAction =
   | { readonly type: 'send'; readonly socket: ServerSocketId; readonly to: Endpoint; readonly data: Uint8Array }
   | { readonly type: 'send-stream'; readonly conn: number; readonly data: Uint8Array }
   | { readonly type: 'close-stream'; readonly conn: number }
+  | { readonly type: 'forward'; readonly socket: ServerSocketId; readonly from: Endpoint; readonly data: Uint8Array }
   | { readonly type: 'event'; readonly event: ServerEvent };
 
 export class ServerCore {
@@ -209,43 +219,62 @@ export class ServerCore {
       this.stats.unauthBytesIn += data.length;
       return out;
     }
-    if (looksLikeWireGuard(data)) {
-      this.handleWireGuard(socket, from, data, now, out);
-      return out;
-    }
-    if (stunMethodOf(data) === WG_SYNC) {
-      if (socket === 'main') this.handleWgSync(from, data, now, out);
+    this.dispatchDatagram(socket, from, data, now, out);
+    return out;
+  }
+
+  /**
+   * A datagram a stateless worker received, counted and rate-limited there, and passed on in a
+   * `forward` action. Everything from the framing on is checked again here.
+   */
+  handleForwarded(socket: ServerSocketId, from: Endpoint, data: Uint8Array, now: number): ServerAction[] {
+    const out: ServerAction[] = [];
+    this.dispatchDatagram(socket, from, data, now, out);
+    return out;
+  }
+
+  private dispatchDatagram(socket: ServerSocketId, from: Endpoint, data: Uint8Array, now: number, out: ServerAction[]): void {
+    const wireguard = looksLikeWireGuard(data);
+    if (wireguard || stunMethodOf(data) === WG_SYNC) {
+      // Stateful (WireGuard sessions, interface records): a stateless worker passes it to the state owner.
+      if (this.config.forwardRegistrations === true) out.push({ type: 'forward', socket, from, data });
+      else if (wireguard) this.handleWireGuard(socket, from, data, now, out);
+      else if (socket === 'main') this.handleWgSync(from, data, now, out);
       else this.stats.malformed++;
-      return out;
+      return;
     }
     const decoded = decodeMessage(data);
     if (!decoded.ok) {
       this.stats.malformed++;
       this.stats.unauthBytesIn += data.length;
-      return out;
+      return;
     }
     const msg = decoded.msg;
     if (msg.kind === 'binding') {
       this.answerBinding(socket, msg, from, data.length, now, out);
-      return out;
+      return;
     }
     if (socket === 'main' && msg.kind === 'report') {
-      this.handleReport(msg, decoded.stun, data, from, now, out);
-      return out;
+      if (this.config.forwardRegistrations === true) out.push({ type: 'forward', socket, from, data });
+      else this.handleReport(msg, decoded.stun, data, from, now, out);
+      return;
     }
     if (socket !== 'main' || msg.kind !== 'register') {
       // Other Burrow messages are for peers, not for us: drop without a word.
       this.stats.malformed++;
       this.stats.unauthBytesIn += data.length;
-      return out;
+      return;
     }
     if (msg.transport === 'tcp') {
       this.stats.malformed++; // a TCP registration must come over TCP
       this.stats.unauthBytesIn += data.length;
-      return out;
+      return;
+    }
+    if (this.config.forwardRegistrations === true) {
+      out.push({ type: 'forward', socket, from, data });
+      return;
     }
     this.handleRegister(msg, decoded.stun, data, from, now, UDP, out);
-    return out;
   }
 
   /**

@@ -1,0 +1,445 @@
+/**
+ * `npm run bench:server`: how much the rendezvous server takes, against coturn, on this machine.
+ *
+ *   node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--profile] [--skip-multi]
+ *
+ * - STUN Binding throughput: `burrow serve` and coturn (`turnserver --stun-only`) each pinned to core 0
+ *   with taskset, the C load generator (bench/stunload.c, compiled here with `cc -O2`) pinned to core 1,
+ *   same request bytes, same load, rounds interleaved so both servers see the same machine weather. The
+ *   request is Burrow's own padded Binding request (44 bytes, as long as the answer), so neither server
+ *   has to amplify to answer it and Burrow's excess budget (docs/protocol.md section 5) never applies.
+ * - Registrations/s and memory per registration: 100,000 authenticated REGISTER requests (built here with
+ *   the project's codec and keys, sent by the C generator from 4,096 loopback source addresses), and the
+ *   server's RSS before and after.
+ * - Introductions/s: authenticated REGISTER pairs; each pair's second REGISTER makes the server push
+ *   INTRODUCE to the first, which acknowledges it with a refresh REGISTER, as Burrow's client does.
+ * - With `--workers 2` (all cores, load generator included): the same STUN and introduction loads.
+ *
+ * Every process started here is stopped by its PID; every loop is bounded in count and time.
+ */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { availableParallelism, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { encodeMessage } from '../src/codec/messages.js';
+import { bindingRequest } from '../src/core/stun-client.js';
+import { deriveNetworkKeys } from '../src/crypto/keys.js';
+
+const CLI = fileURLToPath(new URL('../src/cli/burrow.cjs', import.meta.url));
+const LOADGEN_SOURCE = fileURLToPath(new URL('../../bench/stunload.c', import.meta.url));
+const SECRET = 'bench server secret';
+/** Distinct loopback source addresses the load comes from (127.1.0.0 + i). */
+const SOURCES = 4096;
+
+interface LoadResult {
+  readonly seconds: number;
+  readonly sent: number;
+  readonly answered: number;
+  readonly lost: number;
+  readonly unmatched: number;
+  readonly errors: number;
+  readonly p50us: number;
+  readonly p99us: number;
+  readonly rate: number;
+  readonly introductions?: number;
+  readonly introRate?: number;
+  readonly registers?: number;
+  readonly acks?: number;
+}
+
+function env(): NodeJS.ProcessEnv {
+  const e: NodeJS.ProcessEnv = { ...process.env };
+  delete e.NODE_EXTRA_CA_CERTS; // a CA bundle burrow never uses; it only slows Node's start-up
+  delete e.BURROW_SECRET;
+  return e;
+}
+
+function has(program: string): boolean {
+  return spawnSync('sh', ['-c', `command -v ${program}`], { stdio: 'ignore' }).status === 0;
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+/** A free UDP port on 127.0.0.1 (for coturn, which needs one on its command line). */
+async function freePort(): Promise<number> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  const port = s.address().port;
+  await new Promise<void>((r) => s.close(() => { r(); }));
+  return port;
+}
+
+function rssKiB(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return Number(m?.[1] ?? Number.NaN);
+}
+
+interface Server {
+  readonly name: string;
+  readonly port: number;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+async function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once('exit', () => { r(); }));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function startBurrow(dir: string, cpus: string, extra: string[] = [], nodeArgs: string[] = []): Promise<Server> {
+  const secretFile = join(dir, 'secret');
+  writeFileSync(secretFile, `${SECRET}\n`);
+  const child = spawn('taskset', ['-c', cpus, process.execPath, ...nodeArgs, CLI, 'serve', '--listen', '127.0.0.1:0', '--no-alt-port', '--secret-file', secretFile, '--log-format', 'json', '--log-level', 'warn', ...extra], { env: env(), stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  // --log-level warn hides the "listening" line, so wait for the port to answer instead.
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => { reject(new Error(`burrow serve did not start: ${stderr}`)); }, 10_000);
+    const poll = setInterval(() => {
+      const p = listeningUdpPort(child.pid ?? -1);
+      if (p !== undefined) {
+        clearInterval(poll);
+        clearTimeout(timer);
+        resolve(p);
+      }
+    }, 50);
+    child.once('exit', () => {
+      clearInterval(poll);
+      clearTimeout(timer);
+      reject(new Error(`burrow serve exited: ${stderr}`));
+    });
+  });
+  await waitForStun(port, 'burrow serve');
+  return { name: 'burrow', port, pid: child.pid ?? -1, stop: () => stopChild(child) };
+}
+
+/** The UDP port a process listens on, from /proc (the socket inodes it holds, matched in /proc/net/udp). */
+function listeningUdpPort(pid: number): number | undefined {
+  let inodes: Set<string>;
+  try {
+    inodes = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => {
+      try {
+        return /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '';
+      } catch {
+        return '';
+      }
+    }));
+  } catch {
+    return undefined;
+  }
+  for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length > 9 && inodes.has(f[9] ?? '') && f[1]?.startsWith('0100007F:')) return parseInt(f[1].slice(9), 16);
+  }
+  return undefined;
+}
+
+async function startCoturn(dir: string, cpus: string): Promise<Server> {
+  const port = await freePort();
+  const child = spawn('taskset', ['-c', cpus, 'turnserver', '-n', '--stun-only', '--no-cli', '--listening-ip', '127.0.0.1', '--listening-port', String(port),
+    '--log-file', 'stdout', '--simple-log', '--no-tls', '--no-dtls', '--pidfile', join(dir, 'turnserver.pid'), '--db', join(dir, 'turndb')], { stdio: ['ignore', 'ignore', 'ignore'] });
+  await waitForStun(port, 'coturn');
+  return { name: 'coturn', port, pid: child.pid ?? -1, stop: () => stopChild(child) };
+}
+
+/** Sends padded Binding requests until one is answered (at most 10 s). */
+async function waitForStun(port: number, what: string): Promise<void> {
+  const s = dgram.createSocket('udp4');
+  await new Promise<void>((r) => s.bind(0, '127.0.0.1', r));
+  try {
+    const answered = new Promise<void>((resolve) => s.once('message', () => { resolve(); }));
+    for (let i = 0; i < 100; i++) {
+      s.send(encodeMessage(bindingRequest(randomBytes(12))), port, '127.0.0.1');
+      const done = await Promise.race([answered.then(() => true), sleep(100).then(() => false)]);
+      if (done) return;
+    }
+    throw new Error(`${what} does not answer STUN Binding requests on 127.0.0.1:${port}`);
+  } finally {
+    await new Promise<void>((r) => s.close(() => { r(); }));
+  }
+}
+
+function runLoad(loadgen: string, cpus: string, args: string[], timeoutMs: number): LoadResult {
+  const r = spawnSync('taskset', ['-c', cpus, loadgen, ...args], { encoding: 'utf8', timeout: timeoutMs });
+  if (r.status !== 0) throw new Error(`stunload failed (${String(r.status ?? r.signal)}): ${r.stderr}`);
+  return JSON.parse(r.stdout) as LoadResult;
+}
+
+// ------------------------------------------------------------------------------------------------
+// Scripts of authenticated REGISTER requests for the C generator (format in bench/stunload.c).
+
+interface ScriptRecord {
+  readonly source: number;
+  readonly pair: number;
+  readonly kind: 1 | 2 | 3;
+  readonly bytes: Uint8Array;
+}
+
+function writeScript(path: string, records: readonly ScriptRecord[]): void {
+  const parts: Buffer[] = [];
+  const head = Buffer.alloc(8);
+  head.write('BLS1', 0, 'latin1');
+  head.writeUInt32BE(records.length, 4);
+  parts.push(head);
+  for (const r of records) {
+    const h = Buffer.alloc(12);
+    h.writeUInt32BE(r.source, 0);
+    h.writeUInt32BE(r.pair, 4);
+    h.writeUInt8(r.kind, 8);
+    h.writeUInt16BE(r.bytes.length, 10);
+    parts.push(h, Buffer.from(r.bytes));
+  }
+  writeFileSync(path, Buffer.concat(parts));
+}
+
+const keys = deriveNetworkKeys(Buffer.from(SECRET, 'utf8'));
+
+/** A REGISTER as Burrow's client sends it (one host candidate), whose transaction id starts with `index`. */
+function register(index: number, name: string, target: string, nonce: Uint8Array, hostPort: number): Uint8Array {
+  const txid = randomBytes(12);
+  txid.writeUInt32BE(index, 0);
+  return encodeMessage({
+    kind: 'register', txid, networkId: keys.networkId, name, target, sessionNonce: nonce, timestamp: Date.now(),
+    hosts: [{ address: `192.168.${(index >> 8) & 255}.${index & 255}`, port: hostPort }], mapping: 'endpoint-independent',
+  }, { key: keys.clientToServer });
+}
+
+/** `count` registrations whose partners never come: registrations/s and memory. */
+function registrationScript(count: number): ScriptRecord[] {
+  const out: ScriptRecord[] = [];
+  for (let i = 0; i < count; i++) out.push({ source: i % SOURCES, pair: 0, kind: 1, bytes: register(i, `peer-${i}`, `absent-${i}`, randomBytes(16), 40000) });
+  return out;
+}
+
+/**
+ * `pairs` pairs registering one after the other, then each side's acknowledging refresh (the generator
+ * sends it when that side receives INTRODUCE). Nonces start with the pair number and the side: that is
+ * how the generator attributes an INTRODUCE to its pair.
+ */
+function introductionScript(pairs: number): ScriptRecord[] {
+  const sides = (p: number) => [0, 1].map((side) => {
+    const nonce = randomBytes(16);
+    nonce.writeUInt32BE(p, 0);
+    nonce[4] = side;
+    return { side, source: (2 * p + side) % SOURCES, name: `${side === 0 ? 'a' : 'b'}-${p}`, partner: `${side === 0 ? 'b' : 'a'}-${p}`, nonce };
+  });
+  const all = Array.from({ length: pairs }, (_, p) => sides(p));
+  const records: ScriptRecord[] = [];
+  for (const kind of [1, 2] as const) {
+    for (const [p, pair] of all.entries()) {
+      for (const s of pair) {
+        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side) });
+      }
+    }
+  }
+  return records;
+}
+
+// ------------------------------------------------------------------------------------------------
+
+function median(values: readonly number[]): number {
+  const s = [...values].sort((a, b) => a - b);
+  return s[Math.floor((s.length - 1) / 2)] ?? Number.NaN;
+}
+
+function medianRun(runs: readonly LoadResult[]): LoadResult {
+  const m = median(runs.map((r) => r.rate));
+  return runs.find((r) => r.rate === m) ?? runs[0]!;
+}
+
+function fmtRate(n: number): string {
+  return Math.round(n).toLocaleString('en-US');
+}
+
+function lossPct(r: LoadResult): string {
+  return `${((100 * r.lost) / Math.max(1, r.sent)).toFixed(2)} %`;
+}
+
+function ms(us: number): string {
+  return `${(us / 1000).toFixed(2)} ms`;
+}
+
+function stunLine(label: string, runs: readonly LoadResult[]): string {
+  const m = medianRun(runs);
+  return `${label.padEnd(34)} ${fmtRate(m.rate).padStart(9)}/s  (runs: ${runs.map((r) => fmtRate(r.rate)).join(', ')})  loss ${lossPct(m)}  p50 ${ms(m.p50us)}  p99 ${ms(m.p99us)}`;
+}
+
+async function stunRounds(loadgen: string, servers: readonly Server[], rounds: number, seconds: number, window: number, loadCpus: string): Promise<Map<string, LoadResult[]>> {
+  const hex = encodeMessage(bindingRequest(new Uint8Array(12))).toString('hex');
+  const results = new Map<string, LoadResult[]>(servers.map((s) => [s.name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (const s of servers) {
+      const r = runLoad(loadgen, loadCpus, ['--mode', 'stun', '--port', String(s.port), '--request-hex', hex, '--window', String(window), '--sources', String(SOURCES),
+        '--warmup-ms', '500', '--duration-ms', String(seconds * 1000), '--timeout-ms', '500'], seconds * 1000 + 20_000);
+      if (r.unmatched > 0 || r.errors > 0) throw new Error(`${s.name}: ${r.unmatched} unmatched answers, ${r.errors} errors`);
+      results.get(s.name)?.push(r);
+      process.stderr.write(`  round ${round + 1}/${rounds} ${s.name}: ${fmtRate(r.rate)}/s\n`);
+    }
+    await sleep(200);
+  }
+  return results;
+}
+
+async function introductions(loadgen: string, dir: string, cpus: string, loadCpus: string, pairs: number, workers: number): Promise<LoadResult> {
+  const script = join(dir, `intro-${workers}.bls`);
+  writeScript(script, introductionScript(pairs));
+  const server = await startBurrow(dir, cpus, workers > 1 ? ['--workers', String(workers)] : []);
+  try {
+    const r = runLoad(loadgen, loadCpus, ['--mode', 'script', '--port', String(server.port), '--script', script, '--window', '128', '--sources', String(SOURCES),
+      '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+    if (r.errors > 0 || r.unmatched > 0) throw new Error(`introductions: ${r.errors} error answers, ${r.unmatched} unmatched datagrams`);
+    return r;
+  } finally {
+    await server.stop();
+  }
+}
+
+async function main(): Promise<number> {
+  const { values } = parseArgs({ options: {
+    rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' }, window: { type: 'string', default: '128' },
+    pairs: { type: 'string', default: '30000' }, profile: { type: 'boolean', default: false }, 'skip-multi': { type: 'boolean', default: false },
+  } });
+  const rounds = Number(values.rounds);
+  const seconds = Number(values.seconds);
+  const window = Number(values.window);
+  const pairs = Number(values.pairs);
+  if (![rounds, seconds, window, pairs].every((n) => Number.isInteger(n) && n > 0) || seconds > 60 || rounds > 20 || pairs > 1_000_000) {
+    process.stderr.write('usage: node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--pairs N] [--profile] [--skip-multi]\n');
+    return 2;
+  }
+  if (process.platform !== 'linux') {
+    process.stderr.write('bench:server needs Linux (sendmmsg, taskset, /proc).\n');
+    return 1;
+  }
+  const cc = ['cc', 'gcc', 'clang'].find(has);
+  if (cc === undefined) {
+    process.stderr.write('bench:server needs a C compiler for its load generator (bench/stunload.c); none found (cc, gcc, clang). Install one, e.g. `apt-get install gcc`.\n');
+    return 1;
+  }
+  if (!has('taskset')) {
+    process.stderr.write('bench:server needs taskset (util-linux) to pin the server and the load generator to their cores.\n');
+    return 1;
+  }
+  const cpus = availableParallelism();
+  if (cpus < 2) {
+    process.stderr.write('bench:server needs at least 2 CPUs: one for the server, one for the load generator.\n');
+    return 1;
+  }
+  const coturn = has('turnserver');
+  if (!coturn) process.stderr.write('note: coturn is not installed (apt-get install coturn); the comparison with it is skipped.\n');
+
+  const dir = mkdtempSync(join(tmpdir(), 'burrow-bench-server-'));
+  const started: Server[] = [];
+  const track = (s: Server): Server => {
+    started.push(s);
+    return s;
+  };
+  try {
+    const loadgen = join(dir, 'stunload');
+    const c = spawnSync(cc, ['-O2', '-o', loadgen, LOADGEN_SOURCE], { encoding: 'utf8' });
+    if (c.status !== 0) throw new Error(`compiling ${LOADGEN_SOURCE} failed:\n${c.stderr}`);
+    const out: string[] = [];
+    out.push(`bench:server — Node ${process.version}, ${cpus} CPUs; servers on core 0, load generator (C, sendmmsg/recvmmsg) on core 1;`);
+    out.push(`load from ${SOURCES} loopback source addresses, ${window} requests outstanding; rates are medians of ${rounds} interleaved runs of ${seconds} s`);
+
+    // 1. STUN Binding, one core each.
+    process.stderr.write('STUN Binding throughput, one core:\n');
+    const single = [track(await startBurrow(dir, '0', [], values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : []))];
+    if (coturn) single.push(track(await startCoturn(dir, '0')));
+    const stun = await stunRounds(loadgen, single, rounds, seconds, window, '1');
+    for (const s of single) await s.stop();
+    const burrowRate = medianRun(stun.get('burrow') ?? []).rate;
+    out.push('', 'STUN Binding requests answered (44-byte padded request), one core each:');
+    out.push(stunLine('burrow serve', stun.get('burrow') ?? []));
+    if (coturn) {
+      const coturnRate = medianRun(stun.get('coturn') ?? []).rate;
+      out.push(stunLine('coturn --stun-only', stun.get('coturn') ?? []));
+      out.push(`ratio burrow/coturn                ${(burrowRate / coturnRate).toFixed(2)}   (target ≥ 1 per core)  ${burrowRate >= coturnRate ? 'met' : 'MISSED'}`);
+    }
+    if (values.profile) out.push('', 'burrow serve profile under STUN load (self time, top functions):', ...profileSummary(join(dir, 'prof'), 15));
+
+    // 2. Registrations and memory, one core.
+    process.stderr.write('registrations:\n');
+    const regScript = join(dir, 'registrations.bls');
+    writeScript(regScript, registrationScript(100_000));
+    const server = track(await startBurrow(dir, '0'));
+    await sleep(500);
+    const before = rssKiB(server.pid);
+    const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '128', '--sources', String(SOURCES),
+      '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+    await sleep(1000);
+    const after = rssKiB(server.pid);
+    await server.stop();
+    if (regs.errors > 0 || regs.unmatched > 0) throw new Error(`registrations: ${regs.errors} error answers, ${regs.unmatched} unmatched`);
+    const perReg = ((after - before) * 1024) / 100_000;
+    out.push('', `registrations, one core:           ${fmtRate(regs.rate)}/s  (${regs.answered} of ${regs.sent} answered, lost ${regs.lost})  p50 ${ms(regs.p50us)}  p99 ${ms(regs.p99us)}`);
+    out.push(`memory per registration at 100,000: ${perReg.toFixed(0)} bytes  (server RSS ${(before / 1024).toFixed(0)} → ${(after / 1024).toFixed(0)} MiB, delta / 100,000; target ≤ 1024)  ${perReg <= 1024 ? 'met' : 'MISSED'}`);
+
+    // 3. Introductions, one core.
+    process.stderr.write('introductions:\n');
+    const intro = await introductions(loadgen, dir, '0', '1', pairs, 1);
+    out.push(`introductions, one core:           ${fmtRate(intro.introRate ?? 0)}/s  (${intro.introductions ?? 0} of ${pairs} pairs; ${intro.answered} REGISTERs answered incl. ${intro.acks ?? 0} acknowledgements)  REGISTER p50 ${ms(intro.p50us)}  p99 ${ms(intro.p99us)}  (target ≥ 20,000/s)  ${(intro.introRate ?? 0) >= 20_000 ? 'met' : 'MISSED'}`);
+
+    // 4. All cores: --workers 2, everything unpinned (the load generator shares the cores).
+    if (!values['skip-multi']) {
+      const all = `0-${cpus - 1}`;
+      process.stderr.write(`STUN Binding throughput, all ${cpus} cores, --workers ${cpus}:\n`);
+      const multi = [track(await startBurrow(dir, all, ['--workers', String(cpus)]))];
+      if (coturn) multi.push(track(await startCoturn(dir, all)));
+      const stunMulti = await stunRounds(loadgen, multi, rounds, seconds, window, all);
+      for (const s of multi) await s.stop();
+      out.push('', `all ${cpus} cores shared by server and load generator (burrow serve --workers ${cpus}; coturn's own threads):`);
+      out.push(stunLine(`burrow serve --workers ${cpus}`, stunMulti.get('burrow') ?? []));
+      if (coturn) {
+        out.push(stunLine('coturn --stun-only', stunMulti.get('coturn') ?? []));
+        out.push(`ratio burrow/coturn                ${(medianRun(stunMulti.get('burrow') ?? []).rate / medianRun(stunMulti.get('coturn') ?? []).rate).toFixed(2)}`);
+      }
+      process.stderr.write('introductions, all cores:\n');
+      const introMulti = await introductions(loadgen, dir, all, all, pairs, cpus);
+      out.push(`introductions, --workers ${cpus}:       ${fmtRate(introMulti.introRate ?? 0)}/s  (${introMulti.introductions ?? 0} of ${pairs} pairs)  REGISTER p50 ${ms(introMulti.p50us)}  p99 ${ms(introMulti.p99us)}`);
+    }
+    process.stdout.write(`${out.join('\n')}\n`);
+    return 0;
+  } finally {
+    for (const s of started) await s.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/** Top functions by self time from the V8 CPU profile(s) in `dir`. */
+function profileSummary(dir: string, top: number): string[] {
+  let files: string[];
+  try {
+    files = readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
+  } catch {
+    return ['  (no profile written)'];
+  }
+  interface Node { id: number; callFrame: { functionName: string; url: string; lineNumber: number } }
+  const self = new Map<string, number>();
+  let busy = 0;
+  for (const f of files) {
+    const p = JSON.parse(readFileSync(join(dir, f), 'utf8')) as { nodes: Node[]; samples: number[]; timeDeltas: number[] };
+    const byId = new Map(p.nodes.map((n) => [n.id, n]));
+    p.samples.forEach((id, i) => {
+      const n = byId.get(id);
+      if (!n || n.callFrame.functionName === '(idle)') return;
+      const key = `${n.callFrame.functionName || '(anonymous)'} ${n.callFrame.url.replace(/^.*\/(dist|node:)/, '$1')}${n.callFrame.url ? `:${n.callFrame.lineNumber + 1}` : ''}`;
+      const dt = p.timeDeltas[i] ?? 0;
+      self.set(key, (self.get(key) ?? 0) + dt);
+      busy += dt;
+    });
+  }
+  return [...self].sort((a, b) => b[1] - a[1]).slice(0, top).map(([k, t]) => `  ${((100 * t) / busy).toFixed(1).padStart(5)} %  ${k}`);
+}
+
+process.exitCode = await main();

@@ -1,0 +1,4 @@
+/** Entry point of a rendezvous server worker process, forked by startServer({ workers }) (see cluster.ts). */
+import { runServerWorker } from './cluster.js';
+
+runServerWorker();
