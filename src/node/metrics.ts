@@ -11,6 +11,7 @@ import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { endpointKey, normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
+import type { WgStats } from '../server/wg.js';
 import type { ServerStats } from '../server/core.js';
 import type { TstunStats } from '../server/tstun.js';
 
@@ -30,6 +31,8 @@ export interface ServerMetricsSource {
   readonly registrations: number;
   readonly tcpConnections: number;
   readonly networks: number;
+  /** WireGuard endpoint discovery (src/server/wg.ts): interfaces known and the responder's counters. */
+  readonly wireguard?: { readonly interfaces: number; readonly stats: Readonly<WgStats> };
 }
 
 export interface MetricsEndpoint {
@@ -139,6 +142,15 @@ export function registerServerMetrics(registry: Registry, source: ServerMetricsS
     tcp: s().streamBytesOut,
   }));
   counter(registry, 'burrow_unauthenticated_received_bytes_total', 'Bytes received that did not authenticate (junk, bad MACs, replays, rate-limited, STUN Binding).', () => s().unauthBytesIn);
+  if (source.wireguard) {
+    const wg = source.wireguard;
+    gauge(registry, 'burrow_wg_interfaces', 'WireGuard interfaces the server knows (announced by WG-SYNC or seen handshaking), until they expire.', () => wg.interfaces);
+    counter(registry, 'burrow_wg_syncs_total', 'Authenticated WG-SYNC requests answered (burrow wg announcing itself and asking for peers).', () => s().wgSyncs);
+    counter(registry, 'burrow_wg_handshakes_total', 'WireGuard handshake initiations answered (each proves an interface key).', () => wg.stats.initiations);
+    counter(registry, 'burrow_wg_confirmations_total', 'WireGuard sessions confirmed by a transport packet, i.e. by the network\'s preshared key.', () => wg.stats.confirmations);
+    counter(registry, 'burrow_wg_endpoint_changes_total', 'Times an interface\'s public endpoint moved (NAT rebinding, restart).', () => wg.stats.endpointChanges);
+    counter(registry, 'burrow_wg_rejected_total', 'WireGuard packets rejected: unknown server key, failed authentication, replays, unknown sessions.', () => wg.stats.rejected);
+  }
   counter(registry, 'burrow_unauthenticated_sent_bytes_total', 'Bytes sent in answer to unauthenticated traffic; stays below received plus the STUN budget.', () => s().unauthBytesOut);
 }
 

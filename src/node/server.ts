@@ -260,6 +260,13 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         get tcpConnections() {
           return streams.size;
         },
+        // Held by this process only (with workers, WireGuard traffic is forwarded here).
+        wireguard: {
+          get interfaces() {
+            return core.wg.peerCount;
+          },
+          stats: core.wg.stats,
+        },
         get networks() {
           return core.networkCount;
         },

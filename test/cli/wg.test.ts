@@ -50,7 +50,7 @@ describe('burrow wg (CLI)', () => {
 describe('burrow serve answers WireGuard on its UDP port (loopback, real sockets)', () => {
   it('a WireGuard handshake from one socket, then WG-SYNC from another, reports the first socket as the endpoint', async () => {
     const keys = deriveNetworkKeys(Buffer.from(SECRET));
-    const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternatePort: false, tcp: false });
+    const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternatePort: false, tcp: false, metrics: { listen: '127.0.0.1:0' } });
     const wgSock = dgram.createSocket('udp4');
     const syncSock = dgram.createSocket('udp4');
     try {
@@ -82,6 +82,15 @@ describe('burrow serve answers WireGuard on its UDP port (loopback, real sockets
         if (!endpoint) await new Promise((r) => setTimeout(r, 50));
       }
       assert.deepEqual(endpoint, { address: '127.0.0.1', port: wgSock.address().port });
+      // The metrics endpoint saw it all.
+      const m = server.metricsAddress;
+      assert.ok(m);
+      const text = await (await fetch(`http://127.0.0.1:${m.port}/metrics`)).text();
+      const value = (name: string): number => Number(new RegExp(`^${name} (\\d+)$`, 'm').exec(text)?.[1] ?? NaN);
+      assert.equal(value('burrow_wg_handshakes_total'), 1);
+      assert.equal(value('burrow_wg_confirmations_total'), 1);
+      assert.ok(value('burrow_wg_syncs_total') >= 1);
+      assert.equal(value('burrow_wg_interfaces'), 2);
     } finally {
       wgSock.close();
       syncSock.close();
