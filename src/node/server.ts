@@ -8,7 +8,7 @@ import { splitStunStream } from '../codec/stun.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
-import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
+import { ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerState, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
 import { DEFAULT_PORT } from './punch.js';
 import { bindUdp, closeUdp, endpointOf, sendUdp, type BoundSocket } from './udp.js';
@@ -38,6 +38,8 @@ export interface RendezvousServer {
   readonly alternateAddress: Endpoint | undefined;
   readonly stats: Readonly<ServerStats>;
   readonly registrations: number;
+  /** Sizes of the server's tables (registrations, pending pushes, replay cache). */
+  readonly state: ServerState;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -181,6 +183,9 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     },
     get registrations() {
       return core.store.size;
+    },
+    get state() {
+      return core.state;
     },
     setSecrets(secrets) {
       core.setNetworks(keysOf(secrets));

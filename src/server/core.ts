@@ -87,6 +87,16 @@ export interface ServerStats {
   expirations: number;
 }
 
+/** Sizes of the server's state (see docs/protocol.md section 6 for the bounds). */
+export interface ServerState {
+  readonly registrations: number;
+  readonly pendingPushes: number;
+  /** TCP connections that registered something. */
+  readonly tcpConnections: number;
+  readonly replayEntries: number;
+  readonly replayBytes: number;
+}
+
 export type ServerEvent =
   | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean }
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
@@ -139,6 +149,17 @@ export class ServerCore {
   /** Replaces the accepted secrets (SIGHUP reload). Registrations of dropped networks expire on their own. */
   setNetworks(networks: readonly NetworkKeys[]): void {
     this.networks = new Map(networks.map((n) => [n.networkIdHex, n]));
+  }
+
+  /** How much the server holds, for tests and metrics: every table that traffic could grow. */
+  get state(): ServerState {
+    return {
+      registrations: this.store.size,
+      pendingPushes: this.pendingPushes.size,
+      tcpConnections: this.connRegistrations.size,
+      replayEntries: this.replays.entries,
+      replayBytes: this.replays.bytes,
+    };
   }
 
   /** How often the driver should call `handleTimer`. */
