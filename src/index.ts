@@ -15,5 +15,5 @@ export { BurrowError, ExitCode, isBurrowError, type ErrorCode } from './errors.j
 export type { Endpoint } from './codec/address.js';
 export type { NatMapping } from './codec/messages.js';
 export type { PunchPath, PunchTiming } from './core/punch.js';
-export type { ServerEvent, ServerLimits, ServerStats } from './server/core.js';
+export type { ServerEvent, ServerLimits, ServerState, ServerStats } from './server/core.js';
 export type { Registration, RegistrationStore } from './server/store.js';

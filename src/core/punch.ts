@@ -70,7 +70,7 @@ export interface PunchTiming {
 }
 
 export const DEFAULT_TIMING: PunchTiming = {
-  registerBackoffMs: [100, 200, 400, 800, 1000],
+  registerBackoffMs: [100, 200, 250],
   waitingRefreshMs: 1000,
   checkingRefreshMs: 2000,
   probeBackoffMs: [10, 20, 40, 50],

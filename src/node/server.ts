@@ -8,7 +8,7 @@ import { splitStunStream } from '../codec/stun.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
-import { DEFAULT_LIMITS, ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerStats } from '../server/core.js';
+import { DEFAULT_LIMITS, ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerState, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
 import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
 import { DEFAULT_PORT } from './punch.js';
@@ -52,6 +52,8 @@ export interface RendezvousServer {
   readonly registrations: number;
   /** Process ids of the worker processes (empty without `workers`). */
   readonly workerPids: readonly number[];
+  /** Sizes of the server's tables (registrations, pending pushes, replay cache). */
+  readonly state: ServerState;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -289,6 +291,9 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       return core.store.size;
     },
     workerPids: pool?.pids ?? [],
+    get state() {
+      return core.state;
+    },
     setSecrets(secrets) {
       core.setNetworks(keysOf(secrets));
     },

@@ -116,6 +116,19 @@ export interface ServerStats {
   wgSyncs: number;
 }
 
+/** Sizes of the server's state (see docs/protocol.md section 6 for the bounds). */
+export interface ServerState {
+  readonly registrations: number;
+  readonly pendingPushes: number;
+  /** TCP connections that registered something. */
+  readonly tcpConnections: number;
+  readonly replayEntries: number;
+  readonly replayBytes: number;
+  /** WireGuard interface records and handshake sessions (src/server/wg.ts). */
+  readonly wgInterfaces: number;
+  readonly wgSessions: number;
+}
+
 export type ServerEvent =
   | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean }
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
@@ -184,6 +197,19 @@ export class ServerCore {
   /** How many networks (accepted secrets) are served. */
   get networkCount(): number {
     return this.networks.size;
+  }
+
+  /** How much the server holds, for tests and metrics: every table that traffic could grow. */
+  get state(): ServerState {
+    return {
+      registrations: this.store.size,
+      pendingPushes: this.pendingPushes.size,
+      tcpConnections: this.connRegistrations.size,
+      replayEntries: this.replays.entries,
+      replayBytes: this.replays.bytes,
+      wgInterfaces: this.wg.peerCount,
+      wgSessions: this.wg.sessionCount,
+    };
   }
 
   /** How often the driver should call `handleTimer`. */

@@ -83,6 +83,7 @@ export class ReplayCache {
   private current: Uint32Array;
   private previous: Uint32Array;
   private currentCount = 0;
+  private previousCount = 0;
   private rotatedAt: number | undefined;
   private readonly slots: number;
   private readonly maxCount: number;
@@ -104,6 +105,11 @@ export class ReplayCache {
     return (this.current.byteLength + this.previous.byteLength);
   }
 
+  /** Fingerprints remembered in both tables. */
+  get entries(): number {
+    return this.currentCount + this.previousCount;
+  }
+
   /**
    * Records the fingerprint. Returns 'fresh' the first time, 'replay' if seen within the window,
    * 'full' if the cache cannot take more this window.
@@ -112,7 +118,9 @@ export class ReplayCache {
     this.rotatedAt ??= now;
     if (now - this.rotatedAt >= this.windowMs) {
       // A new table rather than fill(0): the kernel hands out zeroed pages lazily, filling 8 MiB does not.
-      this.previous = now - this.rotatedAt >= 2 * this.windowMs ? new Uint32Array(this.slots * 2) : this.current;
+      const forgetAll = now - this.rotatedAt >= 2 * this.windowMs;
+      this.previous = forgetAll ? new Uint32Array(this.slots * 2) : this.current;
+      this.previousCount = forgetAll ? 0 : this.currentCount;
       this.current = new Uint32Array(this.slots * 2);
       this.currentCount = 0;
       this.rotatedAt = now;

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage, encodeMessage, type BurrowMessage } from '../../src/codec/messages.js';
 import { decodeStun, verifyIntegrity } from '../../src/codec/stun.js';
@@ -70,7 +71,7 @@ describe('Burrow messages', () => {
         assert.ok(d.ok, d.ok ? '' : `${d.reason} ${'detail' in d ? d.detail : ''}`);
         assert.deepEqual(normalise(d.msg), normalise(msg));
       }),
-      { numRuns: 3000 },
+      { numRuns: fuzzRuns(3000) },
     );
   });
 
@@ -80,7 +81,7 @@ describe('Burrow messages', () => {
         const d = decodeMessage(bytes);
         if (!d.ok) assert.equal(typeof d.reason, 'string');
       }),
-      { numRuns: 20_000 },
+      { numRuns: fuzzRuns(20_000) },
     );
   });
 
@@ -99,7 +100,7 @@ describe('Burrow messages', () => {
           decodeMessage(copy);
         }
       }),
-      { numRuns: 20_000 },
+      { numRuns: fuzzRuns(20_000) },
     );
   });
 
@@ -113,7 +114,7 @@ describe('Burrow messages', () => {
         const d = decodeStun(bytes);
         if (d.ok) assert.notEqual(verifyIntegrity(bytes, d.msg, key), 'valid');
       }),
-      { numRuns: 5000 },
+      { numRuns: fuzzRuns(5000) },
     );
   });
 

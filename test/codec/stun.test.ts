@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHmac } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import { bytesToAddress, normaliseAddress, parseHostPort } from '../../src/codec/address.js';
 import { decodeMessage, encodeMessage } from '../../src/codec/messages.js';
 import { crc32, decodeStun, encodeStun, findAttribute, messageType, verifyIntegrity } from '../../src/codec/stun.js';
@@ -122,7 +123,7 @@ describe('addresses', () => {
         const isMapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
         assert.equal(again, isMapped ? bytesToAddress(bytes.subarray(12)) : text);
       }),
-      { numRuns: 2000 },
+      { numRuns: fuzzRuns(2000) },
     );
   });
 });

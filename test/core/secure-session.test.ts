@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { diffieHellman, generateKeyPairSync, createPublicKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import { decodeHello, encodeHello } from '../../src/codec/secure.js';
 import { SecureSession, type SessionOutput } from '../../src/core/secure-session.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
@@ -86,7 +87,7 @@ describe('secure session', () => {
         if (of(out, 'error').length === 0) assert.equal(of(b.transportEnded(), 'error')[0]?.error.kind, 'truncated');
         else assert.equal(of(out, 'error')[0]?.error.kind, 'tampered');
       }),
-      { numRuns: 300 },
+      { numRuns: fuzzRuns(300) },
     );
   });
 
@@ -147,7 +148,7 @@ describe('secure session', () => {
         const d = decodeHello(bytes, KEYS.streamAuth, CONTEXT);
         assert.ok(d.ok || typeof d.reason === 'string');
       }),
-      { numRuns: 10_000 },
+      { numRuns: fuzzRuns(10_000) },
     );
     const good = encodeHello({ name: 'a', peer: 'b', nonce: Buffer.alloc(32), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
     // Every proper prefix of a valid HELLO asks for more bytes; the whole one decodes.

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage, encodeMessage, type BurrowMessage } from '../../src/codec/messages.js';
 import { decodeStun, verifyIntegrity } from '../../src/codec/stun.js';
@@ -92,7 +93,7 @@ describe('server core', () => {
       })), (bytes) => {
         for (const a of sends(s.handleDatagram('main', A, bytes, T0))) assert.ok(a.data.length <= bytes.length, `${a.data.length} > ${bytes.length}`);
       }),
-      { numRuns: 20_000 },
+      { numRuns: fuzzRuns(20_000) },
     );
     assert.equal(s.store.size, 0, 'unauthenticated input created registrations');
   });

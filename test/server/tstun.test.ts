@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import type { Endpoint } from '../../src/codec/address.js';
 import { BurrowError } from '../../src/errors.js';
 import {
@@ -322,7 +323,7 @@ describe('T-STUN core properties', () => {
           assert.deepEqual(pairWith(aCuts, bCuts, halfClose, key), reference);
         },
       ),
-      { numRuns: 500 },
+      { numRuns: fuzzRuns(500) },
     );
   });
 
@@ -367,7 +368,7 @@ describe('T-STUN core properties', () => {
         assert.deepEqual([s.stats.open, s.stats.waiting, s.stats.sources], [0, 0, 0]);
         assert.equal(s.nextTimeoutAt, undefined);
       }),
-      { numRuns: 1000 },
+      { numRuns: fuzzRuns(1000) },
     );
   });
 });

@@ -5,9 +5,14 @@
  * statistics on stdout when done.
  *
  *   node attacker.js --bind ADDR --server ADDR:PORT --junk N --seconds S [--replay] [--replay-limit N]
+ *                    [--replay-file PCAP --replay-every MS]
+ *
+ * --replay replays a live capture from stdin, each datagram once; --replay-file replays a whole recorded capture (a
+ * finished session) every MS milliseconds until the time is up.
  */
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { PcapReader } from './pcap.js';
 
@@ -20,6 +25,8 @@ const { values } = parseArgs({
     replay: { type: 'boolean', default: false },
     'replay-limit': { type: 'string', default: '5000' },
     'ignore-port': { type: 'string', default: '' },
+    'replay-file': { type: 'string' },
+    'replay-every': { type: 'string', default: '200' },
   },
 });
 const bind = values.bind ?? '203.0.113.2';
@@ -89,6 +96,22 @@ if (values.replay) {
   process.stdin.on('data', (chunk: Buffer) => {
     for (const d of reader.push(chunk)) replay(d);
   });
+}
+
+if (values['replay-file'] !== undefined) {
+  const session = new PcapReader().push(readFileSync(values['replay-file'])).filter((d) => d.src.address !== bind);
+  const every = Math.max(20, Number(values['replay-every']));
+  const replayAll = (): void => {
+    for (const d of session) {
+      if (stats.replayed >= replayLimit || Date.now() > deadline) return;
+      stats.replayed++;
+      stats.replayedBytes += d.payload.length;
+      socket.send(d.payload, d.dst.port, d.dst.address);
+    }
+  };
+  replayAll();
+  const timer = setInterval(replayAll, every);
+  setTimeout(() => { clearInterval(timer); }, Math.max(0, deadline - Date.now()));
 }
 
 // Junk in batches, so the event loop can also replay and count answers.

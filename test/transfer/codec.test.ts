@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import {
   checkFileName,
   decodeFrame,
@@ -84,20 +85,20 @@ describe('transfer codec: round trips and properties', () => {
     fc.assert(fc.property(frames, (frame) => {
       const encoded = encodeFrame(frame);
       for (let n = 0; n < encoded.length; n++) assert.deepEqual(decodeFrame(encoded.subarray(0, n)), { ok: false, reason: 'need-more' });
-    }), { numRuns: 50 });
+    }), { numRuns: fuzzRuns(50) });
   });
 
   it('never throws on arbitrary bytes, nor on mutated frames', () => {
     fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (b) => {
       decodeFrame(b);
-    }), { numRuns: 2000 });
+    }), { numRuns: fuzzRuns(2000) });
     fc.assert(fc.property(frames, fc.nat(), fc.integer({ min: 1, max: 255 }), (frame, at, xor) => {
       const b = Buffer.from(encodeFrame(frame));
       const i = at % b.length;
       b[i] = (b[i] ?? 0) ^ xor;
       const d = decodeFrame(b);
       assert.ok(d.ok || typeof d.reason === 'string');
-    }), { numRuns: 2000 });
+    }), { numRuns: fuzzRuns(2000) });
   });
 
   it('a FAIL detail is cut to 1024 bytes on a character boundary', () => {
@@ -187,7 +188,7 @@ describe('file names: nothing may leave the output directory', () => {
           assert.ok(!f.name.includes('/') && !f.name.includes('\\') && !f.name.includes('..') && !f.name.includes('\0'));
         }
       }
-    }), { numRuns: 2000 });
+    }), { numRuns: fuzzRuns(2000) });
   });
 
   it('the encoder refuses what no valid sender sends', () => {

@@ -2,6 +2,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
+import { fuzzRuns } from '../support/fuzz.js';
 import { encodeFrame, type ManifestEntry } from '../../src/transfer/codec.js';
 import { ReceiverSession, SenderSession, type ReceiverEvent } from '../../src/transfer/session.js';
 
@@ -68,7 +69,7 @@ describe('ReceiverSession', () => {
     const expected = summarize(new ReceiverSession().receive(whole));
     fc.assert(fc.property(fc.array(fc.nat({ max: whole.length }), { maxLength: 30 }), (cuts) => {
       assert.deepEqual(summarize(feed(new ReceiverSession(), whole, cuts)), expected);
-    }), { numRuns: 300 });
+    }), { numRuns: fuzzRuns(300) });
   });
 
   it('data events are slices of the input, never copies (constant memory)', () => {
@@ -110,7 +111,7 @@ describe('ReceiverSession', () => {
       const r = new ReceiverSession();
       for (const c of chunks) r.receive(Buffer.from(c));
       if (end) r.end();
-    }), { numRuns: 1000 });
+    }), { numRuns: fuzzRuns(1000) });
     // Valid prefixes with garbage after them reach the deeper states.
     const whole = transcript();
     fc.assert(fc.property(fc.nat({ max: whole.length }), fc.uint8Array({ maxLength: 64 }), (cut, tail) => {
@@ -118,7 +119,7 @@ describe('ReceiverSession', () => {
       r.receive(whole.subarray(0, cut));
       r.receive(Buffer.from(tail));
       r.end();
-    }), { numRuns: 1000 });
+    }), { numRuns: fuzzRuns(1000) });
   });
 
   it('throws on local misuse: ACCEPT before a manifest', () => {
@@ -204,6 +205,6 @@ describe('SenderSession', () => {
       s.manifest();
       for (const c of chunks) s.receive(Buffer.from(c));
       s.end();
-    }), { numRuns: 1000 });
+    }), { numRuns: fuzzRuns(1000) });
   });
 });
