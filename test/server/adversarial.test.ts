@@ -21,6 +21,9 @@ import { DEFAULT_LIMITS } from '../../src/server/core.js';
 import { startServerProcess, type ServerProcess, type ServerSnapshot } from '../support/server-harness.js';
 import { everyMessageType, junk, malformedMessages, registerRequest, txid, unauthenticatedMix } from '../support/shapes.js';
 import { openAttacker, pacedSend, type Attacker } from '../support/udp-attacker.js';
+import { decodeWgSync, encodeWgSync, wgProof } from '../../src/codec/wg-messages.js';
+import { consumeResponse, createInitiation, dh, publicKeyOf, sealTransport, tai64n } from '../../src/crypto/wireguard.js';
+import { randomBytes } from 'node:crypto';
 
 const SECRET = 'adversarial test secret';
 const KEYS = deriveNetworkKeys(Buffer.from(SECRET));
@@ -284,6 +287,43 @@ describe('adversarial: replay of every authenticated message type (real server p
       assert.deepEqual(Buffer.from(fresh.intro.peerNonce), nonceA);
     } finally {
       await Promise.all([alice.close(), bob.close(), other.close()]);
+    }
+  });
+
+  it('WireGuard: a handshake, its keepalive, the server\'s response and a WG-SYNC replayed from the original and another address change nothing and draw no bytes', async (t) => {
+    const wgc = await openAttacker('127.0.0.1');
+    const other = await openAttacker('127.0.0.9');
+    try {
+      // A real exchange to capture, as wireguard-go and burrow wg make it.
+      const priv = randomBytes(32);
+      const init = createInitiation(priv, KEYS.wireguard.publicKey, randomBytes(32), 7, tai64n(Date.now()));
+      await wgc.send(init.packet, server.port);
+      await waitFor(() => wgc.replies.length === 1, 'the handshake response');
+      const response = wgc.replies[0]!;
+      const session = consumeResponse(init, response, KEYS.wireguard.presharedKey);
+      assert.ok(session);
+      const keepalive = sealTransport(session.receiverIndex, 0n, session.sendKey, new Uint8Array(0));
+      await wgc.send(keepalive, server.port);
+      const facts = { txid: txid(), networkId: KEYS.networkId, timestamp: Date.now(), key: publicKeyOf(priv), listenPort: 51820, hosts: [], mapping: 'unknown' as const };
+      const sync = encodeWgSync({ kind: 'wg-sync', ...facts, query: [], proof: wgProof(dh(priv, KEYS.wireguard.publicKey) ?? Buffer.alloc(32), facts) }, KEYS.clientToServer);
+      await wgc.send(sync, server.port);
+      await waitFor(() => wgc.replies.length === 2, 'the WG-SYNC answer');
+      const answer = decodeWgSync(wgc.replies[1]!);
+      assert.ok(answer.ok && answer.msg.kind === 'wg-sync-ok');
+      assert.equal(endpointKey(answer.msg.self.endpoint ?? { address: '', port: 0 }), `127.0.0.1:${wgc.port}`);
+      const captured = [init.packet, keepalive, response, sync];
+      const s0 = await server.snapshot();
+      const before = wgc.counts.receivedBytes;
+      for (const from of [wgc, other]) for (const bytes of captured) await sendAndSettle(server, from, [bytes], [server.port]);
+      const s1 = await server.snapshot();
+      sameState(s0, s1);
+      const drawn = wgc.counts.receivedBytes - before + other.counts.receivedBytes;
+      t.diagnostic(`${2 * captured.length} WireGuard/WG-SYNC replays: ${drawn} bytes answered; replaysRejected +${s1.stats.replaysRejected - s0.stats.replaysRejected}`);
+      assert.equal(drawn, 0, 'a replay drew an answer');
+      // Initiation, keepalive and WG-SYNC, from each address; the server's own response is not a replay but junk to it.
+      assert.equal(s1.stats.replaysRejected - s0.stats.replaysRejected, 6);
+    } finally {
+      await Promise.all([wgc.close(), other.close()]);
     }
   });
 
