@@ -404,14 +404,7 @@ export class ServerCore {
       this.replyUnauthenticated(from, data.length, { kind: 'error', method: WG_SYNC, txid: msg.txid, code: 438, reason: 'Stale', timestamp: now }, network.serverToClient, UDP, out);
       return;
     }
-    const mac = findAttribute(decoded.stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
-    const seen = this.replays.check(mac, now);
-    if (seen !== 'fresh') {
-      this.stats.replaysRejected++;
-      this.stats.unauthBytesIn += data.length;
-      out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
-      return;
-    }
+    if (!this.firstSeen(decoded.stun, data, from, now, out)) return;
     // The proof binds the announcement to the interface key: only the holder of its private key can compute it.
     const shared = dh(network.wireguard.privateKey, msg.key);
     const proof = shared ? wgProof(shared, msg) : undefined;
@@ -433,6 +426,17 @@ export class ServerCore {
       alternate: this.config.alternate,
     }, network.serverToClient);
     this.reply(UDP, from, answer, out);
+  }
+
+  /** The replay check shared by every authenticated request: false (counted, reported) for a message seen before. */
+  private firstSeen(stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: ServerAction[]): boolean {
+    const mac = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
+    const seen = this.replays.check(mac, now);
+    if (seen === 'fresh') return true;
+    this.stats.replaysRejected++;
+    this.stats.unauthBytesIn += data.length;
+    out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
+    return false;
   }
 
   private answerBinding(socket: ServerSocketId, msg: Extract<BurrowMessage, { kind: 'binding' }>, from: Endpoint, requestLength: number, now: number, out: ServerAction[]): void {
@@ -467,14 +471,7 @@ export class ServerCore {
       this.replyUnauthenticated(from, data.length, { kind: 'error', method: Method.REGISTER, txid: msg.txid, code: 438, reason: 'Stale', timestamp: now }, network.serverToClient, channel, out);
       return;
     }
-    const mac = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
-    const seen = this.replays.check(mac, now);
-    if (seen !== 'fresh') {
-      this.stats.replaysRejected++;
-      this.stats.unauthBytesIn += data.length;
-      out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
-      return;
-    }
+    if (!this.firstSeen(stun, data, from, now, out)) return;
     this.register(network, msg, from, now, channel, out);
   }
 
@@ -495,14 +492,7 @@ export class ServerCore {
       this.stats.staleTimestamps++;
       return;
     }
-    const mac = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value ?? new Uint8Array(8);
-    const seen = this.replays.check(mac, now);
-    if (seen !== 'fresh') {
-      this.stats.replaysRejected++;
-      this.stats.unauthBytesIn += data.length;
-      out.push({ type: 'event', event: { type: 'rejected', from, reason: seen === 'replay' ? 'replayed message' : 'replay cache full' } });
-      return;
-    }
+    if (!this.firstSeen(stun, data, from, now, out)) return;
     // Only the session that was introduced counts, once: the report ends its registration, so a second
     // copy, or a report for an expired or evicted registration, matches nothing.
     const reg = this.store.get(network.networkIdHex, msg.name, now);
