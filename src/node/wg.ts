@@ -335,6 +335,10 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
 
   /** Adds (or repairs) the server peer: after a restart of WireGuard, the interface has forgotten it. */
   const ensureServerPeer = async (): Promise<void> => {
+    // A server peer of an earlier secret (same server address and port, no allowed IPs, another key) is ours and
+    // stale after a rotation: remove it, or WireGuard keeps handshaking with a key the server no longer has.
+    const stale = dump.peers.filter((p) => p.publicKey !== serverKey && p.allowedIps.length === 0 && p.endpoint !== undefined && endpointKey(p.endpoint) === serverText);
+    if (stale.length > 0) await tool.set(iface, stale.flatMap((p) => ['peer', p.publicKey, 'remove']));
     const existing = dump.peers.find((p) => p.publicKey === serverKey);
     if (existing?.endpoint && endpointKey(existing.endpoint) === serverText && existing.persistentKeepalive === KEEPALIVE_SECONDS) return;
     await tool.set(iface, ['peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);

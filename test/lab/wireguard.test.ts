@@ -183,9 +183,14 @@ describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', {
       const rules = "table inet bwtest {\n  chain out {\n    type filter hook output priority 0;\n    udp sport 51820 ip daddr 203.0.113.1 drop\n  }\n}\n";
       const nft = await lab.exec('hA', 'nft', ['-f', '-'], { input: rules });
       assert.equal(nft.code, 0, nft.stderr);
+      // A server peer left from an earlier secret (same server address and port, no allowed IPs) is removed.
+      const staleKey = Buffer.alloc(32, 7).toString('base64');
+      const stale = await lab.exec('hA', 'wg', ['set', hA.name, 'peer', staleKey, 'endpoint', '203.0.113.1:3478']);
+      assert.equal(stale.code, 0, stale.stderr);
       const blocked = burrowWg(lab, hA, ['--timeout', '5']);
       assert.equal((await blocked.exited).code, 12, blocked.stderr);
       assert.match(blocked.stderr, /did not complete a handshake with the rendezvous server/);
+      assert.ok(!(await wgPeers(lab, hA)).some((p) => p.key === staleKey), 'the stale server peer was removed');
     });
   });
 
