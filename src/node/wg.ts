@@ -159,6 +159,9 @@ function lanAddresses(iface: string, port: number, family: 4 | 6): Endpoint[] {
 // ---------------------------------------------------------------------------------------------------------------------
 // WG-SYNC and STUN over one UDP socket.
 
+/** How long the server may go without seeing this interface before WireGuard is made to handshake with it again. */
+const SERVER_REHANDSHAKE_MS = 3000;
+
 /** How often the interface itself is looked at (`wg show`, local only). */
 const LOCAL_POLL_MS = 1000;
 
@@ -334,6 +337,16 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   });
 
   /** Adds (or repairs) the server peer: after a restart of WireGuard, the interface has forgotten it. */
+  /**
+   * Removes and re-adds the server peer in one `wg set`: WireGuard drops its session with the server and handshakes
+   * again at once. Needed when the server has forgotten this interface (it restarted, or evicted the record) while
+   * WireGuard keeps sending keepalives on a session the server no longer knows (it would re-key only after 2 min).
+   */
+  const recreateServerPeer = async (): Promise<void> => {
+    await tool.set(iface, ['peer', serverKey, 'remove', 'peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
+    emit({ type: 'server-peer', serverKey, endpoint: server });
+  };
+
   const ensureServerPeer = async (): Promise<void> => {
     // A server peer of an earlier secret (same server address and port, no allowed IPs, another key) is ours and
     // stale after a rotation: remove it, or WireGuard keeps handshaking with a key the server no longer has.
@@ -379,6 +392,8 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   };
 
   let lastListenPort = dump.listenPort;
+  let selfMissingSince: number | undefined;
+  let lastServerRecreate = -Infinity;
   try {
     await ensureServerPeer();
     for (let round = 0; ; round++) {
@@ -405,6 +420,17 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
         const before = discovery.selfInfo;
         if (!before || before.endpoint?.address !== self.endpoint?.address || before.endpoint?.port !== self.endpoint?.port || round === 0) {
           emit({ type: 'self', endpoint: self.endpoint, mapping });
+        }
+        // The server does not see this interface (any more): make WireGuard handshake with it afresh.
+        // At once when it knew us a round ago (it restarted or evicted us); else after a grace for the first handshake.
+        if (self.endpoint) selfMissingSince = undefined;
+        else if (before?.endpoint !== undefined && now - lastServerRecreate >= SERVER_REHANDSHAKE_MS) {
+          lastServerRecreate = now;
+          await recreateServerPeer();
+        } else if (selfMissingSince === undefined) selfMissingSince = now;
+        else if (now - selfMissingSince >= SERVER_REHANDSHAKE_MS && now - lastServerRecreate >= SERVER_REHANDSHAKE_MS) {
+          lastServerRecreate = now;
+          await recreateServerPeer();
         }
         // 2. Set what changed.
         const sets = discovery.update(dump, self, infos, now);

@@ -194,10 +194,10 @@ describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', {
     });
   });
 
-  it('--continuous heals a restarted wireguard-go (new port) and a flushed NAT within two intervals, without disturbing live tunnels', async () => {
+  it('--continuous heals a restarted wireguard-go (new port), a flushed NAT and a restarted server, without disturbing live tunnels', async () => {
     const intervalS = 5;
     await withLab({ a: 'port-restricted', b: 'port-restricted' }, async (lab, hosts) => {
-      await startServer(lab);
+      let server = await startServer(lab);
       const [hA, hB] = await meshOf(lab, hosts, ['hA', 'hB']);
       assert.ok(hA && hB);
       await runOneShot(lab, [hA, hB]);
@@ -231,10 +231,23 @@ describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', {
         const flushedAt = Date.now();
         await tunnelCarries(lab, hA, hB, 'after-flush', Math.ceil((2 * intervalS * 1000) / 300) + 10);
         const flushHealMs = Date.now() - flushedAt;
+        // Restart the server: it forgets every interface and session. Both sides must be known to the new one again,
+        // and a peer that then moves must still be found.
+        server.kill('SIGTERM');
+        await server.exited;
+        server = await startServer(lab);
+        const serverAt = Date.now();
+        const learnt = (): number => server.stderr.split('\n').filter((l) => l.includes('"wg-endpoint"')).length;
+        await server.waitForOutput('stderr', () => learnt() >= 2, 3 * intervalS * 1000);
+        const serverHealMs = Date.now() - serverAt;
+        await restartWg(lab, hB, 51998, [hA]);
+        const movedAt = Date.now();
+        await tunnelCarries(lab, hA, hB, 'after-server-restart', Math.ceil((2 * intervalS * 1000) / 300) + 10);
+        const afterServerMs = Date.now() - movedAt;
         for (const w of watchers) w.kill('SIGTERM');
         const exits = await Promise.all(watchers.map((w) => w.exited));
         for (const [i, e] of exits.entries()) assert.equal(e.code, 0, watchers[i]?.stderr);
-        process.stdout.write(`# wg healing: restart ${restartHealMs} ms, NAT flush ${flushHealMs} ms (interval ${intervalS} s); steady stream ${got.size}/${sent}\n`);
+        process.stdout.write(`# wg healing: restart ${restartHealMs} ms, NAT flush ${flushHealMs} ms, server restart: both re-registered in ${serverHealMs} ms, then a moved peer found in ${afterServerMs} ms (interval ${intervalS} s); steady stream ${got.size}/${sent}\n`);
       } finally {
         await sender.stop();
         await receiver.stop();
