@@ -20,12 +20,14 @@ export const WgAttr = {
   WG_KEY: 0x4b0c,
   /** Public keys whose endpoints the sender asks for: n × 32 bytes. */
   WG_QUERY: 0x4b0d,
-  /** HMAC-SHA256 keyed with X25519(interface key, server key) over the announced facts. */
+  /** HMAC-SHA256 keyed with X25519(interface private key, the server's WG-PROOF-KEY) over the announced facts. */
   WG_PROOF: 0x4b0e,
   /** One peer's record in an answer (layout in docs/protocol.md §11). */
   WG_PEER: 0x4b0f,
   /** The interface's listen port (u16 + 2 reserved bytes). */
   WG_PORT: 0x4b11,
+  /** In answers: the server's own random X25519 public key that WG-PROOF is computed against (32 bytes). */
+  WG_PROOF_KEY: 0x4b12,
 } as const;
 
 export const WG_KEY_LENGTH = 32;
@@ -47,7 +49,8 @@ export interface WgSyncRequest {
   readonly hosts: readonly Endpoint[];
   readonly mapping: NatMapping;
   readonly query: readonly Uint8Array[];
-  readonly proof: Uint8Array;
+  /** Absent until the sender knows the server's WG-PROOF-KEY (its first request); the server then announces nothing. */
+  readonly proof: Uint8Array | undefined;
 }
 
 export interface WgPeerInfo {
@@ -72,6 +75,11 @@ export interface WgSyncSuccess {
   readonly peers: readonly WgPeerInfo[];
   /** The server's second port (OTHER-ADDRESS), for telling whether the sender's NAT mapping depends on the destination. */
   readonly alternate: Endpoint | undefined;
+  /**
+   * The server's proof key: random, made by the server process and never derived from the secret, so that no other
+   * holder of the secret can compute an interface's WG-PROOF. A sender whose proof used another key sends again.
+   */
+  readonly proofKey: Uint8Array;
 }
 
 export type WgSyncDecodeError =
@@ -110,7 +118,7 @@ export function wgProofInput(req: Omit<WgSyncRequest, 'proof' | 'kind' | 'query'
   ]);
 }
 
-/** WG-PROOF: HMAC-SHA256 keyed with the X25519 secret shared by the interface key and the server's WireGuard key. */
+/** WG-PROOF: HMAC-SHA256 keyed with the X25519 secret shared by the interface key and the server's WG-PROOF-KEY. */
 export function wgProof(sharedSecret: Uint8Array, req: Omit<WgSyncRequest, 'proof' | 'kind' | 'query'>): Buffer {
   return createHmac('sha256', sharedSecret).update(wgProofInput(req)).digest();
 }
@@ -125,7 +133,7 @@ export function encodeWgSync(req: WgSyncRequest, integrityKey: Uint8Array): Buff
     ...req.hosts.slice(0, MAX_WG_HOSTS).map((h) => ({ type: BurrowAttr.HOST_CANDIDATE, value: encodePlainAddress(h) })),
     { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPINGS.indexOf(req.mapping) << 24) },
     ...(req.query.length ? [{ type: WgAttr.WG_QUERY, value: Buffer.concat(req.query) }] : []),
-    { type: WgAttr.WG_PROOF, value: req.proof },
+    ...(req.proof ? [{ type: WgAttr.WG_PROOF, value: req.proof }] : []),
   ], { integrityKey });
 }
 
@@ -147,6 +155,7 @@ export function encodeWgSyncOk(msg: WgSyncSuccess, integrityKey: Uint8Array): Bu
     { type: WgAttr.WG_PEER, value: encodePeer(msg.self) },
     ...msg.peers.slice(0, MAX_WG_QUERY).map((p) => ({ type: WgAttr.WG_PEER, value: encodePeer(p) })),
     ...(msg.alternate ? [{ type: Attr.OTHER_ADDRESS, value: encodePlainAddress(msg.alternate) }] : []),
+    { type: WgAttr.WG_PROOF_KEY, value: msg.proofKey },
   ], { integrityKey });
 }
 
@@ -249,7 +258,7 @@ function interpret(stun: StunMessage): WgSyncRequest | WgSyncSuccess {
       hosts,
       mapping: readMapping(mappingValue[0]),
       query,
-      proof: required(stun, WgAttr.WG_PROOF, 'WG-PROOF', 32),
+      proof: findAttribute(stun, WgAttr.WG_PROOF) ? required(stun, WgAttr.WG_PROOF, 'WG-PROOF', 32) : undefined,
     };
   }
   if (stun.cls === 'success') {
@@ -264,7 +273,7 @@ function interpret(stun: StunMessage): WgSyncRequest | WgSyncSuccess {
       if (n !== other.length) fail('bad-attribute', 'OTHER-ADDRESS has trailing bytes');
       alternate = e;
     }
-    return { kind: 'wg-sync-ok', txid, timestamp: readTimestamp(stun), self, peers, alternate };
+    return { kind: 'wg-sync-ok', txid, timestamp: readTimestamp(stun), self, peers, alternate, proofKey: required(stun, WgAttr.WG_PROOF_KEY, 'WG-PROOF-KEY', WG_KEY_LENGTH) };
   }
   return fail('bad-attribute', `WG-SYNC ${stun.cls} is not a request or success`);
 }

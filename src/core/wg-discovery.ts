@@ -42,6 +42,10 @@ interface PeerMemory {
   applied: string | undefined;
   setAt: number;
   info: WgPeerInfo | undefined;
+  /** The applied endpoint is a LAN address. */
+  appliedLan: boolean;
+  /** A LAN address was tried without a handshake: use the public endpoint from now on. */
+  lanFailed: boolean;
 }
 
 function keyOf(e: Endpoint): string {
@@ -52,19 +56,38 @@ export function handshakeFresh(peer: WgDumpPeer | undefined, now: number): boole
   return peer !== undefined && peer.latestHandshake > 0 && now - peer.latestHandshake * 1000 < HANDSHAKE_FRESH_MS;
 }
 
+/** Whether two addresses share a /24 (IPv4) or /64 (IPv6): a cheap "same LAN" guess. */
+function sameSubnet(a: string, b: string): boolean {
+  if (familyOf(a) !== familyOf(b)) return false;
+  if (familyOf(a) === 4) return a.split('.').slice(0, 3).join('.') === b.split('.').slice(0, 3).join('.');
+  const head = (x: string): string => x.split(':').slice(0, 4).join(':');
+  return head(a) === head(b);
+}
+
 /**
  * The address to give WireGuard for a peer: its LAN address when both sit behind the same public address (NATs
- * rarely hairpin), else where the server saw its WireGuard packets come from.
+ * rarely hairpin) — preferably one on a subnet of ours — else where the server saw its WireGuard packets come from.
+ * `lan: false` forces the public endpoint (the LAN address was tried and led to no handshake: a carrier-grade NAT
+ * shared by two different LANs, or a LAN address of some other interface).
  */
-export function chooseEndpoint(self: WgPeerInfo | undefined, peer: WgPeerInfo): { endpoint: Endpoint; lan: boolean } | undefined {
+export function chooseEndpoint(
+  self: WgPeerInfo | undefined,
+  peer: WgPeerInfo,
+  ours: readonly Endpoint[] = [],
+  lan = true,
+): { endpoint: Endpoint; lan: boolean } | undefined {
   if (!peer.endpoint) return undefined;
-  if (self?.endpoint && self.endpoint.address === peer.endpoint.address) {
+  if (lan && self?.endpoint && self.endpoint.address === peer.endpoint.address) {
     const family = familyOf(peer.endpoint.address);
-    const lan = peer.hosts.find((h) => familyOf(h.address) === family) ?? peer.hosts[0];
-    if (lan) return { endpoint: lan, lan: true };
+    const sameFamily = peer.hosts.filter((h) => familyOf(h.address) === family);
+    const host = sameFamily.find((h) => ours.some((o) => sameSubnet(o.address, h.address))) ?? sameFamily[0] ?? peer.hosts[0];
+    if (host) return { endpoint: host, lan: true };
   }
   return { endpoint: peer.endpoint, lan: false };
 }
+
+/** A LAN address that has not led to a handshake within this time is given up for the public endpoint. */
+export const LAN_FALLBACK_MS = 10_000;
 
 export class WgDiscovery {
   private readonly memory = new Map<string, PeerMemory>();
@@ -101,16 +124,17 @@ export class WgDiscovery {
   }
 
   /** Takes a WG-SYNC answer into account and returns the endpoints to set now. */
-  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number): WgSetEndpoint[] {
+  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number, ours: readonly Endpoint[] = []): WgSetEndpoint[] {
     this.self = self;
     const out: WgSetEndpoint[] = [];
     for (const peer of this.targets(dump).peers) {
       let mem = this.memory.get(peer.publicKey);
-      if (!mem) this.memory.set(peer.publicKey, (mem = { applied: undefined, setAt: -Infinity, info: undefined }));
+      if (!mem) this.memory.set(peer.publicKey, (mem = { applied: undefined, setAt: -Infinity, info: undefined, appliedLan: false, lanFailed: false }));
       const info = infos.get(peer.publicKey);
       if (info) mem.info = info;
       if (!info) continue;
-      const choice = chooseEndpoint(self, info);
+      if (mem.appliedLan && !mem.lanFailed && !handshakeFresh(peer, now) && now - mem.setAt >= LAN_FALLBACK_MS) mem.lanFailed = true;
+      const choice = chooseEndpoint(self, info, ours, !mem.lanFailed);
       if (!choice) continue;
       const desired = keyOf(choice.endpoint);
       const current = peer.endpoint ? keyOf(peer.endpoint) : undefined;
@@ -132,6 +156,7 @@ export class WgDiscovery {
       }
       if (reason) {
         mem.applied = desired;
+        mem.appliedLan = choice.lan;
         mem.setAt = now;
         out.push({ key: peer.publicKey, endpoint: choice.endpoint, reason, lan: choice.lan, rehandshake: reason === 'moved' });
       }

@@ -8,7 +8,7 @@
  * node:crypto; keyed BLAKE2s-128 (WireGuard's MAC) is not in node:crypto and comes from @noble/hashes; X25519 and
  * ChaCha20-Poly1305 from node:crypto.
  */
-import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, hkdfSync, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHash, createHmac, createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, hkdfSync, type KeyObject } from 'node:crypto';
 import { blake2s } from '@noble/hashes/blake2.js';
 
 export const KEY_LENGTH = 32;
@@ -96,6 +96,24 @@ function publicKeyObject(raw: Uint8Array): KeyObject {
 export function publicKeyOf(privateRaw: Uint8Array): Buffer {
   const der = createPublicKey(privateKeyObject(privateRaw)).export({ format: 'der', type: 'spki' });
   return der.subarray(der.length - KEY_LENGTH);
+}
+
+/** An X25519 key pair with the private half as a KeyObject (importing raw keys is the slow part of X25519 here). */
+export interface KeyPair {
+  readonly privateKey: KeyObject;
+  readonly publicKey: Buffer;
+}
+
+/** A fresh random X25519 key pair (about 0.06 ms, against about 0.6 ms to import a raw private key). */
+export function generateKeyPair(): KeyPair {
+  const { privateKey, publicKey } = generateKeyPairSync('x25519');
+  const der = publicKey.export({ format: 'der', type: 'spki' });
+  return { privateKey, publicKey: der.subarray(der.length - KEY_LENGTH) };
+}
+
+/** The key pair of a raw private key (for tests and fixed keys). */
+export function keyPairOf(privateRaw: Uint8Array): KeyPair {
+  return { privateKey: privateKeyObject(privateRaw), publicKey: publicKeyOf(privateRaw) };
 }
 
 /** X25519; undefined for a low-order public key (an all-zero shared secret), which WireGuard also rejects. */
@@ -212,8 +230,9 @@ export interface ResponderKeys {
 }
 
 /** Builds the handshake response (92 bytes) and the session's transport keys. */
-export function createResponse(init: ConsumedInitiation, id: ServerIdentity, ephemeralPrivate: Uint8Array, ourIndex: number): ResponderKeys | undefined {
-  const ePub = publicKeyOf(ephemeralPrivate);
+export function createResponse(init: ConsumedInitiation, id: ServerIdentity, ephemeral: KeyPair, ourIndex: number): ResponderKeys | undefined {
+  const ePub = ephemeral.publicKey;
+  const ephemeralPrivate = ephemeral.privateKey;
   let [ck] = kdf(1, init.ck, ePub) as [Buffer];
   let h = hash(init.h, ePub);
   const ee = dh(ephemeralPrivate, init.peerEphemeral);

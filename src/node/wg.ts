@@ -162,6 +162,9 @@ function lanAddresses(iface: string, port: number, family: 4 | 6): Endpoint[] {
 /** How long the server may go without seeing this interface before WireGuard is made to handshake with it again. */
 const SERVER_REHANDSHAKE_MS = 3000;
 
+/** The server's record of this interface is stale after this long without an authenticated WireGuard packet. */
+const SELF_STALE_SECONDS = 60;
+
 /** How often the interface itself is looked at (`wg show`, local only). */
 const LOCAL_POLL_MS = 1000;
 
@@ -191,7 +194,7 @@ class SyncClient {
     const id = txid.toString('hex');
     try {
       for (const wait of RETRY_DELAYS_MS) {
-        this.signal?.throwIfAborted();
+        if (this.signal?.aborted) throw BurrowError.aborted();
         sendUdp(this.bound, to, build(txid, Date.now() + this.clockOffset), () => undefined);
         const answer = await this.sleepOrAnswer(id, to, wait);
         if (answer) return answer;
@@ -231,20 +234,27 @@ class SyncClient {
     return d.ok && d.msg.kind === 'binding-ok' ? d.msg.mapped : undefined;
   }
 
+  /** The server's WG-PROOF-KEY, learnt from its answers (it changes when the server restarts). */
+  private proofKey: Uint8Array | undefined;
+
   async sync(dump: WgDump, hosts: readonly Endpoint[], mapping: NatMapping, query: readonly Uint8Array[]): Promise<WgSyncSuccess> {
     const serverText = endpointKey(this.server);
-    const shared = dh(dump.privateKey, this.keys.wireguard.publicKey);
-    if (!shared) throw BurrowError.wgNoInterface('(interface)', 'its private key is unusable');
     const key = decodeKey(dump.publicKey) ?? new Uint8Array(32);
-    for (let attempt = 0; attempt < 2; attempt++) {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const proofKey = this.proofKey;
+      const shared = proofKey ? dh(dump.privateKey, proofKey) : undefined;
       const answer = await this.exchange(this.server, (txid, now) => {
         const facts = { txid, networkId: this.keys.networkId, timestamp: now, key, listenPort: dump.listenPort, hosts, mapping };
-        return encodeWgSync({ kind: 'wg-sync', ...facts, query, proof: wgProof(shared, facts) }, this.keys.clientToServer);
+        return encodeWgSync({ kind: 'wg-sync', ...facts, query, proof: shared ? wgProof(shared, facts) : undefined }, this.keys.clientToServer);
       });
       if (!answer) throw BurrowError.serverUnreachable(serverText, RETRY_DELAYS_MS.length, 5);
       const ok = decodeWgSync(answer);
       if (ok.ok && ok.msg.kind === 'wg-sync-ok') {
-        if (verifyIntegrity(answer, ok.stun, this.keys.serverToClient) !== 'valid') throw BurrowError.authFailed(serverText);
+        // Unauthenticated look-alikes are ignored like silence would be: they cannot make us give up.
+        if (verifyIntegrity(answer, ok.stun, this.keys.serverToClient) !== 'valid') continue;
+        this.proofKey = ok.msg.proofKey;
+        // Our proof used no key or an old one (first request, or the server restarted): announce again at once.
+        if (!proofKey || !Buffer.from(proofKey).equals(ok.msg.proofKey)) continue;
         return ok.msg;
       }
       const err = decodeMessage(answer);
@@ -256,7 +266,7 @@ class SyncClient {
       }
       throw BurrowError.socket(`the server at ${serverText} refused WG-SYNC`, `${err.msg.code} ${err.msg.reason}`);
     }
-    throw BurrowError.socket(`the server at ${serverText} kept refusing our clock`, 'stale timestamp twice');
+    throw BurrowError.socket(`the server at ${serverText} kept refusing WG-SYNC`, 'no valid answer to three requests (stale clock, or answers that do not authenticate)');
   }
 }
 
@@ -278,6 +288,13 @@ function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
     }, ms);
     signal?.addEventListener('abort', onAbort, { once: true });
   });
+}
+
+/** Errors that --continuous rides out (after its first successful exchange for a refused secret). */
+function isRetryable(err: unknown, synced: boolean): boolean {
+  if (!(err instanceof BurrowError)) return false;
+  if (err.code === 'AUTH_FAILED') return synced;
+  return err.code === 'SERVER_UNREACHABLE' || err.code === 'SOCKET' || err.code === 'COMMAND_FAILED' || err.code === 'WG_NO_INTERFACE';
 }
 
 function problemError(problem: WgPeerProblem, peers: string, server: string, seconds: number): BurrowError {
@@ -393,108 +410,121 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
 
   let lastListenPort = dump.listenPort;
   let selfMissingSince: number | undefined;
+  let synced = false;
   let lastServerRecreate = -Infinity;
   try {
     await ensureServerPeer();
     for (let round = 0; ; round++) {
-      const now = Date.now();
-      // 1. Ask the server. The mapping test needs the alternate port the first answer names.
-      const targets = discovery.targets(dump).peers;
-      const hosts = lanAddresses(iface, dump.listenPort, familyOf(server.address));
-      const infos = new Map<string, WgPeerInfo>();
-      let self: WgPeerInfo | undefined;
-      let alternate: Endpoint | undefined;
-      for (let i = 0; i < Math.max(1, targets.length); i += MAX_WG_QUERY) {
-        const batch = targets.slice(i, i + MAX_WG_QUERY);
-        const answer = await client.sync(dump, hosts, mapping, batch.map((p) => decodeKey(p.publicKey) ?? new Uint8Array(32)));
-        self = answer.self;
-        alternate = answer.alternate;
-        for (const info of answer.peers) infos.set(encodeKey(info.key), info);
-      }
-      if (!mappingChecked && alternate) {
-        mappingChecked = true;
-        const [a, b] = await Promise.all([client.binding(server), client.binding(alternate)]);
-        mapping = a && b ? (a.address === b.address && a.port === b.port ? 'endpoint-independent' : 'endpoint-dependent') : 'unknown';
-      }
-      if (self) {
-        const before = discovery.selfInfo;
-        if (!before || before.endpoint?.address !== self.endpoint?.address || before.endpoint?.port !== self.endpoint?.port || round === 0) {
-          emit({ type: 'self', endpoint: self.endpoint, mapping });
+      try {
+        const now = Date.now();
+        // 1. Ask the server. The mapping test needs the alternate port the first answer names.
+        const targets = discovery.targets(dump).peers;
+        const hosts = lanAddresses(iface, dump.listenPort, familyOf(server.address));
+        const infos = new Map<string, WgPeerInfo>();
+        let self: WgPeerInfo | undefined;
+        let alternate: Endpoint | undefined;
+        for (let i = 0; i < Math.max(1, targets.length); i += MAX_WG_QUERY) {
+          const batch = targets.slice(i, i + MAX_WG_QUERY);
+          const answer = await client.sync(dump, hosts, mapping, batch.map((p) => decodeKey(p.publicKey) ?? new Uint8Array(32)));
+          self = answer.self;
+          alternate = answer.alternate;
+          for (const info of answer.peers) infos.set(encodeKey(info.key), info);
         }
-        // The server does not see this interface (any more): make WireGuard handshake with it afresh.
-        // At once when it knew us a round ago (it restarted or evicted us); else after a grace for the first handshake.
-        if (self.endpoint) selfMissingSince = undefined;
-        else if (before?.endpoint !== undefined && now - lastServerRecreate >= SERVER_REHANDSHAKE_MS) {
-          lastServerRecreate = now;
-          await recreateServerPeer();
-        } else if (selfMissingSince === undefined) selfMissingSince = now;
-        else if (now - selfMissingSince >= SERVER_REHANDSHAKE_MS && now - lastServerRecreate >= SERVER_REHANDSHAKE_MS) {
-          lastServerRecreate = now;
-          await recreateServerPeer();
+        synced = true;
+        if (!mappingChecked && alternate) {
+          mappingChecked = true;
+          const [a, b] = await Promise.all([client.binding(server), client.binding(alternate)]);
+          mapping = a && b ? (a.address === b.address && a.port === b.port ? 'endpoint-independent' : 'endpoint-dependent') : 'unknown';
         }
-        // 2. Set what changed.
-        const sets = discovery.update(dump, self, infos, now);
-        if (sets.length > 0) {
-          await applyEndpoints(sets);
-          for (const s of sets) emit({ type: 'endpoint-set', key: s.key, endpoint: s.endpoint, reason: s.reason, lan: s.lan });
-        }
-      }
-      // 3. Look at the interface: once a second (a local `wg show`, no traffic), so that a restarted WireGuard is
-      // repaired at once; the server is asked again after the interval, or at once when the interface changed.
-      const pause = continuous ? intervalMs : 1000;
-      const roundEnd = Date.now() + (round === 0 && !continuous ? 500 : pause);
-      let changed = false;
-      let missing = false;
-      while (!changed && Date.now() < roundEnd) {
-        await sleep(Math.min(LOCAL_POLL_MS, Math.max(0, roundEnd - Date.now())), signal);
-        try {
-          dump = await tool.dump(iface);
-          missing = false;
-        } catch (err) {
-          if (!continuous || !(err instanceof BurrowError) || err.code !== 'WG_NO_INTERFACE') throw err;
-          if (!missing) emit({ type: 'interface-missing', detail: err.message });
-          missing = true;
-          continue;
-        }
-        if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
-          lastListenPort = dump.listenPort;
-          mappingChecked = false;
-          changed = true;
-        }
-      }
-      if (missing) continue;
-      await ensureServerPeer();
-      const elapsed = Date.now() - started;
-      const final = elapsed >= timeoutMs;
-      const current = discovery.status(dump, Date.now(), continuous ? false : final);
-      for (const [key, status] of current) {
-        if (statuses.get(key) !== status) emit({ type: 'status', key, status });
-        statuses.set(key, status);
-      }
-      const all = [...current.values()];
-      if (!continuous && all.length > 0 && all.every((s) => s === 'connected')) return report();
-      if (continuous) {
-        // Re-open every NAT on the paths (ours towards each peer and towards the server) once per interval, so that
-        // flushed NAT state or a moved mapping is repaired within an interval rather than a keepalive period.
-        await nudge([serverKey, ...discovery.targets(dump).peers.map((p) => p.publicKey)]);
-        // A peer that has stayed unconnected for a timeout: say why, once per change.
-        for (const peer of discovery.targets(dump).peers) {
-          if (handshakeFresh(peer, Date.now())) continue;
-          const why = discovery.status(dump, Date.now(), true).get(peer.publicKey);
-          if (why && why !== 'connected' && elapsed >= timeoutMs && statuses.get(peer.publicKey) !== why) {
-            statuses.set(peer.publicKey, why);
-            emit({ type: 'status', key: peer.publicKey, status: why });
+        if (self) {
+          const before = discovery.selfInfo;
+          if (!before || before.endpoint?.address !== self.endpoint?.address || before.endpoint?.port !== self.endpoint?.port || round === 0) {
+            emit({ type: 'self', endpoint: self.endpoint, mapping });
+          }
+          // The server does not see this interface (any more): make WireGuard handshake with it afresh.
+          // At once when it knew us a round ago (it restarted or evicted us); else after a grace for the first handshake.
+          // A record whose endpoint has not been confirmed for a minute means the server lost our session (keepalives
+          // come every 25 s and at every interval).
+          const seen = self.endpoint !== undefined && self.ageSeconds <= SELF_STALE_SECONDS;
+          if (seen) selfMissingSince = undefined;
+          else if (before?.endpoint !== undefined && now - lastServerRecreate >= SERVER_REHANDSHAKE_MS) {
+            lastServerRecreate = now;
+            await recreateServerPeer();
+          } else if (selfMissingSince === undefined) selfMissingSince = now;
+          else if (now - selfMissingSince >= SERVER_REHANDSHAKE_MS && now - lastServerRecreate >= SERVER_REHANDSHAKE_MS) {
+            lastServerRecreate = now;
+            await recreateServerPeer();
+          }
+          // 2. Set what changed.
+          const sets = discovery.update(dump, self, infos, now, hosts);
+          if (sets.length > 0) {
+            await applyEndpoints(sets);
+            for (const s of sets) emit({ type: 'endpoint-set', key: s.key, endpoint: s.endpoint, reason: s.reason, lan: s.lan });
           }
         }
-        continue;
-      }
-      if (final) {
-        if (!discovery.selfInfo?.endpoint) throw BurrowError.wgNotReachingServer(serverText, Math.round(timeoutMs / 1000));
-        const failing = [...current.entries()].filter(([, s]) => s !== 'connected') as [string, WgPeerProblem][];
-        const worst = PROBLEM_ORDER.find((p) => failing.some(([, s]) => s === p)) ?? 'no-handshake';
-        const names = failing.filter(([, s]) => s === worst).map(([k]) => k).join(', ');
-        const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000));
-        throw Object.assign(error, { report: report() });
+        // 3. Look at the interface: once a second (a local `wg show`, no traffic), so that a restarted WireGuard is
+        // repaired at once; the server is asked again after the interval, or at once when the interface changed.
+        const pause = continuous ? intervalMs : 1000;
+        const roundEnd = Date.now() + (round === 0 && !continuous ? 500 : pause);
+        let changed = false;
+        let missing = false;
+        while (!changed && Date.now() < roundEnd) {
+          await sleep(Math.min(LOCAL_POLL_MS, Math.max(0, roundEnd - Date.now())), signal);
+          try {
+            dump = await tool.dump(iface);
+            missing = false;
+          } catch (err) {
+            if (!continuous || !(err instanceof BurrowError) || err.code !== 'WG_NO_INTERFACE') throw err;
+            if (!missing) emit({ type: 'interface-missing', detail: err.message });
+            missing = true;
+            continue;
+          }
+          if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
+            lastListenPort = dump.listenPort;
+            mappingChecked = false;
+            changed = true;
+          }
+        }
+        if (missing) continue;
+        await ensureServerPeer();
+        const elapsed = Date.now() - started;
+        const final = elapsed >= timeoutMs;
+        const current = discovery.status(dump, Date.now(), continuous ? false : final);
+        for (const [key, status] of current) {
+          if (statuses.get(key) !== status) emit({ type: 'status', key, status });
+          statuses.set(key, status);
+        }
+        const all = [...current.values()];
+        if (!continuous && all.length > 0 && all.every((s) => s === 'connected')) return report();
+        if (continuous) {
+          // Re-open every NAT on the paths (ours towards each peer and towards the server) once per interval, so that
+          // flushed NAT state or a moved mapping is repaired within an interval rather than a keepalive period.
+          await nudge([serverKey, ...discovery.targets(dump).peers.map((p) => p.publicKey)]);
+          // A peer that has stayed unconnected for a timeout: say why, once per change.
+          for (const peer of discovery.targets(dump).peers) {
+            if (handshakeFresh(peer, Date.now())) continue;
+            const why = discovery.status(dump, Date.now(), true).get(peer.publicKey);
+            if (why && why !== 'connected' && elapsed >= timeoutMs && statuses.get(peer.publicKey) !== why) {
+              statuses.set(peer.publicKey, why);
+              emit({ type: 'status', key: peer.publicKey, status: why });
+            }
+          }
+          continue;
+        }
+        if (final) {
+          if (!discovery.selfInfo?.endpoint) throw BurrowError.wgNotReachingServer(serverText, Math.round(timeoutMs / 1000));
+          const failing = [...current.entries()].filter(([, s]) => s !== 'connected') as [string, WgPeerProblem][];
+          const worst = PROBLEM_ORDER.find((p) => failing.some(([, s]) => s === p)) ?? 'no-handshake';
+          const names = failing.filter(([, s]) => s === worst).map(([k]) => k).join(', ');
+          const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000));
+          throw Object.assign(error, { report: report() });
+        }
+      } catch (err) {
+        // --continuous outlives what passes: the server down or restarting, the interface gone for a while, a
+        // forged 401 once it has worked. It says so and tries again next interval.
+        if (!continuous || !isRetryable(err, synced)) throw err;
+        emit({ type: 'retry', detail: err instanceof Error ? err.message : String(err) });
+        await sleep(intervalMs, signal);
       }
     }
   } catch (err) {

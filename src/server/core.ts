@@ -17,7 +17,7 @@ import type { NetworkKeys } from '../crypto/keys.js';
 import { ReplayCache, SourceRateLimiter, TokenBucket } from './limits.js';
 import { MemoryStore, type Registration, type RegistrationStore } from './store.js';
 import { decodeWgSync, encodeWgSyncOk, wgProof, WG_SYNC, type WgSyncRequest } from '../codec/wg-messages.js';
-import { dh, looksLikeWireGuard } from '../crypto/wireguard.js';
+import { dh, generateKeyPair, looksLikeWireGuard } from '../crypto/wireguard.js';
 import { WgRegistry, type WgLimits } from './wg.js';
 
 export type ServerSocketId = 'main' | 'alternate';
@@ -175,6 +175,8 @@ export class ServerCore {
   private readonly replays: ReplayCache;
   /** WireGuard endpoint discovery (src/server/wg.ts). */
   readonly wg: WgRegistry;
+  /** The key WG-PROOF is computed against: random per server process, never derived from a secret. */
+  private readonly proofKeys = generateKeyPair();
 
   constructor(private readonly config: ServerConfig) {
     this.limits = { ...DEFAULT_LIMITS, ...config.limits };
@@ -405,17 +407,19 @@ export class ServerCore {
       return;
     }
     if (!this.firstSeen(decoded.stun, data, from, now, out)) return;
-    // The proof binds the announcement to the interface key: only the holder of its private key can compute it.
-    const shared = dh(network.wireguard.privateKey, msg.key);
-    const proof = shared ? wgProof(shared, msg) : undefined;
-    if (!proof || !timingSafeEqualBytes(proof, msg.proof)) {
-      this.stats.authFailures++;
-      out.push({ type: 'event', event: { type: 'rejected', from, reason: 'WG-PROOF does not match the interface key' } });
-      this.reply(UDP, from, encodeMessage({ kind: 'error', method: WG_SYNC, txid: msg.txid, code: 403, reason: 'Bad WG-PROOF', timestamp: now }, { key: network.serverToClient }), out);
-      return;
-    }
+    // The proof binds the announcement to the interface key: X25519 with the server's own random proof key, which
+    // no holder of the secret knows, so only the holder of the interface's private key can compute it. Without a
+    // valid proof (the first request, before the sender knows the proof key) nothing is announced, but the lookups
+    // are answered: they need only the network secret.
     const net = network.networkIdHex;
-    this.wg.announce(net, msg.key, { listenPort: msg.listenPort, hosts: msg.hosts, mapping: msg.mapping }, now);
+    const shared = msg.proof ? dh(this.proofKeys.privateKey, msg.key) : undefined;
+    const proof = shared ? wgProof(shared, msg) : undefined;
+    if (proof && msg.proof && timingSafeEqualBytes(proof, msg.proof)) {
+      this.wg.announce(net, msg.key, { listenPort: msg.listenPort, hosts: msg.hosts, mapping: msg.mapping }, now);
+    } else if (msg.proof) {
+      this.stats.authFailures++;
+      out.push({ type: 'event', event: { type: 'rejected', from, reason: 'WG-PROOF does not match the interface key (or an old proof key)' } });
+    }
     this.stats.wgSyncs++;
     const answer = encodeWgSyncOk({
       kind: 'wg-sync-ok',
@@ -424,6 +428,7 @@ export class ServerCore {
       self: this.wg.lookup(net, msg.key, now),
       peers: msg.query.map((k) => this.wg.lookup(net, k, now)),
       alternate: this.config.alternate,
+      proofKey: this.proofKeys.publicKey,
     }, network.serverToClient);
     this.reply(UDP, from, answer, out);
   }

@@ -19,18 +19,30 @@ import type { WgPeerInfo } from '../codec/wg-messages.js';
 import {
   consumeInitiation,
   createResponse,
+  generateKeyPair,
   initiationMac1Valid,
   openTransport,
   transportHeader,
   WgType,
+  type KeyPair,
   type ServerIdentity,
 } from '../crypto/wireguard.js';
+import { TokenBucket } from './limits.js';
 
 export interface WgLimits {
   /** Interfaces remembered (per server, all networks). */
   readonly maxPeers: number;
-  /** Handshake sessions remembered (pending and confirmed). */
+  /** Confirmed handshake sessions remembered (about one per interface). */
   readonly maxSessions: number;
+  /** Answered but unconfirmed handshakes remembered; a flood of them never displaces a confirmed session. */
+  readonly maxPending: number;
+  /**
+   * Handshake initiations answered per second, server-wide (each costs four X25519 operations, about 1 ms here).
+   * Anyone who knows the server's public key can send valid initiations; this caps what they can cost. Interfaces
+   * re-handshake every 2 minutes, so the default serves about 60,000 interfaces.
+   */
+  readonly initiationsPerSecond: number;
+  readonly initiationBurst: number;
   /** A record without an authenticated packet or announcement for this long is forgotten. */
   readonly peerLifetimeMs: number;
   /** WireGuard's REJECT_AFTER_TIME: a session is never used longer. */
@@ -41,7 +53,10 @@ export interface WgLimits {
 
 export const DEFAULT_WG_LIMITS: WgLimits = {
   maxPeers: 100_000,
-  maxSessions: 200_000,
+  maxSessions: 100_000,
+  maxPending: 4096,
+  initiationsPerSecond: 500,
+  initiationBurst: 1000,
   peerLifetimeMs: 180_000,
   sessionLifetimeMs: 180_000,
   pendingLifetimeMs: 10_000,
@@ -88,6 +103,7 @@ export type WgRejectReason =
   | 'unknown-server-key'
   | 'bad-initiation'
   | 'replayed-initiation'
+  | 'initiation-budget'
   | 'unknown-session'
   | 'bad-transport'
   | 'replayed-transport'
@@ -110,14 +126,21 @@ export class WgRegistry {
   readonly limits: WgLimits;
   private networks: WgNetwork[] = [];
   private readonly peers = new Map<string, PeerRecord>();
+  /** Confirmed sessions, by our index. */
   private readonly sessions = new Map<number, Session>();
+  /** Answered, unconfirmed handshakes, by our index, and their initiator ephemeral keys (duplicates are replays). */
+  private readonly pending = new Map<number, Session & { readonly ephemeral: string }>();
+  private readonly pendingEphemerals = new Set<string>();
+  private readonly initiations: TokenBucket;
 
   constructor(
     networks: readonly WgNetwork[],
     private readonly randomBytes: (n: number) => Uint8Array,
     limits: Partial<WgLimits> = {},
+    private readonly ephemeral: () => KeyPair = generateKeyPair,
   ) {
     this.limits = { ...DEFAULT_WG_LIMITS, ...limits };
+    this.initiations = new TokenBucket(this.limits.initiationsPerSecond, this.limits.initiationBurst);
     this.setNetworks(networks);
   }
 
@@ -129,8 +152,9 @@ export class WgRegistry {
     return this.peers.size;
   }
 
+  /** Confirmed and pending sessions. */
   get sessionCount(): number {
-    return this.sessions.size;
+    return this.sessions.size + this.pending.size;
   }
 
   identityOf(networkIdHex: string): ServerIdentity | undefined {
@@ -159,6 +183,10 @@ export class WgRegistry {
     // mac1 first: it is cheap and names the network (each network has its own server key).
     const network = this.networks.find((n) => initiationMac1Valid(data, n.identity));
     if (!network) return this.reject('unknown-server-key');
+    // The same initiation again (a replay, or a copy) while it is pending: nothing new to answer.
+    const ephemeral = Buffer.from(data.subarray(8, 40)).toString('base64');
+    if (this.pendingEphemerals.has(ephemeral)) return this.reject('replayed-initiation');
+    if (!this.initiations.take(1, now)) return this.reject('initiation-budget');
     const consumed = consumeInitiation(data, network.identity);
     if (!consumed.ok) return this.reject('bad-initiation');
     const init = consumed.value;
@@ -167,11 +195,16 @@ export class WgRegistry {
     if (record && timestamp <= record.lastTimestamp) return this.reject('replayed-initiation');
     let index = 0;
     do index = Buffer.from(this.randomBytes(4)).readUInt32LE(0);
-    while (this.sessions.has(index));
-    const keys = createResponse(init, network.identity, this.randomBytes(32), index);
+    while (this.sessions.has(index) || this.pending.has(index));
+    const keys = createResponse(init, network.identity, this.ephemeral(), index);
     if (!keys) return this.reject('bad-initiation');
     this.stats.initiations++;
-    this.addSession(index, {
+    while (this.pending.size >= this.limits.maxPending) {
+      const oldest = this.pending.entries().next();
+      if (oldest.done) break;
+      this.dropPending(oldest.value[0]);
+    }
+    this.pending.set(index, {
       network: network.networkIdHex,
       peerKey: init.peerKey,
       receiveKey: keys.receiveKey,
@@ -179,9 +212,18 @@ export class WgRegistry {
       confirmed: false,
       maxCounter: -1n,
       expiresAt: now + this.limits.pendingLifetimeMs,
+      ephemeral,
     });
+    this.pendingEphemerals.add(ephemeral);
     // 92 bytes in answer to 148: never an amplifier.
     return { type: 'answered', reply: keys.packet };
+  }
+
+  private dropPending(index: number): void {
+    const p = this.pending.get(index);
+    if (!p) return;
+    this.pending.delete(index);
+    this.pendingEphemerals.delete(p.ephemeral);
   }
 
   private addSession(index: number, session: Session): void {
@@ -196,29 +238,31 @@ export class WgRegistry {
   private transport(from: Endpoint, data: Uint8Array, now: number): WgPacketOutcome {
     const header = transportHeader(data);
     if (!header) return this.reject('bad-transport');
-    const session = this.sessions.get(header.receiverIndex);
+    const confirmed = this.sessions.get(header.receiverIndex);
+    const session = confirmed ?? this.pending.get(header.receiverIndex);
     if (!session || session.expiresAt <= now) return this.reject('unknown-session');
     if (header.counter <= session.maxCounter) return this.reject('replayed-transport');
     if (!openTransport(data, session.receiveKey, header.counter)) return this.reject('bad-transport');
     session.maxCounter = header.counter;
-    if (session.confirmed) {
+    if (confirmed) {
       this.stats.keepalives++;
       const record = this.peers.get(recordKey(session.network, session.peerKey)) ? this.upsert(session.network, session.peerKey, now) : undefined;
-      if (record) {
+      if (record?.sessionIndex === header.receiverIndex) {
         const moved = this.touchEndpoint(record, from, now);
         if (moved) return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
       }
       return { type: 'refreshed' };
     }
     // First packet of the session: the initiator has the preshared key (the network secret).
-    session.confirmed = true;
-    session.expiresAt = now + this.limits.sessionLifetimeMs;
+    this.dropPending(header.receiverIndex);
+    const existing = this.peers.get(recordKey(session.network, session.peerKey));
+    if (existing && session.timestamp <= existing.lastTimestamp) return this.reject('replayed-initiation');
     this.stats.confirmations++;
     const record = this.upsert(session.network, session.peerKey, now);
-    if (session.timestamp <= record.lastTimestamp) return this.reject('replayed-initiation');
     record.lastTimestamp = session.timestamp;
     if (record.sessionIndex !== undefined && record.sessionIndex !== header.receiverIndex) this.sessions.delete(record.sessionIndex);
     record.sessionIndex = header.receiverIndex;
+    this.addSession(header.receiverIndex, { ...session, confirmed: true, expiresAt: now + this.limits.sessionLifetimeMs });
     const moved = this.touchEndpoint(record, from, now);
     return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
   }
@@ -300,6 +344,11 @@ export class WgRegistry {
     }
     for (const [index, session] of this.sessions) {
       if (session.expiresAt <= now) this.sessions.delete(index);
+    }
+    // Pending handshakes are kept in arrival order with one lifetime: the expired ones are at the front.
+    for (const [index, p] of this.pending) {
+      if (p.expiresAt > now) break;
+      this.dropPending(index);
     }
     return removed;
   }

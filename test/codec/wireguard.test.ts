@@ -10,7 +10,7 @@ import { verifyIntegrity } from '../../src/codec/stun.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import {
   consumeInitiation, consumeResponse, createInitiation, createResponse, dh, hash, looksLikeWireGuard, mac, openTransport,
-  publicKeyOf, sealTransport, serverIdentity, tai64n, transportHeader,
+  generateKeyPair, publicKeyOf, sealTransport, serverIdentity, tai64n, transportHeader,
 } from '../../src/crypto/wireguard.js';
 
 const RUNS = Number(process.env.BURROW_FUZZ_RUNS ?? 500);
@@ -46,7 +46,7 @@ describe('WireGuard Noise primitives', () => {
     const consumed = consumeInitiation(init.packet, id);
     assert.ok(consumed.ok);
     assert.deepEqual(consumed.value.peerKey, publicKeyOf(client));
-    const resp = createResponse(consumed.value, id, randomBytes(32), 99);
+    const resp = createResponse(consumed.value, id, generateKeyPair(), 99);
     assert.ok(resp);
     assert.ok(resp.packet.length < init.packet.length);
     const keys = consumeResponse(init, resp.packet, id.presharedKey);
@@ -109,11 +109,11 @@ describe('WG-SYNC codec', () => {
       const d = decodeWgSync(bytes);
       assert.ok(d.ok && d.msg.kind === 'wg-sync');
       assert.equal(verifyIntegrity(bytes, d.stun, KEYS.clientToServer), 'valid');
-      assert.deepEqual({ ...d.msg, txid: [...d.msg.txid], networkId: [...d.msg.networkId], key: [...d.msg.key], proof: [...d.msg.proof], query: d.msg.query.map((q) => [...q]) },
-        { ...req, txid: [...req.txid], networkId: [...req.networkId], key: [...req.key], proof: [...req.proof], query: req.query.map((q) => [...q]) });
+      assert.deepEqual({ ...d.msg, txid: [...d.msg.txid], networkId: [...d.msg.networkId], key: [...d.msg.key], proof: [...(d.msg.proof ?? [])], query: d.msg.query.map((q) => [...q]) },
+        { ...req, txid: [...req.txid], networkId: [...req.networkId], key: [...req.key], proof: [...(req.proof ?? [])], query: req.query.map((q) => [...q]) });
     }), { numRuns: RUNS });
     fc.assert(fc.property(arbPeer, fc.array(arbPeer, { maxLength: MAX_WG_QUERY }), fc.option(arbEndpoint, { nil: undefined }), (self, peers, alternate) => {
-      const bytes = encodeWgSyncOk({ kind: 'wg-sync-ok', txid: new Uint8Array(12), timestamp: 5, self, peers, alternate }, KEYS.serverToClient);
+      const bytes = encodeWgSyncOk({ kind: 'wg-sync-ok', txid: new Uint8Array(12), timestamp: 5, self, peers, alternate, proofKey: new Uint8Array(32).fill(4) }, KEYS.serverToClient);
       assert.ok(bytes.length <= 1200, `answer of ${bytes.length} bytes does not fit one datagram`);
       const d = decodeWgSync(bytes);
       assert.ok(d.ok && d.msg.kind === 'wg-sync-ok');
@@ -121,6 +121,7 @@ describe('WG-SYNC codec', () => {
       assert.deepEqual(norm(d.msg.self), norm(self));
       assert.deepEqual(d.msg.peers.map(norm), peers.map(norm));
       assert.deepEqual(d.msg.alternate, alternate);
+      assert.deepEqual([...d.msg.proofKey], new Array(32).fill(4));
     }), { numRuns: RUNS });
   });
 

@@ -34,6 +34,20 @@ describe('WireGuard discovery decisions', () => {
     assert.equal(chooseEndpoint(SELF, info(2, { endpoint: undefined })), undefined);
   });
 
+  it('prefers a LAN address on one of our subnets, and gives up a LAN address that brings no handshake', () => {
+    const two = info(2, { endpoint: { address: '198.51.100.2', port: 40000 }, hosts: [{ address: '172.17.0.1', port: 51820 }, { address: '192.0.2.66', port: 51820 }] });
+    assert.deepEqual(chooseEndpoint(SELF, two, [{ address: '192.0.2.3', port: 51820 }])?.endpoint, { address: '192.0.2.66', port: 51820 });
+    const d = new WgDiscovery({ serverKey: SERVER_KEY, serverAddress: '203.0.113.1' });
+    const infos = new Map([[k(2), two]]);
+    const ours = [{ address: '192.0.2.3', port: 51820 }];
+    let sets = d.update(dump([peer(2)]), SELF, infos, T, ours);
+    assert.deepEqual(sets.map((x) => [x.endpoint.address, x.lan]), [['192.0.2.66', true]]);
+    const onLan = dump([peer(2, { endpoint: { address: '192.0.2.66', port: 51820 } })]);
+    assert.deepEqual(d.update(onLan, SELF, infos, T + 5000, ours), []);
+    sets = d.update(onLan, SELF, infos, T + 10_000, ours);
+    assert.deepEqual(sets.map((x) => [x.endpoint.address, x.lan]), [['198.51.100.2', false]]);
+  });
+
   it('sets once, follows a move with a re-handshake, and re-sets a lost endpoint only without a fresh handshake', () => {
     const d = new WgDiscovery({ serverKey: SERVER_KEY, serverAddress: '203.0.113.1' });
     const infos = (i: WgPeerInfo): Map<string, WgPeerInfo> => new Map([[k(2), i]]);

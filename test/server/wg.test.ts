@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { describe, it } from 'node:test';
 import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage } from '../../src/codec/messages.js';
-import { decodeWgSync, encodeWgSync, wgProof, type WgSyncSuccess } from '../../src/codec/wg-messages.js';
+import { decodeWgSync, encodeWgSync, wgProof, type WgSyncRequest, type WgSyncSuccess } from '../../src/codec/wg-messages.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { consumeResponse, createInitiation, dh, publicKeyOf, sealTransport, tai64n } from '../../src/crypto/wireguard.js';
 import { ServerCore, type ServerAction } from '../../src/server/core.js';
@@ -54,11 +54,21 @@ class Client {
   }
 }
 
-function sync(core: ServerCore, client: Client, from: Endpoint, now: number, query: Uint8Array[], opts: { proofKey?: Uint8Array; keys?: typeof KEYS; txid?: Buffer } = {}): { actions: ServerAction[]; bytes: Buffer } {
+/**
+ * WG-SYNC as burrow wg sends it: the first request has no proof and learns the server's proof key from the answer;
+ * the second carries the proof. `proofKey` overrides the key the proof is computed with (a forgery).
+ */
+function sync(core: ServerCore, client: Client, from: Endpoint, now: number, query: Uint8Array[], opts: { sharedKey?: Uint8Array; keys?: typeof KEYS; noProof?: boolean } = {}): { actions: ServerAction[]; bytes: Buffer } {
   const keys = opts.keys ?? KEYS;
-  const facts = { txid: opts.txid ?? randomBytes(12), networkId: keys.networkId, timestamp: now, key: client.pub, listenPort: 51820, hosts: [{ address: '192.0.2.2', port: 51820 }], mapping: 'endpoint-independent' as const };
-  const shared = opts.proofKey ?? dh(client.priv, keys.wireguard.publicKey) ?? Buffer.alloc(32);
-  const bytes = encodeWgSync({ kind: 'wg-sync', ...facts, query, proof: wgProof(shared, facts) }, keys.clientToServer);
+  const facts = (ts: number): Omit<WgSyncRequest, 'kind' | 'query' | 'proof'> => ({ txid: randomBytes(12), networkId: keys.networkId, timestamp: ts, key: client.pub, listenPort: 51820, hosts: [{ address: '192.0.2.2', port: 51820 }], mapping: 'endpoint-independent' as const });
+  const first = facts(now);
+  const firstBytes = encodeWgSync({ kind: 'wg-sync', ...first, query, proof: undefined }, keys.clientToServer);
+  const firstActions = core.handleDatagram('main', from, firstBytes, now);
+  if (opts.noProof === true || keys !== KEYS) return { actions: firstActions, bytes: firstBytes };
+  const proofKey = answerOf(firstActions).proofKey;
+  const second = facts(now);
+  const shared = opts.sharedKey ?? dh(client.priv, proofKey) ?? Buffer.alloc(32);
+  const bytes = encodeWgSync({ kind: 'wg-sync', ...second, query, proof: wgProof(shared, second) }, keys.clientToServer);
   return { actions: core.handleDatagram('main', from, bytes, now), bytes };
 }
 
@@ -121,7 +131,7 @@ describe('server: WireGuard endpoints', () => {
     assert.deepEqual(answerOf(sync(core, b, ELSEWHERE, T0 + 2000, [a.pub]).actions).peers[0]?.endpoint, moved);
   });
 
-  it('WG-SYNC: a wrong secret gets a short 401, a wrong proof 403 and no announcement, a replay nothing', () => {
+  it('WG-SYNC: a wrong secret gets a short 401; a proof not made with the interface key announces nothing; a replay draws nothing', () => {
     const core = server();
     const a = new Client();
     const b = new Client();
@@ -130,10 +140,13 @@ describe('server: WireGuard endpoints', () => {
     assert.ok(e401 && e401.data.length <= wrongNet.bytes.length);
     const d = decodeMessage(e401.data);
     assert.ok(d.ok && d.msg.kind === 'error' && d.msg.code === 401);
-    // Proof computed with another key: someone claiming a's interface.
-    const forged = sync(core, a, ELSEWHERE, T0, [], { proofKey: randomBytes(32) });
-    const f = decodeMessage(sends(forged.actions)[0]?.data ?? new Uint8Array(0));
-    assert.ok(f.ok && f.msg.kind === 'error' && f.msg.code === 403);
+    // Every holder of the secret knows the server's WireGuard private key (it derives from the secret); a proof made
+    // with it against a's public key must not count: proofs are made against the server's own random proof key.
+    const forgedWithNetworkKey = dh(KEYS.wireguard.privateKey, a.pub) ?? Buffer.alloc(32);
+    assert.equal(answerOf(sync(core, a, ELSEWHERE, T0, [], { sharedKey: forgedWithNetworkKey }).actions).self.announced, false);
+    assert.equal(answerOf(sync(core, a, ELSEWHERE, T0, [], { sharedKey: randomBytes(32) }).actions).self.announced, false);
+    // Without a proof: lookups are answered, nothing is announced.
+    assert.equal(answerOf(sync(core, a, ELSEWHERE, T0, [b.pub], { noProof: true }).actions).self.announced, false);
     assert.equal(answerOf(sync(core, b, ELSEWHERE, T0 + 1, [a.pub]).actions).peers[0]?.announced, false);
     // Announce for real, then replay the exact bytes from elsewhere.
     const real = sync(core, a, NAT_A, T0 + 2, []);
@@ -141,6 +154,26 @@ describe('server: WireGuard endpoints', () => {
     assert.deepEqual(sends(core.handleDatagram('main', ELSEWHERE, real.bytes, T0 + 3)), []);
     const lan = answerOf(sync(core, b, ELSEWHERE, T0 + 4, [a.pub]).actions).peers[0];
     assert.deepEqual(lan?.hosts, [{ address: '192.0.2.2', port: 51820 }]);
+  });
+
+  it('initiation floods: duplicates and initiations over the budget draw nothing; pending ones never displace confirmed sessions', () => {
+    const core = new ServerCore({ networks: [KEYS], seed: 1, randomBytes: counterBytes('wgf'), wgLimits: { maxPending: 8, initiationsPerSecond: 10, initiationBurst: 20 } });
+    const a = new Client();
+    const b = new Client();
+    a.handshake(core, NAT_A, T0);
+    // The same (pending) initiation again and again: answered once.
+    const stray = new Client().initiation(T0 + 1).packet;
+    const answered = [0, 1, 2].map(() => sends(core.handleDatagram('main', ELSEWHERE, stray, T0 + 1)).length);
+    assert.deepEqual(answered, [1, 0, 0]);
+    // Distinct initiations (anyone can make them): at most the budget is answered.
+    let replies = 0;
+    for (let i = 0; i < 100; i++) replies += sends(core.handleDatagram('main', { address: '203.0.113.9', port: 1000 + i }, new Client().initiation(T0 + 2).packet, T0 + 2)).length;
+    assert.ok(replies <= 20, `${replies} initiations answered beyond the budget`);
+    assert.ok(core.wg.sessionCount <= 1 + 8);
+    // a's confirmed session survived the flood: its keepalive from a new address still moves its endpoint.
+    const moved: Endpoint = { address: '198.51.100.2', port: 62000 };
+    core.handleDatagram('main', moved, a.keepalive(), T0 + 3);
+    assert.deepEqual(answerOf(sync(core, b, ELSEWHERE, T0 + 4, [a.pub]).actions).peers[0]?.endpoint, moved);
   });
 
   it('bounds: records are capped (oldest evicted) and expire; pending handshakes expire', () => {
