@@ -4,7 +4,7 @@
  * addresses; its NAT's mapping behaviour) and asks for up to MAX_WG_QUERY peers' endpoints; the answer lists what
  * the server knows of the sender and of each peer. The public endpoints themselves are never taken from this message:
  * the server learns them from WireGuard's own authenticated packets (src/server/wg.ts). Byte layouts:
- * docs/protocol.md §11.
+ * docs/protocol.md §10.
  *
  * Pure: encode and decode only; decoding never throws and returns a typed reason.
  */
@@ -22,7 +22,7 @@ export const WgAttr = {
   WG_QUERY: 0x4b0d,
   /** HMAC-SHA256 keyed with X25519(interface private key, the server's WG-PROOF-KEY) over the announced facts. */
   WG_PROOF: 0x4b0e,
-  /** One peer's record in an answer (layout in docs/protocol.md §11). */
+  /** One peer's record in an answer (layout in docs/protocol.md §10). */
   WG_PEER: 0x4b0f,
   /** The interface's listen port (u16 + 2 reserved bytes). */
   WG_PORT: 0x4b11,
