@@ -69,6 +69,9 @@ export interface PunchTiming {
   readonly pushAckDelayMs: number;
 }
 
+/** How often the controlled side repeats ACCEPTED while it waits for CLOSE. */
+const ACCEPTED_REPEAT_MS = 50;
+
 export const DEFAULT_TIMING: PunchTiming = {
   registerBackoffMs: [100, 200, 250],
   waitingRefreshMs: 1000,
@@ -185,6 +188,8 @@ export class PunchMachine {
   private accepted: Candidate | undefined;
   private acceptedAt = 0;
   private lingerUntil = 0;
+  /** While lingering, the controlled side repeats its acceptance this often (see onTimer). */
+  private nextAcceptedAt = 0;
   private pendingNomination: string | undefined;
   private readonly stats = { probesSent: 0, probesHeard: 0, responsesHeard: 0, peerSources: new Set<string>() };
 
@@ -201,7 +206,7 @@ export class PunchMachine {
   nextTimeoutAt(): number | undefined {
     if (this.phase === 'finished' || this.phase === 'idle') return undefined;
     let next = this.deadline;
-    if (this.phase === 'accepted') return Math.min(next, this.lingerUntil);
+    if (this.phase === 'accepted') return Math.min(next, this.lingerUntil, this.nextAcceptedAt);
     next = Math.min(next, this.nextRegisterAt);
     if (this.phase === 'checking' && this.config.transport !== 'tcp') {
       for (const c of this.candidates.values()) if (this.wantsProbe(c)) next = Math.min(next, c.nextAt);
@@ -255,7 +260,16 @@ export class PunchMachine {
   private onTimer(now: number, out: PunchAction[]): void {
     if (this.phase === 'idle') return;
     if (this.phase === 'accepted') {
-      if (now >= this.lingerUntil || now >= this.deadline) this.finishAccepted(out);
+      if (now >= this.lingerUntil || now >= this.deadline) {
+        this.finishAccepted(out);
+        return;
+      }
+      // Until CLOSE arrives, repeat the acceptance as a probe of our own: if every answer carrying ACCEPTED was lost,
+      // the controlling side would otherwise never finish once we are gone (under heavy loss, a real risk).
+      if (now >= this.nextAcceptedAt && this.accepted) {
+        this.sendProbe(this.accepted, now, out, ProbeFlag.ACCEPTED);
+        this.nextAcceptedAt = now + ACCEPTED_REPEAT_MS;
+      }
       return;
     }
     if (now >= this.deadline) {
@@ -667,6 +681,7 @@ export class PunchMachine {
     this.accepted = cand;
     this.acceptedAt = now;
     this.lingerUntil = now + this.timing.lingerMs;
+    this.nextAcceptedAt = now + ACCEPTED_REPEAT_MS;
     out.push({ type: 'event', event: { type: 'connected', remote: cand.endpoint, path: this.pathOf(cand) } });
   }
 
