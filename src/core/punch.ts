@@ -21,10 +21,12 @@
  *    once a response to our own probe comes back from the very address we sent it to.
  * 5. Nomination. The side whose name sorts first is controlling and sets NOMINATE on its probes
  *    (aggressive nomination). The controlled side accepts the first nominated path that is valid for it
- *    and says so in its response (ACCEPTED). At that point each side knows the other has heard it:
- *    the controlled side got a response from the partner on that path, and the controlling side got the
- *    acceptance. The controlling side finishes and sends CLOSE; the controlled side finishes on CLOSE or
- *    after `lingerMs` without another nomination (the CLOSE was lost and the partner is gone).
+ *    and says so in its response (ACCEPTED), and again in a probe of its own every 50 ms until CLOSE. At that
+ *    point each side knows the other has heard it: the controlled side got a response from the partner on that
+ *    path, and the controlling side got the acceptance (in an answer, or in a probe from a path it validated or
+ *    from one of the partner's server-introduced addresses). The controlling side finishes and sends CLOSE; the
+ *    controlled side finishes on CLOSE or after `lingerMs` without another nomination (the CLOSE was lost and
+ *    the partner is gone).
  * 6. Failure. At the deadline the machine fails with a reason that says where it got stuck: no server,
  *    no partner, or no path, with the NAT behaviour both sides observed.
  * 7. Outcome report. A side that was introduced tells the server how it ended (connected, or no path at
@@ -604,11 +606,16 @@ export class PunchMachine {
     }
     let flags = 0;
     const nominated = (msg.flags & ProbeFlag.NOMINATE) !== 0;
-    // Only on a path we validated ourselves: a raced copy of this probe from a third host arrives from an
-    // address that never answered one of our probes, so it is treated as an ordinary probe.
-    if (this.controlling && (msg.flags & ProbeFlag.ACCEPTED) !== 0 && cand?.valid === true && this.phase === 'checking') {
+    // Only on a path we validated ourselves, or from one of the partner's addresses the server told us (its
+    // authenticated introduction): a raced copy of this probe from a third host arrives from an address that is
+    // neither, so it is treated as an ordinary probe. (An ACCEPTED probe from an introduced address proves both
+    // directions: the partner heard our nomination on this path and we hear it. Waiting for our own validation instead
+    // could leave us alone when heavy loss eats every answer that would validate it.)
+    const vouched = cand !== undefined && (cand.valid || cand.kind !== 'prflx');
+    if (this.controlling && (msg.flags & ProbeFlag.ACCEPTED) !== 0 && vouched && cand && this.phase === 'checking') {
       // The controlled side validated a path we nominated and says so: it heard us and we hear it.
       this.respond(msg, from, 0, out);
+      cand.valid = true;
       this.connectControlling(cand, now, out);
       return;
     }

@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage } from '../../src/codec/messages.js';
+import { ProbeFlag } from '../../src/codec/messages.js';
 import { DEFAULT_TIMING, PunchMachine } from '../../src/core/punch.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { createSim, topology } from '../support/sim-punch.js';
@@ -56,5 +57,28 @@ describe('punch under loss (simulator)', () => {
     t.diagnostic(`simulated time to connect: p50 ${p(0.5)} ms, p95 ${p(0.95)} ms, max ${p(1)} ms; ${failures.length} failures`);
     assert.deepEqual(failures, []);
     assert.ok(p(0.95) <= 2500, `p95 ${p(0.95)} ms`);
+  });
+
+  it('when every answer carrying the controlled side\'s ACCEPTED is lost, its repeated ACCEPTED probes still finish both sides', () => {
+    const net = new SimNet(5, 7);
+    const hosts = topology('port-restricted', 'port-restricted', net);
+    // bob (controlled: "alice" sorts first) never gets an answer with ACCEPTED through.
+    let dropped = 0;
+    net.drop = (from, _to, data) => {
+      if (from.address !== hosts.b.address) return false;
+      const d = decodeMessage(data);
+      const hit = d.ok && d.msg.kind === 'probe-ok' && (d.msg.flags & ProbeFlag.ACCEPTED) !== 0;
+      if (hit) dropped++;
+      return hit;
+    };
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: hosts.a, timeoutMs: 10_000 },
+      { name: 'bob', peer: 'alice', at: hosts.b, timeoutMs: 10_000 },
+    ]);
+    const [a, b] = sim.run(20_000);
+    assert.ok(dropped > 0, 'the pattern never applied');
+    assert.ok(a?.result, `alice: ${a?.error?.message ?? ''}`);
+    assert.ok(b?.result, `bob: ${b?.error?.message ?? ''}`);
+    assert.ok(a.result.elapsedMs < 1000 && b.result.elapsedMs < 1000, `alice ${a.result.elapsedMs} ms, bob ${b.result.elapsedMs} ms`);
   });
 });

@@ -95,8 +95,12 @@ export class SimNet {
   /** Sees every datagram as it is sent (before loss), e.g. an on-path attacker. */
   tap: ((from: Endpoint, to: Endpoint, data: Uint8Array) => void) | undefined;
 
+  /** Drops the datagrams it returns true for (a targeted loss pattern). */
+  drop: ((from: Endpoint, to: Endpoint, data: Uint8Array) => boolean) | undefined;
+
   send(from: Endpoint, to: Endpoint, data: Uint8Array, latencyMs = this.latencyMs): void {
     this.tap?.(from, to, data);
+    if (this.drop?.(from, to, data) === true) return;
     if (this.lossRate > 0 && this.rand() < this.lossRate) return;
     this.queue.push({ at: this.now + latencyMs, seq: this.seq++, from, to, data: Uint8Array.from(data) });
   }
