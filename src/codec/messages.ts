@@ -199,13 +199,15 @@ export type MessageDecodeResult =
 // ---------------------------------------------------------------------------------------------
 // Attribute value helpers.
 
-function u32(n: number): Uint8Array {
+/** A big-endian u32 attribute value. */
+export function u32(n: number): Uint8Array {
   const b = new Uint8Array(4);
   new DataView(b.buffer).setUint32(0, n >>> 0);
   return b;
 }
 
-function u64(n: number): Uint8Array {
+/** A big-endian u64 attribute value (a timestamp), clamped to ≥ 0 and whole. */
+export function u64(n: number): Uint8Array {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, BigInt(Math.max(0, Math.floor(n))));
   return b;

@@ -10,7 +10,7 @@
  */
 import { createHmac } from 'node:crypto';
 import type { Endpoint } from './address.js';
-import { BurrowAttr, NETWORK_ID_LENGTH, type NatMapping } from './messages.js';
+import { BurrowAttr, NETWORK_ID_LENGTH, u32, u64, type NatMapping } from './messages.js';
 import { Attr, decodePlainAddress, decodeStun, encodePlainAddress, encodeStun, findAttribute, type StunMessage } from './stun.js';
 
 export const WG_SYNC = 0x0b6;
@@ -91,18 +91,6 @@ export type WgSyncDecodeError =
 export type WgSyncDecodeResult =
   | { readonly ok: true; readonly msg: WgSyncRequest | WgSyncSuccess; readonly stun: StunMessage }
   | ({ readonly ok: false } & WgSyncDecodeError);
-
-function u64(n: number): Uint8Array {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64BE(BigInt(Math.max(0, Math.floor(n))));
-  return b;
-}
-
-function u32(n: number): Uint8Array {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n >>> 0);
-  return b;
-}
 
 /** The bytes WG-PROOF authenticates: everything the request claims about the interface. */
 export function wgProofInput(req: Omit<WgSyncRequest, 'proof' | 'kind' | 'query'>): Buffer {

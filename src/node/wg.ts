@@ -16,6 +16,7 @@
  * AbortSignal honoured.
  */
 import { execFile } from 'node:child_process';
+import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { networkInterfaces, tmpdir } from 'node:os';
@@ -272,22 +273,12 @@ class SyncClient {
 
 // ---------------------------------------------------------------------------------------------------------------------
 
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) {
-      reject(BurrowError.aborted());
-      return;
-    }
-    const onAbort = (): void => {
-      clearTimeout(timer);
-      reject(BurrowError.aborted());
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
+async function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  try {
+    await delay(ms, undefined, signal ? { signal } : {});
+  } catch {
+    throw BurrowError.aborted();
+  }
 }
 
 /** Errors that --continuous rides out (after its first successful exchange for a refused secret). */
@@ -359,9 +350,14 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
    * again at once. Needed when the server has forgotten this interface (it restarted, or evicted the record) while
    * WireGuard keeps sending keepalives on a session the server no longer knows (it would re-key only after 2 min).
    */
-  const recreateServerPeer = async (): Promise<void> => {
-    await tool.set(iface, ['peer', serverKey, 'remove', 'peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
+  /** Sets the server peer (after `first`): preshared key, endpoint, no allowed IPs, keepalive 25. */
+  const setServerPeer = async (first: readonly string[] = []): Promise<void> => {
+    await tool.set(iface, [...first, 'peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
     emit({ type: 'server-peer', serverKey, endpoint: server });
+  };
+
+  const recreateServerPeer = async (): Promise<void> => {
+    await setServerPeer(['peer', serverKey, 'remove']);
   };
 
   const ensureServerPeer = async (): Promise<void> => {
@@ -371,8 +367,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     if (stale.length > 0) await tool.set(iface, stale.flatMap((p) => ['peer', p.publicKey, 'remove']));
     const existing = dump.peers.find((p) => p.publicKey === serverKey);
     if (existing?.endpoint && endpointKey(existing.endpoint) === serverText && existing.persistentKeepalive === KEEPALIVE_SECONDS) return;
-    await tool.set(iface, ['peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
-    emit({ type: 'server-peer', serverKey, endpoint: server });
+    await setServerPeer();
   };
 
   /** Makes WireGuard send one keepalive to each of `keys` now (persistent-keepalive 0 → 25 sends one at once). */
@@ -501,9 +496,10 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
           // flushed NAT state or a moved mapping is repaired within an interval rather than a keepalive period.
           await nudge([serverKey, ...discovery.targets(dump).peers.map((p) => p.publicKey)]);
           // A peer that has stayed unconnected for a timeout: say why, once per change.
+          const reasons = elapsed >= timeoutMs ? discovery.status(dump, Date.now(), true) : new Map<string, WgPeerStatus>();
           for (const peer of discovery.targets(dump).peers) {
             if (handshakeFresh(peer, Date.now())) continue;
-            const why = discovery.status(dump, Date.now(), true).get(peer.publicKey);
+            const why = reasons.get(peer.publicKey);
             if (why && why !== 'connected' && elapsed >= timeoutMs && statuses.get(peer.publicKey) !== why) {
               statuses.set(peer.publicKey, why);
               emit({ type: 'status', key: peer.publicKey, status: why });

@@ -87,7 +87,6 @@ interface Session {
   readonly peerKey: Buffer;
   readonly receiveKey: Buffer;
   readonly timestamp: string;
-  confirmed: boolean;
   /** Highest counter accepted; -1 before the first packet. */
   maxCounter: bigint;
   expiresAt: number;
@@ -209,7 +208,6 @@ export class WgRegistry {
       peerKey: init.peerKey,
       receiveKey: keys.receiveKey,
       timestamp,
-      confirmed: false,
       maxCounter: -1n,
       expiresAt: now + this.limits.pendingLifetimeMs,
       ephemeral,
@@ -262,7 +260,7 @@ export class WgRegistry {
     record.lastTimestamp = session.timestamp;
     if (record.sessionIndex !== undefined && record.sessionIndex !== header.receiverIndex) this.sessions.delete(record.sessionIndex);
     record.sessionIndex = header.receiverIndex;
-    this.addSession(header.receiverIndex, { ...session, confirmed: true, expiresAt: now + this.limits.sessionLifetimeMs });
+    this.addSession(header.receiverIndex, { ...session, expiresAt: now + this.limits.sessionLifetimeMs });
     const moved = this.touchEndpoint(record, from, now);
     return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
   }
