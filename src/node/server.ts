@@ -64,12 +64,18 @@ function keysOf(secrets: readonly (string | Uint8Array)[]) {
   return secrets.map((s) => deriveNetworkKeys(typeof s === 'string' ? Buffer.from(s, 'utf8') : s));
 }
 
+/**
+ * The server's receive buffer: large, so that a flood of junk (dropped cheaply, but only once read) does not crowd
+ * legitimate datagrams out of the kernel's queue during a stall. The kernel caps it at net.core.rmem_max.
+ */
+const SERVER_RECV_BUFFER = 4 << 20;
+
 async function bindListen(host: string, port: number): Promise<BoundSocket> {
   try {
-    return await bindUdp(host, port, { dualStack: host === '::' });
+    return await bindUdp(host, port, { dualStack: host === '::', recvBufferSize: SERVER_RECV_BUFFER });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) return bindUdp('0.0.0.0', port);
+    if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) return bindUdp('0.0.0.0', port, { recvBufferSize: SERVER_RECV_BUFFER });
     throw new BurrowError(
       'USAGE',
       `cannot listen on UDP ${host}:${port} (${code ?? String(err)}): ` +

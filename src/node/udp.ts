@@ -17,10 +17,15 @@ export interface BoundSocket {
   readonly local: Endpoint;
 }
 
-export async function bindUdp(address: string, port: number, opts: { dualStack?: boolean } = {}): Promise<BoundSocket> {
+export async function bindUdp(address: string, port: number, opts: { dualStack?: boolean; recvBufferSize?: number } = {}): Promise<BoundSocket> {
   const family = familyOf(address);
   const dualStack = family === 6 && opts.dualStack === true;
-  const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 && !dualStack, lookup: literalLookup });
+  const socket = dgram.createSocket({
+    type: family === 6 ? 'udp6' : 'udp4',
+    ipv6Only: family === 6 && !dualStack,
+    lookup: literalLookup,
+    ...(opts.recvBufferSize !== undefined ? { recvBufferSize: opts.recvBufferSize } : {}),
+  });
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => {
       socket.close();
