@@ -62,14 +62,22 @@ const EXIT_FOR: Record<ErrorCode, number> = {
 export class BurrowError extends Error {
   override readonly name = 'BurrowError';
   readonly exitCode: number;
+  /** The facts behind the message as data (e.g. a failed punch's stage, NAT findings and pair states), when known. */
+  readonly details: Readonly<Record<string, unknown>> | undefined;
   constructor(
     readonly code: ErrorCode,
     /** What happened, why it probably happened, and what to do next, as one readable text. */
     message: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; details?: Readonly<Record<string, unknown>> },
   ) {
     super(message, options);
     this.exitCode = EXIT_FOR[code];
+    this.details = options?.details;
+  }
+
+  /** This error with `details` attached. */
+  withDetails(details: Readonly<Record<string, unknown>>): BurrowError {
+    return new BurrowError(this.code, this.message, { cause: this.cause, details });
   }
 
   static usage(what: string, next = 'run `burrow --help` for the options.'): BurrowError {
