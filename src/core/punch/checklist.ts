@@ -7,11 +7,11 @@
  *   frozen ──(triggered check)──▶ in-progress      (pairs of a passive transport: no ordinary checks)
  *   waiting ──(first check)─────▶ in-progress ──(answer from where the check went)──▶ succeeded
  *   succeeded ──(no answer for consentTimeoutMs, session mode)──▶ failed ──(an answer again)──▶ succeeded
- *   in-progress ──(a predicted candidate's checks spent and unanswered)──▶ failed
  *
  * "Valid" (RFC 8445's valid list) is `state === 'succeeded'`. Unlike ICE's fixed retransmission count, a pair that
  * never answers stays in-progress until the deadline: the partner's NAT may open it later (it may start later, or
- * its first probes may be what opens its filter), so it keeps being checked on the back-off.
+ * its first probes may be what opens its filter), so it keeps being checked on the back-off. (A predicted candidate
+ * of birthday probing is the exception: it gets `predictedChecks` checks and then waits, in-progress, for an answer.)
  */
 import { endpointKey, type Endpoint } from '../../codec/address.js';
 import type { Backoff } from '../backoff.js';
