@@ -77,24 +77,24 @@ describe('candidate pairs (RFC 8445 section 6.1.2.6 states)', () => {
     const list = new Checklist(true, new Backoff([10, 20]));
     const p = list.add(udp, remote('srflx', 1), 0);
     assert.equal(p?.state, 'waiting');
-    list.checked(p!, 0, 10);
-    assert.equal(p!.state, 'in-progress');
-    assert.equal(p!.checks, 1);
-    assert.equal(list.answered(p!, 3), true);
-    assert.equal(p!.state, 'succeeded');
-    assert.equal(list.answered(p!, 4), false); // already valid
+    list.checked(p, 0, 10);
+    assert.equal(p.state, 'in-progress');
+    assert.equal(p.checks, 1);
+    assert.equal(list.answered(p, 3), true);
+    assert.equal(p.state, 'succeeded');
+    assert.equal(list.answered(p, 4), false); // already valid
     const f = list.add(passive, remote('srflx', 1), 0);
     assert.equal(f?.state, 'frozen');
-    assert.equal(f!.nextCheckAt, Infinity);
-    list.checked(f!, 5, Infinity); // a triggered check unfreezes it
-    assert.equal(f!.state, 'in-progress');
+    assert.equal(f.nextCheckAt, Infinity);
+    list.checked(f, 5, Infinity); // a triggered check unfreezes it
+    assert.equal(f.state, 'in-progress');
     const lan = list.add(udp, remote('host', 2), 0);
     const relayed = list.add(relay, remote('srflx', 1), 0);
     assert.deepEqual(list.all().map((x) => x.path), ['lan', 'direct', 'direct', 'relay']);
     assert.equal(relayed?.path, 'relay');
     assert.equal(lan?.path, 'lan');
     // bestValid prefers the kind of path over the priority.
-    list.answered(relayed!, 6);
+    list.answered(relayed, 6);
     assert.equal(list.bestValid(), p);
     list.removeTransport(udp.id);
     assert.equal(list.bestValid(), relayed);

@@ -203,7 +203,7 @@ describe('session mode: keep running after the first path', () => {
     const [a] = sim.run(20_000);
     assert.equal(a?.error?.code, 'ABORTED');
     assert.equal(a.finishedAt, 500);
-    const reports = a!.sends.filter((s) => {
+    const reports = a.sends.filter((s) => {
       const d = decodeMessage(s.data);
       return d.ok && d.msg.kind === 'report';
     });
