@@ -70,7 +70,7 @@ import { BurrowError } from '../../errors.js';
 import { Backoff } from '../backoff.js';
 import type { ClientMachine, TransportId } from '../machine.js';
 import { candidatePriority, LocalTransport, RemoteCandidates, type RemoteCandidate } from './candidates.js';
-import { Checklist, Pacer, PATH_RANK, type Pair } from './checklist.js';
+import { Checklist, nextCheckAt, Pacer, PATH_RANK, wantsCheck, type Pair } from './checklist.js';
 import { punchFailureError, type PunchFailure } from './failure.js';
 import { NatProbe } from './nat-probe.js';
 import { ControlledSelector, ControllingSelector, type NominationContext } from './nomination.js';
@@ -371,20 +371,8 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     return this.nominator.nominates(pair, now, this.nominationContext());
   }
 
-  /** Whether ordinary (scheduled) checks go out on `pair` now. */
   private wantsCheck(p: Pair): boolean {
-    if (p.state === 'frozen' || p.nextCheckAt === Infinity) return false;
-    if (this.phase === 'connected') return true;
-    if (this.phase !== 'checking') return false;
-    // The controlled side stops checking a pair once it is valid; the controlling side keeps nominating.
-    return this.controlling || p.state !== 'succeeded';
-  }
-
-  /** When the next ordinary check on a pair is due after one at `now`. */
-  private nextCheckAt(p: Pair, now: number): number {
-    if (p.remote.kind === 'predicted' && p.state !== 'succeeded' && p.checks >= this.timing.predictedChecks) return Infinity;
-    if (this.phase === 'connected') return now + (p.state === 'succeeded' ? this.timing.consentIntervalMs : this.timing.upgradeCheckMs);
-    return this.checklist.probeBackoff.nextAt(now, p.checks);
+    return wantsCheck(p, this.phase === 'checking' || this.phase === 'connected' ? this.phase : 'other', this.controlling);
   }
 
   private sendDueChecks(now: number, out: PunchAction[]): void {
@@ -410,7 +398,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.probes.track(txid, { transport: pair.transport.id, to: pair.remote.endpoint, purpose: 'probe', flags });
     out.push({ type: 'send', transport: pair.transport.id, to: pair.remote.endpoint, data: encodeMessage(msg, { key: this.probeKeys.send }) });
     this.checklist.checked(pair, now, Infinity);
-    pair.nextCheckAt = this.nextCheckAt(pair, now);
+    pair.nextCheckAt = nextCheckAt(pair, now, this.phase === 'connected' ? 'connected' : 'checking', this.timing, this.checklist.probeBackoff);
     this.stats.probesSent++;
   }
 

@@ -17,7 +17,7 @@ import { endpointKey, type Endpoint } from '../../codec/address.js';
 import type { Backoff } from '../backoff.js';
 import type { TransportId } from '../machine.js';
 import { pairPriority, pathOf, type LocalTransport, type RemoteCandidate } from './candidates.js';
-import type { PunchPath } from './types.js';
+import type { PunchPath, PunchTiming } from './types.js';
 
 export type PairState = 'frozen' | 'waiting' | 'in-progress' | 'succeeded' | 'failed';
 
@@ -161,6 +161,29 @@ export class Checklist {
     }
     return best;
   }
+}
+
+/**
+ * Whether ordinary (scheduled) checks go out on `p`: while checking, every pair for the controlling side (it keeps
+ * nominating) and the pairs not yet valid for the controlled side; once a path is selected (session mode), every
+ * pair, on the slower schedule of `nextCheckAt`. Never a frozen pair, nor one whose checks are spent.
+ */
+export function wantsCheck(p: Pair, phase: 'checking' | 'connected' | 'other', controlling: boolean): boolean {
+  if (p.state === 'frozen' || p.nextCheckAt === Infinity) return false;
+  if (phase === 'connected') return true;
+  if (phase !== 'checking') return false;
+  return controlling || p.state !== 'succeeded';
+}
+
+/**
+ * When the next ordinary check on `p` is due after one at `now`: the per-pair back-off while checking; consent
+ * checks for valid pairs and slow retries for the others once a path is selected; never again for a predicted
+ * candidate whose checks are spent (it waits for the partner's probe).
+ */
+export function nextCheckAt(p: Pair, now: number, phase: 'checking' | 'connected', timing: Pick<PunchTiming, 'predictedChecks' | 'consentIntervalMs' | 'upgradeCheckMs'>, backoff: Backoff): number {
+  if (p.remote.kind === 'predicted' && p.state !== 'succeeded' && p.checks >= timing.predictedChecks) return Infinity;
+  if (phase === 'connected') return now + (p.state === 'succeeded' ? timing.consentIntervalMs : timing.upgradeCheckMs);
+  return backoff.nextAt(now, p.checks);
 }
 
 /** Path kinds in order of preference. */
