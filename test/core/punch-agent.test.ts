@@ -178,6 +178,23 @@ describe('session mode: keep running after the first path', () => {
     assert.ok(sim.agents.every((x) => !x.isFinished));
   });
 
+  it('a relay allocation that goes away takes its pairs with it: path-lost, and the agent keeps checking', () => {
+    const net = new SimNet(1, 21);
+    const t = topology('symmetric', 'symmetric', net);
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: t.a, relayAt: 0, mode: 'session', inputs: [{ at: 2000, input: (now) => ({ type: 'transport-closed', transport: 'relay', reason: 'allocation lost', now }) }] },
+      { name: 'bob', peer: 'alice', at: t.b, mode: 'session' },
+    ]);
+    const [a] = sim.run(4000);
+    assert.equal(firstEvent(a!, 'connected')?.event.transport, 'relay');
+    const lost = firstEvent(a!, 'path-lost');
+    assert.ok(lost && lost.at === 2000 && lost.event.reason === 'transport-closed', JSON.stringify(lost));
+    assert.ok(sim.agents[0]!.pairs.every((p) => p.transport.id !== 'relay'));
+    assert.equal(a!.sends.filter((x) => x.transport === 'relay' && x.at > 2000).length, 0);
+    assert.ok(a!.sends.some((x) => x.at > 2000), 'alice stopped checking');
+    assert.ok(!sim.agents[0]!.isFinished);
+  });
+
   it('close ends the session: CLOSE to the partner (partner-left), both finish with the path in use', () => {
     const net = new SimNet(1, 12);
     const t = topology('full-cone', 'port-restricted', net);

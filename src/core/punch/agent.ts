@@ -312,7 +312,14 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.transports.delete(id);
     this.checklist.removeTransport(id);
     this.probes.dropTransport(id);
-    if (lost) this.selectionLost(lost, 'transport-closed', now, out);
+    if (lost && this.phase === 'accepted') {
+      // Handoff mode, waiting for CLOSE on a pair that just vanished: back to checking, for another pair.
+      this.selected = undefined;
+      this.nextAcceptedAt = Infinity;
+      this.phase = 'checking';
+    } else if (lost) {
+      this.selectionLost(lost, 'transport-closed', now, out);
+    }
     if (!t.passive) this.readvertise(now, out);
   }
 
@@ -750,7 +757,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       return;
     }
     this.selectedAt = now;
-    out.push({ type: 'event', event: { type: 'path-changed', previous, result: this.result(next, now), reason: 'consent-lost' } });
+    out.push({ type: 'event', event: { type: 'path-changed', previous, result: this.result(next, now), reason } });
     if (this.controlling) this.sendCheck(next, now, out); // nominates it, so the partner follows
   }
 

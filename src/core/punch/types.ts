@@ -129,7 +129,8 @@ export interface PunchResult {
   readonly transport: TransportId;
 }
 
-export type PathChangeReason = 'upgrade' | 'renominated' | 'consent-lost';
+/** Why the selected path moved: a better kind validated, the partner nominated another, or the old one failed or vanished. */
+export type PathChangeReason = 'upgrade' | 'renominated' | 'consent-lost' | 'transport-closed';
 
 export type PunchEvent =
   | { readonly type: 'registered'; readonly mapped: Endpoint }
