@@ -13,9 +13,11 @@ function fieldValue(v: unknown): string {
 
 /** One pino JSON record as `TIME LEVEL message key=value ...`. */
 export function textLine(record: Readonly<Record<string, unknown>>): string {
-  const { level, time, msg, pid: _pid, hostname: _host, ...rest } = record;
+  const { level, time, msg, ...rest } = record;
+  const fields = Object.entries(rest)
+    .filter(([k, v]) => k !== 'pid' && k !== 'hostname' && v !== null && v !== undefined)
+    .map(([k, v]) => `${k}=${fieldValue(v)}`);
   const when = typeof time === 'number' ? new Date(time).toISOString() : '';
-  const fields = Object.entries(rest).filter(([, v]) => v !== null && v !== undefined).map(([k, v]) => `${k}=${fieldValue(v)}`);
   return `${when} ${(typeof level === 'number' ? LEVELS[level] : undefined) ?? String(level)} ${typeof msg === 'string' ? msg : ''}${fields.length > 0 ? ` ${fields.join(' ')}` : ''}\n`;
 }
 

@@ -157,7 +157,7 @@ export function parseCommand<C extends CommandName>(name: C, argv: readonly stri
     }
     if (source !== undefined) sources[flagName] = source;
     // A switch, `--tstun` alone (true) or `--no-alt-port` (false); otherwise a value to check.
-    values[flagName] = value === true || value === false ? value : flag.value === undefined ? false : checkValue(flagName, flag, String(value), source === 'env' ? flag.env : undefined);
+    values[flagName] = value === true || value === false ? value : flag.value === undefined ? false : checkValue(flagName, flag, typeof value === 'string' ? value : JSON.stringify(value), source === 'env' ? flag.env : undefined);
   }
   if (dash >= 0 && (handoff ?? []).length === 0) {
     throw usageError('nothing follows --', 'give the command to run after --, e.g. `-- openvpn --config vpn.conf`');
