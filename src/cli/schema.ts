@@ -281,7 +281,7 @@ export const COMMANDS = {
   help: {
     name: 'help',
     summary: 'show the help of burrow or of one command',
-    args: '[COMMAND]',
+    args: '[COMMAND...]',
     flags: {},
   },
 } as const satisfies Record<string, CommandSpec>;
