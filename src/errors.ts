@@ -100,11 +100,11 @@ export class BurrowError extends Error {
   }
 
   /**
-   * Legacy: an invalid option described in free text. `next` (the next step) is kept in details.next.
+   * Legacy: an invalid input described in free text, `what` and then `next` (also kept in details.next).
    * New library code uses invalidOption; the CLI words its own usage errors (src/cli/errors.ts).
    */
   static usage(what: string, next?: string, details: ErrorDetails = {}): BurrowError {
-    return new BurrowError('USAGE', what, { details: { ...(next !== undefined ? { next } : {}), ...details } });
+    return new BurrowError('USAGE', next !== undefined ? `${what}; ${next}` : what, { details: { ...(next !== undefined ? { next } : {}), ...details } });
   }
 
   /** A socket could not be bound, or a port listened on. */

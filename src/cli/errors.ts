@@ -74,7 +74,8 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
   const me = str(v.as, 'NAME');
   switch (code) {
     case 'USAGE':
-      return str(d.hint) || str(d.next) || helpHint(cmd);
+      // A CLI usage error carries its hint; the library's legacy ones have their next step in the message.
+      return str(d.hint) || helpHint(cmd);
     case 'INVALID_OPTION': {
       if (d.option === 'secret' && d.errno === 'ENOENT') return 'create it with `burrow keygen --out FILE`, or pass the right path';
       if (d.option === 'secret' && d.path !== undefined && d.errno === undefined) return 'put a secret in it: `burrow keygen --out FILE` makes a new file';

@@ -55,7 +55,7 @@ describe('burrow send / receive: checks before connecting', () => {
       await mkdir(join(d.dir, 'sub'));
       await writeFile(join(d.dir, 'sub', 'a.txt'), 'other a');
       await writeFile(join(d.dir, 'x..y'), 'dots');
-      await usageError(runSend([...FLAGS], makeIo(), neverConnect), /no FILE to send/);
+      await usageError(runSend([...FLAGS], makeIo(), neverConnect), /missing required argument 'FILE'/);
       await usageError(runSend([join(d.dir, 'missing'), ...FLAGS], makeIo(), neverConnect), /cannot send ".*missing": no such file/);
       await usageError(runSend([join(d.dir, 'sub'), ...FLAGS], makeIo(), neverConnect), /it is a directory.*tar/);
       await usageError(runSend([join(d.dir, 'a.txt'), join(d.dir, 'sub', 'a.txt'), ...FLAGS], makeIo(), neverConnect), /would both arrive as "a\.txt"/);
