@@ -60,7 +60,8 @@ ${commands}
 
 Every command takes -q/--quiet (nothing on stderr but errors) and -h/--help (help only: it does nothing else).
 With --format json, a command prints its result, or its error, as one JSON object on stdout:
-{"error": {"code", "exitCode", "message", "hint"}} (pipe: on stderr, as stdout carries the peer's bytes).
+{"error": {"code", "exitCode", "message", "hint", "details"}} (pipe: on stderr, as stdout carries the peer's
+bytes); the error goes to stderr as text as well.
 
 Secrets:
 ${wrap(SECRET_PRECEDENCE, 100, '  ')}

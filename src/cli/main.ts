@@ -110,9 +110,10 @@ export async function main(argv: readonly string[], io: MainIo): Promise<number>
       ...(reason instanceof Interrupt ? { interrupted: reason.signal } : {}),
     };
     const e = describeError(err, errorCtx);
-    if (ctx.json && ctx.command !== 'pipe') io.stdout.write(formatErrorJson(e));
-    else if (ctx.json) io.stderr.write(formatErrorJson(e));
-    else io.stderr.write(formatErrorText(e));
+    // People read stderr; with --format json, scripts also get the error as one object on stdout (pipe: on
+    // stderr, as its stdout carries the peer's bytes).
+    io.stderr.write(formatErrorText(e));
+    if (ctx.json) (ctx.command === 'pipe' ? io.stderr : io.stdout).write(formatErrorJson(e));
     return e.exitCode;
   }
 }
