@@ -32,14 +32,19 @@ export interface SecretFlags {
  * already put BURROW_SECRET_FILE into values['secret-file'] when no flag was given; `secretFromEnv` says so.)
  * Whitespace around a secret is ignored; a secret shorter than 16 bytes draws a warning.
  */
-export async function resolveSecrets(io: Io, values: SecretFlags, secretFileFromEnv = false): Promise<string[]> {
+export async function resolveSecrets(
+  io: Io,
+  values: SecretFlags,
+  secretFileFromEnv = false,
+  onWarning: (line: string) => void = (line) => { warn(io, line); },
+): Promise<string[]> {
   let secrets: string[];
   let source: string;
   if (values['secret-file'] !== undefined && !(secretFileFromEnv && values.secret !== undefined)) {
     secrets = await readSecretFile(values['secret-file']);
     source = secretFileFromEnv ? `BURROW_SECRET_FILE (${values['secret-file']})` : values['secret-file'];
   } else if (values.secret !== undefined) {
-    warn(io, '--secret is visible to other users of this machine (ps, /proc); prefer --secret-file or BURROW_SECRET_FILE.');
+    onWarning('--secret is visible to other users of this machine (ps, /proc); prefer --secret-file or BURROW_SECRET_FILE.');
     source = '--secret';
     secrets = [checkSecret(values.secret, source)];
   } else if (io.env.BURROW_SECRET !== undefined) {
@@ -53,7 +58,7 @@ export async function resolveSecrets(io: Io, values: SecretFlags, secretFileFrom
   }
   for (const s of secrets) {
     const weak = secretWarning(s);
-    if (weak !== undefined) warn(io, `the secret from ${source} ${weak}; \`burrow keygen\` makes a strong one.`);
+    if (weak !== undefined) onWarning(`the secret from ${source} ${weak}; \`burrow keygen\` makes a strong one.`);
   }
   return secrets;
 }

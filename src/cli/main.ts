@@ -101,7 +101,14 @@ export async function main(argv: readonly string[], io: MainIo): Promise<number>
     }
     ctx.values = parsed.values;
     ctx.json = (parsed.values as { format?: unknown }).format === 'json';
-    return await run(parsed, { ...io, quiet: parsed.values.quiet });
+    const code = await run(parsed, { ...io, quiet: parsed.values.quiet });
+    // A command cut short by a signal ends with 128+N, unless it stops that way by design (serve, wg --continuous)
+    // or handed over to a command whose own status it passes on.
+    const reason: unknown = io.signal.aborted ? io.signal.reason : undefined;
+    if (code !== 0 && reason instanceof Interrupt && name !== 'serve' && name !== 'wg' && parsed.handoff === undefined) {
+      return reason.signal === 'SIGINT' ? EXIT.SIGINT : EXIT.SIGTERM;
+    }
+    return code;
   } catch (err) {
     const reason: unknown = io.signal.aborted ? io.signal.reason : undefined;
     const errorCtx: ErrorContext = {

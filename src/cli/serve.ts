@@ -103,8 +103,9 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
   // prom-client is loaded only with --metrics.
   const metricsModule = plan.metrics !== undefined ? await import('../node/metrics.js') : undefined;
   if (plan.metrics !== undefined) metricsModule?.parseMetricsListen(plan.metrics);
-  const secrets = await resolveSecrets(io, values, parsed.sources['secret-file'] === 'env');
+  const secretsFromEnv = parsed.sources['secret-file'] === 'env';
   if (values.check) {
+    const secrets = await resolveSecrets(io, values, secretsFromEnv);
     // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`): every option,
     // the secret file and the ports' clashes are checked; nothing is bound.
     const opens = plan.sockets.map((s) => `${s.transport.toUpperCase()} ${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port} (${s.what})`).join(', ');
@@ -116,6 +117,8 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
   const { pino } = await import('pino');
   const destination = format === 'json' ? pino.destination({ dest: 2, sync: true }) : textDestination(io.stderr);
   const log = pino({ level, base: { pid: process.pid } }, destination);
+  // Warnings about the secrets go to the log, so that a JSON log stays JSON.
+  const secrets = await resolveSecrets(io, values, secretsFromEnv, (line) => { log.warn({ event: 'secret' }, line); });
   // Failed authentications: one warning per source per interval, with a count (a flood cannot fill the disk).
   const authFailures = new AuthFailureLog();
   const flushAuthFailures = (): void => {

@@ -217,3 +217,63 @@ describe('defaults, secrets and feedback', () => {
     }
   });
 });
+
+describe('results as JSON, and --quiet', () => {
+  it('send and receive print their summary as JSON; pipe its summary on stderr (stdout carries the bytes)', async () => {
+    const server = await startServe(SECRET);
+    try {
+      const env = { BURROW_SECRET: SECRET, BURROW_SERVER: server.address };
+      const file = join(dir, 'payload.txt');
+      await writeFile(file, 'hello, json\n');
+      const out = await mkdtemp(join(dir, 'out-'));
+      const [send, receive] = await Promise.all([
+        runCli(['send', file, '--as', 'js', '--to', 'jr', '--timeout', '10', '--format', 'json', '--quiet'], env),
+        runCli(['receive', '--as', 'jr', '--to', 'js', '--out', out, '--timeout', '10', '--format', 'json'], env),
+      ]);
+      assert.equal(send.code, 0, send.stderr);
+      assert.equal(receive.code, 0, receive.stderr);
+      assert.equal(send.stderr, '', '--quiet: nothing on stderr');
+      const s = JSON.parse(send.stdout) as { peer: string; bytes: number; files: { name: string; size: number }[] };
+      const r = JSON.parse(receive.stdout) as { peer: string; outDir: string; files: { name: string; sha256: string }[] };
+      assert.equal(s.peer, 'jr');
+      assert.equal(s.bytes, 12);
+      assert.deepEqual(s.files.map((f) => [f.name, f.size]), [['payload.txt', 12]]);
+      assert.equal(r.outDir, out);
+      assert.equal(await readFile(join(out, 'payload.txt'), 'utf8'), 'hello, json\n');
+
+      const [a, b] = await Promise.all([
+        runCli(['pipe', '--as', 'pa', '--to', 'pb', '--send-only', '--timeout', '10', '--format', 'json'], env, Buffer.from('piped bytes')),
+        runCli(['pipe', '--as', 'pb', '--to', 'pa', '--recv-only', '--timeout', '10', '--format', 'json', '-q'], env),
+      ]);
+      assert.equal(a.code, 0, a.stderr);
+      assert.equal(b.code, 0, b.stderr);
+      assert.equal(b.stdout, 'piped bytes', 'only the bytes on stdout');
+      const summary = JSON.parse(b.stderr.trim()) as { bytesReceived: number; confirmed: boolean };
+      assert.equal(summary.bytesReceived, 11);
+      assert.equal(summary.confirmed, true);
+      assert.match(a.stderr.trim().split('\n').at(-1) ?? '', /^\{"peer":"pb","bytesSent":11,/);
+    } finally {
+      await server.stop();
+    }
+  });
+
+  it('serve --quiet logs nothing but errors', async () => {
+    const probe = createSocket('udp4');
+    await new Promise<void>((resolve) => probe.bind(0, '127.0.0.1', resolve));
+    const port = probe.address().port;
+    await new Promise<void>((resolve) => probe.close(() => { resolve(); }));
+    const cli = startCli(['serve', '--listen', `127.0.0.1:${port}`, '--no-alt-port', '--quiet'], { BURROW_SECRET: 'short' });
+    try {
+      let answered = false;
+      for (let i = 0; i < 50 && !answered; i++) {
+        answered = (await runCli(['stun', `127.0.0.1:${port}`, '--timeout', '0.5'])).code === 0;
+      }
+      assert.ok(answered, 'the quiet server answers STUN');
+    } finally {
+      cli.child.kill('SIGTERM');
+    }
+    const done = await cli.done;
+    assert.equal(done.code, 0);
+    assert.equal(done.stderr, '', 'no start-up, warning or shutdown lines');
+  });
+});
