@@ -35,13 +35,13 @@ export interface PunchOptions {
 export type { PunchEvent, PunchResult };
 
 function validate(options: PunchOptions): void {
-  for (const [flag, value] of [['--as', options.name], ['--to', options.peer]] as const) {
+  for (const [option, value] of [['name', options.name], ['peer', options.peer]] as const) {
     const problem = checkName(value);
-    if (problem !== undefined) throw BurrowError.usage(`the name given to ${flag} ${problem}`);
+    if (problem !== undefined) throw BurrowError.invalidOption(option, `the name ${problem}`, value);
   }
-  if (options.name === options.peer) throw BurrowError.usage(`--as and --to are both "${options.name}"; each side names itself and the other`);
+  if (options.name === options.peer) throw BurrowError.invalidOption('peer', 'the same as name: each side names itself and the other', options.peer);
   const t = options.timeoutMs ?? 30_000;
-  if (!Number.isFinite(t) || t <= 0) throw BurrowError.usage('the timeout must be a positive number of seconds');
+  if (!Number.isFinite(t) || t <= 0) throw BurrowError.invalidOption('timeoutMs', 'not a positive number', String(t));
 }
 
 /** Punches a direct UDP path to `peer` through the rendezvous server. Resolves once both sides confirmed it. */
@@ -51,17 +51,12 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
   const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const secret = typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret;
-  if (secret.length === 0) throw BurrowError.usage('the network secret is empty');
+  if (secret.length === 0) throw BurrowError.invalidOption('secret', 'the network secret is empty');
   let bound;
   try {
     bound = await bindUdp(local.address, local.port);
   } catch (err) {
-    throw new BurrowError(
-      'USAGE',
-      `cannot bind UDP ${local.address}:${local.port} (${(err as NodeJS.ErrnoException).code ?? String(err)}): ` +
-        'the port may be in use or the address not on this machine; choose another --local.',
-      { cause: err },
-    );
+    throw BurrowError.bindFailed({ transport: 'udp', address: local.address, port: local.port, role: 'local' }, err);
   }
   const machine = new PunchMachine({
     name: options.name,

@@ -18,7 +18,7 @@ export async function stunQuery(options: StunQueryOptions): Promise<Endpoint> {
   const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'STUN server');
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const bound = await bindUdp(local.address, local.port).catch((err: unknown) => {
-    throw BurrowError.usage(`cannot bind UDP ${local.address}:${local.port} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 'choose another --local.');
+    throw BurrowError.bindFailed({ transport: 'udp', address: local.address, port: local.port, role: 'local' }, err);
   });
   const timeoutMs = options.timeoutMs ?? 5000;
   const machine = new StunClientMachine((n) => randomBytes(n), server, timeoutMs);

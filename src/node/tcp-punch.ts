@@ -50,17 +50,17 @@ const ATTEMPT_MS = 400;
 const RETRY_MS = 25;
 
 export async function connectStream(options: StreamConnectOptions): Promise<StreamConnection> {
-  for (const [flag, value] of [['--as', options.name], ['--to', options.peer]] as const) {
+  for (const [option, value] of [['name', options.name], ['peer', options.peer]] as const) {
     const problem = checkName(value);
-    if (problem !== undefined) throw BurrowError.usage(`the name given to ${flag} ${problem}`);
+    if (problem !== undefined) throw BurrowError.invalidOption(option, `the name ${problem}`, value);
   }
-  if (options.name === options.peer) throw BurrowError.usage(`--as and --to are both "${options.name}"; each side names itself and the other`);
+  if (options.name === options.peer) throw BurrowError.invalidOption('peer', 'the same as name: each side names itself and the other', options.peer);
   options.signal?.throwIfAborted();
   const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
   const family = server.address.includes(':') ? 6 : 4;
   const local = parseLocal(options.local, family);
   const secret = typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret;
-  if (secret.length === 0) throw BurrowError.usage('the network secret is empty');
+  if (secret.length === 0) throw BurrowError.invalidOption('secret', 'the network secret is empty');
   const keys = deriveNetworkKeys(secret);
   const timeoutMs = options.timeoutMs ?? 30_000;
   const started = Date.now();
@@ -296,7 +296,7 @@ function openControl(server: Endpoint, local: Endpoint, deadline: number, signal
       signal?.removeEventListener('abort', onAbort);
       reject(
         err.code === 'EADDRINUSE'
-          ? BurrowError.usage(`cannot bind TCP ${endpointKey(local)} (in use)`, 'choose another --local port.')
+          ? BurrowError.bindFailed({ transport: 'tcp', address: local.address, port: local.port, role: 'local' }, err)
           : new BurrowError('SERVER_UNREACHABLE', `cannot reach the rendezvous server at ${endpointKey(server)} over TCP (${err.code ?? err.message}): ` +
             'it may not be running, or a firewall blocks TCP to that port. Check the address, and that TCP is open as well as UDP.', { cause: err }),
       );
