@@ -1,31 +1,28 @@
 /**
- * Every error a user can meet: a stable code, a documented process exit code, and a message that says
- * what happened, the likely cause and the next step. Created through the static factories so the
- * wording lives in one place. README.md ("Exit codes") documents the table below.
+ * The errors Burrow's library throws: a stable `code`, structured `details` (plain JSON values), and a
+ * message that says what happened and the likely cause, in the library's own terms (option names such as
+ * `server` or `peer`, never a CLI flag, never an exit code). The CLI alone turns a code into an exit code
+ * and adds the next step in its own words (src/cli/errors.ts); a library user switches on `code`.
+ *
+ * Created through the static factories so that the wording lives in one place. `details` always carries
+ * the values the message names, so a caller can build its own message.
  */
 
-export const ExitCode = {
-  OK: 0,
-  OTHER: 1,
-  USAGE: 2,
-  AUTH_FAILED: 3,
-  PEER_NOT_FOUND: 4,
-  NO_PATH: 5,
-  STREAM_BROKEN: 6,
-  STREAM_TAMPERED: 7,
-  WG_NO_HANDSHAKE: 8,
-  WG_ONLY_SERVER_PEER: 9,
-  WG_NO_INTERFACE: 10,
-  WG_MISSING: 11,
-  WG_NOT_REACHING_SERVER: 12,
-} as const;
-
 export type ErrorCode =
+  /** An option passed to a library call is invalid. details: { option, problem, value? } */
+  | 'INVALID_OPTION'
+  /** Legacy name for INVALID_OPTION thrown by older call sites (`BurrowError.usage`). details: { next? } */
   | 'USAGE'
+  /** A socket could not be bound or a port listened on. details: { transport, address, port, role, errno } */
+  | 'BIND_FAILED'
   | 'AUTH_FAILED'
   | 'PEER_NOT_FOUND'
   | 'NO_PATH'
   | 'SERVER_UNREACHABLE'
+  /** A second registration under the same name replaced this one (server side; reserved). */
+  | 'DISPLACED'
+  /** The server cannot reach its registration store (reserved for shared stores). */
+  | 'STORE_UNAVAILABLE'
   | 'ABORTED'
   | 'SOCKET'
   | 'COMMAND_FAILED'
@@ -39,183 +36,248 @@ export type ErrorCode =
   | 'WG_MISSING'
   | 'WG_NOT_REACHING_SERVER';
 
-const EXIT_FOR: Record<ErrorCode, number> = {
-  USAGE: ExitCode.USAGE,
-  AUTH_FAILED: ExitCode.AUTH_FAILED,
-  PEER_NOT_FOUND: ExitCode.PEER_NOT_FOUND,
-  NO_PATH: ExitCode.NO_PATH,
-  SERVER_UNREACHABLE: ExitCode.OTHER,
-  ABORTED: ExitCode.OTHER,
-  SOCKET: ExitCode.OTHER,
-  COMMAND_FAILED: ExitCode.OTHER,
-  STREAM_BROKEN: ExitCode.STREAM_BROKEN,
-  STREAM_TAMPERED: ExitCode.STREAM_TAMPERED,
-  FILE_EXISTS: ExitCode.USAGE,
-  FILE_FAILED: ExitCode.OTHER,
-  WG_NO_HANDSHAKE: ExitCode.WG_NO_HANDSHAKE,
-  WG_ONLY_SERVER_PEER: ExitCode.WG_ONLY_SERVER_PEER,
-  WG_NO_INTERFACE: ExitCode.WG_NO_INTERFACE,
-  WG_MISSING: ExitCode.WG_MISSING,
-  WG_NOT_REACHING_SERVER: ExitCode.WG_NOT_REACHING_SERVER,
+/** Every code, for tables and exhaustiveness tests. */
+export const ERROR_CODES: readonly ErrorCode[] = [
+  'INVALID_OPTION', 'USAGE', 'BIND_FAILED', 'AUTH_FAILED', 'PEER_NOT_FOUND', 'NO_PATH', 'SERVER_UNREACHABLE', 'DISPLACED',
+  'STORE_UNAVAILABLE', 'ABORTED', 'SOCKET', 'COMMAND_FAILED', 'STREAM_BROKEN', 'STREAM_TAMPERED', 'FILE_EXISTS', 'FILE_FAILED',
+  'WG_NO_HANDSHAKE', 'WG_ONLY_SERVER_PEER', 'WG_NO_INTERFACE', 'WG_MISSING', 'WG_NOT_REACHING_SERVER',
+];
+
+/** A JSON value: what `details` may hold, so that an error can be printed as JSON as it is. */
+export type DetailValue = string | number | boolean | null | readonly DetailValue[] | { readonly [key: string]: DetailValue };
+
+/** Structured facts about an error. Which keys appear depends on the code (see each factory). */
+export type ErrorDetails = Readonly<Record<string, DetailValue>>;
+
+/** What a socket was for, in BIND_FAILED's details. */
+export type BindRole = 'main' | 'alternate' | 'tcp' | 'tstun' | 'metrics' | 'local';
+
+const ROLE_TEXT: Record<BindRole, string> = {
+  main: 'the main port',
+  alternate: 'the alternate port (main port + 1 unless set; it lets peers test whether their NAT is symmetric)',
+  tcp: 'the TCP rendezvous port (the same number as the main UDP port)',
+  tstun: 'the T-STUN port',
+  metrics: 'the metrics port',
+  local: 'the local port',
 };
+
+function errnoText(errno: string): string {
+  switch (errno) {
+    case 'EADDRINUSE':
+      return 'another socket already uses it';
+    case 'EACCES':
+      return 'ports below 1024 need privileges';
+    case 'EADDRNOTAVAIL':
+      return 'the address is not on this machine';
+    default:
+      return errno;
+  }
+}
+
+function detailOf(cause: unknown): string {
+  return cause instanceof Error ? cause.message : String(cause);
+}
 
 export class BurrowError extends Error {
   override readonly name = 'BurrowError';
-  readonly exitCode: number;
-  /** The facts behind the message as data (e.g. a failed punch's stage, NAT findings and pair states), when known. */
-  readonly details: Readonly<Record<string, unknown>> | undefined;
+  readonly details: ErrorDetails;
   constructor(
     readonly code: ErrorCode,
-    /** What happened, why it probably happened, and what to do next, as one readable text. */
+    /** What happened and why it probably happened, in library terms. */
     message: string,
-    options?: { cause?: unknown; details?: Readonly<Record<string, unknown>> },
+    options?: { cause?: unknown; details?: ErrorDetails },
   ) {
-    super(message, options);
-    this.exitCode = EXIT_FOR[code];
-    this.details = options?.details;
+    super(message, options?.cause !== undefined ? { cause: options.cause } : undefined);
+    this.details = options?.details ?? {};
   }
 
-  /** This error with `details` attached. */
-  withDetails(details: Readonly<Record<string, unknown>>): BurrowError {
-    return new BurrowError(this.code, this.message, { cause: this.cause, details });
+  /** An option of a library call is invalid: `option` is the option's name (`server`, `peer`, `listen`, …). */
+  static invalidOption(option: string, problem: string, value?: string, details: ErrorDetails = {}): BurrowError {
+    const shown = value !== undefined ? ` "${value}"` : '';
+    return new BurrowError('INVALID_OPTION', `invalid ${option}${shown}: ${problem}`, {
+      details: { option, problem, ...(value !== undefined ? { value } : {}), ...details },
+    });
   }
 
-  static usage(what: string, next = 'run `burrow --help` for the options.'): BurrowError {
-    return new BurrowError('USAGE', `${what}; ${next}`);
+  /**
+   * Legacy: an invalid input described in free text, `what` and then `next` (also kept in details.next).
+   * New library code uses invalidOption; the CLI words its own usage errors (src/cli/errors.ts).
+   */
+  static usage(what: string, next?: string, details: ErrorDetails = {}): BurrowError {
+    return new BurrowError('USAGE', next !== undefined ? `${what}; ${next}` : what, { details: { ...(next !== undefined ? { next } : {}), ...details } });
   }
 
-  static authFailed(server: string): BurrowError {
+  /** A socket could not be bound, or a port listened on. */
+  static bindFailed(
+    where: { transport: 'udp' | 'tcp'; address: string; port: number; role: BindRole },
+    cause: unknown,
+    details: ErrorDetails = {},
+  ): BurrowError {
+    const errno = (cause as NodeJS.ErrnoException | null)?.code ?? detailOf(cause);
+    const host = where.address.includes(':') ? `[${where.address}]` : where.address;
+    return new BurrowError(
+      'BIND_FAILED',
+      `cannot listen on ${where.transport.toUpperCase()} ${host}:${where.port}, ${ROLE_TEXT[where.role]}: ${errnoText(errno)} (${errno})`,
+      { cause, details: { ...where, errno, ...details } },
+    );
+  }
+
+  static authFailed(server: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'AUTH_FAILED',
-      `the server at ${server} rejected our credentials: the network secret differs from the server's. ` +
-        'Use the same secret file (or BURROW_SECRET) on the server and on both peers; `burrow keygen` makes a new one.',
+      `the server at ${server} rejected our credentials: the network secret differs from the server's`,
+      { details: { server, ...details } },
     );
   }
 
-  static serverUnreachable(server: string, attempts: number, seconds: number): BurrowError {
+  static serverUnreachable(server: string, attempts: number, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'SERVER_UNREACHABLE',
-      `no answer from the rendezvous server at ${server} after ${attempts} requests in ${seconds} s. ` +
-        'Likely causes: the server is not running, the address or port is wrong, or a firewall drops UDP to it. ' +
-        `Check with \`burrow stun ${server}\` and make sure UDP to that port is allowed.`,
+      `no answer from the rendezvous server at ${server} after ${attempts} request${attempts === 1 ? '' : 's'} in ${seconds} s. ` +
+        'Likely causes: the server is not running, the address or port is wrong, or a firewall drops traffic to it',
+      { details: { server, attempts, seconds, ...details } },
     );
   }
 
-  static peerNotFound(peer: string, server: string, seconds: number): BurrowError {
+  static peerNotFound(peer: string, server: string, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'PEER_NOT_FOUND',
       `peer "${peer}" did not appear within ${seconds} s: it never registered with the server at ${server}. ` +
-        'Check that the other side runs with --as and --to swapped, against the same server, with the same secret, ' +
-        'and that it started before this timeout.',
+        'Likely causes: it is not running yet, it uses other names, another server or another secret',
+      { details: { peer, server, seconds, ...details } },
     );
   }
 
-  static noPath(peer: string, seconds: number, diagnosis: string): BurrowError {
-    return new BurrowError('NO_PATH', `found peer "${peer}" but no direct path within ${seconds} s: ${diagnosis}`);
+  static noPath(peer: string, seconds: number, diagnosis: string, details: ErrorDetails = {}): BurrowError {
+    return new BurrowError('NO_PATH', `found peer "${peer}" but no direct path within ${seconds} s: ${diagnosis}`, {
+      details: { peer, seconds, diagnosis, ...details },
+    });
   }
 
-  static streamBroken(peer: string, detail: string): BurrowError {
+  /** Reserved (issue 9, item 1): a second live registration under our name replaced ours. */
+  static displaced(name: string, server: string, details: ErrorDetails = {}): BurrowError {
+    return new BurrowError(
+      'DISPLACED',
+      `another peer registered as "${name}" with the server at ${server} and replaced this one: two peers run under the same name`,
+      { details: { name, server, ...details } },
+    );
+  }
+
+  /** Reserved (shared registration stores): the server answered that it cannot reach its store. */
+  static storeUnavailable(server: string, details: ErrorDetails = {}): BurrowError {
+    return new BurrowError(
+      'STORE_UNAVAILABLE',
+      `the server at ${server} cannot reach its registration store, so it cannot register or introduce peers now`,
+      { details: { server, ...details } },
+    );
+  }
+
+  static streamBroken(peer: string, detail: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'STREAM_BROKEN',
       `the stream with "${peer}" broke before everything was delivered: ${detail}. ` +
-        'Likely causes: the peer stopped or its network went away, or a NAT dropped the connection. Run both sides again.',
+        'Likely causes: the peer stopped or its network went away, or a NAT dropped the connection',
+      { details: { peer, detail, ...details } },
     );
   }
 
-  static streamTampered(peer: string, detail: string): BurrowError {
+  static streamTampered(peer: string, detail: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'STREAM_TAMPERED',
-      `the stream with "${peer}" was aborted because ${detail}. Nothing unauthenticated was written. ` +
-        'Something on the path is altering traffic, or the peer does not hold the network secret; try another network.',
+      `the stream with "${peer}" was aborted because ${detail}; nothing unauthenticated was delivered. ` +
+        'Likely causes: something on the path alters traffic, or the peer does not hold the network secret',
+      { details: { peer, detail, ...details } },
     );
   }
 
-  // WireGuard endpoint discovery (`burrow wg`). `peers` is a readable list of the peers concerned.
+  // WireGuard endpoint discovery. `peers` is a readable list of the peers concerned.
 
-  static wgPeerNotRegistered(peers: string, server: string, seconds: number): BurrowError {
+  static wgPeerNotRegistered(peers: string, server: string, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'PEER_NOT_FOUND',
-      `WireGuard peer ${peers} never registered with the server at ${server} within ${seconds} s. ` +
-        'Run `burrow wg` on that peer too, with the same --server and the same secret, and check that the public key ' +
-        'configured here is the one its interface really has (`wg show IFACE public-key` on that peer).',
+      `WireGuard peer ${peers} never registered with the server at ${server} within ${seconds} s. Likely causes: burrow ` +
+        'does not run on that peer, it uses another server or secret, or the public key configured here is not the one its interface has',
+      { details: { peers, server, seconds, wg: 'not-registered', ...details } },
     );
   }
 
-  static wgPeerNotReachingServer(peers: string, server: string, seconds: number): BurrowError {
+  static wgPeerNotReachingServer(peers: string, server: string, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'PEER_NOT_FOUND',
       `WireGuard peer ${peers} runs burrow, but in ${seconds} s its WireGuard interface never completed a handshake ` +
         `with the server at ${server}, so its public endpoint is unknown. Likely causes: a firewall on its side blocks ` +
-        "UDP from its WireGuard port to the server, or its interface is down. On that peer, check `wg show` for the server peer's handshake.",
+        'UDP from its WireGuard port to the server, or its interface is down',
+      { details: { peers, server, seconds, wg: 'not-reaching-server', ...details } },
     );
   }
 
-  static wgSymmetric(peers: string, whose: 'peer' | 'self', seconds: number): BurrowError {
+  static wgSymmetric(peers: string, whose: 'peer' | 'self', seconds: number, details: ErrorDetails = {}): BurrowError {
     const who = whose === 'peer' ? `peer ${peers} sits` : `this host sits (talking to ${peers})`;
     return new BurrowError(
       'NO_PATH',
       `no WireGuard handshake within ${seconds} s: ${who} behind a NAT that allocates a new public port for every ` +
         'destination (symmetric, endpoint-dependent mapping), so the port the server sees is not the one the other side ' +
         'must use and WireGuard cannot reach it directly. It works when the other side has a public address or a ' +
-        'full-cone NAT; otherwise forward a UDP port to WireGuard on that NAT (or use a relay).',
+        'full-cone NAT, or with a forwarded UDP port on that NAT',
+      { details: { peers, whose, seconds, wg: 'symmetric', ...details } },
     );
   }
 
-  static wgNoHandshake(peers: string, seconds: number): BurrowError {
+  static wgNoHandshake(peers: string, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'WG_NO_HANDSHAKE',
       `the endpoint of WireGuard peer ${peers} is set but no handshake completed within ${seconds} s. Likely causes: ` +
         "a firewall drops UDP to or from WireGuard's listen port, or the keys do not match (that peer must list this " +
-        "interface's public key, and this interface that peer's). Compare `wg show` on both sides.",
+        "interface's public key, and this interface that peer's)",
+      { details: { peers, seconds, ...details } },
     );
   }
 
-  static wgOnlyServerPeer(iface: string, server: string, hub: string | undefined): BurrowError {
+  static wgOnlyServerPeer(iface: string, server: string, hub: string | undefined, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'WG_ONLY_SERVER_PEER',
       hub !== undefined
         ? `interface ${iface}'s only peer (${hub}) is the rendezvous server's own host at ${server}: there is no other ` +
-            "peer whose endpoint burrow could find. burrow finds the endpoints of *other* peers behind NATs; add each peer " +
-            'you want to reach directly to this interface (`wg set ' + iface + ' peer KEY allowed-ips IP/32`, no endpoint) ' +
-            'and run `burrow wg` on those peers too.'
-        : `interface ${iface} has no peers, so there is no endpoint to find. Add the peers you want to reach ` +
-            '(`wg set ' + iface + ' peer KEY allowed-ips IP/32`, no endpoint) and run `burrow wg` on them too.',
+            'peer whose endpoint could be found (burrow finds the endpoints of other peers behind NATs)'
+        : `interface ${iface} has no peers, so there is no endpoint to find`,
+      { details: { interface: iface, server, hub: hub ?? null, ...details } },
     );
   }
 
-  static wgNoInterface(iface: string, detail: string): BurrowError {
+  static wgNoInterface(iface: string, detail: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'WG_NO_INTERFACE',
-      `WireGuard interface "${iface}" cannot be read: ${detail}. Check the name with \`wg show interfaces\`; bring it up ` +
-        'first (`wg-quick up ' + iface + '`, or `wireguard-go ' + iface + '` and `wg setconf`), and run as root or with CAP_NET_ADMIN.',
+      `WireGuard interface "${iface}" cannot be read: ${detail}. Likely causes: the name is wrong, the interface is not up, ` +
+        'or this process lacks CAP_NET_ADMIN',
+      { details: { interface: iface, detail, ...details } },
     );
   }
 
-  static wgMissing(command: string): BurrowError {
+  static wgMissing(command: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'WG_MISSING',
-      `the WireGuard tool \`${command}\` was not found. burrow reads and configures interfaces through it: install ` +
-        'wireguard-tools (Debian/Ubuntu: `apt install wireguard-tools`) or point BURROW_WG at the binary.',
+      `the WireGuard tool \`${command}\` was not found; interfaces are read and configured through it`,
+      { details: { command, ...details } },
     );
   }
 
-  static wgNotReachingServer(server: string, seconds: number): BurrowError {
+  static wgNotReachingServer(server: string, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'WG_NOT_REACHING_SERVER',
       `this interface's WireGuard did not complete a handshake with the rendezvous server at ${server} within ${seconds} s, ` +
         "so the server cannot see this interface's public endpoint. Likely causes: a firewall blocks UDP from WireGuard's " +
-        'listen port to the server, the interface is down, or the server is older than this burrow. Check `wg show` for the ' +
-        "server peer's latest handshake.",
+        'listen port to the server, the interface is down, or the server is older than this burrow',
+      { details: { server, seconds, ...details } },
     );
   }
 
-  static aborted(): BurrowError {
-    return new BurrowError('ABORTED', 'the operation was cancelled before it finished.');
+  static aborted(details: ErrorDetails = {}): BurrowError {
+    return new BurrowError('ABORTED', 'the operation was cancelled before it finished', { details });
   }
 
-  static socket(what: string, cause: unknown): BurrowError {
-    const detail = cause instanceof Error ? cause.message : String(cause);
-    return new BurrowError('SOCKET', `${what}: ${detail}`, { cause });
+  static socket(what: string, cause: unknown, details: ErrorDetails = {}): BurrowError {
+    const detail = detailOf(cause);
+    return new BurrowError('SOCKET', `${what}: ${detail}`, { cause, details: { what, detail, ...details } });
   }
 }
 
@@ -224,5 +286,6 @@ export class BurrowError extends Error {
  * and the ESM modules it loads on demand each have their own class object).
  */
 export function isBurrowError(e: unknown): e is BurrowError {
-  return e instanceof Error && e.name === 'BurrowError' && typeof (e as Partial<BurrowError>).exitCode === 'number' && typeof (e as Partial<BurrowError>).code === 'string';
+  return e instanceof Error && e.name === 'BurrowError' && typeof (e as Partial<BurrowError>).code === 'string' &&
+    typeof (e as Partial<BurrowError>).details === 'object';
 }

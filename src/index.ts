@@ -12,7 +12,7 @@ export { connectStream, type StreamConnectOptions, type StreamConnection } from 
 export { SecureStream, type SecureStreamOptions } from './node/secure-stream.js';
 export { startTstunServer } from './node/tstun.js';
 export { generateSecret, readSecretFile } from './node/secret.js';
-export { BurrowError, ExitCode, isBurrowError, type ErrorCode } from './errors.js';
+export { BurrowError, ERROR_CODES, isBurrowError, type BindRole, type DetailValue, type ErrorCode, type ErrorDetails } from './errors.js';
 export type { Endpoint } from './codec/address.js';
 export type { Candidate, CandidateKind, NatMapping } from './codec/messages.js';
 export {

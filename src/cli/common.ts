@@ -1,76 +1,96 @@
-/** Pieces every command shares: secret resolution, number flags, and the stderr reporter. */
+/** Pieces every command shares: the streams, stderr reporting (silenced by --quiet), secrets, and the server watch. */
 import { BurrowError } from '../errors.js';
-import { checkSecret, readSecretFile } from '../node/secret.js';
+import { checkSecret, readSecretFile, secretWarning } from '../node/secret.js';
+import { usageError } from './parse.js';
 
 export interface Io {
   readonly stdout: NodeJS.WritableStream;
   readonly stderr: NodeJS.WritableStream;
   readonly env: NodeJS.ProcessEnv;
   readonly signal: AbortSignal;
+  /** --quiet: nothing on stderr but errors. */
+  readonly quiet?: boolean;
 }
 
+/** A progress or diagnostic line on stderr (nothing with --quiet). */
 export function say(io: Io, line: string): void {
-  io.stderr.write(`burrow: ${line}\n`);
+  if (io.quiet !== true) io.stderr.write(`burrow: ${line}\n`);
+}
+
+export function warn(io: Io, line: string): void {
+  if (io.quiet !== true) io.stderr.write(`burrow: warning: ${line}\n`);
+}
+
+export interface SecretFlags {
+  readonly 'secret-file'?: string | undefined;
+  readonly secret?: string | undefined;
 }
 
 /**
- * The network secret(s): --secret-file, else --secret (with a warning: other users can read the
- * command line), else BURROW_SECRET.
+ * The network secret(s), from the first of: --secret-file FILE, --secret TEXT (with a warning: other users
+ * can read command lines), BURROW_SECRET_FILE, BURROW_SECRET. A flag beats the environment. (The parser
+ * already put BURROW_SECRET_FILE into values['secret-file'] when no flag was given; `secretFromEnv` says so.)
+ * Whitespace around a secret is ignored; a secret shorter than 16 bytes draws a warning.
  */
 export async function resolveSecrets(
   io: Io,
-  values: { 'secret-file'?: string | undefined; secret?: string | undefined },
+  values: SecretFlags,
+  secretFileFromEnv = false,
+  onWarning: (line: string) => void = (line) => { warn(io, line); },
 ): Promise<string[]> {
-  if (values['secret-file'] !== undefined) return readSecretFile(values['secret-file']);
-  if (values.secret !== undefined) {
-    say(io, 'warning: --secret is visible to other users of this machine (ps, /proc); prefer --secret-file or BURROW_SECRET.');
-    checkSecret(values.secret, '--secret');
-    return [values.secret];
+  let secrets: string[];
+  let source: string;
+  if (values['secret-file'] !== undefined && !(secretFileFromEnv && values.secret !== undefined)) {
+    secrets = await readSecretFile(values['secret-file']);
+    source = secretFileFromEnv ? `BURROW_SECRET_FILE (${values['secret-file']})` : values['secret-file'];
+  } else if (values.secret !== undefined) {
+    onWarning('--secret is visible to other users of this machine (ps, /proc); prefer --secret-file or BURROW_SECRET_FILE.');
+    source = '--secret';
+    secrets = [checkSecret(values.secret, source)];
+  } else if (io.env.BURROW_SECRET !== undefined) {
+    source = 'BURROW_SECRET';
+    secrets = [checkSecret(io.env.BURROW_SECRET, source)];
+  } else {
+    throw usageError(
+      'no network secret given',
+      'pass --secret-file FILE (make one with `burrow keygen --out FILE`), or set BURROW_SECRET_FILE or BURROW_SECRET',
+    );
   }
-  const env = io.env.BURROW_SECRET;
-  if (env !== undefined) {
-    checkSecret(env, 'BURROW_SECRET');
-    return [env];
+  for (const s of secrets) {
+    const weak = secretWarning(s);
+    if (weak !== undefined) onWarning(`the secret from ${source} ${weak}; \`burrow keygen\` makes a strong one.`);
   }
-  throw BurrowError.usage('no network secret given', 'pass --secret-file FILE (make one with `burrow keygen > FILE`) or set BURROW_SECRET.');
+  return secrets;
 }
 
-export function seconds(flag: string, text: string | undefined, fallback: number): number {
-  if (text === undefined) return fallback * 1000;
-  const n = Number(text);
-  if (!Number.isFinite(n) || n <= 0) throw BurrowError.usage(`${flag} "${text}" is not a positive number of seconds`);
-  return Math.round(n * 1000);
+/** Seconds (as parsed) to milliseconds. */
+export function ms(seconds: number): number {
+  return Math.round(seconds * 1000);
 }
 
-export function oneOf<T extends string>(flag: string, text: string | undefined, allowed: readonly T[], fallback: T): T {
-  if (text === undefined) return fallback;
-  if ((allowed as readonly string[]).includes(text)) return text as T;
-  throw BurrowError.usage(`${flag} must be one of ${allowed.join(', ')}, not "${text}"`);
+/** How long a command waits for its server's first answer before saying so. */
+export const SERVER_SILENCE_MS = 3000;
+
+/**
+ * Says on stderr when the server has not answered within 3 s; the attempt itself goes on until its
+ * timeout. Call `answered()` on the library's first sign of the server (e.g. the `registered` event), and
+ * `stop()` when the attempt ends.
+ */
+export function watchServer(io: Io, server: string, timeoutMs: number, transport: string): { answered(): void; stop(): void } {
+  let timer: NodeJS.Timeout | undefined = setTimeout(() => {
+    timer = undefined;
+    const left = Math.max(0, Math.round((timeoutMs - SERVER_SILENCE_MS) / 1000));
+    say(io, `no answer yet from the server at ${server} after ${SERVER_SILENCE_MS / 1000} s; still trying for ${left} s more ` +
+      `(is it running, and is ${transport} to that port open? \`burrow stun ${server}\` checks)`);
+  }, SERVER_SILENCE_MS);
+  const stop = (): void => {
+    if (timer !== undefined) clearTimeout(timer);
+    timer = undefined;
+  };
+  return { answered: stop, stop };
 }
 
-/** The flags of every command that meets a peer through the server (punch, pipe, send, receive). */
-export const CONNECT_FLAGS = {
-  server: { type: 'string' },
-  'secret-file': { type: 'string' },
-  secret: { type: 'string' },
-  as: { type: 'string' },
-  to: { type: 'string' },
-  timeout: { type: 'string' },
-} as const;
-
-export interface ConnectFlags {
-  server?: string | undefined;
-  'secret-file'?: string | undefined;
-  secret?: string | undefined;
-  as?: string | undefined;
-  to?: string | undefined;
-  timeout?: string | undefined;
+/** Throws BurrowError.aborted() when the CLI's signal fired (before starting something slow). */
+export function checkNotAborted(io: Io): void {
+  if (io.signal.aborted) throw BurrowError.aborted();
 }
-
-/** Checks the connection flags; call before any slow local checks so usage errors come first. */
-export function checkConnectFlags(values: ConnectFlags): { server: string; name: string; peer: string; timeoutMs: number } {
-  if (values.server === undefined) throw BurrowError.usage('--server HOST:PORT is required');
-  if (values.as === undefined || values.to === undefined) throw BurrowError.usage('--as NAME and --to NAME are required');
-  return { server: values.server, name: values.as, peer: values.to, timeoutMs: seconds('--timeout', values.timeout, 30) };
-}
-

@@ -1,12 +1,13 @@
 /**
  * `burrow demo`: a real punch between two peers through a real server, as three separate processes on
- * loopback (no root needed); as root with the lab tools present, also one across two emulated
- * port-restricted NATs.
+ * loopback. It changes nothing on this machine: no namespaces, no firewall rules, whoever runs it. With
+ * --lab (root, a source checkout) it also punches across two emulated port-restricted NATs.
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { generateSecret } from '../node/secret.js';
 import { say, type Io } from './common.js';
+import type { Parsed } from './schema.js';
 
 // The CLI that is running (the bundled binary), or the ES module entry when imported directly.
 const MAIN = process.argv[1]?.match(/(?:main\.js|burrow(?:\.cjs)?)$/) ? process.argv[1] : fileURLToPath(new URL('./main.js', import.meta.url));
@@ -31,8 +32,11 @@ function run(args: string[], env: NodeJS.ProcessEnv, signal: AbortSignal): Promi
   });
 }
 
-export async function runDemo(_argv: string[], io: Io): Promise<number> {
-  const env = { ...io.env, BURROW_SECRET: generateSecret() };
+export async function demoCommand(parsed: Parsed<'demo'>, io: Io): Promise<number> {
+  // The peers use the demo's own secret and server, whatever this shell's environment says.
+  const env: NodeJS.ProcessEnv = { ...io.env, BURROW_SECRET: generateSecret() };
+  delete env.BURROW_SECRET_FILE;
+  delete env.BURROW_SERVER;
   const controller = new AbortController();
   const stopAll = (): void => {
     controller.abort();
@@ -77,8 +81,12 @@ export async function runDemo(_argv: string[], io: Io): Promise<number> {
     io.stdout.write(`both peers done in ${wall} ms (wall time, including Node start-up)\n`);
     if (alice.code !== 0 || bob.code !== 0) return 1;
 
-    const lab = await import('./lab.js');
-    return await lab.labDemo(io, controller.signal);
+    if (!parsed.values.lab) {
+      say(io, 'done: the demo stayed on 127.0.0.1; `burrow demo --lab` (root, source checkout) adds a punch across emulated NATs');
+      return 0;
+    }
+    const { loadLab } = await import('./lab-loader.js');
+    return await (await loadLab()).labDemo(io, controller.signal);
   } finally {
     io.signal.removeEventListener('abort', stopAll);
     controller.abort();

@@ -3,19 +3,16 @@
  * reports what each side printed, whether the handoff contract held, and how long it took. The lab is
  * torn down on every outcome, including Ctrl-C.
  */
-import { parseArgs } from 'node:util';
-import { BurrowError } from '../errors.js';
 import { isNatKind, NAT_KINDS, type NatKind } from '../lab/nat-rules.js';
 import { runPunchScenario, type PeerResult, type PunchScenarioResult } from '../lab/scenario.js';
 import { labAvailable } from '../lab/topology.js';
 import { say, type Io } from './common.js';
-
-export const LAB_USAGE = `burrow lab punch --a KIND --b KIND [--same-nat] [--timeout SECONDS] [--first a|b] [--delay MS] [--loss PERCENT]
-  KIND: ${NAT_KINDS.join(', ')}`;
+import { usageError } from './parse.js';
+import type { Parsed } from './schema.js';
 
 function kind(flag: string, value: string | undefined): NatKind {
-  if (value === undefined) throw BurrowError.usage(`${flag} KIND is required (${NAT_KINDS.join(', ')})`);
-  if (!isNatKind(value)) throw BurrowError.usage(`${flag} "${value}" is not a NAT kind; use one of ${NAT_KINDS.join(', ')}`);
+  if (value === undefined) throw usageError(`${flag} KIND is required`, `KIND is one of ${NAT_KINDS.join(', ')}`);
+  if (!isNatKind(value)) throw usageError(`${flag} "${value}" is not a NAT kind`, `use one of ${NAT_KINDS.join(', ')}`);
   return value;
 }
 
@@ -35,42 +32,20 @@ export function formatReport(r: PunchScenarioResult): string {
     peers.map(describePeer).join('\n') + '\n';
 }
 
-export async function runLab(argv: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = argv;
-  if (sub !== 'punch') throw BurrowError.usage(`unknown lab command "${sub ?? ''}"`, `usage: ${LAB_USAGE}`);
-  const { values } = parseArgs({
-    args: rest,
-    options: {
-      a: { type: 'string' },
-      b: { type: 'string' },
-      'same-nat': { type: 'boolean' },
-      timeout: { type: 'string' },
-      first: { type: 'string' },
-      delay: { type: 'string' },
-      loss: { type: 'string' },
-    },
-    strict: true,
-  });
+export async function labPunchCommand(parsed: Parsed<'lab punch'>, io: Io): Promise<number> {
+  const { values } = parsed;
   const a = kind('--a', values.a);
-  const b = values['same-nat'] === true && values.b === undefined ? a : kind('--b', values.b);
+  const b = values['same-nat'] && values.b === undefined ? a : kind('--b', values.b);
   const available = labAvailable();
-  if (!available.ok) throw new BurrowError('USAGE', `cannot build the NAT lab: ${available.reason}. Run it as root on Linux with iproute2, nftables and conntrack installed.`);
-  const first = values.first === undefined ? 'a' : values.first === 'a' || values.first === 'b' ? values.first : undefined;
-  if (first === undefined) throw BurrowError.usage('--first must be a or b');
-  const num = (flag: string, v: string | undefined, fallback: number): number => {
-    if (v === undefined) return fallback;
-    const n = Number(v);
-    if (!Number.isFinite(n) || n < 0) throw BurrowError.usage(`${flag} "${v}" is not a non-negative number`);
-    return n;
-  };
+  if (!available.ok) throw usageError(`cannot build the NAT lab: ${available.reason}`, 'run it as root on Linux with iproute2, nftables and conntrack installed');
   const result = await runPunchScenario({
     a,
     b,
-    sameNat: values['same-nat'] === true,
-    first,
-    delayMs: num('--delay', values.delay, 0),
-    timeoutSeconds: num('--timeout', values.timeout, 5),
-    lossPercent: num('--loss', values.loss, 0),
+    sameNat: values['same-nat'],
+    first: values.first,
+    delayMs: values.delay,
+    timeoutSeconds: values.timeout,
+    lossPercent: values.loss,
     signal: io.signal,
   });
   io.stdout.write(formatReport(result));

@@ -3,48 +3,42 @@
  * the peer, the peer's bytes go to stdout; EOF on stdin half-closes, and the process exits 0 only once
  * the peer has confirmed it wrote out every byte we sent and we wrote out every byte it sent.
  */
-import { parseArgs } from 'node:util';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
 import { humanLine } from './punch.js';
-import { checkConnectFlags, CONNECT_FLAGS, resolveSecrets, say, type Io } from './common.js';
-
-export const PIPE_USAGE = `burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME
-            [--send-only | --recv-only] [--timeout SECONDS] [--local [ADDR:]PORT] [--quiet]`;
+import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import type { Parsed } from './schema.js';
 
 export interface PipeIo extends Io {
   readonly stdin: NodeJS.ReadableStream;
 }
 
-export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      ...CONNECT_FLAGS,
-      local: { type: 'string' },
-      'send-only': { type: 'boolean' },
-      'recv-only': { type: 'boolean' },
-      quiet: { type: 'boolean', short: 'q' },
-    },
-    strict: true,
-  });
-  const { server, name, peer, timeoutMs } = checkConnectFlags(values);
-  if (values['send-only'] === true && values['recv-only'] === true) throw BurrowError.usage('--send-only and --recv-only exclude each other');
-  const [secret] = await resolveSecrets(io, values);
-  const quiet = values.quiet === true;
-  const { stream, result } = await connectStream({
-    server,
-    secret: secret ?? '',
-    name,
-    peer,
-    timeoutMs,
-    signal: io.signal,
-    ...(values.local !== undefined ? { local: values.local } : {}),
-    onEvent: (e) => {
-      if (!quiet && e.type === 'introduced') say(io, `found ${e.peer}; connecting over TCP`);
-    },
-  });
-  if (!quiet) say(io, `${humanLine(result)} (TCP, encrypted)`);
+export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<number> {
+  const { values } = parsed;
+  const [secret] = await resolveSecrets(io, values, parsed.sources['secret-file'] === 'env');
+  const timeoutMs = ms(values.timeout);
+  const watch = watchServer(io, values.server, timeoutMs, 'TCP');
+  let connection;
+  try {
+    connection = await connectStream({
+      server: values.server,
+      secret: secret ?? '',
+      name: values.as,
+      peer: values.to,
+      timeoutMs,
+      signal: io.signal,
+      ...(values.local !== undefined ? { local: values.local } : {}),
+      onEvent: (e) => {
+        if (e.type === 'registered') watch.answered();
+        if (e.type === 'introduced') say(io, `found ${e.peer}; connecting over TCP`);
+      },
+    });
+  } finally {
+    watch.stop();
+  }
+  const { stream, result } = connection;
+  const started = Date.now();
+  say(io, `${humanLine(result)} (TCP, encrypted)`);
 
   const sendDone = new Promise<void>((resolve, reject) => {
     stream.once('finish', resolve);
@@ -53,7 +47,7 @@ export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
   const receiveDone = new Promise<void>((resolve, reject) => {
     stream.once('error', reject);
     stream.on('data', (chunk: Buffer) => {
-      if (values['send-only'] !== true && !io.stdout.write(chunk)) {
+      if (!values['send-only'] && !io.stdout.write(chunk)) {
         stream.pause();
         io.stdout.once('drain', () => stream.resume());
       }
@@ -66,7 +60,7 @@ export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
       });
     });
   });
-  if (values['recv-only'] === true) stream.end();
+  if (values['recv-only']) stream.end();
   else io.stdin.pipe(stream);
   const onAbort = (): void => {
     stream.destroy(BurrowError.aborted());
@@ -80,6 +74,9 @@ export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
   }
   // Both directions are done: the stream closes itself once its transport has flushed.
   if (!stream.closed) await new Promise<void>((resolve) => stream.once('close', resolve));
-  if (!quiet) say(io, `done: sent ${stream.bytesSent} bytes, received ${stream.bytesReceived} bytes, all confirmed`);
+  if (values.format === 'json') {
+    // stdout carries the peer's bytes: the summary goes to stderr, as one JSON object.
+    io.stderr.write(`${JSON.stringify({ peer: result.peer, bytesSent: stream.bytesSent, bytesReceived: stream.bytesReceived, confirmed: true, path: result.path, connectMs: result.elapsedMs, elapsedMs: Date.now() - started })}\n`);
+  } else say(io, `done: sent ${stream.bytesSent} bytes, received ${stream.bytesReceived} bytes, all confirmed`);
   return 0;
 }

@@ -1,13 +1,9 @@
 /** `burrow punch`: a thin shell over `punch()` with netpunch-compatible output and the handoff. */
-import { parseArgs } from 'node:util';
-import { BurrowError } from '../errors.js';
-import { punch, type PunchEvent, type PunchResult } from '../node/punch.js';
-import { checkConnectFlags, CONNECT_FLAGS, oneOf, resolveSecrets, say, type Io } from './common.js';
 import { endpointKey } from '../codec/address.js';
-
-export const PUNCH_USAGE = `burrow punch --server HOST:PORT --secret-file FILE --as NAME --to NAME
-             [--local [ADDR:]PORT] [--timeout SECONDS] [--format text|env|json] [--quiet | --verbose]
-             [-- COMMAND ARGS...]`;
+import { punch, type PunchEvent, type PunchResult } from '../node/punch.js';
+import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { CliError } from './errors.js';
+import type { Parsed } from './schema.js';
 
 export function resultEnv(r: PunchResult): Record<string, string> {
   return {
@@ -84,69 +80,71 @@ function describe(e: PunchEvent): string | undefined {
   }
 }
 
-export async function runPunch(argv: string[], io: Io): Promise<number> {
-  const dash = argv.indexOf('--');
-  const own = dash >= 0 ? argv.slice(0, dash) : argv;
-  const command = dash >= 0 ? argv.slice(dash + 1) : [];
-  const { values } = parseArgs({
-    args: own,
-    options: {
-      ...CONNECT_FLAGS,
-      local: { type: 'string' },
-      format: { type: 'string' },
-      quiet: { type: 'boolean', short: 'q' },
-      verbose: { type: 'boolean', short: 'v' },
-    },
-    strict: true,
-  });
-  const { server, name, peer, timeoutMs } = checkConnectFlags(values);
-  if (dash >= 0 && command.length === 0) throw BurrowError.usage('nothing follows --', 'give the command to run, e.g. -- openvpn ...');
-  const format = oneOf('--format', values.format, ['text', 'env', 'json'] as const, 'text');
-  const [secret] = await resolveSecrets(io, values);
-  const quiet = values.quiet === true;
-  const verbose = values.verbose === true;
-  const result = await punch({
-    server,
-    secret: secret ?? '',
-    name,
-    peer,
-    ...(values.local !== undefined ? { local: values.local } : {}),
-    timeoutMs,
-    signal: io.signal,
-    onEvent: (e) => {
-      if (quiet) return;
-      const line = verbose && e.type === 'dropped' ? `dropped a datagram from ${endpointKey(e.from)}: ${e.reason}` : describe(e);
-      // --verbose stamps each line with milliseconds since the process started.
-      if (line !== undefined) say(io, verbose ? `[${performance.now().toFixed(1)} ms] ${line}` : line);
-    },
-  });
-  if (command.length === 0) {
-    io.stdout.write(formatResult(result, format));
+/** `burrow punch`: punch, then print the path or hand it to COMMAND. */
+export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<number> {
+  const { values } = parsed;
+  const [secret] = await resolveSecrets(io, values, parsed.sources['secret-file'] === 'env');
+  const timeoutMs = ms(values.timeout);
+  const verbose = values.verbose;
+  const watch = watchServer(io, values.server, timeoutMs, 'UDP');
+  let result: PunchResult;
+  try {
+    result = await punch({
+      server: values.server,
+      secret: secret ?? '',
+      name: values.as,
+      peer: values.to,
+      ...(values.local !== undefined ? { local: values.local } : {}),
+      timeoutMs,
+      signal: io.signal,
+      onEvent: (e) => {
+        if (e.type === 'registered') watch.answered();
+        const line = verbose && e.type === 'dropped' ? `dropped a datagram from ${endpointKey(e.from)}: ${e.reason}` : describe(e);
+        // --verbose stamps each line with milliseconds since the process started.
+        if (line !== undefined) say(io, verbose ? `[${performance.now().toFixed(1)} ms] ${line}` : line);
+      },
+    });
+  } finally {
+    watch.stop();
+  }
+  if (parsed.handoff === undefined) {
+    io.stdout.write(formatResult(result, values.format));
     return 0;
   }
   say(io, humanLine(result));
-  return handOff(command, result, io);
+  return handOff(parsed.handoff, result, io);
 }
 
-/** Runs COMMAND on the punched port (our socket is already closed) and returns its exit status. */
-async function handOff(command: string[], result: PunchResult, io: Io): Promise<number> {
+/**
+ * Runs COMMAND on the punched port (our socket is already closed) and returns its exit status: 127 when it
+ * does not exist, 126 when it cannot be run, 128+N when signal N ended it.
+ */
+async function handOff(command: readonly string[], result: PunchResult, io: Io): Promise<number> {
   const env = resultEnv(result);
-  const [file, ...args] = command.map((a) => substitute(a, env));
+  const [file = '', ...args] = command.map((a) => substitute(a, env));
   const { spawn } = await import('node:child_process');
-  return new Promise((resolve) => {
-    const child = spawn(file ?? '', args, { stdio: 'inherit', env: { ...io.env, ...env } });
+  const { constants } = await import('node:os');
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, args, { stdio: 'inherit', env: { ...io.env, ...env } });
     const forward = (): void => {
       child.kill('SIGTERM');
     };
     io.signal.addEventListener('abort', forward, { once: true });
-    child.once('error', (err) => {
+    child.once('error', (err: NodeJS.ErrnoException) => {
       io.signal.removeEventListener('abort', forward);
-      say(io, `cannot run "${file ?? ''}": ${err.message}; check that it is installed and on PATH.`);
-      resolve(1);
+      if (err.code === 'ENOENT') {
+        reject(new CliError('HANDOFF_NOT_FOUND', `cannot run "${file}": no such command (connected, but nothing was handed the path)`,
+          `check the name, and that it is installed and on PATH (or give its full path)`, { command: file, errno: 'ENOENT' }));
+      } else if (err.code === 'EACCES' || err.code === 'ENOEXEC' || err.code === 'EISDIR') {
+        reject(new CliError('HANDOFF_NOT_EXECUTABLE', `cannot run "${file}": ${err.code === 'EACCES' ? 'permission denied (not executable?)' : err.code === 'EISDIR' ? 'it is a directory' : 'not an executable format'}`,
+          `make it executable (chmod +x ${file}) or run it through its interpreter, e.g. -- sh ${file}`, { command: file, errno: err.code }));
+      } else {
+        reject(new CliError('HANDOFF_NOT_EXECUTABLE', `cannot run "${file}": ${err.message}`, 'check the command after --', { command: file, errno: err.code ?? null }));
+      }
     });
     child.once('exit', (code, signal) => {
       io.signal.removeEventListener('abort', forward);
-      resolve(code ?? (signal ? 128 + 15 : 1));
+      resolve(code ?? 128 + (signal !== null ? constants.signals[signal] : 15));
     });
   });
 }

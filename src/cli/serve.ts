@@ -1,64 +1,136 @@
 /** `burrow serve`: the rendezvous server, with structured logs, clean shutdown and secret reload. */
-import { parseArgs } from 'node:util';
 import { endpointKey, normaliseAddress, parseHostPort } from '../codec/address.js';
-import { BurrowError } from '../errors.js';
 import { readSecretFile } from '../node/secret.js';
 import { startServer } from '../node/server.js';
 import { startTstunServer, type TstunServer, type TstunServerEvent } from '../node/tstun.js';
 import type { ServerEvent } from '../server/core.js';
-import { oneOf, resolveSecrets, type Io } from './common.js';
+import { resolveSecrets, type Io } from './common.js';
+import { AuthFailureLog, isAuthFailure, textDestination } from './log.js';
+import { usageError } from './parse.js';
+import type { Parsed } from './schema.js';
 
-export const SERVE_USAGE = `burrow serve [--listen HOST:PORT] --secret-file FILE [--alt-port PORT | --no-alt-port]
-             [--tstun [[HOST:]PORT]] [--metrics HOST:PORT] [--workers N] [--log-format text|json]
-             [--log-level debug|info|warn] [--check]`;
+const TSTUN_PORT = 3477;
 
-export async function runServe(argv: string[], io: Io): Promise<number> {
-  const { values } = parseArgs({
-    args: withOptionalValue(argv, '--tstun'),
-    options: {
-      listen: { type: 'string' },
-      tstun: { type: 'string' },
-      'secret-file': { type: 'string' },
-      secret: { type: 'string' },
-      'alt-port': { type: 'string' },
-      'no-alt-port': { type: 'boolean' },
-      'log-format': { type: 'string' },
-      'log-level': { type: 'string' },
-      metrics: { type: 'string' },
-      check: { type: 'boolean' },
-      workers: { type: 'string' },
-    },
-    strict: true,
-  });
-  const format = oneOf('--log-format', values['log-format'], ['text', 'json'] as const, 'text');
-  const level = oneOf('--log-level', values['log-level'], ['debug', 'info', 'warn'] as const, 'info');
-  let alternatePort: number | false | undefined;
-  if (values['no-alt-port'] === true) alternatePort = false;
-  else if (values['alt-port'] !== undefined) {
-    alternatePort = Number(values['alt-port']);
-    if (!Number.isInteger(alternatePort) || alternatePort < 0 || alternatePort > 65535) {
-      throw BurrowError.usage(`--alt-port "${values['alt-port']}" is not a port number`);
+/** How often failed authentications are summed up in the log (one line per source). */
+export const AUTH_LOG_INTERVAL_MS = 5000;
+
+/** A socket `serve` would open, for the clash checks. */
+interface Socket {
+  readonly transport: 'udp' | 'tcp';
+  readonly host: string;
+  readonly port: number;
+  /** What it is, in the CLI's words. */
+  readonly what: string;
+}
+
+export interface ServePlan {
+  readonly listen: string;
+  readonly alternatePort: number | false;
+  readonly tstun: string | undefined;
+  readonly metrics: string | undefined;
+  readonly workers: number;
+  readonly sockets: readonly Socket[];
+}
+
+function hostOf(text: string, fallback: string): { host: string; port: number } {
+  const parsed = parseHostPort(text);
+  if (!parsed.ok) throw usageError(`"${text}" is not ADDRESS:PORT (${parsed.reason})`, 'e.g. 0.0.0.0:3478');
+  return { host: parsed.host === '' ? fallback : normaliseAddress(parsed.host) ?? parsed.host, port: parsed.port };
+}
+
+function overlaps(a: Socket, b: Socket): boolean {
+  if (a.transport !== b.transport || a.port !== b.port || a.port === 0) return false;
+  const wild = (h: string): boolean => h === '::' || h === '0.0.0.0';
+  if (a.host === b.host) return true;
+  // [::] is dual-stack: it covers IPv4 too; 0.0.0.0 covers every IPv4 address.
+  if (a.host === '::' || b.host === '::') return true;
+  return (wild(a.host) && !b.host.includes(':')) || (wild(b.host) && !a.host.includes(':'));
+}
+
+/**
+ * Every address and port `serve` will open, worked out and checked the way a real start would: the
+ * alternate port is the --listen port + 1 unless given, and no two sockets of one protocol may share a
+ * port. `--check` and a real start both go through this.
+ */
+export function planServe(values: Parsed<'serve'>['values']): ServePlan {
+  const listen = values.listen;
+  const main = hostOf(listen, '::');
+  const sockets: Socket[] = [
+    { transport: 'udp', ...main, what: '--listen (UDP)' },
+    { transport: 'tcp', ...main, what: '--listen (TCP rendezvous, the same port as UDP)' },
+  ];
+  let alternatePort: number | false;
+  const alt = values['alt-port'];
+  if (alt === false) alternatePort = false;
+  else if (alt !== undefined) alternatePort = alt;
+  else {
+    alternatePort = main.port === 0 ? 0 : main.port + 1;
+    if (alternatePort > 65535) {
+      throw usageError(`the alternate port would be ${alternatePort} (the --listen port ${main.port} + 1), which is out of range`, 'give --alt-port PORT, or --no-alt-port');
     }
   }
-  if (values.listen !== undefined) checkListen(values.listen);
-  // prom-client is loaded only with --metrics.
-  const metricsModule = values.metrics !== undefined ? await import('../node/metrics.js') : undefined;
-  if (values.metrics !== undefined) metricsModule?.parseMetricsListen(values.metrics);
-  const workers = values.workers === undefined ? 1 : Number(values.workers);
-  if (!Number.isInteger(workers) || workers < 1 || workers > 256) {
-    throw BurrowError.usage(`--workers "${values.workers ?? ''}" is not a number of processes from 1 to 256`);
+  if (alternatePort !== false) sockets.push({ transport: 'udp', host: main.host, port: alternatePort, what: values['alt-port'] !== undefined ? '--alt-port' : `the alternate port (the --listen port ${main.port} + 1)` });
+  let tstun: string | undefined;
+  if (values.tstun !== undefined) {
+    tstun = values.tstun === true ? `[::]:${TSTUN_PORT}` : values.tstun;
+    const t = parseHostPort(tstun, TSTUN_PORT);
+    if (t.ok) sockets.push({ transport: 'tcp', host: t.host === '' ? '::' : normaliseAddress(t.host) ?? t.host, port: t.port, what: '--tstun' });
   }
-  const secrets = await resolveSecrets(io, values);
-  if (values.check === true) {
-    // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`):
-    // every option and the secret file are checked, nothing is bound.
-    io.stdout.write(`burrow serve: options and ${secrets.length} secret${secrets.length === 1 ? '' : 's'} OK; not started (--check)\n`);
+  if (values.metrics !== undefined) sockets.push({ transport: 'tcp', ...hostOf(values.metrics, '::'), what: '--metrics' });
+  for (let i = 0; i < sockets.length; i++) {
+    for (let j = i + 1; j < sockets.length; j++) {
+      const a = sockets[i];
+      const b = sockets[j];
+      if (a && b && overlaps(a, b)) {
+        throw usageError(
+          `${b.what} and ${a.what} would both use ${b.transport.toUpperCase()} port ${b.port}`,
+          a.what.startsWith('--listen') && b.what.startsWith('the alternate')
+            ? 'give --alt-port another port, or --no-alt-port'
+            : `give ${b.what.startsWith('--') ? b.what.split(' ')[0] ?? b.what : '--alt-port'} another port`,
+        );
+      }
+    }
+  }
+  if (values.workers > 256) throw usageError(`--workers ${values.workers} is more than 256`, 'one process per core is plenty: e.g. --workers 2');
+  return { listen, alternatePort, tstun, metrics: values.metrics, workers: values.workers, sockets };
+}
+
+export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<number> {
+  const { values } = parsed;
+  const plan = planServe(values);
+  const format = values['log-format'];
+  const level = values.quiet ? 'error' : values['log-level'];
+  // prom-client is loaded only with --metrics.
+  const metricsModule = plan.metrics !== undefined ? await import('../node/metrics.js') : undefined;
+  if (plan.metrics !== undefined) metricsModule?.parseMetricsListen(plan.metrics);
+  const secretsFromEnv = parsed.sources['secret-file'] === 'env';
+  if (values.check) {
+    const secrets = await resolveSecrets(io, values, secretsFromEnv);
+    // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`): every option,
+    // the secret file and the ports' clashes are checked; nothing is bound.
+    const opens = plan.sockets.map((s) => `${s.transport.toUpperCase()} ${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port} (${s.what})`).join(', ');
+    io.stdout.write(`burrow serve: options and ${secrets.length} secret${secrets.length === 1 ? '' : 's'} OK; not started (--check)\n` +
+      `would open: ${opens}; ports held by another program show only at a real start\n`);
     return 0;
   }
   // pino is loaded here only, so `burrow punch` starts fast.
   const { pino } = await import('pino');
-  const destination = format === 'json' ? pino.destination({ dest: 2, sync: true }) : (await import('pino-pretty')).default({ destination: 2, sync: true, colorize: false, translateTime: 'SYS:standard', ignore: 'pid,hostname' });
+  const destination = format === 'json' ? pino.destination({ dest: 2, sync: true }) : textDestination(io.stderr);
   const log = pino({ level, base: { pid: process.pid } }, destination);
+  // Warnings about the secrets go to the log, so that a JSON log stays JSON.
+  const secrets = await resolveSecrets(io, values, secretsFromEnv, (line) => { log.warn({ event: 'secret' }, line); });
+  // Failed authentications: one warning per source per interval, with a count (a flood cannot fill the disk).
+  const authFailures = new AuthFailureLog();
+  const flushAuthFailures = (): void => {
+    const { sources, others } = authFailures.flush();
+    const seconds = AUTH_LOG_INTERVAL_MS / 1000;
+    for (const s of sources) {
+      log.warn({ event: 'auth-failures', from: s.from, count: s.count, reasons: s.reasons, seconds }, `authentication failed ${s.count} time${s.count === 1 ? '' : 's'} from ${s.from} (a client with another network secret, or forged traffic)`);
+    }
+    if (others) log.warn({ event: 'auth-failures', from: 'others', count: others.count, sources: others.sources, seconds }, `authentication failed ${others.count} times from ${others.sources} more sources`);
+  };
+  const authTimer = setInterval(flushAuthFailures, AUTH_LOG_INTERVAL_MS);
+  authTimer.unref();
   // Set when a worker process dies: the server stops as a whole and exits 1, for a supervisor to restart.
   const workerFailed = new AbortController();
   const onEvent = (e: ServerEvent): void => {
@@ -74,6 +146,7 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
         log.info({ event: e.type, network: e.network, peer: e.name, outcome: e.outcome }, 'peer reported its outcome');
         break;
       case 'rejected':
+        if (isAuthFailure(e.reason)) authFailures.add(e.from.address, e.reason);
         log.debug({ event: e.type, from: endpointKey(e.from), reason: e.reason }, 'datagram rejected');
         break;
       case 'wg-endpoint':
@@ -108,20 +181,26 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
     }
   };
   const registry = metricsModule?.createProcessRegistry();
-  const server = await startServer({
-    ...(values.listen !== undefined ? { listen: values.listen } : {}),
-    secrets,
-    ...(alternatePort !== undefined ? { alternatePort } : {}),
-    ...(values.metrics !== undefined ? { metrics: { listen: values.metrics, ...(registry ? { registry } : {}) } } : {}),
-    onEvent,
-    ...(workers > 1 ? { workers } : {}),
-  });
+  let server;
+  try {
+    server = await startServer({
+      listen: plan.listen,
+      secrets,
+      alternatePort: plan.alternatePort,
+      ...(plan.metrics !== undefined ? { metrics: { listen: plan.metrics, ...(registry ? { registry } : {}) } } : {}),
+      onEvent,
+      ...(plan.workers > 1 ? { workers: plan.workers } : {}),
+    });
+  } catch (err) {
+    clearInterval(authTimer);
+    throw err;
+  }
   let tstun: TstunServer | undefined;
-  if (values.tstun !== undefined) {
+  if (plan.tstun !== undefined) {
     try {
-      // An empty value (a bare --tstun) means the default, [::]:3477.
-      tstun = await startTstunServer({ listen: values.tstun, onEvent: onTstunEvent });
+      tstun = await startTstunServer({ listen: plan.tstun, onEvent: onTstunEvent });
     } catch (err) {
+      clearInterval(authTimer);
       await server.close();
       throw err;
     }
@@ -168,22 +247,10 @@ export async function runServe(argv: string[], io: Io): Promise<number> {
   });
   process.off('SIGHUP', onHup);
   await Promise.all([server.close(), tstun?.close()]);
+  clearInterval(authTimer);
+  flushAuthFailures();
   const s = server.stats;
   log.info({ event: 'stopped', registrationsTotal: s.registrationsTotal, introductions: s.introductions, stunBindings: s.stunBindings, tstunPairs: tstun?.stats.pairs ?? null }, 'stopped');
   return workerFailed.signal.aborted ? 1 : 0;
 }
 
-/** The same checks startServer makes, for --check, which binds nothing. */
-function checkListen(text: string): void {
-  const parsed = parseHostPort(text, 3478);
-  if (!parsed.ok) throw BurrowError.usage(`--listen "${text}" is not HOST:PORT (${parsed.reason})`);
-  if (parsed.host !== '' && !normaliseAddress(parsed.host)) throw BurrowError.usage(`--listen host "${parsed.host}" is not an IP address`);
-}
-
-/**
- * parseArgs cannot express an option whose value is optional: a bare `flag` (last, or followed by
- * another option) becomes `flag=`, which the option's handler reads as "the default".
- */
-function withOptionalValue(argv: string[], flag: string): string[] {
-  return argv.map((arg, i) => (arg === flag && (argv[i + 1] === undefined || argv[i + 1]?.startsWith('-') === true) ? `${flag}=` : arg));
-}

@@ -1,28 +1,20 @@
 /** `burrow stun`: prints our public address as a STUN server sees it. */
-import { parseArgs } from 'node:util';
-import { BurrowError } from '../errors.js';
-import { stunQuery } from '../node/stun.js';
-import { oneOf, seconds, type Io } from './common.js';
 import { endpointKey } from '../codec/address.js';
+import { stunQuery } from '../node/stun.js';
+import { ms, type Io } from './common.js';
+import { checkServerAddress } from './parse.js';
+import type { Parsed } from './schema.js';
 
-export const STUN_USAGE = 'burrow stun HOST:PORT [--local [ADDR:]PORT] [--format text|json] [--timeout SECONDS]';
-
-export async function runStun(argv: string[], io: Io): Promise<number> {
-  const { values, positionals } = parseArgs({
-    args: argv,
-    options: { local: { type: 'string' }, format: { type: 'string' }, timeout: { type: 'string' } },
-    allowPositionals: true,
-    strict: true,
-  });
-  const server = positionals[0];
-  if (server === undefined || positionals.length > 1) throw BurrowError.usage('give exactly one STUN server, HOST:PORT');
-  const format = oneOf('--format', values.format, ['text', 'json'] as const, 'text');
+export async function stunCommand(parsed: Parsed<'stun'>, io: Io): Promise<number> {
+  const { values } = parsed;
+  const [server = ''] = parsed.positionals;
+  checkServerAddress('the STUN server', server);
   const mapped = await stunQuery({
     server,
     ...(values.local !== undefined ? { local: values.local } : {}),
-    timeoutMs: seconds('--timeout', values.timeout, 5),
+    timeoutMs: ms(values.timeout),
     signal: io.signal,
   });
-  io.stdout.write(format === 'json' ? `${JSON.stringify({ address: mapped.address, port: mapped.port })}\n` : `${endpointKey(mapped)}\n`);
+  io.stdout.write(values.format === 'json' ? `${JSON.stringify({ address: mapped.address, port: mapped.port })}\n` : `${endpointKey(mapped)}\n`);
   return 0;
 }

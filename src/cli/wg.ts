@@ -1,12 +1,9 @@
 /** `burrow wg`: a thin shell over `discoverWireGuard()` (src/node/wg.ts); progress on stderr, the result on stdout. */
-import { parseArgs } from 'node:util';
 import { endpointKey } from '../codec/address.js';
-import { BurrowError } from '../errors.js';
 import { discoverWireGuard, type WgDiscoveryResult, type WgEvent } from '../node/wg.js';
-import { oneOf, resolveSecrets, say, seconds, type Io } from './common.js';
-
-export const WG_USAGE = `burrow wg --interface IFACE --server HOST:PORT --secret-file FILE [--continuous]
-           [--interval SECONDS] [--timeout SECONDS] [--format text|json] [--quiet]`;
+import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { usageError } from './parse.js';
+import type { Parsed } from './schema.js';
 
 function short(key: string): string {
   return `${key.slice(0, 8)}…`;
@@ -49,44 +46,33 @@ function formatResult(r: WgDiscoveryResult, format: 'text' | 'json'): string {
   return r.peers.map((p) => `${p.key}\t${p.status}\t${p.endpoint ? endpointKey(p.endpoint) : '(none)'}\n`).join('');
 }
 
-export async function runWg(argv: string[], io: Io): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      interface: { type: 'string', short: 'i' },
-      server: { type: 'string' },
-      'secret-file': { type: 'string' },
-      secret: { type: 'string' },
-      continuous: { type: 'boolean' },
-      interval: { type: 'string' },
-      timeout: { type: 'string' },
-      format: { type: 'string' },
-      quiet: { type: 'boolean', short: 'q' },
-    },
-    allowPositionals: false,
-    strict: true,
-  });
-  if (values.interface === undefined) throw BurrowError.usage('--interface IFACE is required');
-  if (values.server === undefined) throw BurrowError.usage('--server HOST:PORT is required');
-  const intervalMs = seconds('--interval', values.interval, 10);
-  if (intervalMs < 1000) throw BurrowError.usage(`--interval ${values.interval ?? ''} is below the 1 s minimum`, 'the interval bounds how often burrow asks the server; use 1 or more.');
-  const timeoutMs = seconds('--timeout', values.timeout, 30);
-  const format = oneOf('--format', values.format, ['text', 'json'] as const, 'text');
-  const [secret] = await resolveSecrets(io, values);
-  const quiet = values.quiet === true;
-  const result = await discoverWireGuard({
-    interface: values.interface,
-    server: values.server,
-    secret: secret ?? '',
-    continuous: values.continuous === true,
-    intervalMs,
-    timeoutMs,
-    signal: io.signal,
-    onEvent: (e) => {
-      const line = describe(e);
-      if (line !== undefined && !quiet) say(io, line);
-    },
-  });
-  io.stdout.write(formatResult(result, format));
+export async function wgCommand(parsed: Parsed<'wg'>, io: Io): Promise<number> {
+  const { values } = parsed;
+  const intervalMs = ms(values.interval);
+  if (intervalMs < 1000) throw usageError(`--interval ${values.interval} is below the 1 s minimum`, 'the interval bounds how often burrow asks the server; use 1 or more');
+  const timeoutMs = ms(values.timeout);
+  const [secret] = await resolveSecrets(io, values, parsed.sources['secret-file'] === 'env');
+  // The first `self` event follows the server's first answer.
+  const watch = watchServer(io, values.server, timeoutMs, 'UDP');
+  let result: WgDiscoveryResult;
+  try {
+    result = await discoverWireGuard({
+      interface: values.interface,
+      server: values.server,
+      secret: secret ?? '',
+      continuous: values.continuous,
+      intervalMs,
+      timeoutMs,
+      signal: io.signal,
+      onEvent: (e) => {
+        if (e.type === 'self') watch.answered();
+        const line = describe(e);
+        if (line !== undefined) say(io, line);
+      },
+    });
+  } finally {
+    watch.stop();
+  }
+  io.stdout.write(formatResult(result, values.format));
   return 0;
 }

@@ -9,7 +9,7 @@
  */
 import http from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { endpointKey, normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
+import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
 import type { WgStats } from '../server/wg.js';
 import type { ServerStats } from '../server/core.js';
@@ -51,12 +51,11 @@ const REQUEST_TIMEOUT_MS = 10_000;
  * the listener never ends up on every address by accident.
  */
 export function parseMetricsListen(text: string): { host: string; port: number } {
-  const next = 'give an IP address and a port, e.g. --metrics 127.0.0.1:9464, and keep it off the public internet.';
   const parsed = parseHostPort(text);
-  if (!parsed.ok) throw BurrowError.usage(`--metrics "${text}" is not HOST:PORT (${parsed.reason})`, next);
-  if (parsed.host === '') throw BurrowError.usage(`--metrics "${text}" has no address, and the metrics must not listen on every address by accident`, next);
+  if (!parsed.ok) throw BurrowError.invalidOption('metrics', `not HOST:PORT (${parsed.reason})`, text);
+  if (parsed.host === '') throw BurrowError.invalidOption('metrics', 'no address: the metrics must not listen on every address by accident', text);
   const host = normaliseAddress(parsed.host);
-  if (!host) throw BurrowError.usage(`--metrics host "${parsed.host}" is not an IP address`, next);
+  if (!host) throw BurrowError.invalidOption('metrics', `host "${parsed.host}" is not an IP address`, text);
   return { host, port: parsed.port };
 }
 
@@ -209,14 +208,7 @@ export async function startMetricsEndpoint(listen: string, registry: Registry): 
   server.keepAliveTimeout = REQUEST_TIMEOUT_MS;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(new BurrowError(
-        'USAGE',
-        `cannot listen on TCP ${endpointKey({ address: host, port })} for --metrics (${err.code ?? err.message}): ` +
-          (err.code === 'EADDRINUSE' ? 'another program uses the port; choose another.' :
-            err.code === 'EACCES' ? 'ports below 1024 need privileges; choose a higher port.' :
-            'the address may not be on this machine; check --metrics.'),
-        { cause: err },
-      ));
+      reject(BurrowError.bindFailed({ transport: 'tcp', address: host, port, role: 'metrics' }, err));
     });
     server.listen({ host, port, ipv6Only: host.includes(':') }, () => {
       server.removeAllListeners('error');

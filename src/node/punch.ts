@@ -35,18 +35,18 @@ export type { PunchEvent, PunchResult };
 
 /** The checks `punch()` and `connectStream()` share: valid, distinct names and a positive timeout. */
 export function validateNames(name: string, peer: string, timeoutMs = 30_000): void {
-  for (const [flag, value] of [['--as', name], ['--to', peer]] as const) {
+  for (const [option, value] of [['name', name], ['peer', peer]] as const) {
     const problem = checkName(value);
-    if (problem !== undefined) throw BurrowError.usage(`the name given to ${flag} ${problem}`);
+    if (problem !== undefined) throw BurrowError.invalidOption(option, `the name ${problem}`, value);
   }
-  if (name === peer) throw BurrowError.usage(`--as and --to are both "${name}"; each side names itself and the other`);
-  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw BurrowError.usage('the timeout must be a positive number of seconds');
+  if (name === peer) throw BurrowError.invalidOption('peer', 'the same as name: each side names itself and the other', peer);
+  if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw BurrowError.invalidOption('timeoutMs', 'not a positive number', String(timeoutMs));
 }
 
 /** The network secret as bytes; an empty one is a usage error. */
 export function secretBytes(secret: string | Uint8Array): Uint8Array {
   const bytes = typeof secret === 'string' ? Buffer.from(secret, 'utf8') : secret;
-  if (bytes.length === 0) throw BurrowError.usage('the network secret is empty');
+  if (bytes.length === 0) throw BurrowError.invalidOption('secret', 'the network secret is empty');
   return bytes;
 }
 
@@ -61,12 +61,7 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
   try {
     udp = await UdpTransport.bind(local.address, local.port);
   } catch (err) {
-    throw new BurrowError(
-      'USAGE',
-      `cannot bind UDP ${local.address}:${local.port} (${(err as NodeJS.ErrnoException).code ?? String(err)}): ` +
-        'the port may be in use or the address not on this machine; choose another --local.',
-      { cause: err },
-    );
+    throw BurrowError.bindFailed({ transport: 'udp', address: local.address, port: local.port, role: 'local' }, err);
   }
   const agent = new PunchAgent({
     name: options.name,

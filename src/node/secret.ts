@@ -1,4 +1,4 @@
-/** Where network secrets come from: a file, the environment, or (discouraged) the command line. */
+/** Where network secrets come from: a file, the environment, or the command line; and new ones. */
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { BurrowError } from '../errors.js';
@@ -8,10 +8,13 @@ export function generateSecret(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/** Secrets shorter than this (in bytes) can be guessed offline from one captured message. */
+export const MIN_SECRET_BYTES = 16;
+
 /**
- * Reads a secret file. The first non-empty line is the secret; a trailing newline (LF or CRLF) is
- * ignored. A server reads every non-empty line, so a file can hold the new and old secret while
- * clients move over (see README, "Rotating the secret").
+ * Reads a secret file. Each non-empty line, without the whitespace around it, is a secret; the first is
+ * the one a client uses. A server accepts every line, so a file can hold the new and old secret while
+ * clients move over (see README, "Secret rotation").
  */
 export function readSecretFile(path: string): Promise<string[]> {
   try {
@@ -27,17 +30,23 @@ function readSecretLines(path: string): string[] {
     // Synchronous on purpose: a tiny file, and node:fs/promises would cost the CLI start-up time.
     text = readFileSync(path, 'utf8');
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw BurrowError.usage(
-      `cannot read the secret file ${path} (${code ?? String(err)})`,
-      code === 'ENOENT' ? 'create it with `burrow keygen > FILE` or pass the right path.' : 'check its permissions.',
-    );
+    const code = (err as NodeJS.ErrnoException).code ?? String(err);
+    throw BurrowError.invalidOption('secret', `cannot read the secret file ${path} (${code})`, undefined, { path, errno: code });
   }
-  const lines = text.split(/\r?\n/).filter((l) => l.length > 0);
-  if (lines.length === 0) throw BurrowError.usage(`the secret file ${path} is empty`, 'put a secret in it with `burrow keygen > FILE`.');
+  const lines = text.split(/\r?\n/).map((l) => l.trim()).filter((l) => l.length > 0);
+  if (lines.length === 0) throw BurrowError.invalidOption('secret', `the secret file ${path} is empty`, undefined, { path });
   return lines;
 }
 
-export function checkSecret(secret: string, source: string): void {
-  if (secret.length === 0) throw BurrowError.usage(`the secret from ${source} is empty`, 'make one with `burrow keygen`.');
+/** The secret without the whitespace around it; an empty one is refused. `source` names where it came from. */
+export function checkSecret(secret: string, source: string): string {
+  const trimmed = secret.trim();
+  if (trimmed.length === 0) throw BurrowError.invalidOption('secret', `the secret from ${source} is empty`, undefined, { source });
+  return trimmed;
+}
+
+/** Why a secret is weak (too short), or undefined. */
+export function secretWarning(secret: string): string | undefined {
+  const bytes = Buffer.byteLength(secret, 'utf8');
+  return bytes < MIN_SECRET_BYTES ? `is only ${bytes} byte${bytes === 1 ? '' : 's'} long (fewer than ${MIN_SECRET_BYTES}), so it can be guessed` : undefined;
 }

@@ -60,7 +60,7 @@ export interface RendezvousServer {
 }
 
 function keysOf(secrets: readonly (string | Uint8Array)[]) {
-  if (secrets.length === 0) throw BurrowError.usage('the server needs at least one secret');
+  if (secrets.length === 0) throw BurrowError.invalidOption('secrets', 'the server needs at least one secret');
   return secrets.map((s) => deriveNetworkKeys(typeof s === 'string' ? Buffer.from(s, 'utf8') : s));
 }
 
@@ -70,20 +70,13 @@ function keysOf(secrets: readonly (string | Uint8Array)[]) {
  */
 const SERVER_RECV_BUFFER = 4 << 20;
 
-async function bindListen(host: string, port: number): Promise<BoundSocket> {
+async function bindListen(host: string, port: number, role: 'main' | 'alternate'): Promise<BoundSocket> {
   try {
     return await bindUdp(host, port, { dualStack: host === '::', recvBufferSize: SERVER_RECV_BUFFER });
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) return bindUdp('0.0.0.0', port, { recvBufferSize: SERVER_RECV_BUFFER });
-    throw new BurrowError(
-      'USAGE',
-      `cannot listen on UDP ${host}:${port} (${code ?? String(err)}): ` +
-        (code === 'EADDRINUSE' ? 'another program uses the port; stop it or choose another --listen port.' :
-          code === 'EACCES' ? 'ports below 1024 need privileges; choose a higher port.' :
-          'the address may not be on this machine; check --listen.'),
-      { cause: err },
-    );
+    throw BurrowError.bindFailed({ transport: 'udp', address: host, port, role }, err);
   }
 }
 
@@ -104,21 +97,21 @@ function pooledRandomBytes(): (n: number) => Uint8Array {
 export async function startServer(options: ServerOptions): Promise<RendezvousServer> {
   options.signal?.throwIfAborted();
   const parsed = parseHostPort(options.listen ?? `[::]:${DEFAULT_PORT}`, DEFAULT_PORT);
-  if (!parsed.ok) throw BurrowError.usage(`--listen "${options.listen ?? ''}" is not HOST:PORT (${parsed.reason})`);
+  if (!parsed.ok) throw BurrowError.invalidOption('listen', `not HOST:PORT (${parsed.reason})`, options.listen ?? '');
   const host = parsed.host === '' ? '::' : normaliseAddress(parsed.host);
-  if (!host) throw BurrowError.usage(`--listen host "${parsed.host}" is not an IP address`);
+  if (!host) throw BurrowError.invalidOption('listen', `host "${parsed.host}" is not an IP address`, options.listen ?? '');
   const networks = keysOf(options.secrets);
   // Loaded only when asked for, so a server without metrics never loads prom-client.
   const metricsModule = options.metrics ? await import('./metrics.js') : undefined;
   if (options.metrics) metricsModule?.parseMetricsListen(options.metrics.listen);
   const workers = options.workers ?? 1;
-  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw BurrowError.usage(`workers must be a whole number from 1 to 256, not ${String(workers)}`);
-  const main = await bindListen(host, parsed.port);
+  if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw BurrowError.invalidOption('workers', 'must be a whole number from 1 to 256', String(workers));
+  const main = await bindListen(host, parsed.port, 'main');
   let alternate: BoundSocket | undefined;
   if (options.alternatePort !== false) {
     const altPort = options.alternatePort ?? (parsed.port === 0 ? 0 : parsed.port + 1);
     try {
-      alternate = await bindListen(main.dualStack ? '::' : main.local.address, altPort);
+      alternate = await bindListen(main.dualStack ? '::' : main.local.address, altPort, 'alternate');
     } catch (err) {
       await closeUdp(main.socket);
       throw err;
@@ -376,7 +369,7 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
   server.maxConnections = ctx.maxConnections;
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
-      reject(new BurrowError('USAGE', `cannot listen on TCP ${host}:${port} (${err.code ?? err.message}): another program may use the port; choose another --listen port.`, { cause: err }));
+      reject(BurrowError.bindFailed({ transport: 'tcp', address: host, port, role: 'tcp' }, err));
     });
     server.listen({ host, port, ipv6Only: false }, () => {
       server.removeAllListeners('error');

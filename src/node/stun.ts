@@ -20,7 +20,7 @@ export async function stunQuery(options: StunQueryOptions): Promise<Endpoint> {
   const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'STUN server');
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const udp = await UdpTransport.bind(local.address, local.port).catch((err: unknown) => {
-    throw BurrowError.usage(`cannot bind UDP ${local.address}:${local.port} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 'choose another --local.');
+    throw BurrowError.bindFailed({ transport: 'udp', address: local.address, port: local.port, role: 'local' }, err);
   });
   const machine = new StunClientMachine({ server, transport: 'udp', timeoutMs: options.timeoutMs ?? 5000, randomBytes: (n) => randomBytes(n) });
   return runMachine(machine, { transports: { udp }, signal: options.signal }).result;

@@ -229,7 +229,7 @@ function openControl(server: Endpoint, local: Endpoint, deadline: number, signal
       signal?.removeEventListener('abort', onAbort);
       reject(
         err.code === 'EADDRINUSE'
-          ? BurrowError.usage(`cannot bind TCP ${endpointKey(local)} (in use)`, 'choose another --local port.')
+          ? BurrowError.bindFailed({ transport: 'tcp', address: local.address, port: local.port, role: 'local' }, err)
           : new BurrowError('SERVER_UNREACHABLE', `cannot reach the rendezvous server at ${endpointKey(server)} over TCP (${err.code ?? err.message}): ` +
             'it may not be running, or a firewall blocks TCP to that port. Check the address, and that TCP is open as well as UDP.', { cause: err }),
       );

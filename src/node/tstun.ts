@@ -52,14 +52,7 @@ async function bindListen(server: net.Server, host: string, port: number): Promi
       await bindListen(server, '0.0.0.0', port);
       return;
     }
-    throw new BurrowError(
-      'USAGE',
-      `cannot listen on TCP ${host.includes(':') ? `[${host}]` : host}:${port} for T-STUN (${code ?? String(err)}): ` +
-        (code === 'EADDRINUSE' ? 'another program uses the port (a punchhole tstun server?); stop it or choose another --tstun port.' :
-          code === 'EACCES' ? 'ports below 1024 need privileges; choose a higher port.' :
-          'the address may not be on this machine; check --tstun.'),
-      { cause: err },
-    );
+    throw BurrowError.bindFailed({ transport: 'tcp', address: host, port, role: 'tstun' }, err);
   }
 }
 
@@ -67,9 +60,9 @@ export async function startTstunServer(options: TstunServerOptions = {}): Promis
   options.signal?.throwIfAborted();
   const text = options.listen ?? `[::]:${TSTUN_PORT}`;
   const parsed = parseHostPort(text, TSTUN_PORT);
-  if (!parsed.ok) throw BurrowError.usage(`--tstun "${text}" is not [HOST:]PORT (${parsed.reason})`);
+  if (!parsed.ok) throw BurrowError.invalidOption('tstun', `not [HOST:]PORT (${parsed.reason})`, text);
   const host = parsed.host === '' ? '::' : normaliseAddress(parsed.host);
-  if (!host) throw BurrowError.usage(`--tstun host "${parsed.host}" is not an IP address`);
+  if (!host) throw BurrowError.invalidOption('tstun', `host "${parsed.host}" is not an IP address`, text);
   const core = new TstunCore({ ...(options.limits ? { limits: options.limits } : {}), seed: randomInt(0, 2 ** 31) });
   // Monotonic: the core's expiry order depends on time never going back.
   const clock = (): number => performance.now();

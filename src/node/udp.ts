@@ -116,8 +116,8 @@ export function sendUdpNoCallback(bound: BoundSocket, to: Endpoint, data: Uint8A
 /** Resolves `HOST:PORT` to an IP endpoint (IPv4 preferred, like most tools). */
 export async function resolveEndpoint(text: string, defaultPort: number, what: string): Promise<Endpoint> {
   const parsed = parseHostPort(text, defaultPort);
-  if (!parsed.ok) throw BurrowError.usage(`${what} "${text}" is not HOST:PORT (${parsed.reason})`);
-  if (parsed.host === '') throw BurrowError.usage(`${what} "${text}" has no host`);
+  if (!parsed.ok) throw BurrowError.invalidOption(what, `not HOST:PORT (${parsed.reason})`, text);
+  if (parsed.host === '') throw BurrowError.invalidOption(what, 'no host', text);
   const literal = normaliseAddress(parsed.host);
   if (literal) return { address: literal, port: parsed.port };
   try {
@@ -125,11 +125,7 @@ export async function resolveEndpoint(text: string, defaultPort: number, what: s
     const r = await lookup(parsed.host, { family: 0, order: 'ipv4first' });
     return { address: normaliseAddress(r.address) ?? r.address, port: parsed.port };
   } catch (err) {
-    throw new BurrowError(
-      'USAGE',
-      `cannot resolve ${what} host "${parsed.host}": ${err instanceof Error ? err.message : String(err)}; check the name or give an IP address.`,
-      { cause: err },
-    );
+    throw BurrowError.invalidOption(what, `cannot resolve the host "${parsed.host}" (${err instanceof Error ? err.message : String(err)})`, text);
   }
 }
 
@@ -138,12 +134,12 @@ export function parseLocal(text: string | undefined, family: Family): Endpoint {
   const wildcard = family === 6 ? '::' : '0.0.0.0';
   if (text === undefined) return { address: wildcard, port: 0 };
   const parsed = parseHostPort(text);
-  if (!parsed.ok) throw BurrowError.usage(`--local "${text}" is not [ADDR:]PORT (${parsed.reason})`);
+  if (!parsed.ok) throw BurrowError.invalidOption('local', `not [ADDR:]PORT (${parsed.reason})`, text);
   if (parsed.host === '') return { address: wildcard, port: parsed.port };
   const address = normaliseAddress(parsed.host);
-  if (!address) throw BurrowError.usage(`--local address "${parsed.host}" is not an IP address`);
+  if (!address) throw BurrowError.invalidOption('local', `the address "${parsed.host}" is not an IP address`, text);
   if (familyOf(address) !== family) {
-    throw BurrowError.usage(`--local ${address} is IPv${familyOf(address)} but the server is IPv${family}; use an address of the same family`);
+    throw BurrowError.invalidOption('local', `IPv${familyOf(address)}, but the server is IPv${family}: use an address of the same family`, text);
   }
   return { address, port: parsed.port };
 }

@@ -293,7 +293,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const intervalMs = Math.max(1000, options.intervalMs ?? 10_000);
   const timeoutMs = options.timeoutMs ?? 30_000;
   const iface = options.interface;
-  if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.usage(`--interface "${iface}" is not a valid interface name (1–15 letters, digits, _ . = + -)`);
+  if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.invalidOption('interface', 'not a valid interface name (1–15 letters, digits, _ . = + -)', iface);
   const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
   const serverText = endpointKey(server);
   const keys = deriveNetworkKeys(typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret);

@@ -10,7 +10,6 @@ import { endpointKey, type Endpoint } from '../../src/codec/address.js';
 import { BurrowAttr, decodeCandidate, decodeMessage, ProbeFlag } from '../../src/codec/messages.js';
 import { decodeStun } from '../../src/codec/stun.js';
 import { candidatePriority, DEFAULT_TIMING, punchFailureOf, type PunchEvent } from '../../src/core/punch/index.js';
-import { ExitCode } from '../../src/errors.js';
 import { createSim, RELAY, SERVER, topology, type PeerOutcome } from '../support/sim-punch.js';
 import { SimNet } from '../support/simnet.js';
 
@@ -377,7 +376,7 @@ describe('structured failure reasons', () => {
       { name: 'bob', peer: 'alice', at: t.b, timeoutMs: 2000 },
     ]);
     const [a] = sim.run(20_000);
-    assert.equal(a?.error?.exitCode, ExitCode.NO_PATH);
+    assert.equal(a?.error?.code, 'NO_PATH');
     const f = punchFailureOf(a.error);
     assert.ok(f, 'no details on the error');
     assert.equal(f.stage, 'no-path');

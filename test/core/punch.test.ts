@@ -6,7 +6,6 @@ import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { endpointKey } from '../../src/codec/address.js';
 import { decodeMessage } from '../../src/codec/messages.js';
-import { ExitCode } from '../../src/errors.js';
 import { createSim, SERVER, topology, type PeerOutcome } from '../support/sim-punch.js';
 import { SimNet, type SimNatKind } from '../support/simnet.js';
 
@@ -77,7 +76,7 @@ describe('punch machine through simulated NATs', () => {
       const { sim } = pair(ka, kb, { timeoutMs: 3000 });
       const [a, b] = sim.run(20_000);
       for (const o of [a, b]) {
-        assert.equal(o?.error?.exitCode, ExitCode.NO_PATH, o?.error?.message);
+        assert.equal(o?.error?.code, 'NO_PATH', o?.error?.message);
         assert.match(o.error.message, /new public port for every destination \(symmetric NAT\)/);
         assert.match(o.error.message, /relay or port prediction/);
         assert.ok(o.finishedAt! <= 3000 + 1, `finished at ${o.finishedAt}`);
@@ -109,10 +108,10 @@ describe('punch machine through simulated NATs', () => {
       { name: 'bob', peer: 'alice', at: t.b, timeoutMs: 2000 },
     ]);
     const [a, b] = sim.run(20_000);
-    assert.equal(a?.error?.exitCode, ExitCode.AUTH_FAILED);
+    assert.equal(a?.error?.code, 'AUTH_FAILED');
     assert.match(a.error.message, /secret differs from the server's/);
     assert.ok(a.finishedAt! < 100);
-    assert.equal(b?.error?.exitCode, ExitCode.PEER_NOT_FOUND);
+    assert.equal(b?.error?.code, 'PEER_NOT_FOUND');
   });
 
   it('fails with exit 4 at the timeout when the peer never registers', () => {
@@ -120,7 +119,7 @@ describe('punch machine through simulated NATs', () => {
     const t = topology('port-restricted', 'port-restricted', net);
     const sim = createSim(net, [{ name: 'alice', peer: 'bob', at: t.a, timeoutMs: 2000 }]);
     const [a] = sim.run(20_000);
-    assert.equal(a?.error?.exitCode, ExitCode.PEER_NOT_FOUND);
+    assert.equal(a?.error?.code, 'PEER_NOT_FOUND');
     assert.match(a.error.message, /never registered with the server/);
     assert.equal(a.finishedAt, 2000);
   });
@@ -131,7 +130,7 @@ describe('punch machine through simulated NATs', () => {
     const sim = createSim(net, [{ name: 'alice', peer: 'bob', at: t.a, timeoutMs: 2000 }], []);
     net.listen(SERVER, () => undefined); // a black hole where the server should be
     const [a] = sim.run(20_000);
-    assert.equal(a?.error?.exitCode, ExitCode.OTHER);
+    assert.equal(a?.error?.code, 'SERVER_UNREACHABLE');
     assert.match(a.error.message, /no answer from the rendezvous server/);
   });
 

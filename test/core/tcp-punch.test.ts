@@ -9,7 +9,6 @@ import type { Endpoint } from '../../src/codec/address.js';
 import { punchFailureOf } from '../../src/core/punch/index.js';
 import { TcpPunchMachine, type TcpPunchAction, type TcpPunchInput } from '../../src/core/tcp-punch.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
-import { ExitCode } from '../../src/errors.js';
 import { ServerCore } from '../../src/server/core.js';
 import { counterBytes } from '../support/simnet.js';
 
@@ -116,7 +115,7 @@ describe('TCP punch (sans-IO)', () => {
     p.step(p.now() + 1500);
     const fail = p.alice.actions.find((x) => x.action.type === 'fail')?.action;
     assert.ok(fail?.type === 'fail');
-    assert.equal(fail.error.exitCode, ExitCode.NO_PATH);
+    assert.equal(fail.error.code, 'NO_PATH');
     assert.match(fail.error.message, /TCP connection attempts failed \(1 refused or reset, \d+ unanswered, 1 failed handshakes; last: /);
     const f = punchFailureOf(fail.error);
     assert.equal(f?.stage, 'no-path');
@@ -162,7 +161,7 @@ describe('TCP punch (sans-IO)', () => {
     q.step(q.now() + 1001);
     const lonely = q.alice.actions.find((x) => x.action.type === 'fail')?.action;
     assert.ok(lonely?.type === 'fail');
-    assert.equal(lonely.error.exitCode, ExitCode.PEER_NOT_FOUND);
+    assert.equal(lonely.error.code, 'PEER_NOT_FOUND');
     assert.equal(punchFailureOf(lonely.error)?.stage, 'no-partner');
   });
 });

@@ -345,13 +345,13 @@ if (!isMainThread) {
       try {
         await assert.rejects(
           startTstunServer({ listen: `127.0.0.1:${first.address.port}` }),
-          (e: unknown) => e instanceof BurrowError && e.code === 'USAGE' && /EADDRINUSE/.test(e.message) && /another program/.test(e.message),
+          (e: unknown) => e instanceof BurrowError && e.code === 'BIND_FAILED' && e.details.role === 'tstun' && /EADDRINUSE/.test(e.message) && /another socket already uses it/.test(e.message),
         );
       } finally {
         await first.close();
       }
       for (const listen of ['127.0.0.1:99999', 'example.org:3477', '[::1']) {
-        await assert.rejects(startTstunServer({ listen }), (e: unknown) => e instanceof BurrowError && e.code === 'USAGE');
+        await assert.rejects(startTstunServer({ listen }), (e: unknown) => e instanceof BurrowError && e.code === 'INVALID_OPTION' && e.details.option === 'tstun');
       }
     });
 

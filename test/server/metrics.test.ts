@@ -197,7 +197,7 @@ describe('metrics endpoint (loopback, real traffic)', () => {
     for (const listen of ['localhost:9464', '9464', '127.0.0.1', '127.0.0.1:70000']) {
       await assert.rejects(
         startServer({ listen: '127.0.0.1:0', secrets: [SECRET], metrics: { listen } }),
-        (e: unknown) => e instanceof BurrowError && e.code === 'USAGE' && /--metrics/.test(e.message) && /127\.0\.0\.1:9464/.test(e.message),
+        (e: unknown) => e instanceof BurrowError && e.code === 'INVALID_OPTION' && e.details.option === 'metrics' && e.details.value === listen,
       );
     }
     const taken = http.createServer();
@@ -206,7 +206,7 @@ describe('metrics endpoint (loopback, real traffic)', () => {
       const port = (taken.address() as net.AddressInfo).port;
       await assert.rejects(
         startServer({ listen: '127.0.0.1:0', secrets: [SECRET], metrics: { listen: `127.0.0.1:${port}` } }),
-        (e: unknown) => e instanceof BurrowError && e.code === 'USAGE' && /EADDRINUSE/.test(e.message),
+        (e: unknown) => e instanceof BurrowError && e.code === 'BIND_FAILED' && e.details.role === 'metrics' && /EADDRINUSE/.test(e.message),
       );
     } finally {
       await new Promise((r) => taken.close(r));

@@ -26,6 +26,8 @@ export function startCli(args: string[], env: NodeJS.ProcessEnv = {}, stdin?: Bu
   const base = { ...process.env };
   delete base.NODE_EXTRA_CA_CERTS; // irrelevant to burrow and slows Node's start-up
   delete base.BURROW_SECRET;
+  delete base.BURROW_SECRET_FILE;
+  delete base.BURROW_SERVER;
   const child = spawn(process.execPath, [BURROW, ...args], { env: { ...base, ...env }, stdio: [stdin ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
   if (stdin && child.stdin) {
     child.stdin.on('error', () => undefined);

@@ -11,25 +11,26 @@ import type { PunchPath } from './types.js';
 /** How far the attempt got: never answered by the server, never introduced to the partner, or no path to it. */
 export type FailureStage = 'no-server' | 'no-partner' | 'no-path';
 
-export interface PairReport {
+export type PairReport = {
   readonly transport: string;
   readonly remote: string;
   readonly remoteKind: string;
   readonly path: PunchPath;
   readonly state: PairState;
   readonly checks: number;
-}
+};
 
 /** What the TCP punch saw of its simultaneous-open attempts. */
-export interface TcpAttemptStats {
+export type TcpAttemptStats = {
   readonly attempts: number;
   readonly refused: number;
   readonly timedOut: number;
   readonly handshakesFailed: number;
   readonly lastError: string;
-}
+};
 
-export interface PunchFailure {
+/** Plain JSON values throughout, so that it can be an error's `details` as it is. */
+export type PunchFailure = {
   readonly kind: 'punch-failure';
   readonly stage: FailureStage;
   /** The UDP punch (probes and pairs) or the TCP simultaneous open (attempt counts). */
@@ -45,34 +46,28 @@ export interface PunchFailure {
   readonly probes: { readonly sent: number; readonly heard: number; readonly answersHeard: number; readonly candidates: number };
   readonly pairs: readonly PairReport[];
   readonly tcp?: TcpAttemptStats;
-}
+};
 
-/** The structured reason of a failed punch, if `error` carries one. */
+/** The structured reason of a failed punch, if `error` carries one (in its `details`). */
 export function punchFailureOf(error: unknown): PunchFailure | undefined {
   if (!(error instanceof BurrowError)) return undefined;
-  const d = error.details;
-  return d?.kind === 'punch-failure' ? (d as unknown as PunchFailure) : undefined;
+  return error.details.kind === 'punch-failure' ? (error.details as unknown as PunchFailure) : undefined;
 }
 
-/** The library error for a failure, with the failure attached as `details`. */
+/** The library error for a failure, with the failure in its `details` (besides each factory's own keys). */
 export function punchFailureError(f: PunchFailure): BurrowError {
-  let error: BurrowError;
   switch (f.stage) {
     case 'no-server':
-      error = BurrowError.serverUnreachable(f.server, f.registerAttempts, f.seconds);
-      break;
+      return BurrowError.serverUnreachable(f.server, f.registerAttempts, f.seconds, f);
     case 'no-partner':
-      error = BurrowError.peerNotFound(f.peer, f.server, f.seconds);
-      break;
+      return BurrowError.peerNotFound(f.peer, f.server, f.seconds, f);
     case 'no-path':
-      error = BurrowError.noPath(f.peer, f.seconds, describeNoPath(f));
-      break;
+      return BurrowError.noPath(f.peer, f.seconds, describeNoPath(f), f);
     default: {
       const never: never = f.stage;
       throw new Error(`unknown stage ${String(never)}`);
     }
   }
-  return error.withDetails({ ...f });
 }
 
 /** Explains a failed check phase from what both sides observed about their NATs and what got through. */

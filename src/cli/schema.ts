@@ -1,0 +1,323 @@
+/**
+ * Every `burrow` command and flag, declared once. From this table come the parser (src/cli/parse.ts,
+ * commander underneath), `burrow help [COMMAND]` and `burrow COMMAND --help`, the validation of every
+ * value, and the README's command reference (src/cli/docs.ts; a test fails when the README differs).
+ *
+ * To add a flag: add an entry to the command's `flags` below (the key is the long flag without `--`),
+ * then read it in the command's handler as `values['the-flag']`, typed from this declaration. Run
+ * `npm run docs` to regenerate the README's reference. Every command also gets `-q, --quiet` and
+ * `-h, --help` from the parser.
+ *
+ * Pure data: no imports of command modules, so `burrow --help` loads nothing else.
+ */
+
+/** How a flag's value is checked and what type the handler receives. */
+export type FlagType =
+  /** any text */
+  | 'string'
+  /** a positive number of seconds (fractions allowed) → number */
+  | 'seconds'
+  /** a whole number ≥ 1 → number */
+  | 'count'
+  /** a port number 1–65535 → number */
+  | 'port'
+  /** a non-negative number → number */
+  | 'number'
+  /** HOST:PORT of a server to reach: port 0 and unbracketed IPv6 are refused with a hint */
+  | 'server'
+  /** [ADDR:]PORT or ADDR:PORT to bind or listen on (port 0: any free port) */
+  | 'bind';
+
+export interface FlagSpec {
+  /** One-letter alias, e.g. 'q' for -q. */
+  readonly short?: string;
+  /** The placeholder of the value (HOST:PORT); absent for a switch. */
+  readonly value?: string;
+  /** The value may be left out (`--tstun` alone means the default address). */
+  readonly optionalValue?: boolean;
+  readonly type?: FlagType;
+  readonly choices?: readonly string[];
+  /** The default, as the user would type it. */
+  readonly default?: string;
+  /** An environment variable that supplies the value when the flag is absent. */
+  readonly env?: string;
+  /** The flag (or its env variable) must be given. */
+  readonly required?: boolean;
+  /** Flags that cannot be combined with this one. */
+  readonly conflicts?: readonly string[];
+  /** Also accept `--no-FLAG`, with this help; the value is then `false`. */
+  readonly negatedHelp?: string;
+  readonly help: string;
+}
+
+export interface CommandSpec {
+  /** As typed: 'punch', or 'lab punch' for a subcommand. */
+  readonly name: string;
+  /** One line for the command list. */
+  readonly summary: string;
+  /** More lines for `burrow help COMMAND` and the README. */
+  readonly description?: readonly string[];
+  /** Positional arguments, e.g. 'FILE...' or 'HOST:PORT'; `[X]` optional, `X...` one or more. */
+  readonly args?: string;
+  /** Accepts `-- COMMAND ARGS...` after its own flags. */
+  readonly handoff?: boolean;
+  readonly flags: Readonly<Record<string, FlagSpec>>;
+  /** The exit codes this command can end with (besides 0, 1, 2 and the signal codes). */
+  readonly exits?: readonly number[];
+  /** Works from a source checkout only (the package does not ship it). */
+  readonly checkoutOnly?: boolean;
+}
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Flags several commands share.
+
+const SERVER = {
+  value: 'HOST:PORT',
+  type: 'server',
+  env: 'BURROW_SERVER',
+  required: true,
+  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT)',
+} as const satisfies FlagSpec;
+
+const SECRET_FILE = {
+  value: 'FILE',
+  env: 'BURROW_SECRET_FILE',
+  conflicts: ['secret'],
+  help: 'the network secret: the first line of FILE (`burrow keygen --out FILE` makes one)',
+} as const satisfies FlagSpec;
+
+const SECRET = {
+  value: 'TEXT',
+  help: 'the network secret itself (other users can read command lines: prefer --secret-file)',
+} as const satisfies FlagSpec;
+
+const NAMES = {
+  as: { value: 'NAME', required: true, help: 'this side\'s name' },
+  to: { value: 'NAME', required: true, help: 'the peer\'s name (it runs with --as and --to swapped)' },
+} as const satisfies Record<string, FlagSpec>;
+
+const TIMEOUT = (seconds: number, what: string) =>
+  ({ value: 'SECONDS', type: 'seconds', default: String(seconds), help: what }) as const satisfies FlagSpec;
+
+const LOCAL = {
+  value: '[ADDR:]PORT',
+  type: 'bind',
+  help: 'bind this local port (and address); default: any address, a free port',
+} as const satisfies FlagSpec;
+
+/** The flags of every command that meets a peer through the server. */
+const CONNECT = {
+  server: SERVER,
+  'secret-file': SECRET_FILE,
+  secret: SECRET,
+  ...NAMES,
+  timeout: TIMEOUT(30, 'give up after this long, waiting for the peer included'),
+} as const;
+
+/** Exit codes of the commands that meet a peer (the numbers are documented in src/cli/exit-codes.ts). */
+const MEET_EXITS = [3, 4, 5, 13, 14] as const;
+
+// ---------------------------------------------------------------------------------------------------------------------
+
+export const COMMANDS = {
+  punch: {
+    name: 'punch',
+    summary: 'punch a direct UDP path to a peer and print it, or hand it to a command',
+    description: [
+      'Both peers run it, each naming itself (--as) and the other (--to), in any order. The result goes to stdout;',
+      'progress and diagnostics to stderr. With `-- COMMAND ARGS...`, burrow closes its socket and runs COMMAND with',
+      'BURROW_LOCAL_ADDRESS, BURROW_LOCAL_PORT, BURROW_REMOTE_ADDRESS, BURROW_REMOTE_PORT and BURROW_PATH in its',
+      'environment ($BURROW_… in its arguments is replaced too), and exits with its status.',
+    ],
+    handoff: true,
+    flags: {
+      ...CONNECT,
+      local: LOCAL,
+      format: {
+        value: 'FORMAT',
+        choices: ['text', 'env', 'json'],
+        default: 'text',
+        help: 'text: a line for people and netpunch\'s line; env: BURROW_* variables for eval; json: one object',
+      },
+      verbose: { short: 'v', help: 'stamp progress lines with milliseconds and report every datagram dropped' },
+    },
+    exits: [...MEET_EXITS, 126, 127],
+  },
+  pipe: {
+    name: 'pipe',
+    summary: 'stdin to the peer and the peer to stdout, over an encrypted TCP stream (like ncat)',
+    description: [
+      'EOF on stdin half-closes; a side exits 0 only once the peer confirmed it wrote out every byte.',
+      'stdout carries the peer\'s bytes, so the summary (and, with --format json, the JSON summary or error) goes to stderr.',
+    ],
+    flags: {
+      ...CONNECT,
+      local: LOCAL,
+      'send-only': { conflicts: ['recv-only'], help: 'only send stdin; ignore what the peer sends' },
+      'recv-only': { help: 'only receive; send nothing' },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the closing summary on stderr: a line, or one JSON object' },
+    },
+    exits: [...MEET_EXITS, 6, 7],
+  },
+  send: {
+    name: 'send',
+    summary: 'send files to a peer (verified end to end with SHA-256)',
+    args: 'FILE...',
+    flags: {
+      ...CONNECT,
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
+    },
+    exits: [...MEET_EXITS, 6, 7],
+  },
+  receive: {
+    name: 'receive',
+    summary: 'receive files from a peer into a directory',
+    flags: {
+      ...CONNECT,
+      out: { value: 'DIR', default: '.', help: 'the directory to receive into' },
+      force: { help: 'replace files that already exist' },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
+    },
+    exits: [...MEET_EXITS, 6, 7],
+  },
+  wg: {
+    name: 'wg',
+    summary: 'find and set the endpoints of a WireGuard interface\'s peers',
+    description: [
+      'Without --continuous it exits 0 once every peer has completed a handshake; with it, it keeps watching until stopped',
+      '(SIGINT or SIGTERM then end it with exit 0).',
+    ],
+    flags: {
+      interface: { short: 'i', value: 'IFACE', required: true, help: 'the WireGuard interface' },
+      server: SERVER,
+      'secret-file': SECRET_FILE,
+      secret: SECRET,
+      continuous: { help: 'keep the endpoints current until stopped' },
+      interval: { value: 'SECONDS', type: 'seconds', default: '10', help: 'with --continuous: how often to ask the server (at least 1)' },
+      timeout: TIMEOUT(30, 'give up after this long (without --continuous)'),
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result: one line per peer, or one JSON object' },
+    },
+    exits: [3, 4, 5, 8, 9, 10, 11, 12],
+  },
+  serve: {
+    name: 'serve',
+    summary: 'run the rendezvous server (also a STUN server)',
+    description: [
+      'UDP and TCP on --listen, UDP on the alternate port (PORT+1 unless --alt-port) for NAT mapping tests. Every line of',
+      'the secret file is an accepted secret; SIGHUP reloads it; SIGINT or SIGTERM stop the server cleanly (exit 0).',
+      'Failed authentications are logged once per source and interval, with a count.',
+    ],
+    flags: {
+      listen: { value: 'HOST:PORT', type: 'bind', default: '[::]:3478', help: 'UDP and TCP address (IP literal) and port' },
+      'secret-file': { ...SECRET_FILE, help: 'the accepted network secrets, one per line' },
+      secret: SECRET,
+      'alt-port': {
+        value: 'PORT',
+        type: 'port',
+        negatedHelp: 'no alternate port (peers then cannot tell whether their NAT is symmetric)',
+        help: 'the alternate UDP port for NAT mapping tests (default: the --listen port + 1)',
+      },
+      tstun: { value: '[HOST:]PORT', optionalValue: true, type: 'bind', help: 'also serve punchhole\'s T-STUN on TCP (alone: [::]:3477)' },
+      metrics: { value: 'HOST:PORT', type: 'bind', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (an IP address, e.g. 127.0.0.1:9464)' },
+      workers: { value: 'N', type: 'count', default: '1', help: 'processes answering UDP (1–256)' },
+      'log-format': { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'log lines on stderr: text, or one JSON object per line' },
+      'log-level': { value: 'LEVEL', choices: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'the least severe level logged (--quiet: error)' },
+      check: { help: 'check every option, the secret file and the ports for clashes, then exit without listening' },
+    },
+  },
+  stun: {
+    name: 'stun',
+    summary: 'print this machine\'s public address as a STUN server sees it',
+    args: 'HOST:PORT',
+    flags: {
+      local: LOCAL,
+      timeout: TIMEOUT(5, 'give up after this long'),
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'ADDRESS:PORT, or {"address","port"}' },
+    },
+  },
+  keygen: {
+    name: 'keygen',
+    summary: 'make a new random network secret (32 bytes, base64url)',
+    flags: {
+      out: { value: 'FILE', help: 'write it to FILE (mode 0600; an existing FILE is never replaced) instead of stdout' },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the secret (or, with --out, nothing), or one JSON object' },
+    },
+  },
+  demo: {
+    name: 'demo',
+    summary: 'a real punch: a server and two peers as processes on loopback',
+    description: [
+      'Stays on 127.0.0.1 and changes nothing on this machine. --lab adds a punch across two emulated NATs (network',
+      'namespaces and nftables; root, Linux, and a source checkout: the package does not ship the lab).',
+    ],
+    flags: {
+      lab: { help: 'also punch across two emulated port-restricted NATs (root; checkout only)' },
+    },
+  },
+  'lab punch': {
+    name: 'lab punch',
+    summary: 'punch across emulated NATs in network namespaces (root; checkout only)',
+    description: [
+      'Builds a small internet of network namespaces with nftables NATs, runs two `burrow punch` processes in it, reports',
+      'what each printed, and tears everything down on every outcome. Root on Linux with iproute2, nftables and conntrack;',
+      'from a source checkout only (the package does not ship the lab).',
+    ],
+    checkoutOnly: true,
+    flags: {
+      a: { value: 'KIND', required: true, choices: ['full-cone', 'address-restricted', 'port-restricted', 'symmetric', 'firewall'], help: 'the NAT in front of peer a' },
+      b: { value: 'KIND', choices: ['full-cone', 'address-restricted', 'port-restricted', 'symmetric', 'firewall'], help: 'the NAT in front of peer b (required unless --same-nat)' },
+      'same-nat': { help: 'both peers behind the NAT of --a' },
+      timeout: TIMEOUT(5, 'each peer\'s --timeout'),
+      first: { value: 'SIDE', choices: ['a', 'b'], default: 'a', help: 'which peer starts first' },
+      delay: { value: 'MS', type: 'number', default: '0', help: 'milliseconds between the two starts' },
+      loss: { value: 'PERCENT', type: 'number', default: '0', help: 'random packet loss on both routers' },
+    },
+  },
+  version: {
+    name: 'version',
+    summary: 'print the version (also --version)',
+    flags: {},
+  },
+  help: {
+    name: 'help',
+    summary: 'show the help of burrow or of one command',
+    args: '[COMMAND...]',
+    flags: {},
+  },
+} as const satisfies Record<string, CommandSpec>;
+
+export type CommandName = keyof typeof COMMANDS;
+
+export function isCommandName(name: string): name is CommandName {
+  return Object.hasOwn(COMMANDS, name);
+}
+
+/** Flags every command accepts (added by the parser). */
+export const COMMON_FLAGS = {
+  quiet: { short: 'q', help: 'print nothing on stderr but errors' },
+} as const satisfies Record<string, FlagSpec>;
+
+// ---------------------------------------------------------------------------------------------------------------------
+// Types of the parsed values, derived from the declarations above.
+
+type ValueOf<F extends FlagSpec> = F extends { value: string }
+  ? (F extends { type: 'seconds' | 'count' | 'port' | 'number' } ? number : F extends { choices: readonly (infer C)[] } ? C : string)
+    | (F extends { optionalValue: true } ? true : never)
+    | (F extends { negatedHelp: string } ? false : never)
+    | (F extends { default: string } ? never : F extends { required: true } ? never : undefined)
+  : boolean;
+
+export type FlagValues<C extends CommandName> = {
+  readonly [K in keyof (typeof COMMANDS)[C]['flags']]: (typeof COMMANDS)[C]['flags'][K] extends FlagSpec ? ValueOf<(typeof COMMANDS)[C]['flags'][K]> : never;
+} & { readonly quiet: boolean };
+
+export interface Parsed<C extends CommandName> {
+  readonly command: C;
+  readonly values: FlagValues<C>;
+  /** Positional arguments (for commands with `args`). */
+  readonly positionals: readonly string[];
+  /** What follows `--` (for commands with `handoff`); undefined without `--`. */
+  readonly handoff: readonly string[] | undefined;
+  /** Where each value came from, for messages: 'flag', 'env' or 'default'. */
+  readonly sources: Readonly<Record<string, 'flag' | 'env' | 'default'>>;
+}
