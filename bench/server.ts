@@ -210,7 +210,7 @@ function register(index: number, name: string, target: string, nonce: Uint8Array
   txid.writeUInt32BE(index, 0);
   return encodeMessage({
     kind: 'register', txid, networkId: keys.networkId, name, target, sessionNonce: nonce, timestamp: Date.now(),
-    hosts: [{ address: `192.168.${(index >> 8) & 255}.${index & 255}`, port: hostPort }], mapping: 'endpoint-independent',
+    candidates: [{ kind: 'host', priority: 2130706431, endpoint: { address: `192.168.${(index >> 8) & 255}.${index & 255}`, port: hostPort } }], mapping: 'endpoint-independent',
   }, { key: keys.clientToServer });
 }
 

@@ -2,7 +2,8 @@
  * Burrow's library API. Quiet: nothing here prints or exits; results and typed errors come back through
  * promises, progress through `onEvent`, and every call takes an AbortSignal.
  */
-export { punch, DEFAULT_PORT, type PunchOptions, type PunchEvent, type PunchResult } from './node/punch.js';
+export { punch, type PunchOptions, type PunchEvent, type PunchResult } from './node/punch.js';
+export { DEFAULT_PORT } from './codec/messages.js';
 export { startServer, type ServerOptions, type RendezvousServer } from './node/server.js';
 export type { MetricsOptions } from './node/metrics.js';
 export { stunQuery, type StunQueryOptions } from './node/stun.js';
@@ -13,7 +14,25 @@ export { startTstunServer } from './node/tstun.js';
 export { generateSecret, readSecretFile } from './node/secret.js';
 export { BurrowError, ERROR_CODES, isBurrowError, type BindRole, type DetailValue, type ErrorCode, type ErrorDetails } from './errors.js';
 export type { Endpoint } from './codec/address.js';
-export type { NatMapping } from './codec/messages.js';
-export type { PunchPath, PunchTiming } from './core/punch.js';
+export type { Candidate, CandidateKind, NatMapping } from './codec/messages.js';
+export {
+  PunchAgent,
+  punchFailureOf,
+  udpTransport,
+  type PunchConfig,
+  type PunchInput,
+  type PunchAction,
+  type PunchMode,
+  type PunchPath,
+  type PunchTiming,
+  type PunchFailure,
+  type FailureStage,
+  type TransportSpec,
+  type Pair,
+  type PairState,
+} from './core/punch/index.js';
+export type { ClientMachine, DriverInput, DriverAction, TransportId } from './core/machine.js';
+export { runMachine, type MachineRun, type RunOptions } from './node/driver.js';
+export { UdpTransport, StreamTransport, type DatagramTransport, type TransportHandlers } from './node/transport.js';
 export type { ServerEvent, ServerLimits, ServerState, ServerStats } from './server/core.js';
 export type { Registration, RegistrationStore } from './server/store.js';

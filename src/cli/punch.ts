@@ -68,7 +68,13 @@ function describe(e: PunchEvent): string | undefined {
     case 'path-valid':
       return `path to ${endpointKey(e.remote)} works in both directions`;
     case 'connected':
-      return `connected: ${e.path === 'lan' ? 'LAN' : 'direct'} path to ${endpointKey(e.remote)}`;
+      return `connected: ${e.path === 'lan' ? 'LAN' : e.path} path to ${endpointKey(e.remote)}`;
+    case 'path-changed':
+      return `path moved to ${e.result.path} ${endpointKey({ address: e.result.remoteAddress, port: e.result.remotePort })} (${e.reason})`;
+    case 'path-lost':
+      return `path to ${endpointKey({ address: e.previous.remoteAddress, port: e.previous.remotePort })} lost (${e.reason})`;
+    case 'partner-left':
+      return 'the peer ended the session';
     case 'dropped':
       return undefined;
   }

@@ -47,7 +47,12 @@ export const BurrowAttr = {
   TRANSPORT: 0x4b0b,
   /** In an outcome report (CLOSE to the server): 1 connected, 2 failed. */
   OUTCOME: 0x4b10,
+  /** A transport candidate of any kind with its priority (REGISTER and introductions); see `encodeCandidate`. */
+  CANDIDATE: 0x4b13,
 } as const;
+
+/** The rendezvous server's default port (UDP and TCP), the STUN port of RFC 8489 section 18.6. */
+export const DEFAULT_PORT = 3478;
 
 /** Which kind of path a registration is for; UDP and TCP registrations never pair with each other. */
 export type Transport = 'udp' | 'tcp';
@@ -55,7 +60,30 @@ export type Transport = 'udp' | 'tcp';
 export const NETWORK_ID_LENGTH = 8;
 export const NONCE_LENGTH = 16;
 export const MAX_NAME_BYTES = 64;
+/** Host (LAN) candidates a peer advertises at most; they share the CANDIDATE budget below. */
 export const MAX_HOST_CANDIDATES = 8;
+/** CANDIDATE attributes in one REGISTER or introduction at most (hosts, port mappings, relays, ...). */
+export const MAX_CANDIDATES = 12;
+
+/**
+ * What a candidate is (RFC 8445 section 5.1.1.1, plus two kinds of Burrow's): `host` an address of the machine's own,
+ * `srflx` its public mapping as a STUN server saw it, `prflx` an address a peer's probe came from, `relayed` an
+ * address on a relay (TURN) that forwards to us, `mapped` a port the NAT keeps open for us by UPnP/NAT-PMP/PCP, and
+ * `predicted` a guess at a port a NAT will use (birthday probing).
+ */
+export type CandidateKind = 'host' | 'srflx' | 'prflx' | 'relayed' | 'mapped' | 'predicted';
+/** Wire codes of the candidate kinds: the index + 1. */
+const CANDIDATE_KIND_CODES: readonly CandidateKind[] = ['host', 'srflx', 'prflx', 'relayed', 'mapped', 'predicted'];
+/** The layout version of the CANDIDATE attribute's value. */
+export const CANDIDATE_VERSION = 1;
+
+/** A transport address a peer can be reached at, as advertised through the server. */
+export interface Candidate {
+  readonly kind: CandidateKind;
+  /** RFC 8445 section 5.1.2 priority, 1 .. 2^31 - 1; higher is preferred. */
+  readonly priority: number;
+  readonly endpoint: Endpoint;
+}
 
 /** Probe flags. */
 export const ProbeFlag = {
@@ -75,7 +103,8 @@ export interface Introduction {
   readonly peerNonce: Uint8Array;
   /** The partner's address as the server sees it (server-reflexive). */
   readonly peerMapped: Endpoint;
-  readonly peerHosts: readonly Endpoint[];
+  /** The candidates the partner advertised (host, relayed, mapped, ...), at most MAX_CANDIDATES. */
+  readonly peerCandidates: readonly Candidate[];
   readonly peerMapping: NatMapping;
 }
 
@@ -103,7 +132,8 @@ export interface RegisterRequest {
   readonly target: string;
   readonly sessionNonce: Uint8Array;
   readonly timestamp: number;
-  readonly hosts: readonly Endpoint[];
+  /** The sender's candidates (its server-reflexive address is the one the server sees, so it is not among them). */
+  readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
   /** Absent on the wire means UDP. */
   readonly transport?: Transport;
@@ -290,12 +320,15 @@ class Reader {
     if (outcome === undefined) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected) or 2 (failed)' });
     return outcome;
   }
-  hosts(): Endpoint[] {
-    const values = this.all(BurrowAttr.HOST_CANDIDATE);
-    if (values.length > MAX_HOST_CANDIDATES) {
-      this.fail({ reason: 'bad-attribute', detail: `more than ${MAX_HOST_CANDIDATES} HOST-CANDIDATE attributes` });
+  candidates(): Candidate[] {
+    const values = this.all(BurrowAttr.CANDIDATE);
+    if (values.length > MAX_CANDIDATES) {
+      this.fail({ reason: 'bad-attribute', detail: `more than ${MAX_CANDIDATES} CANDIDATE attributes` });
     }
-    return values.map((v) => this.xorAddress(v, 'HOST-CANDIDATE'));
+    return values.map((v) => {
+      const d = decodeCandidate(v, this.msg.transactionId);
+      return d.ok ? d.candidate : this.fail({ reason: 'bad-attribute', detail: `CANDIDATE: ${d.reason}` });
+    });
   }
 }
 
@@ -306,15 +339,59 @@ class DecodeFailure extends Error {
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// The CANDIDATE attribute (docs/protocol.md, "Candidates").
+//
+//   0                   1                   2                   3
+//  +---------------+---------------+-------------------------------+
+//  |  version = 1  |  kind (1..6)  |        reserved (zero)        |
+//  +---------------+---------------+-------------------------------+
+//  |                     priority (u32, 1 .. 2^31-1)               |
+//  +---------------------------------------------------------------+
+//  |  address, encoded like XOR-MAPPED-ADDRESS (8 or 20 bytes)     |
+//  +---------------------------------------------------------------+
+
+/** Why a CANDIDATE value was rejected. */
+export type CandidateDecodeError = 'bad-length' | 'unsupported-version' | 'unknown-kind' | 'reserved-not-zero' | 'bad-priority' | 'bad-address-length' | 'bad-family';
+
+/** The highest priority RFC 8445 section 5.1.2 allows. */
+export const MAX_PRIORITY = 2 ** 31 - 1;
+
+export function encodeCandidate(c: Candidate, txid: Uint8Array): Uint8Array {
+  const address = encodeXorAddress(c.endpoint, txid);
+  const out = new Uint8Array(8 + address.length);
+  out[0] = CANDIDATE_VERSION;
+  out[1] = CANDIDATE_KIND_CODES.indexOf(c.kind) + 1;
+  new DataView(out.buffer).setUint32(4, c.priority >>> 0);
+  out.set(address, 8);
+  return out;
+}
+
+export function decodeCandidate(value: Uint8Array, txid: Uint8Array): { ok: true; candidate: Candidate } | { ok: false; reason: CandidateDecodeError } {
+  if (value.length !== 16 && value.length !== 28) return { ok: false, reason: 'bad-length' };
+  // Strict: a later layout gets a new version number and older peers reject it, rather than misread it.
+  if (value[0] !== CANDIDATE_VERSION) return { ok: false, reason: 'unsupported-version' };
+  const kind = CANDIDATE_KIND_CODES[(value[1] ?? 0) - 1];
+  if (kind === undefined) return { ok: false, reason: 'unknown-kind' };
+  // Both reserved fields must be zero: ours (bytes 2-3) and the address's first byte (RFC 8489 says ignore it; we are stricter).
+  if (value[2] !== 0 || value[3] !== 0 || value[8] !== 0) return { ok: false, reason: 'reserved-not-zero' };
+  const priority = new DataView(value.buffer, value.byteOffset, value.length).getUint32(4);
+  if (priority === 0 || priority > MAX_PRIORITY) return { ok: false, reason: 'bad-priority' };
+  const address = decodeXorAddress(value.subarray(8), txid);
+  if (!address.ok) return address;
+  return { ok: true, candidate: { kind, priority, endpoint: address.endpoint } };
+}
+
+function candidateAttributes(candidates: readonly Candidate[], txid: Uint8Array): AttributeInput[] {
+  return candidates.slice(0, MAX_CANDIDATES).map((c) => ({ type: BurrowAttr.CANDIDATE, value: encodeCandidate(c, txid) }));
+}
+
 function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[] {
   return [
     { type: BurrowAttr.PEER_NAME, value: utf8(intro.peerName) },
     { type: BurrowAttr.PEER_NONCE, value: intro.peerNonce },
     { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
-    ...intro.peerHosts.slice(0, MAX_HOST_CANDIDATES).map((h) => ({
-      type: BurrowAttr.HOST_CANDIDATE,
-      value: encodeXorAddress(h, txid),
-    })),
+    ...candidateAttributes(intro.peerCandidates, txid),
     { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(intro.peerMapping) << 24) },
   ];
 }
@@ -324,7 +401,7 @@ function readIntro(r: Reader): Introduction {
     peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
     peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
     peerMapped: r.xorAddress(r.required(Attr.XOR_PEER_ADDRESS, 'XOR-PEER-ADDRESS'), 'XOR-PEER-ADDRESS'),
-    peerHosts: r.hosts(),
+    peerCandidates: r.candidates(),
     peerMapping: r.mapping(),
   };
 }
@@ -365,10 +442,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.TARGET_NAME, value: utf8(msg.target) },
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
-        ...msg.hosts.slice(0, MAX_HOST_CANDIDATES).map((h) => ({
-          type: BurrowAttr.HOST_CANDIDATE,
-          value: encodeXorAddress(h, msg.txid),
-        })),
+        ...candidateAttributes(msg.candidates, msg.txid),
         { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(msg.mapping) << 24) },
         ...(msg.transport === 'tcp' ? [{ type: BurrowAttr.TRANSPORT, value: u32(1 << 24) }] : []),
       ], opts);
@@ -468,7 +542,7 @@ function interpret(stun: StunMessage): BurrowMessage {
         target: r.name(BurrowAttr.TARGET_NAME, 'TARGET-NAME'),
         sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
         timestamp: r.timestamp(),
-        hosts: r.hosts(),
+        candidates: r.candidates(),
         mapping: r.mapping(),
         ...(r.transport() === 'tcp' ? { transport: 'tcp' as const } : {}),
       };

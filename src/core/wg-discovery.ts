@@ -3,7 +3,7 @@
  * `wg show IFACE dump` describes it and what the server reported in WG-SYNC; it answers which endpoints to set and,
  * at the deadline, why each peer failed. Time is passed in (milliseconds); WireGuard's handshake times are seconds.
  */
-import { familyOf, type Endpoint } from '../codec/address.js';
+import { endpointKey, familyOf, type Endpoint } from '../codec/address.js';
 import type { WgDump, WgDumpPeer } from '../codec/wg-dump.js';
 import type { WgPeerInfo } from '../codec/wg-messages.js';
 
@@ -46,10 +46,6 @@ interface PeerMemory {
   appliedLan: boolean;
   /** A LAN address was tried without a handshake: use the public endpoint from now on. */
   lanFailed: boolean;
-}
-
-function keyOf(e: Endpoint): string {
-  return familyOf(e.address) === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
 }
 
 export function handshakeFresh(peer: WgDumpPeer | undefined, now: number): boolean {
@@ -136,8 +132,8 @@ export class WgDiscovery {
       if (mem.appliedLan && !mem.lanFailed && !handshakeFresh(peer, now) && now - mem.setAt >= LAN_FALLBACK_MS) mem.lanFailed = true;
       const choice = chooseEndpoint(self, info, ours, !mem.lanFailed);
       if (!choice) continue;
-      const desired = keyOf(choice.endpoint);
-      const current = peer.endpoint ? keyOf(peer.endpoint) : undefined;
+      const desired = endpointKey(choice.endpoint);
+      const current = peer.endpoint ? endpointKey(peer.endpoint) : undefined;
       let reason: WgSetEndpoint['reason'] | undefined;
       if (mem.applied !== desired && mem.applied !== undefined && info.mapping === 'endpoint-dependent' && handshakeFresh(peer, now)) {
         // Behind a symmetric NAT the server only ever sees the port for the server; the working endpoint is the one

@@ -5,13 +5,13 @@
 import { randomBytes, randomInt } from 'node:crypto';
 import net from 'node:net';
 import { splitStunStream } from '../codec/stun.js';
+import { DEFAULT_PORT } from '../codec/messages.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
 import { DEFAULT_LIMITS, ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerState, type ServerStats } from '../server/core.js';
 import type { RegistrationStore } from '../server/store.js';
 import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
-import { DEFAULT_PORT } from './punch.js';
 import { splitLimits, startWorkerPool, sumStats, type WorkerPool } from './cluster.js';
 import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } from './udp.js';
 

@@ -19,10 +19,10 @@ import { execFile } from 'node:child_process';
 import { setTimeout as delay } from 'node:timers/promises';
 import { randomBytes } from 'node:crypto';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { endpointKey, familyOf, normaliseAddress, type Endpoint } from '../codec/address.js';
-import { decodeMessage, encodeMessage, type NatMapping } from '../codec/messages.js';
+import { endpointKey, familyOf, type Endpoint } from '../codec/address.js';
+import { decodeMessage, DEFAULT_PORT, encodeMessage, type NatMapping } from '../codec/messages.js';
 import { verifyIntegrity } from '../codec/stun.js';
 import { parseWgDump, type WgDump } from '../codec/wg-dump.js';
 import { decodeWgSync, encodeWgSync, MAX_WG_HOSTS, MAX_WG_QUERY, wgProof, type WgPeerInfo, type WgSyncSuccess } from '../codec/wg-messages.js';
@@ -30,7 +30,7 @@ import { handshakeFresh, PROBLEM_ORDER, WgDiscovery, type WgPeerProblem, type Wg
 import { deriveNetworkKeys, type NetworkKeys } from '../crypto/keys.js';
 import { decodeKey, dh, encodeKey } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
-import { DEFAULT_PORT } from './punch.js';
+import { hostCandidates } from './candidates.js';
 import { bindUdp, closeUdp, endpointOf, resolveEndpoint, sendUdp, type BoundSocket } from './udp.js';
 
 /** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
@@ -136,25 +136,6 @@ class WgTool {
       if (dir !== undefined) await rm(dir, { recursive: true, force: true });
     }
   }
-}
-
-function wgEndpoint(e: Endpoint): string {
-  return familyOf(e.address) === 6 ? `[${e.address}]:${e.port}` : `${e.address}:${e.port}`;
-}
-
-/** The host's LAN addresses (not the WireGuard interface's own, not loopback or link-local), with WireGuard's port. */
-function lanAddresses(iface: string, port: number, family: 4 | 6): Endpoint[] {
-  const out: Endpoint[] = [];
-  for (const [name, list] of Object.entries(networkInterfaces())) {
-    if (name === iface) continue;
-    for (const info of list ?? []) {
-      if (info.internal) continue;
-      const address = normaliseAddress(info.address);
-      if (!address || familyOf(address) !== family || (family === 6 && /^fe[89ab]/i.test(address))) continue;
-      out.push({ address, port });
-    }
-  }
-  return out.slice(0, MAX_WG_HOSTS);
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -352,7 +333,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
    */
   /** Sets the server peer (after `first`): preshared key, endpoint, no allowed IPs, keepalive 25. */
   const setServerPeer = async (first: readonly string[] = []): Promise<void> => {
-    await tool.set(iface, [...first, 'peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', wgEndpoint(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
+    await tool.set(iface, [...first, 'peer', serverKey, 'preshared-key', '{secret0}', 'endpoint', endpointKey(server), 'allowed-ips', '', 'persistent-keepalive', String(KEEPALIVE_SECONDS)], [keys.wireguard.presharedKey.toString('base64')]);
     emit({ type: 'server-peer', serverKey, endpoint: server });
   };
 
@@ -395,7 +376,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
       } else {
         args.push('peer', s.key);
       }
-      args.push('endpoint', wgEndpoint(s.endpoint), 'persistent-keepalive', String(KEEPALIVE_SECONDS));
+      args.push('endpoint', endpointKey(s.endpoint), 'persistent-keepalive', String(KEEPALIVE_SECONDS));
     }
     await tool.set(iface, args, secrets);
     // Send something now (a keepalive, or a handshake initiation if there is no session): it opens our NAT towards
@@ -414,7 +395,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
         const now = Date.now();
         // 1. Ask the server. The mapping test needs the alternate port the first answer names.
         const targets = discovery.targets(dump).peers;
-        const hosts = lanAddresses(iface, dump.listenPort, familyOf(server.address));
+        const hosts = hostCandidates({ address: '0.0.0.0', port: dump.listenPort }, familyOf(server.address), undefined, { excludeInterface: iface, limit: MAX_WG_HOSTS });
         const infos = new Map<string, WgPeerInfo>();
         let self: WgPeerInfo | undefined;
         let alternate: Endpoint | undefined;

@@ -523,7 +523,7 @@ export class ServerCore {
       target: msg.target,
       nonce,
       mapped: from,
-      hosts: msg.hosts,
+      candidates: msg.candidates,
       mapping: msg.mapping,
       expiresAt: now + this.limits.lifetimeSeconds * 1000,
       ...(channel.kind === 'tcp' ? { conn: channel.conn } : {}),
@@ -534,7 +534,7 @@ export class ServerCore {
       previous.target !== msg.target ||
       previous.mapping !== msg.mapping ||
       !sameEndpoint(previous.mapped, from) ||
-      previous.hosts.map(endpointKey).join() !== msg.hosts.map(endpointKey).join();
+      previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== msg.candidates.map((c) => endpointKey(c.endpoint)).join();
     this.stats.evictions += this.store.put(reg).evicted;
     this.pendingPushes.delete(`${net}\u0000${msg.name}`); // any REGISTER acknowledges a push to its sender
     if (channel.kind === 'tcp') {
@@ -626,7 +626,7 @@ function introductionOf(reg: Registration): Introduction {
     peerName: reg.name,
     peerNonce: Buffer.from(reg.nonce, 'hex'),
     peerMapped: reg.mapped,
-    peerHosts: reg.hosts,
+    peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
   };
 }

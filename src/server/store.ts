@@ -3,7 +3,7 @@
  * rendezvous servers over Redis, see docs/protocol.md "Scaling out") can replace the in-memory one.
  */
 import type { Endpoint } from '../codec/address.js';
-import type { NatMapping } from '../codec/messages.js';
+import type { Candidate, NatMapping } from '../codec/messages.js';
 
 export interface Registration {
   readonly network: string;
@@ -12,7 +12,7 @@ export interface Registration {
   /** Hex of the 16-byte session nonce. */
   readonly nonce: string;
   readonly mapped: Endpoint;
-  readonly hosts: readonly Endpoint[];
+  readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
   readonly expiresAt: number;
   /** For TCP registrations: the server's connection id, down which introductions are pushed. */

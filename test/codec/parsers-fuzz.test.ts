@@ -11,6 +11,7 @@
  * | decodeErrorCode                          | src/codec/stun.ts          | an attribute value             |
  * | verifyIntegrity                          | src/codec/stun.ts          | a decoded message and its bytes|
  * | decodeMessage                            | src/codec/messages.ts      | a datagram (also in messages.test.ts) |
+ * | decodeCandidate                          | src/codec/messages.ts      | a CANDIDATE attribute value    |
  * | bytesToAddress, normaliseAddress, parseHostPort | src/codec/address.ts | bytes / text              |
  * | decodeHello, readU64                     | src/codec/secure.ts        | a TCP byte stream              |
  * | RecordCipher.open, SecureSession.receive | src/codec/secure.ts, src/core/secure-session.ts | stream records |
@@ -23,7 +24,7 @@ import { createPublicKey, diffieHellman, generateKeyPairSync } from 'node:crypto
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { bytesToAddress, normaliseAddress, parseHostPort } from '../../src/codec/address.js';
-import { decodeMessage } from '../../src/codec/messages.js';
+import { decodeCandidate, decodeMessage, encodeCandidate, MAX_PRIORITY } from '../../src/codec/messages.js';
 import { decodeHello, encodeHello, readU64, RecordCipher, RecordType } from '../../src/codec/secure.js';
 import { decodeErrorCode, decodePlainAddress, decodeStun, decodeXorAddress, looksLikeStun, splitStunStream, verifyIntegrity } from '../../src/codec/stun.js';
 import { SecureSession } from '../../src/core/secure-session.js';
@@ -130,6 +131,21 @@ describe('parsers under fuzzing: arbitrary bytes and mutated valid messages', ()
       decodePlainAddress(b);
       const e = decodeErrorCode(b);
       if (e) assert.ok(e.code >= 0 && e.code < 1000);
+    }), { numRuns: fuzzRuns(20_000) });
+  });
+
+  it('decodeCandidate never throws, gives a typed reason, and accepts only what it can re-encode', () => {
+    const txid = new Uint8Array(12).fill(5);
+    const CANDIDATE_REASONS = ['bad-length', 'unsupported-version', 'unknown-kind', 'reserved-not-zero', 'bad-priority', 'bad-address-length', 'bad-family'];
+    const values = fc.constantFrom(
+      encodeCandidate({ kind: 'host', priority: 2130706431, endpoint: { address: '192.0.2.10', port: 5000 } }, txid),
+      encodeCandidate({ kind: 'relayed', priority: 255, endpoint: { address: '2001:db8::9', port: 49152 } }, txid),
+      encodeCandidate({ kind: 'predicted', priority: MAX_PRIORITY, endpoint: { address: '198.51.100.2', port: 1024 } }, txid),
+    );
+    fc.assert(fc.property(inputs(values, 64), (b) => {
+      const d = decodeCandidate(b, txid);
+      if (!d.ok) assert.ok(CANDIDATE_REASONS.includes(d.reason), d.reason);
+      else assert.deepEqual(Buffer.from(encodeCandidate(d.candidate, txid)), Buffer.from(b));
     }), { numRuns: fuzzRuns(20_000) });
   });
 

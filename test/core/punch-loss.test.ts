@@ -10,7 +10,7 @@ import { describe, it } from 'node:test';
 import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage } from '../../src/codec/messages.js';
 import { ProbeFlag } from '../../src/codec/messages.js';
-import { DEFAULT_TIMING, PunchMachine } from '../../src/core/punch.js';
+import { DEFAULT_TIMING, PunchAgent, udpTransport } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { createSim, topology } from '../support/sim-punch.js';
 import { counterBytes, SimNet } from '../support/simnet.js';
@@ -18,12 +18,12 @@ import { counterBytes, SimNet } from '../support/simnet.js';
 describe('punch under loss (simulator)', () => {
   it('retransmits an unanswered REGISTER at 100 and 200 ms, then every 250 ms', () => {
     const S: Endpoint = { address: '203.0.113.1', port: 3478 };
-    const m = new PunchMachine({
-      name: 'alice', peer: 'bob', keys: deriveNetworkKeys(Buffer.from('s')), server: S, localAddress: '0.0.0.0', localPort: 5000,
-      hosts: [], timeoutMs: 5000, sessionNonce: counterBytes('n')(16), randomBytes: counterBytes('t'),
+    const m = new PunchAgent({
+      name: 'alice', peer: 'bob', keys: deriveNetworkKeys(Buffer.from('s')), server: S, transports: [udpTransport({ address: '0.0.0.0', port: 5000 }, [])],
+      timeoutMs: 5000, sessionNonce: counterBytes('n')(16), randomBytes: counterBytes('t'),
     });
     const sentAt: number[] = [];
-    const record = (now: number, actions: ReturnType<PunchMachine['handle']>): void => {
+    const record = (now: number, actions: ReturnType<PunchAgent['handle']>): void => {
       for (const a of actions) if (a.type === 'send' && decodeMessage(a.data).ok) sentAt.push(now);
     };
     record(0, m.handle({ type: 'start', now: 0 }));

@@ -7,7 +7,7 @@ import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage, ProbeFlag } from '../../src/codec/messages.js';
-import { PunchMachine, type PunchAction } from '../../src/core/punch.js';
+import { PunchAgent, udpTransport, type PunchAction } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { ServerCore } from '../../src/server/core.js';
 import { counterBytes } from '../support/simnet.js';
@@ -20,7 +20,7 @@ it('a raced copy of an ACCEPTED probe never makes the controlling side connect t
   const T: Endpoint = { address: '203.0.113.66', port: 6666 };
   const server = new ServerCore({ networks: [keys], seed: 1, randomBytes: counterBytes('srv') });
   const mk = (name: string, peer: string, at: Endpoint) =>
-    new PunchMachine({ name, peer, keys, server: S, localAddress: at.address, localPort: at.port, hosts: [], timeoutMs: 3000, sessionNonce: counterBytes(`n-${name}`)(16), randomBytes: counterBytes(`t-${name}`) });
+    new PunchAgent({ name, peer, keys, server: S, transports: [udpTransport(at, [])], timeoutMs: 3000, sessionNonce: counterBytes(`n-${name}`)(16), randomBytes: counterBytes(`t-${name}`) });
   const machines = { alice: mk('alice', 'bob', A), bob: mk('bob', 'alice', B) };
   const addr = { alice: A, bob: B };
   const results: Record<string, string> = {};
@@ -49,9 +49,9 @@ it('a raced copy of an ACCEPTED probe never makes the controlling side connect t
     }
     if (fromBob && d.ok && d.msg.kind === 'probe' && (d.msg.flags & ProbeFlag.ACCEPTED) !== 0) {
       raced++;
-      run('alice', machines.alice.handle({ type: 'datagram', from: T, data: p.data, now }));
+      run('alice', machines.alice.handle({ type: 'datagram', transport: 'udp', from: T, data: p.data, now }));
     }
-    run(dst, machines[dst].handle({ type: 'datagram', from: p.from, data: p.data, now }));
+    run(dst, machines[dst].handle({ type: 'datagram', transport: 'udp', from: p.from, data: p.data, now }));
   };
   run('alice', machines.alice.handle({ type: 'start', now }));
   run('bob', machines.bob.handle({ type: 'start', now }));

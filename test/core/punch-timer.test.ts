@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { it } from 'node:test';
 import type { Endpoint } from '../../src/codec/address.js';
-import { PunchMachine, type PunchAction } from '../../src/core/punch.js';
+import { PunchAgent, udpTransport, type PunchAction } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { ServerCore } from '../../src/server/core.js';
 import { counterBytes } from '../support/simnet.js';
@@ -19,7 +19,7 @@ it('does not spin its timer after the LAN grace period when the LAN path never a
   const B: Endpoint = { address: '198.51.100.2', port: 2000 };
   const server = new ServerCore({ networks: [keys], seed: 1, randomBytes: counterBytes('srv') });
   const mk = (name: string, peer: string, lan: string) =>
-    new PunchMachine({ name, peer, keys, server: S, localAddress: '0.0.0.0', localPort: 5000, hosts: [{ address: lan, port: 5000 }], timeoutMs: 3000, sessionNonce: counterBytes(`n-${name}`)(16), randomBytes: counterBytes(`t-${name}`) });
+    new PunchAgent({ name, peer, keys, server: S, transports: [udpTransport({ address: '0.0.0.0', port: 5000 }, [{ address: lan, port: 5000 }])], timeoutMs: 3000, sessionNonce: counterBytes(`n-${name}`)(16), randomBytes: counterBytes(`t-${name}`) });
   const alice = mk('alice', 'bob', '192.0.2.10'); // controlling
   const bob = mk('bob', 'alice', '192.0.2.20');
   let now = 1_000_000;
@@ -35,7 +35,7 @@ it('does not spin its timer after the LAN grace period when the LAN path never a
     for (const r of replies) {
       const m = r.to.port === A.port ? alice : bob;
       const from = r.to.port === A.port ? A : B;
-      deliver(toServer(from, m.handle({ type: 'datagram', from: S, data: r.data, now })));
+      deliver(toServer(from, m.handle({ type: 'datagram', transport: 'udp', from: S, data: r.data, now })));
     }
   };
   deliver(toServer(A, alice.handle({ type: 'start', now })));

@@ -21,7 +21,7 @@ const T0 = 1_700_000_000_000;
 function register(name: string, target: string, txByte: number, key = KEYS.clientToServer): Buffer {
   return encodeMessage({
     kind: 'register', txid: Buffer.alloc(12, txByte), networkId: KEYS.networkId, name, target, sessionNonce: Buffer.alloc(16, txByte),
-    timestamp: T0, hosts: [], mapping: 'unknown',
+    timestamp: T0, candidates: [], mapping: 'unknown',
   }, { key });
 }
 

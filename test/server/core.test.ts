@@ -28,7 +28,7 @@ function register(name: string, target: string, opts: { keys?: typeof KEYS; ts?:
   txid.writeUInt32BE(++txCounter, 8);
   const msg: BurrowMessage = {
     kind: 'register', txid, networkId: keys.networkId, name, target, sessionNonce: Buffer.alloc(16, opts.nonce ?? 1),
-    timestamp: opts.ts ?? T0, hosts: [{ address: '192.0.2.10', port: 5000 }], mapping: 'unknown',
+    timestamp: opts.ts ?? T0, candidates: [{ kind: 'host', priority: 2130706431, endpoint: { address: '192.0.2.10', port: 5000 } }], mapping: 'unknown',
   };
   return encodeMessage(msg, { key: keys.clientToServer });
 }

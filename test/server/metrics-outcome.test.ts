@@ -32,7 +32,7 @@ function msg(m: (txid: Buffer) => BurrowMessage): Buffer {
   return encodeMessage(m(txid), { key: KEYS.clientToServer });
 }
 const register = (name: string, target: string, nonce: number, ts = T0) => msg((txid) => ({
-  kind: 'register', txid, networkId: KEYS.networkId, name, target, sessionNonce: Buffer.alloc(16, nonce), timestamp: ts, hosts: [], mapping: 'unknown',
+  kind: 'register', txid, networkId: KEYS.networkId, name, target, sessionNonce: Buffer.alloc(16, nonce), timestamp: ts, candidates: [], mapping: 'unknown',
 }));
 const report = (name: string, outcome: Outcome, nonce: number, ts = T0) => msg((txid) => ({
   kind: 'report', txid, networkId: KEYS.networkId, name, sessionNonce: Buffer.alloc(16, nonce), timestamp: ts, outcome,

@@ -28,7 +28,7 @@ function txid(): Buffer {
 function register(name: string, keys = KEYS, nonce = 7): Buffer {
   const msg: BurrowMessage = {
     kind: 'register', txid: txid(), networkId: keys.networkId, name, target: 'nobody', sessionNonce: Buffer.alloc(16, nonce),
-    timestamp: Date.now(), hosts: [], mapping: 'unknown',
+    timestamp: Date.now(), candidates: [], mapping: 'unknown',
   };
   return encodeMessage(msg, { key: keys.clientToServer });
 }

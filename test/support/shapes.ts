@@ -8,6 +8,7 @@ import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage, encodeMessage, Method, type BurrowMessage } from '../../src/codec/messages.js';
 import { messageType, MAGIC_COOKIE } from '../../src/codec/stun.js';
 import { bindingRequest } from '../../src/core/stun-client.js';
+import { candidatePriority } from '../../src/core/punch/index.js';
 import { deriveProbeKeys, type NetworkKeys } from '../../src/crypto/keys.js';
 
 let txCounter = 0;
@@ -37,7 +38,7 @@ export function registerRequest(keys: NetworkKeys, o: RegisterOptions): Buffer {
     target: o.target,
     sessionNonce: o.nonce ?? randomBytes(16),
     timestamp: o.timestamp,
-    hosts: o.hosts ?? [{ address: '192.0.2.10', port: 5000 }],
+    candidates: (o.hosts ?? [{ address: '192.0.2.10', port: 5000 }]).map((endpoint, i) => ({ kind: 'host' as const, priority: candidatePriority('host', 65535 - i), endpoint })),
     mapping: 'unknown',
     ...(o.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
   };
@@ -53,7 +54,7 @@ export function everyMessageType(keys: NetworkKeys, now: number): { readonly lab
   const b = { name: 'bob', nonce: Buffer.alloc(16, 2) };
   const probeKey = deriveProbeKeys(keys, a, b).send;
   const peer: Endpoint = { address: '198.51.100.6', port: 40001 };
-  const intro = { peerName: 'bob', peerNonce: b.nonce, peerMapped: peer, peerHosts: [{ address: '192.0.2.66', port: 40001 }], peerMapping: 'endpoint-independent' as const };
+  const intro = { peerName: 'bob', peerNonce: b.nonce, peerMapped: peer, peerCandidates: [{ kind: 'host' as const, priority: candidatePriority('host'), endpoint: { address: '192.0.2.66', port: 40001 } }, { kind: 'relayed' as const, priority: candidatePriority('relayed'), endpoint: { address: '203.0.113.9', port: 49152 } }], peerMapping: 'endpoint-independent' as const };
   const s2c = keys.serverToClient;
   return [
     { label: 'Binding request (bare, RFC 8489)', bytes: encodeMessage({ kind: 'binding', txid: txid(), fingerprint: false }) },

@@ -32,7 +32,7 @@ const neverConnect: Connect = () => Promise.reject(new Error('must not connect')
 function connectTo(stream: SecureStream, peer: string): Connect {
   return () => Promise.resolve({
     stream,
-    result: { localAddress: '127.0.0.1', localPort: 1, remoteAddress: '127.0.0.1', remotePort: 2, path: 'direct', elapsedMs: 3, peer },
+    result: { localAddress: '127.0.0.1', localPort: 1, remoteAddress: '127.0.0.1', remotePort: 2, path: 'direct', elapsedMs: 3, peer, transport: 'tcp' },
   });
 }
 

@@ -1,0 +1,106 @@
+/**
+ * Why a punch failed, as data: the stage it reached, both NAT findings, what got through, and every pair's state.
+ * The library error carries it (`error.details`, read back with `punchFailureOf`); the prose a person reads comes
+ * from `describeNoPath`, the one place that words a diagnosis (so that it can move to the CLI as it is).
+ */
+import type { NatMapping } from '../../codec/messages.js';
+import { BurrowError } from '../../errors.js';
+import type { PairState } from './checklist.js';
+import type { PunchPath } from './types.js';
+
+/** How far the attempt got: never answered by the server, never introduced to the partner, or no path to it. */
+export type FailureStage = 'no-server' | 'no-partner' | 'no-path';
+
+export type PairReport = {
+  readonly transport: string;
+  readonly remote: string;
+  readonly remoteKind: string;
+  readonly path: PunchPath;
+  readonly state: PairState;
+  readonly checks: number;
+};
+
+/** What the TCP punch saw of its simultaneous-open attempts. */
+export type TcpAttemptStats = {
+  readonly attempts: number;
+  readonly refused: number;
+  readonly timedOut: number;
+  readonly handshakesFailed: number;
+  readonly lastError: string;
+};
+
+/** Plain JSON values throughout, so that it can be an error's `details` as it is. */
+export type PunchFailure = {
+  readonly kind: 'punch-failure';
+  readonly stage: FailureStage;
+  /** The UDP punch (probes and pairs) or the TCP simultaneous open (attempt counts). */
+  readonly transport: 'udp' | 'tcp';
+  /** The rendezvous server, `HOST:PORT`. */
+  readonly server: string;
+  readonly peer: string;
+  /** The timeout, in seconds. */
+  readonly seconds: number;
+  readonly registerAttempts: number;
+  /** Our NAT's mapping behaviour as we measured it, and the partner's as it reported it. */
+  readonly nat: { readonly ours: NatMapping; readonly theirs: NatMapping };
+  readonly probes: { readonly sent: number; readonly heard: number; readonly answersHeard: number; readonly candidates: number };
+  readonly pairs: readonly PairReport[];
+  readonly tcp?: TcpAttemptStats;
+};
+
+/** The structured reason of a failed punch, if `error` carries one (in its `details`). */
+export function punchFailureOf(error: unknown): PunchFailure | undefined {
+  if (!(error instanceof BurrowError)) return undefined;
+  return error.details.kind === 'punch-failure' ? (error.details as unknown as PunchFailure) : undefined;
+}
+
+/** The library error for a failure, with the failure in its `details` (besides each factory's own keys). */
+export function punchFailureError(f: PunchFailure): BurrowError {
+  switch (f.stage) {
+    case 'no-server':
+      return BurrowError.serverUnreachable(f.server, f.registerAttempts, f.seconds, f);
+    case 'no-partner':
+      return BurrowError.peerNotFound(f.peer, f.server, f.seconds, f);
+    case 'no-path':
+      return BurrowError.noPath(f.peer, f.seconds, describeNoPath(f), f);
+    default: {
+      const never: never = f.stage;
+      throw new Error(`unknown stage ${String(never)}`);
+    }
+  }
+}
+
+/** Explains a failed check phase from what both sides observed about their NATs and what got through. */
+export function describeNoPath(f: PunchFailure): string {
+  if (f.tcp) {
+    const s = f.tcp;
+    return `${s.attempts} TCP connection attempts failed (${s.refused} refused or reset, ${s.timedOut} unanswered, ` +
+      `${s.handshakesFailed} failed handshakes${s.lastError ? `; last: ${s.lastError}` : ''}). Likely causes: a NAT that allocates a new port per destination ` +
+      '(symmetric), or one that answers unsolicited SYNs with a reset; try `burrow punch` (UDP), which works through ' +
+      'more NATs, or a relay.';
+  }
+  const mine = f.nat.ours;
+  const theirs = f.nat.theirs;
+  const traffic =
+    `(sent ${f.probes.sent} probes to ${f.probes.candidates} candidate addresses; ` +
+    `heard ${f.probes.heard} probes and ${f.probes.answersHeard} answers from the peer)`;
+  const relay = 'a relay or port prediction is needed for this pair.';
+  if (mine === 'endpoint-dependent' && theirs === 'endpoint-dependent') {
+    return `both sides' NATs allocate a new public port for every destination (symmetric NAT), so neither side can learn ` +
+      `the port the other will use; ${relay} ${traffic}`;
+  }
+  if (mine === 'endpoint-dependent' || theirs === 'endpoint-dependent') {
+    const who = mine === 'endpoint-dependent' ? 'your' : "the peer's";
+    const other = mine === 'endpoint-dependent' ? "the peer's" : 'your';
+    return `${who} NAT allocates a new public port for every destination (symmetric NAT) and ${other} NAT or firewall ` +
+      `only admits packets from the exact address and port it has sent to (port-restricted or stricter), so the ` +
+      `probes never match an open mapping; ${relay} ${traffic}`;
+  }
+  if (f.probes.heard > 0 || f.probes.answersHeard > 0) {
+    return `packets got through in one direction only: a firewall or NAT on one side drops the other side's probes ` +
+      `(check UDP filtering on both sides). ${traffic}`;
+  }
+  return `no probe got through in either direction although neither NAT was seen to be symmetric` +
+    `${mine === 'unknown' || theirs === 'unknown' ? " (one side's NAT behaviour is unknown: the server's second port may be blocked)" : ''}; ` +
+    `a firewall likely drops UDP between the peers. ${traffic}`;
+}

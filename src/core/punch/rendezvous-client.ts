@@ -1,0 +1,218 @@
+/**
+ * The rendezvous client: REGISTER and its retransmission and refresh, the server's answers (401, 438 with clock
+ * correction), authenticated introductions (answered and pushed), the push acknowledgement, and the outcome report.
+ * It runs over one transport of its owner's (a UDP socket, or a TCP stream to the server framed as datagrams) and
+ * is used by the punch agent (UDP) and the TCP punch (src/core/tcp-punch.ts) alike.
+ *
+ * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
+ */
+import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
+import { encodeMessage, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type Transport } from '../../codec/messages.js';
+import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
+import type { NetworkKeys } from '../../crypto/keys.js';
+import { BurrowError } from '../../errors.js';
+import { Backoff } from '../backoff.js';
+import type { Outbox, SendAction, TransportId } from '../machine.js';
+import { TransactionTable } from './transactions.js';
+import type { PunchTiming } from './types.js';
+
+export interface RendezvousConfig {
+  readonly name: string;
+  readonly peer: string;
+  readonly keys: NetworkKeys;
+  readonly server: Endpoint;
+  /** The owner's transport that reaches the server. */
+  readonly transport: TransportId;
+  /** What the registration is for (the wire's TRANSPORT attribute): UDP and TCP registrations never pair. */
+  readonly wire: Transport;
+  readonly sessionNonce: Uint8Array;
+  readonly newTxid: () => Uint8Array;
+  readonly timing: Pick<PunchTiming, 'registerBackoffMs' | 'waitingRefreshMs' | 'checkingRefreshMs' | 'timestampWindowMs' | 'pushAckDelayMs'>;
+}
+
+/** What a server message meant, for the owner to act on. */
+export type RendezvousNote =
+  | { readonly type: 'registered'; readonly mapped: Endpoint; readonly alternate: Endpoint | undefined; readonly first: boolean }
+  | { readonly type: 'introduced'; readonly intro: Introduction; readonly pushed: boolean }
+  | { readonly type: 'failed'; readonly error: BurrowError }
+  | { readonly type: 'dropped'; readonly reason: string };
+
+type ServerMessage = Extract<BurrowMessage, { kind: 'register-ok' | 'error' | 'introduce' }>;
+
+export class RendezvousClient {
+  private readonly backoff: Backoff;
+  private readonly outstanding = new TransactionTable();
+  private clockOffset = 0;
+  private isRegistered = false;
+  private ourMapped: Endpoint | undefined;
+  private sent = 0;
+  private nextRegisterAt = Infinity;
+  /** 'waiting' for the partner or 'checking' paths: the refresh cadence. */
+  private cadence: 'waiting' | 'checking' = 'waiting';
+  private stopped = true;
+  private candidates: readonly Candidate[] = [];
+  private mapping: NatMapping = 'unknown';
+
+  constructor(private readonly config: RendezvousConfig) {
+    this.backoff = new Backoff(config.timing.registerBackoffMs);
+  }
+
+  get registered(): boolean {
+    return this.isRegistered;
+  }
+
+  /** Our public address as the server sees it, once registered. */
+  get mapped(): Endpoint | undefined {
+    return this.ourMapped;
+  }
+
+  /** REGISTER requests sent so far. */
+  get attempts(): number {
+    return this.sent;
+  }
+
+  get server(): Endpoint {
+    return this.config.server;
+  }
+
+  /** The server's clock, as far as we know it: every timestamp we send uses it. */
+  serverTime(now: number): number {
+    return now + this.clockOffset;
+  }
+
+  /** Whether a timestamp (on the server's clock) is within the window. */
+  isFresh(timestamp: number, now: number): boolean {
+    return Math.abs(timestamp - this.serverTime(now)) <= this.config.timing.timestampWindowMs;
+  }
+
+  /** Whether a datagram came from the server, on the transport that reaches it. */
+  isFromServer(transport: TransportId, from: Endpoint): boolean {
+    return transport === this.config.transport && sameEndpoint(from, this.config.server);
+  }
+
+  start(now: number, candidates: readonly Candidate[], out: Outbox<SendAction>): void {
+    this.candidates = candidates;
+    this.stopped = false;
+    this.sendRegister(now, out);
+  }
+
+  nextTimeoutAt(): number | undefined {
+    return this.stopped ? undefined : this.nextRegisterAt;
+  }
+
+  onTimer(now: number, out: Outbox<SendAction>): void {
+    if (!this.stopped && now >= this.nextRegisterAt) this.sendRegister(now, out);
+  }
+
+  /** Checking has begun: refresh at the checking cadence from now on. */
+  checking(now: number): void {
+    this.cadence = 'checking';
+    if (this.nextRegisterAt > now + this.config.timing.checkingRefreshMs) this.nextRegisterAt = now + this.config.timing.checkingRefreshMs;
+  }
+
+  /** No more REGISTERs (the attempt ended, or the owner no longer needs the server). */
+  stop(): void {
+    this.stopped = true;
+  }
+
+  /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
+  setMapping(mapping: NatMapping): void {
+    this.mapping = mapping;
+  }
+
+  /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
+  setCandidates(candidates: readonly Candidate[], now: number, out: Outbox<SendAction>): void {
+    this.candidates = candidates;
+    if (!this.stopped && this.isRegistered) this.sendRegister(now, out);
+  }
+
+  /** Handles a message from the server (the owner checked `isFromServer`). */
+  handle(msg: ServerMessage, data: Uint8Array, stun: StunMessage, now: number, out: Outbox<SendAction>): RendezvousNote[] {
+    const { keys } = this.config;
+    if (msg.kind === 'introduce') {
+      if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'introduction failed authentication' }];
+      if (!Buffer.from(msg.networkId).equals(keys.networkId)) return [{ type: 'dropped', reason: 'introduction for another network' }];
+      if (!Buffer.from(msg.recipientNonce).equals(this.config.sessionNonce)) return [{ type: 'dropped', reason: 'introduction for another session' }];
+      if (!this.isFresh(msg.timestamp, now)) return [{ type: 'dropped', reason: 'stale introduction' }];
+      // Acknowledge the push (any REGISTER does) before the server's first re-send, but after whatever the owner
+      // sends in reaction to it (its first probes).
+      if (!this.stopped) this.nextRegisterAt = Math.min(this.nextRegisterAt, now + this.config.timing.pushAckDelayMs);
+      return [{ type: 'introduced', intro: msg.intro, pushed: true }];
+    }
+    if (!this.outstanding.claim(msg.txid, this.config.transport, this.config.server, 'register')) {
+      return [{ type: 'dropped', reason: `${msg.kind} for no outstanding request` }];
+    }
+    if (msg.kind === 'error') return this.onError(msg, data, stun, now, out);
+    if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'register answer failed authentication' }];
+    this.clockOffset = msg.timestamp - now;
+    const first = !this.isRegistered;
+    this.isRegistered = true;
+    this.ourMapped = msg.mapped;
+    if (first && this.cadence === 'waiting') this.nextRegisterAt = now + this.config.timing.waitingRefreshMs;
+    const notes: RendezvousNote[] = [{ type: 'registered', mapped: msg.mapped, alternate: msg.alternate, first }];
+    if (msg.intro) notes.push({ type: 'introduced', intro: msg.intro, pushed: false });
+    return notes;
+  }
+
+  /**
+   * Tells the server how an introduced attempt ended (docs/protocol.md, "Outcome reports"), for its metrics; the
+   * server also drops our registration (it is withdrawn). One datagram, best effort, queued before the result so the
+   * driver sends it before it closes the transport.
+   */
+  report(outcome: Outcome, now: number, out: Outbox<SendAction>): void {
+    if (!this.isRegistered) return;
+    const report: BurrowMessage = {
+      kind: 'report',
+      txid: this.config.newTxid(),
+      networkId: this.config.keys.networkId,
+      name: this.config.name,
+      sessionNonce: this.config.sessionNonce,
+      timestamp: this.serverTime(now),
+      outcome,
+    };
+    out.push(this.send(encodeMessage(report, { key: this.config.keys.clientToServer })));
+  }
+
+  private onError(msg: Extract<BurrowMessage, { kind: 'error' }>, data: Uint8Array, stun: StunMessage, now: number, out: Outbox<SendAction>): RendezvousNote[] {
+    if (msg.code === 401) {
+      // Unauthenticated by nature (the server could not verify us), but it echoes our random transaction id, so an
+      // off-path attacker cannot forge it.
+      return [{ type: 'failed', error: BurrowError.authFailed(endpointKey(this.config.server)) }];
+    }
+    if (msg.code === 438 && msg.timestamp !== undefined) {
+      // Our clock is off: adopt the server's, but only if it proves it holds the secret.
+      if (verifyIntegrity(data, stun, this.config.keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'stale-timestamp answer failed authentication' }];
+      this.clockOffset = msg.timestamp - now;
+      this.sendRegister(now, out);
+      return [];
+    }
+    // 429 and anything else: keep retransmitting on the normal schedule.
+    return [{ type: 'dropped', reason: `server answered ${msg.code} ${msg.reason}` }];
+  }
+
+  private sendRegister(now: number, out: Outbox<SendAction>): void {
+    const txid = this.config.newTxid();
+    const msg: BurrowMessage = {
+      kind: 'register',
+      txid,
+      networkId: this.config.keys.networkId,
+      name: this.config.name,
+      target: this.config.peer,
+      sessionNonce: this.config.sessionNonce,
+      timestamp: this.serverTime(now),
+      candidates: this.candidates,
+      mapping: this.mapping,
+      ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
+    };
+    this.outstanding.track(txid, { transport: this.config.transport, to: this.config.server, purpose: 'register', flags: 0 });
+    out.push(this.send(encodeMessage(msg, { key: this.config.keys.clientToServer })));
+    this.sent++;
+    const { timing } = this.config;
+    const delay = !this.isRegistered ? this.backoff.delayAfter(this.sent) : this.cadence === 'waiting' ? timing.waitingRefreshMs : timing.checkingRefreshMs;
+    this.nextRegisterAt = now + delay;
+  }
+
+  private send(data: Uint8Array): SendAction {
+    return { type: 'send', transport: this.config.transport, to: this.config.server, data };
+  }
+}
