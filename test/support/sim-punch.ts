@@ -6,7 +6,7 @@ import type { Endpoint } from '../../src/codec/address.js';
 import { PunchMachine, type PunchAction, type PunchResult, type PunchEvent } from '../../src/core/punch.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import type { BurrowError } from '../../src/errors.js';
-import { ServerCore } from '../../src/server/core.js';
+import { LocalServer } from '../../src/server/local.js';
 import { counterBytes, SimNet, type SimNatKind } from './simnet.js';
 
 export const SERVER: Endpoint = { address: '203.0.113.1', port: 3478 };
@@ -31,7 +31,7 @@ export interface PeerOutcome {
 
 export interface Sim {
   readonly net: SimNet;
-  readonly server: ServerCore;
+  readonly server: LocalServer;
   /** Runs until every peer finished or `untilMs` passed. `tick` runs after every step (attacks, restarts). */
   run(untilMs: number, tick?: (now: number) => void): PeerOutcome[];
   /** Replaces the server with a fresh one (a restart that loses all state). */
@@ -57,7 +57,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
   const listenServer = (): void => {
     for (const [socket, at] of [['main', SERVER], ['alternate', SERVER_ALT]] as const) {
       net.listen(at, (from, data) => {
-        for (const a of server.handleDatagram(socket, from, data, net.now)) {
+        for (const a of server.handle({ type: 'datagram', socket, from, data, now: net.now })) {
           if (a.type === 'send') net.send(a.socket === 'main' ? SERVER : SERVER_ALT, a.to, a.data);
         }
       });
@@ -118,7 +118,8 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
         }
         const d = net.nextDeliveryAt();
         if (d !== undefined) times.push(d);
-        times.push((Math.floor(net.now / server.timerIntervalMs) + 1) * server.timerIntervalMs);
+        const serverAt = server.nextTimeoutAt();
+        if (serverAt !== undefined) times.push(serverAt);
         const next = Math.min(...times, untilMs);
         if (next >= untilMs && net.now >= untilMs) break;
         net.runUntil(next);
@@ -131,7 +132,8 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
             if (t !== undefined && t <= net.now) s.execute(s.state.machine.handle({ type: 'timer', now: net.now }));
           }
         }
-        for (const a of server.handleTimer(net.now)) if (a.type === 'send') net.send(SERVER, a.to, a.data);
+        const due = server.nextTimeoutAt();
+        if (due !== undefined && due <= net.now) for (const a of server.handle({ type: 'timer', now: net.now })) if (a.type === 'send') net.send(SERVER, a.to, a.data);
         tick?.(net.now);
         if (net.now >= untilMs) break;
       }
@@ -139,8 +141,8 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
     },
   };
 
-  function newServer(secrets: readonly string[]): ServerCore {
-    return new ServerCore({
+  function newServer(secrets: readonly string[]): LocalServer {
+    return new LocalServer({
       networks: secrets.map((s) => deriveNetworkKeys(Buffer.from(s))),
       alternate: SERVER_ALT,
       seed: 7,
