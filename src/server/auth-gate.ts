@@ -17,6 +17,8 @@ import type { EffectTable } from './effects.js';
 import type { ServerStats } from './stats.js';
 import type { Channel } from './types.js';
 
+const NO_MAC = new Uint8Array(8);
+
 /** The fields of an authenticated request that the gate reads. */
 export interface AuthRequest {
   readonly txid: Uint8Array;
@@ -63,8 +65,8 @@ export class AuthGate {
       }
       return;
     }
-    const fingerprint = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value.subarray(0, 8) ?? new Uint8Array(8);
-    const asked = this.effects.request({ op: 'replay', fingerprint: Uint8Array.from(fingerprint), now }, now, out, (answer, later, at) => {
+    const fingerprint = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value.subarray(0, 8) ?? NO_MAC;
+    const asked = this.effects.request({ op: 'replay', fingerprint, now }, now, out, (answer, later, at) => {
       if (!answer.ok) {
         this.storeUnavailable(req, network, from, channel, policy, data.length, later);
         return;

@@ -90,6 +90,11 @@ export class ServerMachine {
 
   /** Carries out `actions`: I/O goes to `io`; effects are executed, and immediate answers fed back in, in order. */
   private run(actions: ServerAction[], now: number, io: ServerAction[]): void {
+    if (!actions.some((a) => a.type === 'effect')) {
+      // The common case (a Binding, junk): nothing to carry out.
+      for (const a of actions) io.push(a);
+      return;
+    }
     const queue: ServerAction[][] = [actions];
     for (let i = 0; i < queue.length; i++) {
       for (const a of queue[i] ?? []) {
