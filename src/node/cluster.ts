@@ -35,12 +35,12 @@ import { BurrowError } from '../errors.js';
 import type { CoreState } from '../server/core.js';
 import { ServerCore } from '../server/core.js';
 import type { ServerLimits } from '../server/config.js';
-import { ServerMachine } from '../server/machine.js';
+import { ServerMachine, sharedStateRunner } from '../server/machine.js';
 import type { SharedState } from '../server/shared.js';
 import { emptyStats, type ServerStats } from '../server/stats.js';
 import type { ServerAction, ServerEvent, ServerSocketId } from '../server/types.js';
 import { dgramPort, openDatagramPort, type DatagramPort } from './datagram-port.js';
-import { exportPrivateKey, importKeyPair, IpcSharedState, post, serveSharedState, type Answer, type Call } from './server-ipc.js';
+import { exportPrivateKey, importKeyPair, IpcEffects, post, serveEffects, type Answer, type Call } from './server-ipc.js';
 import { MachineRunner, pooledRandomBytes } from './server-runtime.js';
 import type { BoundSocket } from './udp.js';
 
@@ -141,7 +141,7 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
     closing = true;
     await Promise.all(workers.map(async (w) => {
       if (w.child.exitCode === null && w.child.signalCode === null) {
-        if (w.child.connected) w.child.send({ type: 'close' } satisfies ToWorker);
+        if (w.child.connected) post(w.child, { type: 'close' } satisfies ToWorker);
         else w.child.kill('SIGTERM');
       }
       const timer = setTimeout(() => w.child.kill('SIGKILL'), STOP_TIMEOUT_MS);
@@ -150,6 +150,7 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
     }));
   };
   const proofKey = exportPrivateKey(await options.shared.proofKey());
+  const runner = sharedStateRunner(options.shared);
   try {
     const ready: Promise<void>[] = [];
     for (let i = 0; i < options.count; i++) {
@@ -158,9 +159,11 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
         if (!closing) options.onUnexpectedExit(child.pid ?? -1, code, signal);
         resolve();
       }));
+      // Write errors on a dying worker's channel (EPIPE) are not fatal: its exit is handled above.
+      child.on('error', () => undefined);
       const worker: Worker = { child, exited, stats: emptyStats(), state: undefined, queue: [] };
       workers.push(worker);
-      const serve = serveSharedState(options.shared, (batch) => { post(child, { type: 'answers', batch } satisfies ToWorker); });
+      const serve = serveEffects(runner, (batch) => { post(child, { type: 'answers', batch } satisfies ToWorker); });
       ready.push(new Promise<void>((resolve, reject) => {
         const timer = setTimeout(() => { reject(new BurrowError('SOCKET', 'a server worker did not start within 10 s')); }, START_TIMEOUT_MS);
         child.on('message', (m: FromWorker) => {
@@ -239,7 +242,8 @@ export function runServerWorker(): void {
   const toPrimary = process.send?.bind(process);
   if (!toPrimary) throw new Error('a server worker must be started by startServer({ workers })');
   const send = (message: FromWorker): void => {
-    toPrimary(message);
+    // A primary that died meanwhile is noticed by 'disconnect'; a failed write is not an error here.
+    if (process.connected) toPrimary(message, undefined, undefined, () => undefined);
   };
   // Ctrl-C in a terminal signals the whole process group; the primary decides when workers stop.
   process.on('SIGINT', () => undefined);
@@ -247,7 +251,7 @@ export function runServerWorker(): void {
   let port: DatagramPort | undefined;
   let core: ServerCore | undefined;
   let machine: ServerMachine | undefined;
-  let shared: IpcSharedState | undefined;
+  let link: IpcEffects | undefined;
   let runner: MachineRunner | undefined;
   let wgQueue: Datagram[] = [];
   let events: ServerEvent[] = [];
@@ -295,7 +299,7 @@ export function runServerWorker(): void {
     clearInterval(statsTimer);
     runner?.stop();
     machine?.close();
-    shared?.fail('the server is stopping');
+    link?.fail('the server is stopping');
   };
   const stop = (): void => {
     report();
@@ -324,7 +328,7 @@ export function runServerWorker(): void {
         );
         break;
       case 'answers':
-        shared?.answer(m.batch);
+        link?.answer(m.batch);
         break;
       case 'send':
         if (port) for (const d of m.batch) port.send({ address: d.address, port: d.port }, d.data);
@@ -340,7 +344,8 @@ export function runServerWorker(): void {
 
   async function start(init: Extract<ToWorker, { type: 'init' }>, handle: dgram.Socket | undefined): Promise<void> {
     const proofKey = importKeyPair(init.proofKey);
-    shared = new IpcSharedState((batch) => { if (process.connected) send({ type: 'calls', batch } satisfies FromWorker); }, init.serverId, proofKey);
+    const ipc = new IpcEffects((batch) => { send({ type: 'calls', batch }); }, init.serverId);
+    link = ipc;
     core = new ServerCore({
       networks: init.secrets.map((s) => deriveNetworkKeys(s)),
       serverId: init.serverId,
@@ -351,7 +356,7 @@ export function runServerWorker(): void {
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
     });
-    machine = new ServerMachine(core, { shared, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
+    machine = new ServerMachine(core, { runner: ipc, router: ipc, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
     const r = new MachineRunner(machine, execute, (err) => {
       execute([{ type: 'event', event: { type: 'rejected', from: { address: '0.0.0.0', port: 0 }, reason: `internal error: ${String(err)}` } }]);
     });

@@ -1,11 +1,12 @@
 /**
- * The shared state of a multi-process server, over IPC: the primary holds the in-memory `SharedState` and serves
- * it (`serveSharedState`); each worker reaches it through `IpcSharedState`, an implementation of the same interface
- * that a Redis one implements. Calls and answers travel in batches, one message per event-loop turn each way, so
- * the cost per call is a few object copies, not a message.
+ * The shared state of a multi-process server, over IPC. The primary holds the in-memory `SharedState`; each worker
+ * ships every effect its core asks for (src/server/types.ts `Effect`, with its replay guard) to the primary, which
+ * carries it out with the same `sharedStateRunner` a single process uses (`serveEffects`) and sends the outcome
+ * back. One effect is one call — the guarded REGISTER is a single round trip — and calls and answers travel in
+ * batches, one message per event-loop turn each way.
  *
- * Each call is the effect the worker's core asked for (src/server/types.ts `Effect`), executed on the primary with
- * the same function a single process uses (src/server/machine.ts `executeEffect`).
+ * With a shared store that every process can reach itself (Redis), a worker would run `sharedStateRunner` on its
+ * own client instead, and this module would not be used.
  *
  * One short cut, and why it is right: a push for a registration that this server owns on UDP is delivered by the
  * worker itself, because every process of the server shares the UDP port (same address and port, so the peer's NAT
@@ -13,23 +14,18 @@
  * router.
  */
 import type { ChildProcess } from 'node:child_process';
-import type { Endpoint } from '../codec/address.js';
 import { keyPairOf, type KeyPair } from '../crypto/wireguard.js';
-import { executeEffect, isPromiseLike } from '../server/machine.js';
-import type { ReplayGuard, ReplayVerdict } from '../server/replay.js';
+import { isPromiseLike, type EffectOutcome, type EffectRunner } from '../server/machine.js';
 import type { PushListener, Router } from '../server/router.js';
-import type { SharedState } from '../server/shared.js';
-import type { RegisterResult, Registration, RegistrationStore } from '../server/store.js';
-import type { Effect, EffectOp, EffectResults, Owner, Push, WgFacts } from '../server/types.js';
-import type { WgRegistry } from '../server/wg-registry.js';
-import type { WgPeerInfo } from '../codec/wg-messages.js';
+import type { Effect, Guard } from '../server/types.js';
 
 export interface Call {
   readonly id: number;
   readonly effect: Effect;
+  readonly guard: Guard | undefined;
 }
 
-export type Answer = { readonly id: number; readonly ok: true; readonly value: EffectResults[EffectOp] } | { readonly id: number; readonly ok: false; readonly reason: string };
+export type Answer = { readonly id: number; readonly outcome: EffectOutcome } | { readonly id: number; readonly failed: string };
 
 /** The raw private half of an X25519 key pair (PKCS#8 DER ends with it), to hand the proof key to another process. */
 export function exportPrivateKey(pair: KeyPair): Uint8Array {
@@ -42,16 +38,37 @@ export function importKeyPair(raw: Uint8Array): KeyPair {
 }
 
 /**
- * The worker's side: `SharedState` whose every member is a call to the primary. `send` posts one batch of calls;
- * `answer` takes a batch of answers back.
+ * A copy of `bytes` that owns exactly its own memory. The structured clone behind IPC copies a view's whole
+ * ArrayBuffer, and Node's small Buffers are views into a shared 8 KiB pool.
  */
-export class IpcSharedState implements SharedState {
-  readonly store: RegistrationStore;
-  readonly replays: ReplayGuard;
-  readonly router: Router;
-  readonly wg: WgRegistry;
+function exact(bytes: Uint8Array): Uint8Array {
+  return bytes.byteOffset === 0 && bytes.byteLength === bytes.buffer.byteLength ? bytes : bytes.slice();
+}
+
+/** An effect whose byte fields own their memory (see `exact`). */
+function portable(effect: Effect): Effect {
+  switch (effect.op) {
+    case 'deliver':
+      return { ...effect, push: { ...effect.push, data: exact(effect.push.data) } };
+    case 'wg-announce':
+    case 'wg-endpoint':
+      return { ...effect, key: exact(effect.key) };
+    case 'wg-lookup':
+      return { ...effect, keys: effect.keys.map(exact) };
+    case 'register':
+    case 'lookup':
+    case 'withdraw':
+      return effect;
+  }
+}
+
+/**
+ * The worker's side: runs each effect on the primary. `send` posts one batch of calls; `answer` takes a batch of
+ * answers back. It is also the worker's router for listening: pushes for this server's UDP registrations stay here.
+ */
+export class IpcEffects implements EffectRunner, Pick<Router, 'listen'> {
   private nextId = 1;
-  private readonly waiting = new Map<number, { resolve: (v: EffectResults[EffectOp]) => void; reject: (e: Error) => void }>();
+  private readonly waiting = new Map<number, { resolve: (v: EffectOutcome) => void; reject: (e: Error) => void }>();
   private queue: Call[] = [];
   private flushScheduled = false;
   private localListener: PushListener | undefined;
@@ -60,74 +77,25 @@ export class IpcSharedState implements SharedState {
   constructor(
     private readonly send: (batch: Call[]) => void,
     private readonly serverId: string,
-    private readonly key: KeyPair,
-  ) {
-    this.store = {
-      register: (registration: Registration, now: number) => this.call<'register'>({ op: 'register', registration, now }) as Promise<RegisterResult>,
-      lookup: (network: string, name: string, now: number) => this.call<'lookup'>({ op: 'lookup', network, name, now }) as Promise<Registration | undefined>,
-      withdraw: (network: string, name: string, nonce: string, owner: Owner | undefined, now: number) =>
-        this.call<'withdraw'>({ op: 'withdraw', network, name, nonce, owner, now }) as Promise<Registration | undefined>,
-    };
-    this.replays = { checkAndInsert: (fingerprint: Uint8Array, now: number) => this.call<'replay'>({ op: 'replay', fingerprint, now }) as Promise<ReplayVerdict> };
-    this.router = {
-      deliver: (push: Push) => {
-        if (push.owner.server === this.serverId && push.owner.channel.kind === 'udp' && this.localListener) {
-          this.localListener(push);
-          return true;
-        }
-        return this.call<'deliver'>({ op: 'deliver', push }) as Promise<boolean>;
-      },
-      listen: (server: string, listener: PushListener) => {
-        if (server !== this.serverId) throw new Error(`a worker listens for its own server only (${this.serverId}, not ${server})`);
-        this.localListener = listener;
-        return () => {
-          if (this.localListener === listener) this.localListener = undefined;
-        };
-      },
-    };
-    this.wg = {
-      announce: (network: string, key: Uint8Array, facts: WgFacts, now: number) => this.call<'wg-announce'>({ op: 'wg-announce', network, key, facts, now }) as Promise<undefined>,
-      setEndpoint: (network: string, key: Uint8Array, endpoint: Endpoint, now: number) => this.call<'wg-endpoint'>({ op: 'wg-endpoint', network, key, endpoint, now }) as Promise<undefined>,
-      lookup: (network: string, keys: readonly Uint8Array[], now: number) => this.call<'wg-lookup'>({ op: 'wg-lookup', network, keys, now }) as Promise<readonly WgPeerInfo[]>,
-    };
-  }
-
-  proofKey(): KeyPair {
-    return this.key;
-  }
+  ) {}
 
   /** Calls in flight. */
   get pending(): number {
     return this.waiting.size;
   }
 
-  /** A batch of answers from the primary. */
-  answer(batch: readonly Answer[]): void {
-    for (const a of batch) {
-      const w = this.waiting.get(a.id);
-      if (!w) continue;
-      this.waiting.delete(a.id);
-      if (a.ok) w.resolve(a.value);
-      else w.reject(new Error(a.reason));
+  run(effect: Effect, guard: Guard | undefined): EffectOutcome | Promise<EffectOutcome> {
+    if (effect.op === 'deliver' && effect.push.owner.server === this.serverId && effect.push.owner.channel.kind === 'udp' && this.localListener) {
+      this.localListener(effect.push);
+      return { value: true };
     }
-  }
-
-  /** The link to the primary is gone: every call in flight, and every later one, fails. */
-  fail(reason: string): void {
-    this.failed = reason;
-    for (const w of this.waiting.values()) w.reject(new Error(reason));
-    this.waiting.clear();
-    this.queue = [];
-  }
-
-  private call<K extends EffectOp>(effect: Extract<Effect, { op: K }>): Promise<EffectResults[K]> {
     if (this.failed !== undefined) return Promise.reject(new Error(this.failed));
     const id = this.nextId;
     this.nextId = id >= 0x7fffffff ? 1 : id + 1;
-    const answer = new Promise<EffectResults[K]>((resolve, reject) => {
-      this.waiting.set(id, { resolve: resolve as (v: EffectResults[EffectOp]) => void, reject });
+    const answer = new Promise<EffectOutcome>((resolve, reject) => {
+      this.waiting.set(id, { resolve, reject });
     });
-    this.queue.push({ id, effect });
+    this.queue.push({ id, effect: portable(effect), guard: guard ? { fingerprint: exact(guard.fingerprint), now: guard.now } : undefined });
     if (!this.flushScheduled) {
       this.flushScheduled = true;
       setImmediate(() => {
@@ -139,13 +107,40 @@ export class IpcSharedState implements SharedState {
     }
     return answer;
   }
+
+  listen(server: string, listener: PushListener): () => void {
+    if (server !== this.serverId) throw new Error(`a worker listens for its own server only (${this.serverId}, not ${server})`);
+    this.localListener = listener;
+    return () => {
+      if (this.localListener === listener) this.localListener = undefined;
+    };
+  }
+
+  /** A batch of answers from the primary. */
+  answer(batch: readonly Answer[]): void {
+    for (const a of batch) {
+      const w = this.waiting.get(a.id);
+      if (!w) continue;
+      this.waiting.delete(a.id);
+      if ('failed' in a) w.reject(new Error(a.failed));
+      else w.resolve(a.outcome);
+    }
+  }
+
+  /** The link to the primary is gone: every call in flight, and every later one, fails. */
+  fail(reason: string): void {
+    this.failed = reason;
+    for (const w of this.waiting.values()) w.reject(new Error(reason));
+    this.waiting.clear();
+    this.queue = [];
+  }
 }
 
 /**
- * The primary's side: executes each worker's calls against `shared` and posts the answers back, those that come at
+ * The primary's side: carries out each worker's calls with `runner` and posts the answers back, those that come at
  * once in one message per batch, later ones batched per event-loop turn.
  */
-export function serveSharedState(shared: SharedState, reply: (batch: Answer[]) => void): (calls: readonly Call[]) => void {
+export function serveEffects(runner: EffectRunner, reply: (batch: Answer[]) => void): (calls: readonly Call[]) => void {
   let late: Answer[] = [];
   let lateScheduled = false;
   const answerLater = (a: Answer): void => {
@@ -161,28 +156,34 @@ export function serveSharedState(shared: SharedState, reply: (batch: Answer[]) =
   };
   return (calls) => {
     const now: Answer[] = [];
-    for (const { id, effect } of calls) {
-      let result;
+    for (const { id, effect, guard } of calls) {
+      let outcome;
       try {
-        result = executeEffect(shared, effect);
+        outcome = runner.run(effect, guard);
       } catch (err) {
-        now.push({ id, ok: false, reason: err instanceof Error ? err.message : String(err) });
+        now.push({ id, failed: err instanceof Error ? err.message : String(err) });
         continue;
       }
-      if (isPromiseLike(result)) {
-        result.then(
-          (value) => { answerLater({ id, ok: true, value }); },
-          (err: unknown) => { answerLater({ id, ok: false, reason: err instanceof Error ? err.message : String(err) }); },
+      if (isPromiseLike(outcome)) {
+        outcome.then(
+          (o) => { answerLater({ id, outcome: o }); },
+          (err: unknown) => { answerLater({ id, failed: err instanceof Error ? err.message : String(err) }); },
         );
       } else {
-        now.push({ id, ok: true, value: result });
+        now.push({ id, outcome });
       }
     }
     if (now.length > 0) reply(now);
   };
 }
 
-/** Sends `message` to a worker if its channel is still open (a dying worker is handled by its exit event). */
+/**
+ * Sends `message` to a worker if its channel is still open. A worker that dies meanwhile is handled by its exit event,
+ * so a failed write (EPIPE) is dropped here rather than raised.
+ */
 export function post(child: ChildProcess, message: unknown): void {
-  if (child.connected) child.send(message as object);
+  if (!child.connected) return;
+  child.send(message as object, (err) => {
+    void err;
+  });
 }

@@ -12,7 +12,7 @@ import { deriveNetworkKeys } from '../crypto/keys.js';
 import { generateKeyPair } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
 import { DEFAULT_LIMITS, ServerCore, type ServerLimits } from '../server/core.js';
-import { ServerMachine } from '../server/machine.js';
+import { ServerMachine, sharedStateRunner } from '../server/machine.js';
 import { MemorySharedState, type SharedState } from '../server/shared.js';
 import { sumStats, type ServerState, type ServerStats } from '../server/stats.js';
 import type { ServerAction, ServerEvent, ServerInput } from '../server/types.js';
@@ -203,7 +203,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
     });
-    machine = new ServerMachine(core, { shared, now: Date.now, onLater: (actions) => { runner.later(actions); } });
+    machine = new ServerMachine(core, { runner: sharedStateRunner(shared), router: shared.router, now: Date.now, onLater: (actions) => { runner.later(actions); } });
     await machine.ready;
   } catch (err) {
     await closeAll();

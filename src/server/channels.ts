@@ -5,7 +5,7 @@
  */
 import type { Endpoint } from '../codec/address.js';
 import type { ServerStats } from './stats.js';
-import type { Channel, Effect, Owner, ServerAction, ServerEvent, ServerSocketId } from './types.js';
+import type { Channel, Effect, Guard, Owner, ServerAction, ServerEvent, ServerSocketId } from './types.js';
 
 export const UDP: Channel = { kind: 'udp' };
 
@@ -56,8 +56,8 @@ export class Output {
     this.actions.push({ type: 'event', event: { type: 'rejected', from, reason } });
   }
 
-  effect(ticket: number, effect: Effect): void {
-    this.actions.push({ type: 'effect', ticket, effect });
+  effect(ticket: number, effect: Effect, guard: Guard | undefined): void {
+    this.actions.push({ type: 'effect', ticket, effect, guard });
   }
 
   toWgResponder(socket: ServerSocketId, from: Endpoint, data: Uint8Array): void {

@@ -23,7 +23,9 @@
  * they belong to every process and server of a deployment (src/server/shared.ts), and may live in another process
  * or in Redis, so asking them is asynchronous. The core does not await them. It emits each request as an `effect`
  * action with a ticket, keeps a continuation for it (effects.ts: bounded in number, failed after a deadline), and
- * resumes when the answer comes back as an `effect-done` input. Why this way rather than awaiting inside the core:
+ * resumes when the answer comes back as an `effect-done` input. The first effect of an authenticated request carries
+ * its replay guard, so that "fresh?" and the request's work are one step (auth-gate.ts). Why effects as actions
+ * rather than awaiting inside the core:
  *  - the core stays synchronous and deterministic: a test decides exactly when, and in which order, answers arrive,
  *    so races between two servers (two partners registering at once, a push racing a withdrawal) are ordinary
  *    fake-clock tests, and a store that never answers is a timer, not a hung promise;
@@ -33,8 +35,8 @@
  *    `handle` call (a single process pays no promise per request, and the whole server can be driven
  *    synchronously, as the client simulator does), and hands asynchronous ones (IPC, Redis) back later.
  *
- * A REGISTER therefore takes up to three round trips to the shared state — replay check, atomic
- * register-and-find-partner, and, for the second of a pair, delivery of the push to the partner's owner — each
+ * A REGISTER therefore takes one or two round trips to the shared state — the guarded, atomic
+ * register-and-find-partner and, for the second of a pair, delivery of the push to the partner's owner — each
  * resumed with the time of its answer.
  */
 import type { Endpoint } from '../codec/address.js';
@@ -169,10 +171,13 @@ export class ServerCore {
         this.rendezvous.deliver(input.push, input.now, out);
         break;
       case 'effect-done':
-        this.effects.done(input.ticket, input.result, out, input.now);
+        this.effects.answer(input.ticket, { kind: 'done', value: input.result }, out, input.now);
+        break;
+      case 'effect-refused':
+        this.effects.answer(input.ticket, { kind: 'refused', verdict: input.verdict }, out, input.now);
         break;
       case 'effect-failed': {
-        const op = this.effects.failed(input.ticket, input.reason, out, input.now);
+        const op = this.effects.answer(input.ticket, { kind: 'failed', reason: input.reason }, out, input.now);
         if (op !== undefined) this.storeError(op, input.reason, out);
         break;
       }

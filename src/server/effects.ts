@@ -4,9 +4,14 @@
  * `handle()` call, with that call's time and output.
  */
 import type { Output } from './channels.js';
-import type { Effect, EffectOp, EffectResults } from './types.js';
+import type { ReplayVerdict } from './replay.js';
+import type { Effect, EffectOp, EffectResults, Guard } from './types.js';
 
-export type EffectAnswer<K extends EffectOp> = { readonly ok: true; readonly value: EffectResults[K] } | { readonly ok: false; readonly reason: string };
+export type EffectAnswer<K extends EffectOp> =
+  | { readonly kind: 'done'; readonly value: EffectResults[K] }
+  /** A guarded effect whose request was a replay (or the replay guard was full): not carried out. */
+  | { readonly kind: 'refused'; readonly verdict: Exclude<ReplayVerdict, 'fresh'> }
+  | { readonly kind: 'failed'; readonly reason: string };
 
 type Resume = (answer: EffectAnswer<EffectOp>, out: Output, now: number) => void;
 
@@ -30,38 +35,26 @@ export class EffectTable {
     return this.waiting.size;
   }
 
-  /** Whether another request fits. */
-  get full(): boolean {
-    return this.waiting.size >= this.max;
-  }
-
   /**
-   * Asks for `effect`; `resume` gets its answer (or its failure) later. Returns false, asking nothing, when too many
-   * requests are in flight already.
+   * Asks for `effect` (only if `guard` is fresh, when given); `resume` gets its answer later. Returns false, asking
+   * nothing, when too many requests are in flight already.
    */
-  request<K extends EffectOp>(effect: Extract<Effect, { op: K }>, now: number, out: Output, resume: (answer: EffectAnswer<K>, out: Output, now: number) => void): boolean {
-    if (this.full) return false;
+  request<K extends EffectOp>(effect: Extract<Effect, { op: K }>, guard: Guard | undefined, now: number, out: Output, resume: (answer: EffectAnswer<K>, out: Output, now: number) => void): boolean {
+    if (this.waiting.size >= this.max) return false;
     const ticket = this.nextTicket;
     this.nextTicket = ticket >= 0x7fffffff ? 1 : ticket + 1;
-    // The runner answers each op with its own result type (src/server/runner.ts); the table is keyed by ticket.
+    // The runner answers each op with its own result type (src/server/machine.ts); the table is keyed by ticket.
     this.waiting.set(ticket, { op: effect.op, deadline: now + this.timeoutMs, resume: resume as Resume });
-    out.effect(ticket, effect);
+    out.effect(ticket, effect, guard);
     return true;
   }
 
-  /** The answer to `ticket`; false when nothing waits for it (late, after its deadline). */
-  done(ticket: number, value: EffectResults[EffectOp], out: Output, now: number): boolean {
-    const w = this.take(ticket);
-    if (!w) return false;
-    w.resume({ ok: true, value }, out, now);
-    return true;
-  }
-
-  /** `ticket` failed; returns its op, or undefined when nothing waits for it. */
-  failed(ticket: number, reason: string, out: Output, now: number): EffectOp | undefined {
-    const w = this.take(ticket);
+  /** The answer to `ticket`; returns its op, or undefined when nothing waits for it (late, after its deadline). */
+  answer(ticket: number, answer: EffectAnswer<EffectOp>, out: Output, now: number): EffectOp | undefined {
+    const w = this.waiting.get(ticket);
     if (!w) return undefined;
-    w.resume({ ok: false, reason }, out, now);
+    this.waiting.delete(ticket);
+    w.resume(answer, out, now);
     return w.op;
   }
 
@@ -72,7 +65,7 @@ export class EffectTable {
       if (w.deadline > now) break;
       this.waiting.delete(ticket);
       ops.push(w.op);
-      w.resume({ ok: false, reason: `no answer within ${this.timeoutMs} ms` }, out, now);
+      w.resume({ kind: 'failed', reason: `no answer within ${this.timeoutMs} ms` }, out, now);
     }
     return ops;
   }
@@ -81,11 +74,5 @@ export class EffectTable {
   nextDeadline(): number | undefined {
     for (const w of this.waiting.values()) return w.deadline;
     return undefined;
-  }
-
-  private take(ticket: number): Waiting | undefined {
-    const w = this.waiting.get(ticket);
-    if (w) this.waiting.delete(ticket);
-    return w;
   }
 }

@@ -7,7 +7,7 @@
 import { keyPairOf, type KeyPair } from '../crypto/wireguard.js';
 import { resolveLimits, type ServerConfig } from './config.js';
 import { ServerCore } from './core.js';
-import { ServerMachine } from './machine.js';
+import { ServerMachine, sharedStateRunner } from './machine.js';
 import { MemorySharedState } from './shared.js';
 import type { ServerAction, ServerInput } from './types.js';
 
@@ -30,7 +30,7 @@ export class LocalServer extends ServerMachine {
     const proofKey = options.proofKey ?? options.shared?.proofKey() ?? keyPairOf(options.randomBytes(32));
     const memory = options.shared ?? new MemorySharedState({ limits, ...(options.wgLimits ? { wgLimits: options.wgLimits } : {}), proofKey });
     const clock = { now: 0 };
-    super(new ServerCore({ ...options, serverId: options.serverId ?? 'local', proofKey }), { shared: memory, now: () => clock.now, onLater: options.onLater ?? (() => undefined) });
+    super(new ServerCore({ ...options, serverId: options.serverId ?? 'local', proofKey }), { runner: sharedStateRunner(memory), router: memory.router, now: () => clock.now, onLater: options.onLater ?? (() => undefined) });
     this.memory = memory;
     this.clock = clock;
   }

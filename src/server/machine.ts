@@ -1,7 +1,7 @@
 /**
- * A server process's machine: a `ServerCore` together with the `SharedState` it asks, and the executor between
- * them. The core emits `effect` actions (src/server/core.ts explains why); this carries each out against the
- * shared state and feeds the answer back in, so a driver sees only I/O actions (sends, stream writes, events).
+ * A server process's machine: a `ServerCore` together with the executor of its effects. The core emits `effect`
+ * actions (src/server/core.ts explains why); this carries each out (an `EffectRunner`, normally against a
+ * `SharedState`) and feeds the answer back in, so a driver sees only I/O actions (sends, stream writes, events).
  *
  *  - Answers that come at once (the in-memory implementations) are fed back within the same `handle` call: one
  *    input returns everything it causes, and a whole server can be driven synchronously with a fake clock.
@@ -12,11 +12,43 @@
  * Still sans-IO: nothing here touches a socket or a timer; the one clock is injected.
  */
 import type { ServerCore } from './core.js';
+import type { Router } from './router.js';
 import type { SharedState } from './shared.js';
-import type { Awaitable, Effect, EffectOp, EffectResults, Push, ServerAction, ServerInput } from './types.js';
+import type { Awaitable, Effect, EffectOp, EffectResults, Guard, Push, ServerAction, ServerInput } from './types.js';
+import type { ReplayVerdict } from './replay.js';
+
+/** How an effect ended: carried out (`value`), or refused by its replay guard. */
+export type EffectOutcome = { readonly value: EffectResults[EffectOp] } | { readonly refused: Exclude<ReplayVerdict, 'fresh'> };
+
+/**
+ * Carries out the core's effects. `sharedStateRunner` asks a `SharedState` in this process (in memory, or a Redis
+ * client); a worker of a multi-process server ships each effect to its primary instead (src/node/server-ipc.ts),
+ * which carries it out with `sharedStateRunner` — one message per effect, guard included.
+ */
+export interface EffectRunner {
+  run(effect: Effect, guard: Guard | undefined): Awaitable<EffectOutcome>;
+}
+
+export function sharedStateRunner(shared: SharedState): EffectRunner {
+  return {
+    run(effect, guard) {
+      if (!guard) return then(executeEffect(shared, effect), (value) => ({ value }));
+      // The replay guard first, then (only if fresh) the effect: one step for the caller.
+      return then(shared.replays.checkAndInsert(guard.fingerprint, guard.now), (verdict): Awaitable<EffectOutcome> =>
+        verdict === 'fresh' ? then(executeEffect(shared, effect), (value) => ({ value })) : { refused: verdict });
+    },
+  };
+}
+
+/** `f(value)`, at once for a plain value, after it for a promise. */
+function then<T, U>(value: Awaitable<T>, f: (v: T) => Awaitable<U>): Awaitable<U> {
+  return isPromiseLike(value) ? Promise.resolve(value).then(f) : f(value);
+}
 
 export interface ServerMachineOptions {
-  readonly shared: SharedState;
+  readonly runner: EffectRunner;
+  /** Where the machine listens for the pushes addressed to its server. */
+  readonly router: Pick<Router, 'listen'>;
   /** The time for inputs the machine makes itself: late answers, pushes delivered from elsewhere. */
   readonly now: () => number;
   /** Actions caused by answers that arrived after `handle` returned, or by pushes delivered from elsewhere. */
@@ -36,7 +68,7 @@ export class ServerMachine {
     readonly core: ServerCore,
     private readonly options: ServerMachineOptions,
   ) {
-    const listening = options.shared.router.listen(core.serverId, (push) => {
+    const listening = options.router.listen(core.serverId, (push) => {
       this.deliver(push);
     });
     if (isPromiseLike(listening)) {
@@ -48,10 +80,6 @@ export class ServerMachine {
       this.stopListening = listening;
       this.ready = Promise.resolve();
     }
-  }
-
-  get shared(): SharedState {
-    return this.options.shared;
   }
 
   /** Feeds `input`; returns the I/O actions it causes now (answers that come later go to `onLater`). */
@@ -102,21 +130,21 @@ export class ServerMachine {
           io.push(a);
           continue;
         }
-        let result: Awaitable<EffectResults[EffectOp]>;
+        let outcome: Awaitable<EffectOutcome>;
         try {
-          result = executeEffect(this.options.shared, a.effect);
+          outcome = this.options.runner.run(a.effect, a.guard);
         } catch (err) {
           queue.push(this.core.handle({ type: 'effect-failed', ticket: a.ticket, reason: describe(err), now }));
           continue;
         }
-        if (!isPromiseLike(result)) {
-          queue.push(this.core.handle({ type: 'effect-done', ticket: a.ticket, result, now }));
+        if (!isPromiseLike(outcome)) {
+          queue.push(this.core.handle(answerInput(a.ticket, outcome, now)));
           continue;
         }
         const ticket = a.ticket;
-        result.then(
-          (value) => {
-            this.later({ type: 'effect-done', ticket, result: value, now: this.options.now() });
+        outcome.then(
+          (o) => {
+            this.later(answerInput(ticket, o, this.options.now()));
           },
           (err: unknown) => {
             this.later({ type: 'effect-failed', ticket, reason: describe(err), now: this.options.now() });
@@ -133,11 +161,13 @@ export class ServerMachine {
   }
 }
 
-/** Carries out one effect against `shared` (also used by the primary of a multi-process server for its workers). */
+function answerInput(ticket: number, outcome: EffectOutcome, now: number): ServerInput {
+  return 'refused' in outcome ? { type: 'effect-refused', ticket, verdict: outcome.refused, now } : { type: 'effect-done', ticket, result: outcome.value, now };
+}
+
+/** Carries out one effect against `shared`. */
 export function executeEffect(s: SharedState, effect: Effect): Awaitable<EffectResults[EffectOp]> {
   switch (effect.op) {
-    case 'replay':
-      return s.replays.checkAndInsert(effect.fingerprint, effect.now);
     case 'register':
       return s.store.register(effect.registration, effect.now);
     case 'lookup':

@@ -18,7 +18,7 @@ import type { Endpoint } from '../codec/address.js';
 import { encodeMessage, Method, type Introduction, type OutcomeReport, type RegisterRequest } from '../codec/messages.js';
 import type { StunMessage } from '../codec/stun.js';
 import type { NetworkKeys } from '../crypto/keys.js';
-import type { AnswerPolicy, AuthGate } from './auth-gate.js';
+import type { AnswerPolicy, AuthGate, Authenticated } from './auth-gate.js';
 import { ownerOf, UDP, type ConnTable, type Output } from './channels.js';
 import type { ServerLimits } from './config.js';
 import type { EffectTable } from './effects.js';
@@ -52,8 +52,8 @@ export class Rendezvous {
   }
 
   register(msg: RegisterRequest, stun: StunMessage, data: Uint8Array, from: Endpoint, channel: Channel, now: number, out: Output): void {
-    this.ctx.gate.check(msg, stun, data, from, channel, REGISTER_POLICY, now, out, (network, later, at) => {
-      this.store(network, msg, data.length, from, channel, at, later);
+    this.ctx.gate.check(msg, stun, data, from, channel, REGISTER_POLICY, now, out, (auth) => {
+      this.store(auth, msg, now, out);
     });
   }
 
@@ -63,14 +63,11 @@ export class Rendezvous {
    * probe the server.
    */
   report(msg: OutcomeReport, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: Output): void {
-    this.ctx.gate.check(msg, stun, data, from, UDP, REPORT_POLICY, now, out, (network, later, at) => {
-      const net = network.networkIdHex;
+    this.ctx.gate.check(msg, stun, data, from, UDP, REPORT_POLICY, now, out, (auth) => {
       const nonce = Buffer.from(msg.sessionNonce).toString('hex');
       // Only the session that was introduced counts, once: the report ends its registration, so a second copy, or a
       // report for an expired or evicted registration, matches nothing.
-      const asked = this.ctx.effects.request({ op: 'withdraw', network: net, name: msg.name, nonce, owner: undefined, now: at }, at, later, (answer, end) => {
-        if (!answer.ok) return;
-        const reg = answer.value;
+      this.ctx.gate.first(auth, { op: 'withdraw', network: auth.network.networkIdHex, name: msg.name, nonce, owner: undefined, now }, now, out, (reg, later) => {
         if (!reg) {
           this.ctx.stats.outcomesUnmatched++;
           return;
@@ -78,9 +75,8 @@ export class Rendezvous {
         this.ctx.pushes.acknowledge(reg.network, reg.name);
         if (msg.outcome === 'connected') this.ctx.stats.outcomesConnected++;
         else this.ctx.stats.outcomesFailed++;
-        end.event({ type: 'outcome', network: reg.network, name: reg.name, outcome: msg.outcome });
+        later.event({ type: 'outcome', network: reg.network, name: reg.name, outcome: msg.outcome });
       });
-      if (!asked) this.ctx.gate.busy(from, REPORT_POLICY, later);
     });
   }
 
@@ -96,9 +92,9 @@ export class Rendezvous {
   resendDue(now: number, out: Output): void {
     for (const entry of this.ctx.pushes.due(now)) {
       const { push } = entry;
-      const asked = this.ctx.effects.request({ op: 'lookup', network: push.network, name: push.recipient, now }, now, out, (answer, later, at) => {
+      const asked = this.ctx.effects.request({ op: 'lookup', network: push.network, name: push.recipient, now }, undefined, now, out, (answer, later, at) => {
         // An unanswered lookup (a store that is down) does not stop the re-sends: they are bounded anyway.
-        if (answer.ok && answer.value?.version !== push.version) {
+        if (answer.kind === 'done' && answer.value?.version !== push.version) {
           this.ctx.pushes.drop(entry);
           return;
         }
@@ -115,23 +111,20 @@ export class Rendezvous {
     for (const r of this.ctx.conns.close(conn)) {
       this.ctx.pushes.acknowledge(r.network, r.name);
       // Only if it is still this connection's: the peer may have registered again over a new one.
-      this.ctx.effects.request({ op: 'withdraw', network: r.network, name: r.name, nonce: r.nonce, owner, now }, now, out, () => undefined);
+      this.ctx.effects.request({ op: 'withdraw', network: r.network, name: r.name, nonce: r.nonce, owner, now }, undefined, now, out, () => undefined);
     }
   }
 
-  private store(network: NetworkKeys, msg: RegisterRequest, requestLength: number, from: Endpoint, channel: Channel, now: number, out: Output): void {
+  private store(auth: Authenticated, msg: RegisterRequest, now: number, out: Output): void {
+    const { network, from, channel } = auth;
     // UDP and TCP registrations live in separate name spaces and only pair within their own.
     const net = channel.kind === 'tcp' ? `${network.networkIdHex}+tcp` : network.networkIdHex;
     const reg = registrationOf(msg, net, from, ownerOf(this.ctx.serverId, channel, this.udpOwner), now, this.ctx.limits.lifetimeSeconds);
-    this.ctx.pushes.acknowledge(net, msg.name); // any REGISTER acknowledges a push to its sender
-    if (channel.kind === 'tcp') this.ctx.conns.add(channel.conn, net, msg.name, reg.nonce);
-    const asked = this.ctx.effects.request({ op: 'register', registration: reg, now }, now, out, (answer, later, at) => {
-      if (!answer.ok) {
-        this.ctx.gate.storeUnavailable(msg, network, from, channel, REGISTER_POLICY, requestLength, later);
-        return;
-      }
-      const { previous, partner: candidate, evicted } = answer.value;
+    this.ctx.gate.first(auth, { op: 'register', registration: reg, now }, now, out, (result, later, at) => {
+      const { previous, partner: candidate, evicted } = result;
       const stats = this.ctx.stats;
+      this.ctx.pushes.acknowledge(net, msg.name); // any REGISTER acknowledges a push to its sender
+      if (channel.kind === 'tcp') this.ctx.conns.add(channel.conn, net, msg.name, reg.nonce);
       stats.evictions += evicted;
       stats.registrationsTotal++;
       const isNew = isNewSession(previous, reg);
@@ -144,13 +137,13 @@ export class Rendezvous {
         this.answer(network, msg, from, channel, partner ? introductionOf(partner) : undefined, at, later);
         return;
       }
-      this.introduce(network, msg, requestLength, reg, partner, from, channel, at, later);
+      this.introduce(auth, msg, reg, partner, at, later);
     });
-    if (!asked) this.ctx.gate.busy(from, REGISTER_POLICY, out);
   }
 
   /** Pushes `reg` to `partner` (it may have waited for minutes) through the partner's owner; then answers `reg`. */
-  private introduce(network: NetworkKeys, msg: RegisterRequest, requestLength: number, reg: Registration, partner: Registration, from: Endpoint, channel: Channel, now: number, out: Output): void {
+  private introduce(auth: Authenticated, msg: RegisterRequest, reg: Registration, partner: Registration, now: number, out: Output): void {
+    const { network, from, channel } = auth;
     const push: Push = {
       network: partner.network,
       recipient: partner.name,
@@ -159,12 +152,8 @@ export class Rendezvous {
       to: partner.mapped,
       data: encodePush(network, partner, reg, this.ctx.randomBytes(12), now),
     };
-    const asked = this.ctx.effects.request({ op: 'deliver', push }, now, out, (answer, later, at) => {
-      if (!answer.ok) {
-        this.ctx.gate.storeUnavailable(msg, network, from, channel, REGISTER_POLICY, requestLength, later);
-        return;
-      }
-      if (answer.value) {
+    this.ctx.gate.next(auth, { op: 'deliver', push }, now, out, (delivered, later, at) => {
+      if (delivered) {
         this.ctx.stats.introductions++;
         later.event({ type: 'introduced', network: reg.network, a: partner.name, b: reg.name });
         this.answer(network, msg, from, channel, introductionOf(partner), at, later);
@@ -173,10 +162,9 @@ export class Rendezvous {
       // Nobody listens for the partner's server: it is gone, and so, for us, is the partner.
       this.ctx.stats.partnersUnreachable++;
       later.event({ type: 'partner-unreachable', network: reg.network, name: partner.name, server: partner.owner.server });
-      this.ctx.effects.request({ op: 'withdraw', network: partner.network, name: partner.name, nonce: partner.nonce, owner: partner.owner, now: at }, at, later, () => undefined);
+      this.ctx.effects.request({ op: 'withdraw', network: partner.network, name: partner.name, nonce: partner.nonce, owner: partner.owner, now: at }, undefined, at, later, () => undefined);
       this.answer(network, msg, from, channel, undefined, at, later);
     });
-    if (!asked) this.ctx.gate.busy(from, REGISTER_POLICY, out);
   }
 
   private answer(network: NetworkKeys, msg: RegisterRequest, from: Endpoint, channel: Channel, intro: Introduction | undefined, now: number, out: Output): void {

@@ -58,12 +58,11 @@ export interface WgFacts {
 }
 
 /**
- * Requests to the shared state (src/server/shared.ts): the registration store, the replay guard, the router
- * and the WireGuard registry. The core emits them as `effect` actions and resumes when the answer comes back
- * as an `effect-done` (or `effect-failed`) input.
+ * Requests to the shared state (src/server/shared.ts): the registration store, the router and the WireGuard
+ * registry. The core emits them as `effect` actions and resumes when the answer comes back as an `effect-done`
+ * (or `effect-refused`, `effect-failed`) input.
  */
 export type Effect =
-  | { readonly op: 'replay'; readonly fingerprint: Uint8Array; readonly now: number }
   | { readonly op: 'register'; readonly registration: Registration; readonly now: number }
   | { readonly op: 'lookup'; readonly network: string; readonly name: string; readonly now: number }
   | { readonly op: 'withdraw'; readonly network: string; readonly name: string; readonly nonce: string; readonly owner: Owner | undefined; readonly now: number }
@@ -72,9 +71,17 @@ export type Effect =
   | { readonly op: 'wg-lookup'; readonly network: string; readonly keys: readonly Uint8Array[]; readonly now: number }
   | { readonly op: 'wg-endpoint'; readonly network: string; readonly key: Uint8Array; readonly endpoint: Endpoint; readonly now: number };
 
+/**
+ * The replay guard of an authenticated request, carried by its first effect: the effect is carried out only if
+ * the shared replay guard has not seen `fingerprint` (src/server/replay.ts), in one step with it.
+ */
+export interface Guard {
+  readonly fingerprint: Uint8Array;
+  readonly now: number;
+}
+
 /** The answer to each effect, by `op`. */
 export interface EffectResults {
-  readonly replay: ReplayVerdict;
   readonly register: RegisterResult;
   readonly lookup: Registration | undefined;
   readonly withdraw: Registration | undefined;
@@ -102,6 +109,8 @@ export type ServerInput =
   /** A push the router delivered to this server, for a registration it owns. */
   | { readonly type: 'push'; readonly push: Push; readonly now: number }
   | { readonly type: 'effect-done'; readonly ticket: number; readonly result: EffectResults[EffectOp]; readonly now: number }
+  /** A guarded effect was not carried out: its request is a replay (or the guard is full). */
+  | { readonly type: 'effect-refused'; readonly ticket: number; readonly verdict: Exclude<ReplayVerdict, 'fresh'>; readonly now: number }
   /** The shared state could not answer (a store that is down, a lost worker link); `reason` is for logs. */
   | { readonly type: 'effect-failed'; readonly ticket: number; readonly reason: string; readonly now: number }
   | { readonly type: 'timer'; readonly now: number };
@@ -123,8 +132,8 @@ export type ServerAction =
   | { readonly type: 'send'; readonly socket: ServerSocketId; readonly to: Endpoint; readonly data: Uint8Array }
   | { readonly type: 'send-stream'; readonly conn: number; readonly data: Uint8Array }
   | { readonly type: 'close-stream'; readonly conn: number }
-  /** Ask the shared state; the answer comes back as `effect-done`/`effect-failed` with the same ticket. */
-  | { readonly type: 'effect'; readonly ticket: number; readonly effect: Effect }
+  /** Ask the shared state; the answer comes back as `effect-done`/`-refused`/`-failed` with the same ticket. */
+  | { readonly type: 'effect'; readonly ticket: number; readonly effect: Effect; readonly guard: Guard | undefined }
   /**
    * A WireGuard-shaped datagram for the process that holds this server's WireGuard sessions (a worker of a
    * multi-process server has none: see src/node/cluster.ts).

@@ -15,7 +15,10 @@ import type { AnswerPolicy, AuthGate } from './auth-gate.js';
 import { UDP, type Output } from './channels.js';
 import type { EffectTable } from './effects.js';
 import type { ServerStats } from './stats.js';
-import type { ServerSocketId } from './types.js';
+import type { Effect, ServerSocketId } from './types.js';
+import type { WgPeerInfo } from '../codec/wg-messages.js';
+
+type WgEffect = Extract<Effect, { op: 'wg-lookup' }>;
 import type { WgResponder } from './wg.js';
 
 const WG_SYNC_POLICY: AnswerPolicy = { method: WG_SYNC, label: 'WG-SYNC' };
@@ -52,7 +55,7 @@ export class WireGuard {
         return;
       case 'endpoint':
         // Recorded for every server to report; a full effect table only delays it to the next keepalive.
-        this.ctx.effects.request({ op: 'wg-endpoint', network: outcome.network, key: outcome.key, endpoint: outcome.endpoint, now }, now, out, () => undefined);
+        this.ctx.effects.request({ op: 'wg-endpoint', network: outcome.network, key: outcome.key, endpoint: outcome.endpoint, now }, undefined, now, out, () => undefined);
         if (outcome.moved) out.event({ type: 'wg-endpoint', network: outcome.network, key: outcome.key.toString('base64'), endpoint: outcome.endpoint });
         return;
       case 'stale-session':
@@ -75,8 +78,8 @@ export class WireGuard {
       return;
     }
     const msg = decoded.msg;
-    this.ctx.gate.check(msg, decoded.stun, data, from, UDP, WG_SYNC_POLICY, now, out, (network, later, at) => {
-      const net = network.networkIdHex;
+    this.ctx.gate.check(msg, decoded.stun, data, from, UDP, WG_SYNC_POLICY, now, out, (auth) => {
+      const net = auth.network.networkIdHex;
       // The proof binds the announcement to the interface key: X25519 with the shared proof key, which no holder of
       // the secret knows, so only the holder of the interface's private key can compute it. Without a valid proof
       // (the first request, before the sender knows the proof key) nothing is announced, but the lookups are
@@ -84,44 +87,38 @@ export class WireGuard {
       const shared = msg.proof ? dh(this.ctx.proofKey.privateKey, msg.key) : undefined;
       const proof = shared ? wgProof(shared, msg) : undefined;
       const proven = proof !== undefined && msg.proof !== undefined && proof.length === msg.proof.length && timingSafeEqual(proof, msg.proof);
-      if (msg.proof && !proven) {
-        this.ctx.stats.authFailures++;
-        later.rejected(from, 'WG-PROOF does not match the interface key (or an old proof key)');
-      }
-      const lookup = (end: Output, t: number): void => {
-        const asked = this.ctx.effects.request({ op: 'wg-lookup', network: net, keys: [msg.key, ...msg.query], now: t }, t, end, (answer, last, when) => {
-          if (!answer.ok) {
-            this.ctx.gate.storeUnavailable(msg, network, from, UDP, WG_SYNC_POLICY, data.length, last);
-            return;
-          }
-          const [self, ...peers] = answer.value;
-          if (!self) return;
-          this.ctx.stats.wgSyncs++;
-          last.reply(UDP, from, encodeWgSyncOk({
-            kind: 'wg-sync-ok',
-            txid: msg.txid,
-            timestamp: when,
-            self,
-            peers,
-            alternate: this.ctx.alternate,
-            proofKey: this.ctx.proofKey.publicKey,
-          }, network.serverToClient));
-        });
-        if (!asked) this.ctx.gate.busy(from, WG_SYNC_POLICY, end);
+      const lookup: WgEffect = { op: 'wg-lookup', network: net, keys: [msg.key, ...msg.query], now };
+      const answer = (peers: readonly WgPeerInfo[], later: Output, at: number): void => {
+        const [self, ...rest] = peers;
+        if (!self) return;
+        this.ctx.stats.wgSyncs++;
+        later.reply(UDP, from, encodeWgSyncOk({
+          kind: 'wg-sync-ok',
+          txid: msg.txid,
+          timestamp: at,
+          self,
+          peers: rest,
+          alternate: this.ctx.alternate,
+          proofKey: this.ctx.proofKey.publicKey,
+        }, auth.network.serverToClient));
       };
       if (!proven) {
-        lookup(later, at);
+        this.ctx.gate.first(auth, lookup, now, out, (peers, later, at) => {
+          // Counted only for a fresh request: a replay is a replay, whatever its proof.
+          if (msg.proof) {
+            this.ctx.stats.authFailures++;
+            later.rejected(from, 'WG-PROOF does not match the interface key (or an old proof key)');
+          }
+          answer(peers, later, at);
+        });
         return;
       }
       const facts = { listenPort: msg.listenPort, hosts: msg.hosts, mapping: msg.mapping };
-      const asked = this.ctx.effects.request({ op: 'wg-announce', network: net, key: msg.key, facts, now: at }, at, later, (answer, end, t) => {
-        if (!answer.ok) {
-          this.ctx.gate.storeUnavailable(msg, network, from, UDP, WG_SYNC_POLICY, data.length, end);
-          return;
-        }
-        lookup(end, t);
+      this.ctx.gate.first(auth, { op: 'wg-announce', network: net, key: msg.key, facts, now }, now, out, (_, later, at) => {
+        this.ctx.gate.next(auth, { ...lookup, now: at }, at, later, (peers, last, t) => {
+          answer(peers, last, t);
+        });
       });
-      if (!asked) this.ctx.gate.busy(from, WG_SYNC_POLICY, later);
     });
   }
 }
