@@ -39,7 +39,9 @@
 #define BATCH 64
 #define SLOT 2048
 #define META 32
-#define BACKLOG 8192
+/* Datagrams waiting for the socket to become writable: at most this many, and this many bytes in all. */
+#define BACKLOG 4096
+#define BACKLOG_BYTES (4u << 20)
 /* Receive batches handled per readiness callback before yielding to the event loop. */
 #define MAX_BATCHES_PER_WAKEUP 16
 
@@ -47,7 +49,7 @@ typedef struct {
   uint32_t len;
   struct sockaddr_storage to;
   socklen_t tolen;
-  uint8_t data[SLOT];
+  uint8_t data[]; /* len bytes */
 } pending_t;
 
 typedef struct {
@@ -57,7 +59,8 @@ typedef struct {
   napi_async_context actx;
   int fd;
   int ipv6;
-  int started, closed, in_callback;
+  int started, closed, finalized, in_callback;
+  enum { POLL_NONE, POLL_ACTIVE, POLL_CLOSING, POLL_CLOSED } poll_state;
   uv_poll_t poll;
   int poll_events;
   uint8_t *rx, *rx_meta, *tx, *tx_meta;
@@ -67,8 +70,9 @@ typedef struct {
   struct mmsghdr tx_msgs[BATCH];
   struct iovec tx_iov[BATCH];
   struct sockaddr_storage tx_addr[BATCH];
-  pending_t *backlog; /* ring */
+  pending_t **backlog; /* ring of BACKLOG entries, each allocated to its datagram's size */
   uint32_t backlog_head, backlog_n;
+  size_t backlog_bytes;
   uint64_t received, sent, dropped, truncated, batches;
 } batch_socket_t;
 
@@ -140,16 +144,35 @@ static int transient(int err) { return err == EAGAIN || err == EWOULDBLOCK || er
 static void update_poll(batch_socket_t *s);
 
 static void backlog_push(batch_socket_t *s, const struct mmsghdr *msg) {
-  if (s->backlog_n >= BACKLOG) {
+  size_t len = msg->msg_hdr.msg_iov->iov_len;
+  if (s->backlog_n >= BACKLOG || s->backlog_bytes + len > BACKLOG_BYTES) {
     s->dropped++;
     return;
   }
-  pending_t *p = &s->backlog[(s->backlog_head + s->backlog_n) % BACKLOG];
-  p->len = (uint32_t)msg->msg_hdr.msg_iov->iov_len;
-  memcpy(p->data, msg->msg_hdr.msg_iov->iov_base, p->len);
+  pending_t *p = malloc(sizeof *p + len);
+  if (!p) {
+    s->dropped++;
+    return;
+  }
+  p->len = (uint32_t)len;
+  memcpy(p->data, msg->msg_hdr.msg_iov->iov_base, len);
   memcpy(&p->to, msg->msg_hdr.msg_name, msg->msg_hdr.msg_namelen);
   p->tolen = msg->msg_hdr.msg_namelen;
+  s->backlog[(s->backlog_head + s->backlog_n) % BACKLOG] = p;
   s->backlog_n++;
+  s->backlog_bytes += len;
+}
+
+/* Frees the first n backlog entries. */
+static void backlog_pop(batch_socket_t *s, uint32_t n) {
+  for (uint32_t i = 0; i < n; i++) {
+    pending_t *p = s->backlog[s->backlog_head];
+    s->backlog_bytes -= p->len;
+    free(p);
+    s->backlog[s->backlog_head] = NULL;
+    s->backlog_head = (s->backlog_head + 1) % BACKLOG;
+  }
+  s->backlog_n -= n;
 }
 
 /* Sends what waits in the backlog; returns 1 when it is empty. */
@@ -159,7 +182,7 @@ static int drain_backlog(batch_socket_t *s) {
     struct iovec iov[BATCH];
     uint32_t n = s->backlog_n < BATCH ? s->backlog_n : BATCH;
     for (uint32_t i = 0; i < n; i++) {
-      pending_t *p = &s->backlog[(s->backlog_head + i) % BACKLOG];
+      pending_t *p = s->backlog[(s->backlog_head + i) % BACKLOG];
       iov[i].iov_base = p->data;
       iov[i].iov_len = p->len;
       memset(&msgs[i].msg_hdr, 0, sizeof msgs[i].msg_hdr);
@@ -176,8 +199,7 @@ static int drain_backlog(batch_socket_t *s) {
     } else {
       s->sent += (uint64_t)r;
     }
-    s->backlog_head = (s->backlog_head + (uint32_t)r) % BACKLOG;
-    s->backlog_n -= (uint32_t)r;
+    backlog_pop(s, (uint32_t)r);
   }
   return 1;
 }
@@ -314,7 +336,7 @@ static void on_poll(uv_poll_t *handle, int status, int events) {
 }
 
 static void update_poll(batch_socket_t *s) {
-  if (s->closed || !s->started) return;
+  if (s->closed || s->poll_state != POLL_ACTIVE) return;
   int events = UV_READABLE | (s->backlog_n > 0 ? UV_WRITABLE : 0);
   if (events == s->poll_events) return;
   s->poll_events = events;
@@ -332,8 +354,8 @@ static batch_socket_t *unwrap(napi_env env, napi_callback_info info, size_t *arg
   return (batch_socket_t *)data;
 }
 
-static void on_poll_closed(uv_handle_t *handle) {
-  batch_socket_t *s = (batch_socket_t *)handle->data;
+static void free_socket(batch_socket_t *s) {
+  if (s->backlog) backlog_pop(s, s->backlog_n);
   free(s->rx);
   free(s->rx_meta);
   free(s->tx);
@@ -342,11 +364,22 @@ static void on_poll_closed(uv_handle_t *handle) {
   free(s);
 }
 
-static void close_socket(batch_socket_t *s) {
-  if (s->closed) return;
-  s->closed = 1;
+/* The poll handle is closed: free everything once JavaScript has let go of the object too. */
+static void on_poll_closed(uv_handle_t *handle) {
+  batch_socket_t *s = (batch_socket_t *)handle->data;
+  s->poll_state = POLL_CLOSED;
+  if (s->finalized) free_socket(s);
+}
+
+static void stop(batch_socket_t *s) {
+  if (s->poll_state == POLL_ACTIVE) {
+    uv_poll_stop(&s->poll);
+    s->poll_state = POLL_CLOSING;
+    uv_close((uv_handle_t *)&s->poll, on_poll_closed);
+  }
   if (s->fd >= 0) close(s->fd);
   s->fd = -1;
+  s->closed = 1;
 }
 
 static void release_refs(batch_socket_t *s) {
@@ -355,32 +388,26 @@ static void release_refs(batch_socket_t *s) {
   if (s->actx) napi_async_destroy(s->env, s->actx);
   s->actx = NULL;
   if (s->started) napi_reference_unref(s->env, s->wrapper, NULL);
+  s->started = 0;
 }
 
 static napi_value js_close(napi_env env, napi_callback_info info) {
   size_t argc = 0;
   batch_socket_t *s = unwrap(env, info, &argc, NULL);
   if (!s || s->closed) return NULL;
-  if (s->started) uv_poll_stop(&s->poll);
-  close_socket(s);
+  stop(s);
   release_refs(s);
-  s->started = 0;
   return NULL;
 }
 
 static void finalize(napi_env env, void *data, void *hint) {
   (void)hint;
   batch_socket_t *s = (batch_socket_t *)data;
-  if (!s->closed) {
-    close_socket(s);
-  }
+  if (!s->closed) stop(s);
   if (s->wrapper) napi_delete_reference(env, s->wrapper);
-  if (s->poll.data == s) {
-    uv_poll_stop(&s->poll);
-    uv_close((uv_handle_t *)&s->poll, on_poll_closed);
-  } else {
-    on_poll_closed((uv_handle_t *)&(uv_poll_t){.data = s});
-  }
+  s->wrapper = NULL;
+  s->finalized = 1;
+  if (s->poll_state != POLL_CLOSING) free_socket(s); /* never started, or its handle closed already */
 }
 
 static napi_value js_start(napi_env env, napi_callback_info info) {
@@ -409,6 +436,7 @@ static napi_value js_start(napi_env env, napi_callback_info info) {
     return NULL;
   }
   s->poll.data = s;
+  s->poll_state = POLL_ACTIVE;
   s->started = 1;
   napi_reference_ref(env, s->wrapper, NULL);
   s->poll_events = 0;
@@ -539,7 +567,7 @@ static napi_value js_construct(napi_env env, napi_callback_info info) {
     s->rx_meta = calloc(BATCH, META);
     s->tx = malloc((size_t)BATCH * SLOT);
     s->tx_meta = calloc(BATCH, META);
-    s->backlog = malloc((size_t)BACKLOG * sizeof(pending_t));
+    s->backlog = calloc(BACKLOG, sizeof(pending_t *));
   }
   if (!s || !s->rx || !s->rx_meta || !s->tx || !s->tx_meta || !s->backlog) {
     close(fd);
@@ -555,7 +583,7 @@ static napi_value js_construct(napi_env env, napi_callback_info info) {
   s->ipv6 = ipv6;
   if (napi_wrap(env, self, s, finalize, NULL, &s->wrapper) != napi_ok) {
     close(fd);
-    on_poll_closed((uv_handle_t *)&(uv_poll_t){.data = s});
+    free_socket(s);
     napi_throw_error(env, "BURROW_UDP_NAPI", "napi_wrap failed");
     return NULL;
   }
