@@ -280,7 +280,7 @@ export function runServerWorker(): void {
           scheduleFlush();
           break;
         case 'event':
-          if (events.length < MAX_EVENTS_PER_TURN) events.push(a.event);
+          if (events.length < MAX_EVENTS_PER_TURN) events.push(a.event.type === 'registered' ? { ...a.event, worker: process.pid } : a.event);
           scheduleFlush();
           break;
         case 'send-stream':

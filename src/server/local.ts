@@ -19,6 +19,8 @@ export interface LocalServerOptions extends Omit<ServerConfig, 'serverId' | 'pro
   readonly shared?: MemorySharedState;
   /** What this server does when another one's input delivers it a push (several servers over one store). */
   readonly onLater?: (actions: ServerAction[]) => void;
+  /** The clock: the time of the latest input to any server that shares it (several servers over one store). */
+  readonly clock?: { now: number };
 }
 
 export class LocalServer extends ServerMachine {
@@ -29,7 +31,7 @@ export class LocalServer extends ServerMachine {
     const limits = resolveLimits(options.limits);
     const proofKey = options.proofKey ?? options.shared?.proofKey() ?? keyPairOf(options.randomBytes(32));
     const memory = options.shared ?? new MemorySharedState({ limits, ...(options.wgLimits ? { wgLimits: options.wgLimits } : {}), proofKey });
-    const clock = { now: 0 };
+    const clock = options.clock ?? { now: 0 };
     super(new ServerCore({ ...options, serverId: options.serverId ?? 'local', proofKey }), { runner: sharedStateRunner(memory), router: memory.router, now: () => clock.now, onLater: options.onLater ?? (() => undefined) });
     this.memory = memory;
     this.clock = clock;

@@ -116,7 +116,8 @@ export type ServerInput =
   | { readonly type: 'timer'; readonly now: number };
 
 export type ServerEvent =
-  | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean; readonly displaced: boolean }
+  /** `worker`: the process id of the worker that took it, in a multi-process server. */
+  | { readonly type: 'registered'; readonly network: string; readonly name: string; readonly from: Endpoint; readonly isNew: boolean; readonly displaced: boolean; readonly worker?: number }
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
   /** The partner's server did not take the push: the partner counts as absent and its registration is withdrawn. */
   | { readonly type: 'partner-unreachable'; readonly network: string; readonly name: string; readonly server: string }
