@@ -183,7 +183,5 @@ export function serveEffects(runner: EffectRunner, reply: (batch: Answer[]) => v
  */
 export function post(child: ChildProcess, message: unknown): void {
   if (!child.connected) return;
-  child.send(message as object, (err) => {
-    void err;
-  });
+  child.send(message as object, () => undefined);
 }

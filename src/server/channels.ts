@@ -79,7 +79,10 @@ export class ConnTable {
 
   add(conn: number, network: string, name: string, nonce: string): void {
     let regs = this.conns.get(conn);
-    if (!regs) this.conns.set(conn, (regs = new Map()));
+    if (!regs) {
+      regs = new Map<string, { network: string; name: string; nonce: string }>();
+      this.conns.set(conn, regs);
+    }
     // A connection carries one peer, which registers one or two names; a misbehaving one cannot grow this far.
     if (regs.size >= 16 && !regs.has(`${network}\u0000${name}`)) return;
     regs.set(`${network}\u0000${name}`, { network, name, nonce });

@@ -57,9 +57,10 @@ function deployment(n: number, sizes?: number[]) {
   const runner = sharedStateRunner(shared);
   const workers = Array.from({ length: n }, (_, i) => {
     const out: ServerAction[] = [];
-    let link: IpcEffects | undefined;
-    const serve = serveEffects(runner, (batch: Answer[]) => { overIpc(batch, (copy) => { link?.answer(copy); }, sizes); });
-    link = new IpcEffects((batch: Call[]) => { overIpc(batch, serve, sizes); }, SERVER);
+    const holder: { link?: IpcEffects } = {};
+    const serve = serveEffects(runner, (batch: Answer[]) => { overIpc(batch, (copy) => { holder.link?.answer(copy); }, sizes); });
+    const link = new IpcEffects((batch: Call[]) => { overIpc(batch, serve, sizes); }, SERVER);
+    holder.link = link;
     // The proof key travels to workers as raw bytes.
     const proofKey = importKeyPair(exportPrivateKey(PROOF_KEY));
     const core = new ServerCore({ networks: [KEYS], serverId: SERVER, proofKey, seed: 10 + i, randomBytes: counterBytes(`w${i}`), wgResponder: false });

@@ -201,7 +201,7 @@ class HeldRunner implements EffectRunner {
       this.held.push({
         effect,
         // The store is asked when the answer is released: that is the moment the operation happens.
-        release: () => { resolve(this.inner.run(effect, guard) as EffectOutcome); },
+        release: () => { resolve(this.inner.run(effect, guard)); },
         fail: (reason) => { reject(new Error(reason)); },
       });
     });
