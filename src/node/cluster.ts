@@ -40,7 +40,7 @@ import type { SharedState } from '../server/shared.js';
 import { emptyStats, type ServerStats } from '../server/stats.js';
 import type { ServerAction, ServerEvent, ServerSocketId } from '../server/types.js';
 import { dgramPort, openDatagramPort, type DatagramPort } from './datagram-port.js';
-import { exportPrivateKey, importKeyPair, IpcEffects, post, serveEffects, type Answer, type Call } from './server-ipc.js';
+import { exportPrivateKey, importKeyPair, IpcEffects, post, serveEffects } from './server-ipc.js';
 import { MachineRunner, pooledRandomBytes } from './server-runtime.js';
 import type { BoundSocket } from './udp.js';
 
@@ -72,14 +72,14 @@ type ToWorker =
       readonly alternate: Endpoint | undefined;
       readonly main: MainPortSpec;
     }
-  | { readonly type: 'answers'; readonly batch: readonly Answer[] }
+  | { readonly type: 'answers'; readonly batch: string }
   | { readonly type: 'send'; readonly batch: readonly Datagram[] }
   | { readonly type: 'networks'; readonly secrets: readonly Uint8Array[] }
   | { readonly type: 'close' };
 
 type FromWorker =
   | { readonly type: 'ready' }
-  | { readonly type: 'calls'; readonly batch: readonly Call[] }
+  | { readonly type: 'calls'; readonly batch: string }
   | { readonly type: 'wg'; readonly batch: readonly Datagram[] }
   | { readonly type: 'events'; readonly batch: readonly ServerEvent[] }
   | { readonly type: 'stats'; readonly stats: ServerStats; readonly state: CoreState };

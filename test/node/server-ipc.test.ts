@@ -13,7 +13,7 @@ import { decodeMessage, encodeMessage, type BurrowMessage } from '../../src/code
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { keyPairOf } from '../../src/crypto/wireguard.js';
 import { splitLimits } from '../../src/node/cluster.js';
-import { exportPrivateKey, importKeyPair, IpcEffects, serveEffects, type Answer, type Call } from '../../src/node/server-ipc.js';
+import { exportPrivateKey, importKeyPair, IpcEffects, serveEffects } from '../../src/node/server-ipc.js';
 import { DEFAULT_LIMITS, ServerCore } from '../../src/server/core.js';
 import { ServerMachine, sharedStateRunner } from '../../src/server/machine.js';
 import { MemorySharedState } from '../../src/server/shared.js';
@@ -58,8 +58,8 @@ function deployment(n: number, sizes?: number[]) {
   const workers = Array.from({ length: n }, (_, i) => {
     const out: ServerAction[] = [];
     const holder: { link?: IpcEffects } = {};
-    const serve = serveEffects(runner, (batch: Answer[]) => { overIpc(batch, (copy) => { holder.link?.answer(copy); }, sizes); });
-    const link = new IpcEffects((batch: Call[]) => { overIpc(batch, serve, sizes); }, SERVER);
+    const serve = serveEffects(runner, (batch: string) => { overIpc(batch, (copy) => { holder.link?.answer(copy); }, sizes); });
+    const link = new IpcEffects((batch: string) => { overIpc(batch, serve, sizes); }, SERVER);
     holder.link = link;
     // The proof key travels to workers as raw bytes.
     const proofKey = importKeyPair(exportPrivateKey(PROOF_KEY));
@@ -141,7 +141,7 @@ describe('workers over IPC (no processes)', () => {
     assert.equal(w.core.stats.storeErrors, 1);
   });
 
-  it('ships exactly the bytes it needs: a pooled datagram view does not drag its 8 KiB slab over IPC', async () => {
+  it('ships only the bytes it needs: a pooled datagram view does not drag its 8 KiB slab over IPC', async () => {
     const sizes: number[] = [];
     const d = deployment(1, sizes);
     const w = d.workers[0]!;
