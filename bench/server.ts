@@ -266,15 +266,45 @@ async function stunRounds(loadgen: string, servers: readonly Server[], rounds: n
   return results;
 }
 
-async function introductions(loadgen: string, dir: string, cpus: string, loadCpus: string, pairs: number, workers: number, backend: Backend): Promise<LoadResult> {
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** A process and its children (a server and its workers). */
+function processTree(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // gone
+  }
+  return [pid, ...children.flatMap(processTree)];
+}
+
+interface IntroResult {
+  readonly load: LoadResult;
+  /** CPU milliseconds per introduction, per process (the primary first). */
+  readonly cpuMsPerIntro: readonly number[];
+}
+
+async function introductions(loadgen: string, dir: string, cpus: string, loadCpus: string, pairs: number, workers: number, backend: Backend): Promise<IntroResult> {
   const script = join(dir, `intro-${workers}.bls`);
   writeScript(script, introductionScript(pairs));
   const server = await startBurrow(dir, cpus, backend, workers > 1 ? ['--workers', String(workers)] : []);
   try {
+    const pids = processTree(server.pid);
+    const before = pids.map(cpuSeconds);
     const r = runLoad(loadgen, loadCpus, ['--mode', 'script', '--port', String(server.port), '--script', script, '--window', '128', '--sources', String(SOURCES),
       '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+    const cpu = pids.map((p, i) => cpuSeconds(p) - (before[i] ?? 0));
     if (r.errors > 0 || r.unmatched > 0) throw new Error(`introductions: ${r.errors} error answers, ${r.unmatched} unmatched datagrams`);
-    return r;
+    return { load: r, cpuMsPerIntro: cpu.map((c) => (1000 * c) / Math.max(1, r.introductions ?? 0)) };
   } finally {
     await server.stop();
   }
@@ -381,7 +411,8 @@ async function main(): Promise<number> {
       process.stderr.write('introductions, --workers 2:\n');
       const introMulti = await introductions(loadgen, dir, all, all, pairs, 2, best);
       out.push(introLine(`--workers 2, all ${cpus} cores`, introMulti, pairs));
-      out.push(`(with --workers 2 the ${cpus} cores are shared by the primary, 2 workers and the load generator)`);
+      out.push(`(with --workers 2 the ${cpus} cores are shared by the primary, 2 workers and the load generator; the CPU cost per`);
+      out.push(' introduction of each process says what each would sustain on a core of its own)');
     }
     process.stdout.write(`${out.join('\n')}\n`);
     return 0;
@@ -391,8 +422,10 @@ async function main(): Promise<number> {
   }
 }
 
-function introLine(label: string, r: LoadResult, pairs: number): string {
-  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs; ${r.answered} REGISTERs answered incl. ${r.acks ?? 0} acknowledgements, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}`;
+function introLine(label: string, result: IntroResult, pairs: number): string {
+  const r = result.load;
+  const cpu = result.cpuMsPerIntro.map((c) => c.toFixed(3)).join(' + ');
+  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}  CPU ms per introduction: ${cpu}${result.cpuMsPerIntro.length > 1 ? ' (primary + workers)' : ''}`;
 }
 
 function cpuModel(): string {
