@@ -181,20 +181,23 @@ function writeScript(path: string, records: readonly ScriptRecord[]): void {
 
 const keys = deriveNetworkKeys(Buffer.from(SECRET, 'utf8'));
 
-/** A REGISTER as Burrow's client sends it (one host candidate), whose transaction id starts with `index`. */
-function register(index: number, name: string, target: string, nonce: Uint8Array, hostPort: number): Uint8Array {
+/**
+ * A REGISTER as Burrow's client sends it (one host candidate, the same in every REGISTER of a peer: `host`), whose
+ * transaction id starts with `index`.
+ */
+function register(index: number, name: string, target: string, nonce: Uint8Array, hostPort: number, host: number): Uint8Array {
   const txid = randomBytes(12);
   txid.writeUInt32BE(index, 0);
   return encodeMessage({
     kind: 'register', txid, networkId: keys.networkId, name, target, sessionNonce: nonce, timestamp: Date.now(),
-    hosts: [{ address: `192.168.${(index >> 8) & 255}.${index & 255}`, port: hostPort }], mapping: 'endpoint-independent',
+    hosts: [{ address: `10.${(host >> 16) & 255}.${(host >> 8) & 255}.${host & 255}`, port: hostPort }], mapping: 'endpoint-independent',
   }, { key: keys.clientToServer });
 }
 
 /** `count` registrations whose partners never come: registrations/s and memory. */
 function registrationScript(count: number): ScriptRecord[] {
   const out: ScriptRecord[] = [];
-  for (let i = 0; i < count; i++) out.push({ source: i % SOURCES, pair: 0, kind: 1, bytes: register(i, `peer-${i}`, `absent-${i}`, randomBytes(16), 40000) });
+  for (let i = 0; i < count; i++) out.push({ source: i % SOURCES, pair: 0, kind: 1, bytes: register(i, `peer-${i}`, `absent-${i}`, randomBytes(16), 40000, i) });
   return out;
 }
 
@@ -215,7 +218,7 @@ function introductionScript(pairs: number): ScriptRecord[] {
   for (const kind of [1, 2] as const) {
     for (const [p, pair] of all.entries()) {
       for (const s of pair) {
-        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side) });
+        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side, 2 * p + s.side) });
       }
     }
   }
