@@ -7,9 +7,11 @@
  */
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import net from 'node:net';
 import { after, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { decodeMessage, type BurrowMessage } from '../../src/codec/messages.js';
+import { splitStunStream } from '../../src/codec/stun.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { punch, startServer, stunQuery, type ServerEvent } from '../../src/index.js';
 import { startServe } from '../support/cli.js';
@@ -179,6 +181,42 @@ describe('server with worker processes (real sockets)', () => {
       ]);
       assert.equal(a.remotePort, b.localPort);
     } finally {
+      await server.close();
+    }
+  });
+
+  it('TCP rendezvous stays with the primary: two TCP peers are introduced down their connections', async () => {
+    const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], workers: 2 });
+    const connect = async (): Promise<{ socket: net.Socket; messages: BurrowMessage[] }> => {
+      const socket = net.connect({ host: '127.0.0.1', port: server.address.port });
+      await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+      const messages: BurrowMessage[] = [];
+      let pending = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        const split = splitStunStream(pending);
+        if ('error' in split) return;
+        for (const m of split.messages) {
+          const d = decodeMessage(m);
+          if (d.ok) messages.push(d.msg);
+        }
+        pending = Buffer.from(split.rest);
+      });
+      return { socket, messages };
+    };
+    const carol = await connect();
+    const dave = await connect();
+    try {
+      carol.socket.write(registerRequest(KEYS, { name: 'carol', target: 'dave', timestamp: Date.now(), transport: 'tcp' }));
+      await waitFor(() => carol.messages.length === 1, 'carol\'s answer');
+      dave.socket.write(registerRequest(KEYS, { name: 'dave', target: 'carol', timestamp: Date.now(), transport: 'tcp' }));
+      await waitFor(() => dave.messages.length === 1 && carol.messages.length === 2, 'dave\'s answer and the push to carol');
+      const answer = dave.messages[0];
+      assert.ok(answer?.kind === 'register-ok' && answer.intro?.peerName === 'carol');
+      assert.ok(carol.messages[1]?.kind === 'introduce');
+    } finally {
+      carol.socket.destroy();
+      dave.socket.destroy();
       await server.close();
     }
   });

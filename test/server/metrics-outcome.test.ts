@@ -1,5 +1,5 @@
 /**
- * Outcome reports (CLOSE with OUTCOME, docs/protocol.md "Outcome reports"): what the punch machine sends
+ * Outcome reports (REPORT with OUTCOME, docs/protocol.md "Outcome reports"): what the punch machine sends
  * and when, and how the server core checks and counts them. Fake clock, simulated NATs.
  */
 import assert from 'node:assert/strict';
@@ -39,8 +39,10 @@ const report = (name: string, outcome: Outcome, nonce: number, ts = T0) => msg((
 }));
 
 describe('outcome reports', () => {
-  it('round-trips through the codec and is told apart from a peer-to-peer CLOSE', () => {
+  it('round-trips through the codec, as its own method (REPORT 0x0B5), apart from a peer-to-peer CLOSE', () => {
     const data = report('alice', 'failed', 3);
+    // Message type: method 0x0B5, class indication (RFC 8489 section 5 interleaving) = 0x0275.
+    assert.equal(data.readUInt16BE(0), 0x0275);
     const d = decodeMessage(data);
     assert.ok(d.ok);
     assert.ok(d.msg.kind === 'report');
@@ -48,6 +50,11 @@ describe('outcome reports', () => {
     assert.equal(d.msg.name, 'alice');
     const close = decodeMessage(encodeMessage({ kind: 'close', txid: Buffer.alloc(12), timestamp: T0 }));
     assert.ok(close.ok && close.msg.kind === 'close');
+    // The old form, a CLOSE that carries NETWORK-ID, is a CLOSE now, which the server drops as not its business.
+    const old = Buffer.from(data);
+    old.writeUInt16BE(0x0274, 0); // CLOSE (0x0B4) indication
+    const reread = decodeMessage(old);
+    assert.ok(reread.ok && reread.msg.kind === 'close');
     // OUTCOME 0 or 3 is refused, with a reason.
     const bad = Buffer.from(data);
     const at = bad.indexOf(Buffer.from([0x4b, 0x10, 0x00, 0x04]));
