@@ -1,26 +1,28 @@
 /**
  * `npm run bench:server`: how much the rendezvous server takes, against coturn, on this machine.
  *
- *   node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--profile] [--skip-multi]
+ *   node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--pairs N] [--request bare|fingerprint]
+ *                             [--profile] [--skip-multi]
  *
- * - STUN Binding throughput: `burrow serve` and coturn (`turnserver --stun-only`) each pinned to core 0
- *   with taskset, the C load generator (bench/stunload.c, compiled here with `cc -O2`) pinned to core 1,
- *   same request bytes, same load, rounds interleaved so both servers see the same machine weather. The
- *   request is Burrow's own padded Binding request (44 bytes, as long as the answer), so neither server
- *   has to amplify to answer it and Burrow's excess budget (docs/protocol.md section 5) never applies.
+ * - STUN Binding throughput: what every standard STUN client sends, a bare RFC 8489 Binding request (20 bytes;
+ *   `--request fingerprint` adds FINGERPRINT), from 1,000 loopback source addresses. `burrow serve` with its
+ *   native batched socket, `burrow serve` with Node's dgram socket (the fallback), and coturn
+ *   (`turnserver --stun-only`), each pinned to core 0 with taskset; the C load generator (bench/stunload.c,
+ *   compiled here with `cc -O2`) pinned to core 1; same requests, same load, rounds interleaved so all servers see
+ *   the same machine weather.
  * - Registrations/s and memory per registration: 100,000 authenticated REGISTER requests (built here with
  *   the project's codec and keys, sent by the C generator from 4,096 loopback source addresses), and the
  *   server's RSS before and after.
- * - Introductions/s: authenticated REGISTER pairs; each pair's second REGISTER makes the server push
- *   INTRODUCE to the first, which acknowledges it with a refresh REGISTER, as Burrow's client does.
- * - With `--workers 2` (all cores, load generator included): the same STUN and introduction loads.
+ * - Introductions/s and REGISTER latency: authenticated REGISTER pairs; each pair's second REGISTER makes the server
+ *   push INTRODUCE to the first, which acknowledges it with a refresh REGISTER, as Burrow's client does. One process
+ *   (pinned to core 0), then `--workers 2` (all cores, load generator included).
  *
  * Every process started here is stopped by its PID; every loop is bounded in count and time.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -28,12 +30,15 @@ import { parseArgs } from 'node:util';
 import { encodeMessage } from '../src/codec/messages.js';
 import { bindingRequest } from '../src/core/stun-client.js';
 import { deriveNetworkKeys } from '../src/crypto/keys.js';
+import { nativeUdp } from '../src/node/datagram-port.js';
 
 const CLI = fileURLToPath(new URL('../src/cli/burrow.cjs', import.meta.url));
 const LOADGEN_SOURCE = fileURLToPath(new URL('../../bench/stunload.c', import.meta.url));
 const SECRET = 'bench server secret';
-/** Distinct loopback source addresses the load comes from (127.1.0.0 + i). */
+/** Distinct loopback source addresses the REGISTER load comes from (127.1.0.0 + i). */
 const SOURCES = 4096;
+/** Distinct loopback source addresses the STUN load comes from. */
+const STUN_SOURCES = 1000;
 
 interface LoadResult {
   readonly seconds: number;
@@ -96,52 +101,24 @@ async function stopChild(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function startBurrow(dir: string, cpus: string, extra: string[] = [], nodeArgs: string[] = []): Promise<Server> {
+type Backend = 'native' | 'dgram';
+
+async function startBurrow(dir: string, cpus: string, backend: Backend, extra: string[] = [], nodeArgs: string[] = []): Promise<Server> {
   const secretFile = join(dir, 'secret');
   writeFileSync(secretFile, `${SECRET}\n`);
-  const child = spawn('taskset', ['-c', cpus, process.execPath, ...nodeArgs, CLI, 'serve', '--listen', '127.0.0.1:0', '--no-alt-port', '--secret-file', secretFile, '--log-format', 'json', '--log-level', 'warn', ...extra], { env: env(), stdio: ['ignore', 'ignore', 'pipe'] });
+  // --log-level warn hides the "listening" line (and the per-peer lines that would slow the server), so the port
+  // is chosen here and the server is polled until it answers.
+  const port = await freePort();
+  const child = spawn('taskset', ['-c', cpus, process.execPath, ...nodeArgs, CLI, 'serve', '--listen', `127.0.0.1:${port}`, '--no-alt-port', '--secret-file', secretFile, '--log-format', 'json', '--log-level', 'warn', ...extra], {
+    env: { ...env(), BURROW_UDP_BACKEND: backend },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-  // --log-level warn hides the "listening" line, so wait for the port to answer instead.
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => { reject(new Error(`burrow serve did not start: ${stderr}`)); }, 10_000);
-    const poll = setInterval(() => {
-      const p = listeningUdpPort(child.pid ?? -1);
-      if (p !== undefined) {
-        clearInterval(poll);
-        clearTimeout(timer);
-        resolve(p);
-      }
-    }, 50);
-    child.once('exit', () => {
-      clearInterval(poll);
-      clearTimeout(timer);
-      reject(new Error(`burrow serve exited: ${stderr}`));
-    });
-  });
-  await waitForStun(port, 'burrow serve');
-  return { name: 'burrow', port, pid: child.pid ?? -1, stop: () => stopChild(child) };
-}
-
-/** The UDP port a process listens on, from /proc (the socket inodes it holds, matched in /proc/net/udp). */
-function listeningUdpPort(pid: number): number | undefined {
-  let inodes: Set<string>;
-  try {
-    inodes = new Set(readdirSync(`/proc/${pid}/fd`).map((fd) => {
-      try {
-        return /socket:\[(\d+)\]/.exec(readlinkSync(`/proc/${pid}/fd/${fd}`))?.[1] ?? '';
-      } catch {
-        return '';
-      }
-    }));
-  } catch {
-    return undefined;
-  }
-  for (const line of readFileSync('/proc/net/udp', 'utf8').split('\n').slice(1)) {
-    const f = line.trim().split(/\s+/);
-    if (f.length > 9 && inodes.has(f[9] ?? '') && f[1]?.startsWith('0100007F:')) return parseInt(f[1].slice(9), 16);
-  }
-  return undefined;
+  const exited = new Promise<never>((_, reject) => child.once('exit', () => { reject(new Error(`burrow serve exited: ${stderr}`)); }));
+  exited.catch(() => undefined);
+  await Promise.race([waitForStun(port, 'burrow serve'), exited]);
+  return { name: `burrow-${backend}`, port, pid: child.pid ?? -1, stop: () => stopChild(child) };
 }
 
 async function startCoturn(dir: string, cpus: string): Promise<Server> {
@@ -204,20 +181,23 @@ function writeScript(path: string, records: readonly ScriptRecord[]): void {
 
 const keys = deriveNetworkKeys(Buffer.from(SECRET, 'utf8'));
 
-/** A REGISTER as Burrow's client sends it (one host candidate), whose transaction id starts with `index`. */
-function register(index: number, name: string, target: string, nonce: Uint8Array, hostPort: number): Uint8Array {
+/**
+ * A REGISTER as Burrow's client sends it (one host candidate, the same in every REGISTER of a peer: `host`), whose
+ * transaction id starts with `index`.
+ */
+function register(index: number, name: string, target: string, nonce: Uint8Array, hostPort: number, host: number): Uint8Array {
   const txid = randomBytes(12);
   txid.writeUInt32BE(index, 0);
   return encodeMessage({
     kind: 'register', txid, networkId: keys.networkId, name, target, sessionNonce: nonce, timestamp: Date.now(),
-    candidates: [{ kind: 'host', priority: 2130706431, endpoint: { address: `192.168.${(index >> 8) & 255}.${index & 255}`, port: hostPort } }], mapping: 'endpoint-independent',
+      candidates: [{ kind: 'host', priority: 2130706431, endpoint: { address: `10.${(host >> 16) & 255}.${(host >> 8) & 255}.${host & 255}`, port: hostPort } }], mapping: 'endpoint-independent',
   }, { key: keys.clientToServer });
 }
 
 /** `count` registrations whose partners never come: registrations/s and memory. */
 function registrationScript(count: number): ScriptRecord[] {
   const out: ScriptRecord[] = [];
-  for (let i = 0; i < count; i++) out.push({ source: i % SOURCES, pair: 0, kind: 1, bytes: register(i, `peer-${i}`, `absent-${i}`, randomBytes(16), 40000) });
+  for (let i = 0; i < count; i++) out.push({ source: i % SOURCES, pair: 0, kind: 1, bytes: register(i, `peer-${i}`, `absent-${i}`, randomBytes(16), 40000, i) });
   return out;
 }
 
@@ -238,7 +218,7 @@ function introductionScript(pairs: number): ScriptRecord[] {
   for (const kind of [1, 2] as const) {
     for (const [p, pair] of all.entries()) {
       for (const s of pair) {
-        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side) });
+        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side, 2 * p + s.side) });
       }
     }
   }
@@ -274,12 +254,11 @@ function stunLine(label: string, runs: readonly LoadResult[]): string {
   return `${label.padEnd(34)} ${fmtRate(m.rate).padStart(9)}/s  (runs: ${runs.map((r) => fmtRate(r.rate)).join(', ')})  loss ${lossPct(m)}  p50 ${ms(m.p50us)}  p99 ${ms(m.p99us)}`;
 }
 
-async function stunRounds(loadgen: string, servers: readonly Server[], rounds: number, seconds: number, window: number, loadCpus: string): Promise<Map<string, LoadResult[]>> {
-  const hex = encodeMessage(bindingRequest(new Uint8Array(12))).toString('hex');
+async function stunRounds(loadgen: string, servers: readonly Server[], rounds: number, seconds: number, window: number, loadCpus: string, request: string): Promise<Map<string, LoadResult[]>> {
   const results = new Map<string, LoadResult[]>(servers.map((s) => [s.name, []]));
   for (let round = 0; round < rounds; round++) {
     for (const s of servers) {
-      const r = runLoad(loadgen, loadCpus, ['--mode', 'stun', '--port', String(s.port), '--request-hex', hex, '--window', String(window), '--sources', String(SOURCES),
+      const r = runLoad(loadgen, loadCpus, ['--mode', 'stun', '--port', String(s.port), '--request', request, '--window', String(window), '--sources', String(STUN_SOURCES),
         '--warmup-ms', '500', '--duration-ms', String(seconds * 1000), '--timeout-ms', '500'], seconds * 1000 + 20_000);
       if (r.unmatched > 0 || r.errors > 0) throw new Error(`${s.name}: ${r.unmatched} unmatched answers, ${r.errors} errors`);
       results.get(s.name)?.push(r);
@@ -290,15 +269,45 @@ async function stunRounds(loadgen: string, servers: readonly Server[], rounds: n
   return results;
 }
 
-async function introductions(loadgen: string, dir: string, cpus: string, loadCpus: string, pairs: number, workers: number): Promise<LoadResult> {
+/** CPU seconds (user + system) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/** A process and its children (a server and its workers). */
+function processTree(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    // gone
+  }
+  return [pid, ...children.flatMap(processTree)];
+}
+
+interface IntroResult {
+  readonly load: LoadResult;
+  /** CPU milliseconds per introduction, per process (the primary first). */
+  readonly cpuMsPerIntro: readonly number[];
+}
+
+async function introductions(loadgen: string, dir: string, cpus: string, loadCpus: string, pairs: number, workers: number, backend: Backend): Promise<IntroResult> {
   const script = join(dir, `intro-${workers}.bls`);
   writeScript(script, introductionScript(pairs));
-  const server = await startBurrow(dir, cpus, workers > 1 ? ['--workers', String(workers)] : []);
+  const server = await startBurrow(dir, cpus, backend, workers > 1 ? ['--workers', String(workers)] : []);
   try {
+    const pids = processTree(server.pid);
+    const before = pids.map(cpuSeconds);
     const r = runLoad(loadgen, loadCpus, ['--mode', 'script', '--port', String(server.port), '--script', script, '--window', '128', '--sources', String(SOURCES),
       '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+    const cpu = pids.map((p, i) => cpuSeconds(p) - (before[i] ?? 0));
     if (r.errors > 0 || r.unmatched > 0) throw new Error(`introductions: ${r.errors} error answers, ${r.unmatched} unmatched datagrams`);
-    return r;
+    return { load: r, cpuMsPerIntro: cpu.map((c) => (1000 * c) / Math.max(1, r.introductions ?? 0)) };
   } finally {
     await server.stop();
   }
@@ -307,14 +316,16 @@ async function introductions(loadgen: string, dir: string, cpus: string, loadCpu
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: {
     rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' }, window: { type: 'string', default: '128' },
-    pairs: { type: 'string', default: '30000' }, profile: { type: 'boolean', default: false }, 'skip-multi': { type: 'boolean', default: false },
+    pairs: { type: 'string', default: '10000' }, request: { type: 'string', default: 'bare' }, profile: { type: 'boolean', default: false },
+    'skip-multi': { type: 'boolean', default: false },
   } });
   const rounds = Number(values.rounds);
   const seconds = Number(values.seconds);
   const window = Number(values.window);
   const pairs = Number(values.pairs);
-  if (![rounds, seconds, window, pairs].every((n) => Number.isInteger(n) && n > 0) || seconds > 60 || rounds > 20 || pairs > 1_000_000) {
-    process.stderr.write('usage: node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--pairs N] [--profile] [--skip-multi]\n');
+  const request = values.request;
+  if (![rounds, seconds, window, pairs].every((n) => Number.isInteger(n) && n > 0) || seconds > 60 || rounds > 20 || pairs > 1_000_000 || (request !== 'bare' && request !== 'fingerprint')) {
+    process.stderr.write('usage: node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--pairs N] [--request bare|fingerprint] [--profile] [--skip-multi]\n');
     return 2;
   }
   if (process.platform !== 'linux') {
@@ -337,6 +348,10 @@ async function main(): Promise<number> {
   }
   const coturn = has('turnserver');
   if (!coturn) process.stderr.write('note: coturn is not installed (apt-get install coturn); the comparison with it is skipped.\n');
+  const native = nativeUdp();
+  const backends: Backend[] = 'addon' in native ? ['native', 'dgram'] : ['dgram'];
+  if (!('addon' in native)) process.stderr.write(`note: ${native.error}; only the dgram backend is measured.\n`);
+  const best: Backend = backends[0] ?? 'dgram';
 
   const dir = mkdtempSync(join(tmpdir(), 'burrow-bench-server-'));
   const started: Server[] = [];
@@ -349,64 +364,67 @@ async function main(): Promise<number> {
     const c = spawnSync(cc, ['-O2', '-o', loadgen, LOADGEN_SOURCE], { encoding: 'utf8' });
     if (c.status !== 0) throw new Error(`compiling ${LOADGEN_SOURCE} failed:\n${c.stderr}`);
     const out: string[] = [];
-    out.push(`bench:server — Node ${process.version}, ${cpus} CPUs; servers on core 0, load generator (C, sendmmsg/recvmmsg) on core 1;`);
-    out.push(`load from ${SOURCES} loopback source addresses, ${window} requests outstanding; rates are medians of ${rounds} interleaved runs of ${seconds} s`);
+    out.push(`bench:server — Node ${process.version}, ${cpus} CPUs (${cpuModel()}); one-core runs: servers on core 0, load generator (C, sendmmsg/recvmmsg) on core 1;`);
+    out.push(`${window} requests outstanding; STUN rates are medians of ${rounds} interleaved runs of ${seconds} s`);
 
     // 1. STUN Binding, one core each.
-    process.stderr.write('STUN Binding throughput, one core:\n');
-    const single = [track(await startBurrow(dir, '0', [], values.profile ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : []))];
+    process.stderr.write(`STUN Binding throughput (${request} requests from ${STUN_SOURCES} sources), one core:\n`);
+    const single: Server[] = [];
+    for (const b of backends) single.push(track(await startBurrow(dir, '0', b, [], values.profile && b === best ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, 'prof')}`] : [])));
     if (coturn) single.push(track(await startCoturn(dir, '0')));
-    const stun = await stunRounds(loadgen, single, rounds, seconds, window, '1');
+    const stun = await stunRounds(loadgen, single, rounds, seconds, window, '1', request);
     for (const s of single) await s.stop();
-    const burrowRate = medianRun(stun.get('burrow') ?? []).rate;
-    out.push('', 'STUN Binding requests answered (44-byte padded request), one core each:');
-    out.push(stunLine('burrow serve', stun.get('burrow') ?? []));
+    const bytes = request === 'bare' ? '20-byte bare' : '28-byte bare + FINGERPRINT';
+    out.push('', `STUN Binding requests answered (${bytes} RFC 8489 requests from ${STUN_SOURCES} loopback addresses), one core each:`);
+    for (const b of backends) out.push(stunLine(`burrow serve (${b})`, stun.get(`burrow-${b}`) ?? []));
     if (coturn) {
       const coturnRate = medianRun(stun.get('coturn') ?? []).rate;
       out.push(stunLine('coturn --stun-only', stun.get('coturn') ?? []));
-      out.push(`ratio burrow/coturn                ${(burrowRate / coturnRate).toFixed(2)}   (target ≥ 1 per core)  ${burrowRate >= coturnRate ? 'met' : 'MISSED'}`);
+      for (const b of backends) {
+        const ratio = medianRun(stun.get(`burrow-${b}`) ?? []).rate / coturnRate;
+        out.push(`ratio burrow (${b})/coturn`.padEnd(35) + `${ratio.toFixed(2)}   (goal ≥ 0.8)  ${ratio >= 0.8 ? 'met' : 'MISSED'}`);
+      }
     }
-    if (values.profile) out.push('', 'burrow serve profile under STUN load (self time, top functions):', ...profileSummary(join(dir, 'prof'), 15));
+    if (values.profile) out.push('', `burrow serve (${best}) profile under STUN load (self time, top functions):`, ...profileSummary(join(dir, 'prof'), 15));
 
-    // 2. Registrations and memory, one core.
+    // 2. Registrations and memory, one core. Twice: with V8's default young generation (a GC nursery that V8 grows
+    // with the request rate, up to 3 × 16 MiB), and with it capped, so that the RSS delta is the state alone.
     process.stderr.write('registrations:\n');
     const regScript = join(dir, 'registrations.bls');
-    writeScript(regScript, registrationScript(100_000));
-    const server = track(await startBurrow(dir, '0'));
-    await sleep(500);
-    const before = rssKiB(server.pid);
-    const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '128', '--sources', String(SOURCES),
-      '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
-    await sleep(1000);
-    const after = rssKiB(server.pid);
-    await server.stop();
-    if (regs.errors > 0 || regs.unmatched > 0) throw new Error(`registrations: ${regs.errors} error answers, ${regs.unmatched} unmatched`);
-    const perReg = ((after - before) * 1024) / 100_000;
-    out.push('', `registrations, one core:           ${fmtRate(regs.rate)}/s  (${regs.answered} of ${regs.sent} answered, lost ${regs.lost})  p50 ${ms(regs.p50us)}  p99 ${ms(regs.p99us)}`);
-    out.push(`memory per registration at 100,000: ${perReg.toFixed(0)} bytes  (server RSS ${(before / 1024).toFixed(0)} → ${(after / 1024).toFixed(0)} MiB, delta / 100,000; target ≤ 1024)  ${perReg <= 1024 ? 'met' : 'MISSED'}`);
+    const memory: { label: string; perReg: number; before: number; after: number; regs: LoadResult }[] = [];
+    for (const [label, nodeArgs] of [['V8 defaults', []], ['young generation capped (--max-semi-space-size=1)', ['--max-semi-space-size=1']]] as const) {
+      writeScript(regScript, registrationScript(100_000));
+      const server = track(await startBurrow(dir, '0', best, [], [...nodeArgs]));
+      await sleep(500);
+      const before = rssKiB(server.pid);
+      const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '128', '--sources', String(SOURCES),
+        '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+      await sleep(1000);
+      const after = rssKiB(server.pid);
+      await server.stop();
+      if (regs.errors > 0 || regs.unmatched > 0) throw new Error(`registrations: ${regs.errors} error answers, ${regs.unmatched} unmatched`);
+      memory.push({ label, perReg: ((after - before) * 1024) / 100_000, before, after, regs });
+    }
+    const regs = memory[0]!.regs;
+    out.push('', `registrations, one core (${best}):`.padEnd(35) + `${fmtRate(regs.rate)}/s  (${regs.answered} of ${regs.sent} answered, lost ${regs.lost})  p50 ${ms(regs.p50us)}  p99 ${ms(regs.p99us)}`);
+    for (const m of memory) {
+      out.push(`memory per registration at 100,000: ${m.perReg.toFixed(0)} bytes  (server RSS ${(m.before / 1024).toFixed(0)} → ${(m.after / 1024).toFixed(0)} MiB, delta / 100,000; ${m.label})`);
+    }
+    const state = memory[1]?.perReg ?? Number.NaN;
+    out.push(`  target ≤ 1024 bytes of state per registration: ${state <= 1024 ? 'met' : 'MISSED'}`);
 
-    // 3. Introductions, one core.
-    process.stderr.write('introductions:\n');
-    const intro = await introductions(loadgen, dir, '0', '1', pairs, 1);
-    out.push(`introductions, one core:           ${fmtRate(intro.introRate ?? 0)}/s  (${intro.introductions ?? 0} of ${pairs} pairs; ${intro.answered} REGISTERs answered incl. ${intro.acks ?? 0} acknowledgements)  REGISTER p50 ${ms(intro.p50us)}  p99 ${ms(intro.p99us)}  (target ≥ 20,000/s)  ${(intro.introRate ?? 0) >= 20_000 ? 'met' : 'MISSED'}`);
-
-    // 4. All cores: --workers 2, everything unpinned (the load generator shares the cores).
+    // 3. Introductions: one process on one core, then two workers on all cores.
+    process.stderr.write('introductions, one process:\n');
+    const intro = await introductions(loadgen, dir, '0', '1', pairs, 1, best);
+    out.push('', `introductions (${pairs} pairs: 3 REGISTERs and 1 pushed INTRODUCE each; ${best} socket):`);
+    out.push(introLine('one process, one core', intro, pairs));
     if (!values['skip-multi']) {
       const all = `0-${cpus - 1}`;
-      process.stderr.write(`STUN Binding throughput, all ${cpus} cores, --workers ${cpus}:\n`);
-      const multi = [track(await startBurrow(dir, all, ['--workers', String(cpus)]))];
-      if (coturn) multi.push(track(await startCoturn(dir, all)));
-      const stunMulti = await stunRounds(loadgen, multi, rounds, seconds, window, all);
-      for (const s of multi) await s.stop();
-      out.push('', `all ${cpus} cores shared by server and load generator (burrow serve --workers ${cpus}; coturn's own threads):`);
-      out.push(stunLine(`burrow serve --workers ${cpus}`, stunMulti.get('burrow') ?? []));
-      if (coturn) {
-        out.push(stunLine('coturn --stun-only', stunMulti.get('coturn') ?? []));
-        out.push(`ratio burrow/coturn                ${(medianRun(stunMulti.get('burrow') ?? []).rate / medianRun(stunMulti.get('coturn') ?? []).rate).toFixed(2)}`);
-      }
-      process.stderr.write('introductions, all cores:\n');
-      const introMulti = await introductions(loadgen, dir, all, all, pairs, cpus);
-      out.push(`introductions, --workers ${cpus}:       ${fmtRate(introMulti.introRate ?? 0)}/s  (${introMulti.introductions ?? 0} of ${pairs} pairs)  REGISTER p50 ${ms(introMulti.p50us)}  p99 ${ms(introMulti.p99us)}`);
+      process.stderr.write('introductions, --workers 2:\n');
+      const introMulti = await introductions(loadgen, dir, all, all, pairs, 2, best);
+      out.push(introLine(`--workers 2, all ${cpus} cores`, introMulti, pairs));
+      out.push(`(with --workers 2 the ${cpus} cores are shared by the primary, 2 workers and the load generator; the CPU cost per`);
+      out.push(' introduction of each process says what each would sustain on a core of its own)');
     }
     process.stdout.write(`${out.join('\n')}\n`);
     return 0;
@@ -414,6 +432,17 @@ async function main(): Promise<number> {
     for (const s of started) await s.stop();
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function introLine(label: string, result: IntroResult, pairs: number): string {
+  const r = result.load;
+  const cpu = result.cpuMsPerIntro.map((c) => c.toFixed(3)).join(' + ');
+  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}  CPU ms per introduction: ${cpu}${result.cpuMsPerIntro.length > 1 ? ' (primary + workers)' : ''}`;
+}
+
+function cpuModel(): string {
+  const m = /model name\s*:\s*(.+)/.exec(readFileSync('/proc/cpuinfo', 'utf8'));
+  return m?.[1]?.trim() ?? 'unknown CPU';
 }
 
 /** Top functions by self time from the V8 CPU profile(s) in `dir`. */

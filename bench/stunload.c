@@ -9,12 +9,16 @@
  * Two modes, both closed-loop with at most --window requests outstanding, bounded by --duration-ms and
  * --max-requests, each unanswered request given up after --timeout-ms (counted as lost):
  *
- *   stun    sends the Binding request given in --request-hex (so every server gets the same bytes),
- *           with a fresh transaction id per request: bytes 0..7 the send time (CLOCK_MONOTONIC, ns),
- *           bytes 8..11 the window slot. An answer counts only if it is a Binding success whose
- *           transaction id matches an outstanding request exactly and whose XOR-MAPPED-ADDRESS names
- *           the source address and port the request came from. Latency = receive time - the send time
- *           carried in the transaction id. A warm-up of --warmup-ms is not counted.
+ *   stun    sends a Binding request (so every server gets the same bytes): --request bare (the 20-byte
+ *           header alone, what standard STUN clients send), --request fingerprint (bare + FINGERPRINT,
+ *           28 bytes), or --request-hex HEX (any request, e.g. Burrow's padded one). Each request gets a
+ *           fresh transaction id: bytes 0..7 the send time (CLOCK_MONOTONIC, ns), bytes 8..11 the window
+ *           slot; a FINGERPRINT at the end of the request is recomputed for it (RFC 8489 section 14.7).
+ *           An answer counts only if it is a Binding success whose transaction id matches an outstanding
+ *           request exactly, whose XOR-MAPPED-ADDRESS names the source address and port the request came
+ *           from, and, when the request carried FINGERPRINT, that ends with a correct FINGERPRINT.
+ *           Latency = receive time - the send time carried in the transaction id. A warm-up of
+ *           --warmup-ms is not counted.
  *
  *   script  sends pre-built datagrams (Burrow REGISTER requests, authenticated by the Node side) from
  *           --script FILE, in order, and matches REGISTER answers by transaction id. Each INTRODUCE
@@ -51,6 +55,22 @@
 #define INTRODUCE_INDICATION 0x0272
 #define ATTR_XOR_MAPPED 0x0020
 #define ATTR_SESSION_NONCE 0x4b04
+#define ATTR_FINGERPRINT 0x8028
+
+/* CRC-32 (ISO HDLC, the one FINGERPRINT uses), bitwise with a table built at start. */
+static uint32_t crc_table[256];
+static void crc_init(void) {
+  for (uint32_t i = 0; i < 256; i++) {
+    uint32_t c = i;
+    for (int k = 0; k < 8; k++) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+    crc_table[i] = c;
+  }
+}
+static uint32_t crc32(const uint8_t *b, size_t n) {
+  uint32_t c = 0xffffffffu;
+  for (size_t i = 0; i < n; i++) c = crc_table[(c ^ b[i]) & 0xff] ^ (c >> 8);
+  return c ^ 0xffffffffu;
+}
 
 static uint64_t now_ns(void) {
   struct timespec ts;
@@ -210,6 +230,17 @@ static const uint8_t *find_attr(const uint8_t *b, size_t n, uint16_t type, uint1
   return NULL;
 }
 
+/* Whether the message ends with a FINGERPRINT attribute (8 bytes). */
+static int has_fingerprint(const uint8_t *b, size_t n) { return n >= 28 && rd16(b + n - 8) == ATTR_FINGERPRINT && rd16(b + n - 6) == 4; }
+
+/* Writes the FINGERPRINT value of a message that ends with one: CRC-32 of what precedes it, XOR 0x5354554e. */
+static void fix_fingerprint(uint8_t *b, size_t n) {
+  uint32_t v = crc32(b, n - 8) ^ 0x5354554eu;
+  b[n - 4] = (uint8_t)(v >> 24), b[n - 3] = (uint8_t)(v >> 16), b[n - 2] = (uint8_t)(v >> 8), b[n - 1] = (uint8_t)v;
+}
+
+static int fingerprint_valid(const uint8_t *b, size_t n) { return has_fingerprint(b, n) && rd32(b + n - 4) == (crc32(b, n - 8) ^ 0x5354554eu); }
+
 static uint32_t parse_u32(const char *s, const char *name) {
   char *end;
   unsigned long v = strtoul(s, &end, 10);
@@ -241,6 +272,7 @@ static void run_stun(const uint8_t *req, size_t req_len, uint32_t window, uint64
   uint64_t next_sweep = start, next_source = 0, total_sent = 0;
   uint64_t measured_start = 0, measured_end = 0;
   int measuring = 0;
+  const int fingerprint = has_fingerprint(req, req_len);
   for (;;) {
     uint64_t t = now_ns();
     if (!measuring && t >= measure_from) {
@@ -271,6 +303,7 @@ static void run_stun(const uint8_t *req, size_t req_len, uint32_t window, uint64
       uint8_t *b = batch_add(source, req, req_len);
       for (int k = 0; k < 8; k++) b[8 + k] = (uint8_t)(ts >> (56 - 8 * k));
       b[16] = (uint8_t)(s >> 24), b[17] = (uint8_t)(s >> 16), b[18] = (uint8_t)(s >> 8), b[19] = (uint8_t)s;
+      if (fingerprint) fix_fingerprint(b, req_len);
       slots[s].sent_ns = ts;
       slots[s].source = source;
       g.sent++;
@@ -304,6 +337,11 @@ static void run_stun(const uint8_t *req, size_t req_len, uint32_t window, uint64
         g.unmatched++;
         continue;
       }
+      /* RFC 8489 section 14.7: a request with FINGERPRINT gets an answer with one. */
+      if (fingerprint && !fingerprint_valid(b, len)) {
+        g.unmatched++;
+        continue;
+      }
       slots[s].sent_ns = 0;
       free_list[free_n++] = s;
       g.answered++;
@@ -321,8 +359,8 @@ static void run_stun(const uint8_t *req, size_t req_len, uint32_t window, uint64
   }
   double seconds = (double)(measured_end - measured_start) / 1e9;
   print_common("stun", seconds);
-  printf(",\"rate\":%.1f,\"window\":%u,\"sources\":%u,\"requestBytes\":%zu}\n", (double)g.answered / seconds, window,
-         g.sources, req_len);
+  printf(",\"rate\":%.1f,\"window\":%u,\"sources\":%u,\"requestBytes\":%zu,\"fingerprint\":%s}\n", (double)g.answered / seconds,
+         window, g.sources, req_len, fingerprint ? "true" : "false");
   free(slots);
   free(free_list);
 }
@@ -474,7 +512,7 @@ static int hexval(char c) {
 }
 
 int main(int argc, char **argv) {
-  const char *mode = "stun", *hex = NULL, *script = NULL;
+  const char *mode = "stun", *hex = NULL, *script = NULL, *request = NULL;
   uint32_t port = 0, window = 256, warmup_ms = 300, duration_ms = 3000, timeout_ms = 500, sources = 4096;
   uint64_t max_requests = 100000000ull;
   for (int i = 1; i + 1 < argc; i += 2) {
@@ -482,6 +520,7 @@ int main(int argc, char **argv) {
     if (!strcmp(k, "--mode")) mode = v;
     else if (!strcmp(k, "--port")) port = parse_u32(v, k);
     else if (!strcmp(k, "--request-hex")) hex = v;
+    else if (!strcmp(k, "--request")) request = v;
     else if (!strcmp(k, "--script")) script = v;
     else if (!strcmp(k, "--window")) window = parse_u32(v, k);
     else if (!strcmp(k, "--warmup-ms")) warmup_ms = parse_u32(v, k);
@@ -497,10 +536,11 @@ int main(int argc, char **argv) {
   if (port == 0 || port > 65535 || window == 0 || window > 65536 || sources == 0 || sources > 65536 ||
       duration_ms == 0 || duration_ms > 600000 || timeout_ms == 0 || timeout_ms > 10000) {
     fprintf(stderr,
-            "usage: stunload --port P [--mode stun --request-hex HEX | --mode script --script FILE] [--window N]\n"
-            "       [--sources N] [--duration-ms MS] [--warmup-ms MS] [--timeout-ms MS] [--max-requests N]\n");
+            "usage: stunload --port P [--mode stun (--request bare|fingerprint | --request-hex HEX) | --mode script --script FILE]\n"
+            "       [--window N] [--sources N] [--duration-ms MS] [--warmup-ms MS] [--timeout-ms MS] [--max-requests N]\n");
     return 2;
   }
+  crc_init();
   g.sources = sources;
   g.lat = calloc(LAT_BUCKETS, sizeof *g.lat);
   if (!g.lat) die("calloc");
@@ -526,12 +566,30 @@ int main(int argc, char **argv) {
   g.target.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
 
   if (!strcmp(mode, "stun")) {
+    uint8_t req[MAX_DGRAM];
+    if (request) {
+      /* A bare RFC 8489 Binding request: type 0x0001, length 0 (or 8 with FINGERPRINT), magic cookie; the
+         transaction id is filled in per request. */
+      int fp = !strcmp(request, "fingerprint");
+      if (!fp && strcmp(request, "bare") != 0) {
+        fprintf(stderr, "stunload: --request must be bare or fingerprint\n");
+        return 2;
+      }
+      memset(req, 0, 28);
+      req[1] = 0x01;
+      req[3] = fp ? 8 : 0;
+      req[4] = 0x21, req[5] = 0x12, req[6] = 0xa4, req[7] = 0x42;
+      if (fp) req[20] = 0x80, req[21] = 0x28, req[23] = 4;
+      run_stun(req, fp ? 28 : 20, window, (uint64_t)warmup_ms * 1000000ull, (uint64_t)duration_ms * 1000000ull,
+               (uint64_t)timeout_ms * 1000000ull, max_requests);
+      close(g.fd);
+      return 0;
+    }
     if (!hex) {
-      fprintf(stderr, "stunload: --mode stun needs --request-hex\n");
+      fprintf(stderr, "stunload: --mode stun needs --request or --request-hex\n");
       return 2;
     }
     size_t hl = strlen(hex);
-    uint8_t req[MAX_DGRAM];
     if (hl % 2 != 0 || hl / 2 < 20 || hl / 2 > MAX_DGRAM) {
       fprintf(stderr, "stunload: --request-hex must be a STUN message\n");
       return 2;

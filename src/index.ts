@@ -35,4 +35,10 @@ export type { ClientMachine, DriverInput, DriverAction, TransportId } from './co
 export { runMachine, type MachineRun, type RunOptions } from './node/driver.js';
 export { UdpTransport, StreamTransport, type DatagramTransport, type TransportHandlers } from './node/transport.js';
 export type { ServerEvent, ServerLimits, ServerState, ServerStats } from './server/core.js';
-export type { Registration, RegistrationStore } from './server/store.js';
+export type { Registration, RegistrationStore, RegisterResult } from './server/store.js';
+export type { SharedState } from './server/shared.js';
+export type { ReplayGuard, ReplayVerdict } from './server/replay.js';
+export type { Router, PushListener } from './server/router.js';
+export type { WgRegistry } from './server/wg-registry.js';
+export type { Owner, Channel, Push, WgFacts, Awaitable } from './server/types.js';
+export type { UdpBackend } from './node/datagram-port.js';

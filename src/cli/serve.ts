@@ -152,6 +152,12 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       case 'wg-endpoint':
         log.info({ event: e.type, network: e.network, key: e.key, endpoint: endpointKey(e.endpoint) }, 'WireGuard endpoint learnt');
         break;
+      case 'partner-unreachable':
+        log.info({ event: e.type, network: e.network, peer: e.name, server: e.server }, 'partner\'s server is gone; treated as absent');
+        break;
+      case 'store-error':
+        log.warn({ event: e.type, op: e.op, reason: e.reason }, 'the shared store did not answer');
+        break;
       case 'worker-exited':
         log.error({ event: e.type, pid: e.pid, code: e.code, signal: e.signal }, 'a worker process exited; stopping the server');
         workerFailed.abort();

@@ -30,6 +30,8 @@ export const Method = {
   INTRODUCE: 0x0b2,
   PROBE: 0x0b3,
   CLOSE: 0x0b4,
+  /** A peer's outcome report to the server (docs/protocol.md, "Outcome reports"). */
+  REPORT: 0x0b5,
 } as const;
 
 /** Burrow attribute types (comprehension-required range; only meaningful in Burrow methods). */
@@ -45,7 +47,7 @@ export const BurrowAttr = {
   LIFETIME: 0x4b09,
   FLAGS: 0x4b0a,
   TRANSPORT: 0x4b0b,
-  /** In an outcome report (CLOSE to the server): 1 connected, 2 failed. */
+  /** In an outcome report (REPORT): 1 connected, 2 failed. */
   OUTCOME: 0x4b10,
   /** A transport candidate of any kind with its priority (REGISTER and introductions); see `encodeCandidate`. */
   CANDIDATE: 0x4b13,
@@ -190,9 +192,8 @@ export interface CloseIndication {
 export type Outcome = 'connected' | 'failed';
 const OUTCOME_CODES: readonly Outcome[] = ['connected', 'failed'];
 /**
- * A peer's report to the server of how its punch ended: a CLOSE indication that carries NETWORK-ID (a
- * peer-to-peer CLOSE never does). Authenticated with the client-to-server key and bound to the sender's
- * registration by name and session nonce.
+ * A peer's report to the server of how its punch ended: a REPORT indication. Authenticated with the
+ * client-to-server key and bound to the sender's registration by name and session nonce.
  */
 export interface OutcomeReport {
   readonly kind: 'report';
@@ -483,7 +484,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
       ], opts);
     case 'report':
-      return encodeStun(Method.CLOSE, 'indication', msg.txid, [
+      return encodeStun(Method.REPORT, 'indication', msg.txid, [
         { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
         { type: BurrowAttr.PEER_NAME, value: utf8(msg.name) },
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
@@ -590,18 +591,17 @@ function interpret(stun: StunMessage): BurrowMessage {
         mapped: r.xorAddress(r.required(Attr.XOR_MAPPED_ADDRESS, 'XOR-MAPPED-ADDRESS'), 'XOR-MAPPED-ADDRESS'),
       };
     case `${Method.CLOSE}/indication`:
-      if (r.optional(BurrowAttr.NETWORK_ID)) {
-        return {
-          kind: 'report',
-          txid,
-          networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
-          name: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
-          sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
-          timestamp: r.timestamp(),
-          outcome: r.outcome(),
-        };
-      }
       return { kind: 'close', txid, timestamp: r.timestamp() };
+    case `${Method.REPORT}/indication`:
+      return {
+        kind: 'report',
+        txid,
+        networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
+        name: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
+        sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
+        timestamp: r.timestamp(),
+        outcome: r.outcome(),
+      };
     default:
       return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });
   }

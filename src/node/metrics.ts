@@ -104,19 +104,23 @@ function gauge(registry: Registry, name: string, help: string, read: () => numbe
 /** Adds the rendezvous server's metrics to `registry`. */
 export function registerServerMetrics(registry: Registry, source: ServerMetricsSource): void {
   const s = (): Readonly<ServerStats> => source.stats;
-  gauge(registry, 'burrow_registrations', 'Registrations held now (UDP and TCP), expired ones included until the next sweep (at most 1 s).', () => source.registrations);
+  gauge(registry, 'burrow_registrations', 'Registrations held now in the in-memory store (UDP and TCP), expired ones included until the next sweep (at most 1 s).', () => source.registrations);
   gauge(registry, 'burrow_tcp_connections', 'Open TCP rendezvous connections.', () => source.tcpConnections);
   gauge(registry, 'burrow_networks', 'Networks served: one per accepted secret (changes on SIGHUP reload).', () => source.networks);
   counter(registry, 'burrow_registrations_total', 'Registrations started: a REGISTER with a new name or a new session nonce.', () => s().registrationsNew);
   counter(registry, 'burrow_register_requests_total', 'Authenticated REGISTER requests accepted, refreshes included.', () => s().registrationsTotal);
   counter(registry, 'burrow_introductions_total', 'Introductions pushed to a waiting peer (a pair, or a pair re-introduced after a change).', () => s().introductions);
+  counter(registry, 'burrow_introductions_partner_gone_total', 'Introductions not made because the partner\'s server no longer listens (the partner counts as absent).', () => s().partnersUnreachable);
+  counter(registry, 'burrow_registrations_displaced_total', 'Registrations that replaced a live registration of another session under the same name.', () => s().registrationsDisplaced);
+  counter(registry, 'burrow_store_errors_total', 'Requests to the shared state (registrations, replay guard, router, WireGuard registry) that failed or timed out.', () => s().storeErrors);
+  counter(registry, 'burrow_store_busy_drops_total', 'Authenticated requests dropped because too many requests to the shared state were in flight.', () => s().storeBusy);
   labelledCounter(registry, 'burrow_introduction_outcomes_total', 'Outcome reports from introduced peers: one per peer and punch attempt.', 'outcome', () => ({
     connected: s().outcomesConnected,
     failed: s().outcomesFailed,
   }));
   counter(registry, 'burrow_outcome_reports_unmatched_total', 'Authenticated outcome reports that matched no current registration (already reported, expired or evicted).', () => s().outcomesUnmatched);
   counter(registry, 'burrow_stun_binding_requests_total', 'STUN Binding requests received (UDP main and alternate port, and TCP).', () => s().stunBindings);
-  counter(registry, 'burrow_stun_binding_unanswered_total', 'STUN Binding requests left unanswered because the anti-amplification byte budget was spent.', () => s().stunBindingsUnanswered);
+  counter(registry, 'burrow_stun_binding_unanswered_total', 'Bare STUN Binding requests left unanswered because the server runs in strict mode (answerBareBindings off).', () => s().stunBindingsUnanswered);
   counter(registry, 'burrow_auth_failures_total', 'Messages that failed authentication: unknown network (secret differs) or bad MESSAGE-INTEGRITY-SHA256.', () => s().authFailures);
   counter(registry, 'burrow_stale_timestamps_total', 'Authenticated messages whose TIMESTAMP was outside the accepted window.', () => s().staleTimestamps);
   counter(registry, 'burrow_replays_rejected_total', 'Authenticated messages refused by the replay cache (a replay, or the cache was full).', () => s().replaysRejected);
@@ -150,7 +154,7 @@ export function registerServerMetrics(registry: Registry, source: ServerMetricsS
     counter(registry, 'burrow_wg_endpoint_changes_total', 'Times an interface\'s public endpoint moved (NAT rebinding, restart).', () => wg.stats.endpointChanges);
     counter(registry, 'burrow_wg_rejected_total', 'WireGuard packets rejected: unknown server key, failed authentication, replays, unknown sessions.', () => wg.stats.rejected);
   }
-  counter(registry, 'burrow_unauthenticated_sent_bytes_total', 'Bytes sent in answer to unauthenticated traffic; stays below received plus the STUN budget.', () => s().unauthBytesOut);
+  counter(registry, 'burrow_unauthenticated_sent_bytes_total', 'Bytes sent in answer to unauthenticated traffic; only STUN Binding answers exceed their requests (by at most 24 bytes each).', () => s().unauthBytesOut);
 }
 
 /** Adds the T-STUN matchmaker's metrics (`burrow serve --tstun`) to `registry`. */

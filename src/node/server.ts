@@ -1,6 +1,8 @@
 /**
- * `startServer()`: the Node driver around ServerCore. It owns the UDP sockets (the main port and the
- * alternate port used for NAT mapping tests) and the expiry timer; everything else is in the core.
+ * `startServer()`: the Node driver around the server machine (src/server/machine.ts). It owns the sockets (the
+ * main UDP port, the alternate port used for NAT mapping tests, the TCP rendezvous listener), one timer, and the
+ * in-memory shared state; every decision is the core's. With `workers`, src/node/cluster.ts runs the main port in
+ * worker processes.
  */
 import { randomBytes, randomInt } from 'node:crypto';
 import net from 'node:net';
@@ -8,11 +10,17 @@ import { splitStunStream } from '../codec/stun.js';
 import { DEFAULT_PORT } from '../codec/messages.js';
 import { normaliseAddress, parseHostPort, type Endpoint } from '../codec/address.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
+import { generateKeyPair } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
-import { DEFAULT_LIMITS, ServerCore, type ServerAction, type ServerEvent, type ServerLimits, type ServerSocketId, type ServerState, type ServerStats } from '../server/core.js';
-import type { RegistrationStore } from '../server/store.js';
+import { DEFAULT_LIMITS, ServerCore, type ServerLimits } from '../server/core.js';
+import { ServerMachine, sharedStateRunner } from '../server/machine.js';
+import { MemorySharedState, type SharedState } from '../server/shared.js';
+import { sumStats, type ServerState, type ServerStats } from '../server/stats.js';
+import type { ServerAction, ServerEvent, ServerInput } from '../server/types.js';
+import { chooseBackend, openDatagramPort, type DatagramPort, type UdpBackend } from './datagram-port.js';
 import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
-import { splitLimits, startWorkerPool, sumStats, type WorkerPool } from './cluster.js';
+import { splitLimits, startWorkerPool, type MainPortSpec, type WorkerPool } from './cluster.js';
+import { MachineRunner, pooledRandomBytes } from './server-runtime.js';
 import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } from './udp.js';
 
 export interface ServerOptions {
@@ -23,7 +31,14 @@ export interface ServerOptions {
   /** Second UDP port for NAT mapping tests: a number, `0` for any free port, or `false` for none. Default: main port + 1. */
   readonly alternatePort?: number | false;
   readonly limits?: Partial<ServerLimits>;
-  readonly store?: RegistrationStore;
+  /**
+   * The state this server shares with others (registrations, replay guard, push router, WireGuard registry,
+   * WG-PROOF-KEY); default: in this process's memory. A shared implementation (Redis) makes several servers one.
+   * Not with `workers` (their processes reach the primary's in-memory state).
+   */
+  readonly shared?: SharedState;
+  /** This server's id among those sharing state; default random. Pushes for its peers are routed to it by id. */
+  readonly serverId?: string;
   readonly onEvent?: (event: ServerEvent) => void;
   readonly signal?: AbortSignal;
   /** Also listen on TCP at the same address and port (TCP rendezvous for `burrow pipe`); default true. */
@@ -34,11 +49,17 @@ export interface ServerOptions {
   /** Also serve Prometheus metrics over HTTP (`GET /metrics`) on their own address; see docs/metrics.md. */
   readonly metrics?: MetricsOptions;
   /**
-   * Processes that answer UDP on the main port (default 1: this process does everything). With N > 1,
-   * N forked workers share the socket and answer STUN Binding; registrations are forwarded to this
-   * process, which owns them all (src/node/cluster.ts). Per-source limits are divided among the processes.
+   * Processes that serve the main UDP port (default 1: this process does everything). With N > 1, N forked workers
+   * each handle Binding, REGISTER, outcome reports and WG-SYNC against the shared state this process holds
+   * (src/node/cluster.ts). Per-source limits are divided among the processes.
    */
   readonly workers?: number;
+  /**
+   * The main UDP socket: 'native' (the batched burrow_udp addon), 'dgram' (Node's), or 'auto' (the addon when it is
+   * built, the default; the environment variable BURROW_UDP_BACKEND overrides the default). See
+   * src/node/datagram-port.ts.
+   */
+  readonly udpBackend?: UdpBackend;
 }
 
 export interface RendezvousServer {
@@ -48,20 +69,26 @@ export interface RendezvousServer {
   readonly alternateAddress: Endpoint | undefined;
   /** The metrics listener, when enabled. */
   readonly metricsAddress: Endpoint | undefined;
+  /** This server's id in the shared state. */
+  readonly serverId: string;
+  /** Which main UDP socket is in use. */
+  readonly udpBackend: 'native' | 'dgram';
   readonly stats: Readonly<ServerStats>;
   readonly registrations: number;
   /** Process ids of the worker processes (empty without `workers`). */
   readonly workerPids: readonly number[];
-  /** Sizes of the server's tables (registrations, pending pushes, replay cache). */
+  /** Each worker's counters as last reported (about once a second, and when it stops). */
+  readonly workerStats: readonly { readonly pid: number; readonly stats: Readonly<ServerStats> }[];
+  /** Sizes of the server's tables (registrations, pending pushes, replay cache, WireGuard). */
   readonly state: ServerState;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
 }
 
-function keysOf(secrets: readonly (string | Uint8Array)[]) {
+function secretBytes(secrets: readonly (string | Uint8Array)[]): Uint8Array[] {
   if (secrets.length === 0) throw BurrowError.invalidOption('secrets', 'the server needs at least one secret');
-  return secrets.map((s) => deriveNetworkKeys(typeof s === 'string' ? Buffer.from(s, 'utf8') : s));
+  return secrets.map((s) => (typeof s === 'string' ? Buffer.from(s, 'utf8') : s));
 }
 
 /**
@@ -70,28 +97,25 @@ function keysOf(secrets: readonly (string | Uint8Array)[]) {
  */
 const SERVER_RECV_BUFFER = 4 << 20;
 
-async function bindListen(host: string, port: number, role: 'main' | 'alternate'): Promise<BoundSocket> {
+/** Binds `bind(host)`, falling back from the dual-stack wildcard to 0.0.0.0 where IPv6 is off. */
+async function bindWithFallback<T>(host: string, port: number, role: 'main' | 'alternate', bind: (host: string) => Promise<T>): Promise<T> {
   try {
-    return await bindUdp(host, port, { dualStack: host === '::', recvBufferSize: SERVER_RECV_BUFFER });
+    return await bind(host);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) return bindUdp('0.0.0.0', port, { recvBufferSize: SERVER_RECV_BUFFER });
+    if (host === '::' && (code === 'EAFNOSUPPORT' || code === 'EADDRNOTAVAIL')) {
+      try {
+        return await bind('0.0.0.0');
+      } catch (err2) {
+        throw BurrowError.bindFailed({ transport: 'udp', address: '0.0.0.0', port, role }, err2);
+      }
+    }
     throw BurrowError.bindFailed({ transport: 'udp', address: host, port, role }, err);
   }
 }
 
-/** Random bytes drawn 4 KiB at a time: one call into the CSPRNG per ~340 pushed introductions, not one each. */
-function pooledRandomBytes(): (n: number) => Uint8Array {
-  let pool = Buffer.alloc(0);
-  let at = 0;
-  return (n) => {
-    if (at + n > pool.length) {
-      pool = randomBytes(Math.max(4096, n));
-      at = 0;
-    }
-    at += n;
-    return pool.subarray(at - n, at);
-  };
+function bindListen(host: string, port: number, role: 'main' | 'alternate'): Promise<BoundSocket> {
+  return bindWithFallback(host, port, role, (h) => bindUdp(h, port, { dualStack: h === '::', recvBufferSize: SERVER_RECV_BUFFER }));
 }
 
 export async function startServer(options: ServerOptions): Promise<RendezvousServer> {
@@ -100,51 +124,93 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   if (!parsed.ok) throw BurrowError.invalidOption('listen', `not HOST:PORT (${parsed.reason})`, options.listen ?? '');
   const host = parsed.host === '' ? '::' : normaliseAddress(parsed.host);
   if (!host) throw BurrowError.invalidOption('listen', `host "${parsed.host}" is not an IP address`, options.listen ?? '');
-  const networks = keysOf(options.secrets);
+  let secrets = secretBytes(options.secrets);
+  const networks = secrets.map((s) => deriveNetworkKeys(s));
   // Loaded only when asked for, so a server without metrics never loads prom-client.
   const metricsModule = options.metrics ? await import('./metrics.js') : undefined;
   if (options.metrics) metricsModule?.parseMetricsListen(options.metrics.listen);
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw BurrowError.invalidOption('workers', 'must be a whole number from 1 to 256', String(workers));
-  const main = await bindListen(host, parsed.port, 'main');
+  if (workers > 1 && options.shared) throw BurrowError.invalidOption('workers', 'a custom shared state cannot be combined with workers yet: each worker would need its own connection to it', String(workers));
+  const backend = chooseBackend(options.udpBackend);
+  const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
+  const serverId = options.serverId ?? randomBytes(8).toString('hex');
+
+  // The main port. Single process: this process reads it. Workers: native sockets are bound again by each worker
+  // (SO_REUSEPORT; this one only learns the port, and closes once they listen); a dgram socket is handed over.
+  const closers: (() => Promise<void>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    await Promise.all(closers.splice(0).map((c) => c()));
+  };
+  let main: DatagramPort | undefined;
+  let mainDgram: BoundSocket | undefined;
+  let mainLocal: Endpoint;
+  let mainSpec: MainPortSpec | undefined;
+  if (backend === 'dgram' && workers > 1) {
+    mainDgram = await bindListen(host, parsed.port, 'main');
+    const bound = mainDgram;
+    closers.push(() => closeUdp(bound.socket));
+    mainLocal = bound.local;
+    mainSpec = { kind: 'dgram', family: bound.family, dualStack: bound.dualStack, local: bound.local };
+  } else {
+    const port = await bindWithFallback(host, parsed.port, 'main', (h) => openDatagramPort(backend, { address: h, port: parsed.port, dualStack: h === '::', recvBufferSize: SERVER_RECV_BUFFER, reusePort: workers > 1 }));
+    main = port;
+    closers.push(() => port.close());
+    mainLocal = port.local;
+    if (workers > 1) mainSpec = { kind: 'native', address: port.local.address, port: port.local.port, dualStack: port.dualStack, recvBufferSize: SERVER_RECV_BUFFER };
+  }
+  const mainDualStack = main?.dualStack ?? mainDgram?.dualStack ?? false;
   let alternate: BoundSocket | undefined;
   if (options.alternatePort !== false) {
     const altPort = options.alternatePort ?? (parsed.port === 0 ? 0 : parsed.port + 1);
     try {
-      alternate = await bindListen(main.dualStack ? '::' : main.local.address, altPort, 'alternate');
+      alternate = await bindListen(mainDualStack ? '::' : mainLocal.address, altPort, 'alternate');
     } catch (err) {
-      await closeUdp(main.socket);
+      await closeAll();
       throw err;
     }
+    const alt = alternate;
+    closers.push(() => closeUdp(alt.socket));
   }
-  // With workers, every process that rate-limits (each worker, and this one for the alternate port and
-  // TCP) gets an equal share of the limits, so that together they never exceed them.
-  const limits = workers > 1 ? splitLimits({ ...DEFAULT_LIMITS, ...options.limits }, workers + 1) : options.limits;
-  const core = new ServerCore({
-    networks,
-    ...(alternate ? { alternate: alternate.local } : {}),
-    ...(limits ? { limits } : {}),
-    ...(options.store ? { store: options.store } : {}),
-    seed: randomInt(0, 2 ** 31),
-    randomBytes: pooledRandomBytes(),
-  });
-  const sockets: Record<ServerSocketId, BoundSocket | undefined> = { main, alternate };
+
+  const memory = options.shared ? undefined : new MemorySharedState({ limits, proofKey: generateKeyPair() });
+  const shared: SharedState = options.shared ?? (memory as SharedState);
+  // With workers, every process that rate-limits (each worker, and this one for the alternate port and TCP) gets
+  // an equal share of the limits, so that together they never exceed them.
+  const processLimits = workers > 1 ? splitLimits(limits, workers + 1) : limits;
+  let core: ServerCore;
+  let machine: ServerMachine;
+  try {
+    const proofKey = await shared.proofKey();
+    core = new ServerCore({
+      networks,
+      serverId,
+      proofKey,
+      ...(alternate ? { alternate: alternate.local } : {}),
+      limits: processLimits,
+      seed: randomInt(0, 2 ** 31),
+      randomBytes: pooledRandomBytes(),
+    });
+    machine = new ServerMachine(core, { runner: sharedStateRunner(shared), router: shared.router, now: Date.now, onLater: (actions) => { runner.later(actions); } });
+    await machine.ready;
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
   const streams = new Map<number, net.Socket>();
   let pool: WorkerPool | undefined;
   const execute = (actions: ServerAction[]): void => {
     for (const a of actions) {
       switch (a.type) {
-        case 'send': {
-          if (a.socket === 'main' && pool) {
+        case 'send':
+          if (a.socket === 'alternate') {
+            if (alternate) sendUdpNoCallback(alternate, a.to, a.data);
+          } else if (pool) {
             pool.send(a.to, a.data);
-            break;
+          } else {
+            main?.send(a.to, a.data);
           }
-          const s = sockets[a.socket];
-          if (s) sendUdpNoCallback(s, a.to, a.data);
           break;
-        }
-        case 'forward':
-          break; // only workers forward
         case 'send-stream': {
           const s = streams.get(a.conn);
           // A client that does not read its answers does not get to grow our buffers.
@@ -158,89 +224,114 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         case 'event':
           options.onEvent?.(a.event);
           break;
+        case 'to-wg-responder':
+        case 'effect':
+          break; // this process has the responder, and its machine carries out effects itself
       }
     }
   };
+  const runner = new MachineRunner(machine, execute, (err) => {
+    options.onEvent?.({ type: 'rejected', from: { address: '0.0.0.0', port: 0 }, reason: `internal error: ${String(err)}` });
+  });
+  const feed = (input: ServerInput): void => {
+    runner.feed(input);
+  };
+  closers.push(() => {
+    runner.stop();
+    machine.close();
+    return Promise.resolve();
+  });
+
   let tcpServer: net.Server | undefined;
   if (options.tcp !== false) {
     try {
-      tcpServer = await listenTcp(main.dualStack ? '::' : main.local.address, main.local.port, {
+      tcpServer = await listenTcp(mainDualStack ? '::' : mainLocal.address, mainLocal.port, {
         maxConnections: options.maxTcpConnections ?? 10_000,
         idleMs: options.tcpIdleMs ?? 120_000,
-        core,
+        feed,
         streams,
-        execute,
       });
     } catch (err) {
-      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve()]);
+      await closeAll();
       throw err;
     }
+    const t = tcpServer;
+    closers.push(() => new Promise<void>((resolve) => {
+      for (const s of streams.values()) s.destroy();
+      t.close(() => { resolve(); });
+    }));
   }
   let close: () => Promise<void> = () => Promise.resolve();
-  if (workers > 1) {
+  if (workers > 1 && mainSpec) {
     try {
       pool = await startWorkerPool({
         count: workers,
-        main,
-        limits: core.limits,
-        onForward: (socket, from, data) => {
-          try {
-            execute(core.handleForwarded(socket, from, data, Date.now()));
-          } catch (err) {
-            options.onEvent?.({ type: 'rejected', from, reason: `internal error: ${String(err)}` });
-          }
+        serverId,
+        secrets,
+        shared,
+        main: mainSpec,
+        mainHandle: mainDgram,
+        alternate: alternate?.local,
+        limits: processLimits,
+        onWireGuard: (socket, from, data) => {
+          feed({ type: 'wg-datagram', socket, from, data, now: Date.now() });
         },
+        onEvent: (e) => options.onEvent?.(e),
         onUnexpectedExit: (pid, code, signal) => {
           options.onEvent?.({ type: 'worker-exited', pid, code, signal });
           void close();
         },
       });
     } catch (err) {
-      await Promise.all([closeUdp(main.socket), alternate ? closeUdp(alternate.socket) : Promise.resolve(), new Promise<void>((r) => {
-        if (tcpServer) tcpServer.close(() => { r(); });
-        else r();
-      })]);
+      await closeAll();
       throw err;
     }
-    // The workers read the main socket now; this process keeps no copy (it would read datagrams too).
-    await closeUdp(main.socket);
-    sockets.main = undefined;
+    const p = pool;
+    closers.push(() => p.close());
+    // The workers read the main port now; this process keeps no socket on it (it would be given datagrams too).
+    if (main) await main.close();
+    if (mainDgram) await closeUdp(mainDgram.socket);
+    main = undefined;
   }
-  for (const id of ['main', 'alternate'] as const) {
-    const s = sockets[id];
-    if (!s) continue;
-    s.socket.on('message', (data, rinfo) => {
-      // The core never throws on input; this guard keeps even a bug from taking the server down.
-      try {
-        execute(core.handleDatagram(id, endpointOf(rinfo), data, Date.now()));
-      } catch (err) {
-        options.onEvent?.({ type: 'rejected', from: endpointOf(rinfo), reason: `internal error: ${String(err)}` });
-      }
+  main?.start((from, data) => {
+    feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
+  });
+  if (alternate) {
+    alternate.socket.on('message', (data, rinfo) => {
+      feed({ type: 'datagram', socket: 'alternate', from: endpointOf(rinfo), data, now: Date.now() });
     });
     // Unconnected UDP sockets report ICMP errors here on some systems; they are not fatal.
-    s.socket.on('error', () => undefined);
+    alternate.socket.on('error', () => undefined);
   }
-  const sweep = setInterval(() => {
-    execute(core.handleTimer(Date.now()));
-  }, core.timerIntervalMs);
-  sweep.unref();
+  // The in-memory shared state expires its entries lazily; this keeps the counts honest when traffic is quiet.
+  const sweep = memory ? setInterval(() => { memory.sweep(Date.now()); }, 1000) : undefined;
+  sweep?.unref();
   let metrics: MetricsEndpoint | undefined;
   let closed: Promise<void> | undefined;
+  const stats = (): ServerStats => {
+    const total = sumStats([core.stats, ...(pool?.reports().map((r) => r.stats) ?? [])]);
+    total.expirations = memory?.store.expirations ?? 0;
+    return total;
+  };
+  const state = (): ServerState => {
+    const reports = pool?.reports() ?? [];
+    const own = core.state;
+    return {
+      registrations: memory?.store.size ?? 0,
+      pendingPushes: own.pendingPushes + reports.reduce((n, r) => n + (r.state?.pendingPushes ?? 0), 0),
+      tcpConnections: own.tcpConnections,
+      replayEntries: memory?.replays.entries ?? 0,
+      replayBytes: memory?.replays.bytes ?? 0,
+      wgInterfaces: memory?.wg.size ?? 0,
+      wgSessions: own.wgSessions,
+      pendingEffects: own.pendingEffects + reports.reduce((n, r) => n + (r.state?.pendingEffects ?? 0), 0),
+    };
+  };
   close = (): Promise<void> => {
     closed ??= (async () => {
-      clearInterval(sweep);
+      if (sweep) clearInterval(sweep);
       options.signal?.removeEventListener('abort', onAbort);
-      for (const s of streams.values()) s.destroy();
-      await Promise.all([
-        metrics?.close(),
-        pool?.close(),
-        sockets.main ? closeUdp(sockets.main.socket) : Promise.resolve(),
-        alternate ? closeUdp(alternate.socket) : Promise.resolve(),
-        new Promise<void>((resolve) => {
-          if (tcpServer) tcpServer.close(() => { resolve(); });
-          else resolve();
-        }),
-      ]);
+      await Promise.all([metrics?.close(), closeAll()]);
     })();
     return closed;
   };
@@ -253,20 +344,20 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       metrics = await metricsModule.startServerMetrics(options.metrics, {
         // With workers, their counters (sent to this process about once a second) are added in.
         get stats() {
-          return pool ? sumStats([core.stats, ...pool.stats()]) : core.stats;
+          return stats();
         },
         get registrations() {
-          return core.store.size;
+          return memory?.store.size ?? 0;
         },
         get tcpConnections() {
           return streams.size;
         },
-        // Held by this process only (with workers, WireGuard traffic is forwarded here).
+        // The responder runs in this process (with workers, WireGuard packets are passed here).
         wireguard: {
           get interfaces() {
-            return core.wg.peerCount;
+            return memory?.wg.size ?? 0;
           },
-          stats: core.wg.stats,
+          stats: core.wg?.stats ?? { initiations: 0, confirmations: 0, keepalives: 0, rejected: 0, endpointChanges: 0 },
         },
         get networks() {
           return core.networkCount;
@@ -279,27 +370,33 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   }
   const tcpBound = tcpServer?.address();
   return {
-    address: main.local,
+    address: mainLocal,
     tcpAddress: tcpBound && typeof tcpBound === 'object' ? { address: normaliseAddress(tcpBound.address) ?? tcpBound.address, port: tcpBound.port } : undefined,
     alternateAddress: alternate?.local,
     metricsAddress: metrics?.address,
+    serverId,
+    udpBackend: backend,
     get stats() {
-      return pool ? sumStats([core.stats, ...pool.stats()]) : core.stats;
+      return stats();
     },
     get registrations() {
-      return core.store.size;
+      return memory?.store.size ?? 0;
     },
     workerPids: pool?.pids ?? [],
-    get state() {
-      return core.state;
+    get workerStats() {
+      return pool?.reports().map((r) => ({ pid: r.pid, stats: r.stats })) ?? [];
     },
-    setSecrets(secrets) {
-      core.setNetworks(keysOf(secrets));
+    get state() {
+      return state();
+    },
+    setSecrets(next) {
+      secrets = secretBytes(next);
+      core.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
+      pool?.setSecrets(secrets);
     },
     close,
   };
 }
-
 
 /** TCP rendezvous connections one source address may hold at once. */
 const MAX_TCP_PER_SOURCE = 64;
@@ -309,9 +406,8 @@ const TCP_FIRST_MESSAGE_MS = 10_000;
 interface TcpContext {
   readonly maxConnections: number;
   readonly idleMs: number;
-  readonly core: ServerCore;
+  readonly feed: (input: ServerInput) => void;
   readonly streams: Map<number, net.Socket>;
-  readonly execute: (actions: ServerAction[]) => void;
 }
 
 /**
@@ -348,19 +444,13 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
         heard = true;
         socket.setTimeout(ctx.idleMs);
       }
-      for (const m of split.messages) {
-        try {
-          ctx.execute(ctx.core.handleStreamMessage(id, from, m, Date.now()));
-        } catch {
-          socket.destroy();
-          return;
-        }
-      }
+      // Each message is kept by the core until its requests are answered: a copy, never a view of a reused buffer.
+      for (const m of split.messages) ctx.feed({ type: 'stream-message', conn: id, from, data: m, now: Date.now() });
     });
     socket.on('error', () => undefined);
     socket.on('close', () => {
       ctx.streams.delete(id);
-      ctx.core.handleStreamClosed(id);
+      ctx.feed({ type: 'stream-closed', conn: id, now: Date.now() });
       const left = (perSource.get(from.address) ?? 1) - 1;
       if (left <= 0) perSource.delete(from.address);
       else perSource.set(from.address, left);

@@ -1,11 +1,15 @@
 /**
- * Where registrations live. The server core talks to this interface only, so a shared store (several
- * rendezvous servers over Redis, see docs/protocol.md "Scaling out") can replace the in-memory one.
+ * Where registrations live. The core reaches the store only through `RegistrationStore` (as `effect` actions run by
+ * src/server/runner.ts), so a store shared by several processes or servers can replace the in-memory one:
+ * src/node/server-ipc.ts serves this one to the workers of a multi-process server, and a Redis store implements
+ * the same three operations (docs/protocol.md, "Scaling out").
  */
 import type { Endpoint } from '../codec/address.js';
 import type { Candidate, NatMapping } from '../codec/messages.js';
+import type { Awaitable, Owner } from './types.js';
 
 export interface Registration {
+  /** The store's name space: the network id (hex), plus `+tcp` for TCP rendezvous. */
   readonly network: string;
   readonly name: string;
   readonly target: string;
@@ -15,26 +19,56 @@ export interface Registration {
   readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
   readonly expiresAt: number;
-  /** For TCP registrations: the server's connection id, down which introductions are pushed. */
-  readonly conn?: number;
+  /** The server and channel that can reach the peer (pushes go there). */
+  readonly owner: Owner;
+  /**
+   * Which REGISTER wrote it last (hex of its transaction id): a push made against one version is acknowledged
+   * by any later one (src/server/pushes.ts).
+   */
+  readonly version: string;
+}
+
+export interface RegisterResult {
+  /** The live registration of the same name that this one replaced (a refresh, or another session). */
+  readonly previous: Registration | undefined;
+  /** The live registration named by `target` in the same name space, as it was at that moment. */
+  readonly partner: Registration | undefined;
+  /** Registrations evicted to stay within the store's bound. */
+  readonly evicted: number;
 }
 
 export interface RegistrationStore {
-  get(network: string, name: string, now: number): Registration | undefined;
-  /** Inserts or refreshes; may evict the least recently refreshed entry to stay within bounds. */
-  put(reg: Registration): { evicted: number };
-  delete(network: string, name: string): void;
-  /** Removes expired entries; returns how many. */
-  sweep(now: number): number;
-  readonly size: number;
+  /**
+   * In one atomic step: stores `reg` (replacing any registration of its name), and returns what it replaced and
+   * the registration of its target. Two peers registering for each other at once, on any servers, can never both
+   * miss the other: whichever is stored second sees the first. (Redis: one Lua script, SET … GET then GET.)
+   */
+  register(reg: Registration, now: number): Awaitable<RegisterResult>;
+  /** The live registration of `name`, if any. */
+  lookup(network: string, name: string, now: number): Awaitable<Registration | undefined>;
+  /**
+   * Deletes the registration of `name` only if it is still session `nonce` (and, when `owner` is given, still held
+   * by that owner): a late or replayed withdrawal never removes a newer session. Returns what it deleted.
+   */
+  withdraw(network: string, name: string, nonce: string, owner: Owner | undefined, now: number): Awaitable<Registration | undefined>;
+}
+
+export function sameOwner(a: Owner, b: Owner): boolean {
+  if (a.server !== b.server || a.channel.kind !== b.channel.kind) return false;
+  return a.channel.kind === 'udp' || (b.channel.kind === 'tcp' && a.channel.conn === b.channel.conn);
 }
 
 /**
- * In-memory store: a Map kept in refresh order (a refresh moves an entry to the end), so both expiry
- * sweeps and evictions of the oldest entry start at the front and cost O(removed).
+ * In-memory store: a Map kept in refresh order (a refresh moves an entry to the end), so both expiry and
+ * evictions of the oldest entry start at the front and cost O(removed). Expired entries go lazily, at the front,
+ * on every write and on `sweep`. Answers at once (no promise).
  */
 export class MemoryStore implements RegistrationStore {
   private readonly entries = new Map<string, Registration>();
+  /** One Owner object per server for UDP registrations, however many registrations name it. */
+  private readonly udpOwners = new Map<string, Owner>();
+  /** Registrations that expired without a refresh. */
+  expirations = 0;
 
   constructor(private readonly maxEntries: number) {}
 
@@ -42,13 +76,10 @@ export class MemoryStore implements RegistrationStore {
     return this.entries.size;
   }
 
-  get(network: string, name: string, now: number): Registration | undefined {
-    const r = this.entries.get(`${network}/${name}`);
-    return r && r.expiresAt > now ? r : undefined;
-  }
-
-  put(reg: Registration): { evicted: number } {
-    const key = `${reg.network}/${reg.name}`;
+  register(reg: Registration, now: number): RegisterResult {
+    this.sweep(now);
+    const key = keyOf(reg.network, reg.name);
+    const previous = this.entries.get(key);
     this.entries.delete(key);
     let evicted = 0;
     while (this.entries.size >= this.maxEntries) {
@@ -57,14 +88,23 @@ export class MemoryStore implements RegistrationStore {
       this.entries.delete(oldest.value);
       evicted++;
     }
-    this.entries.set(key, reg);
-    return { evicted };
+    this.entries.set(key, this.intern(reg));
+    return { previous: previous && previous.expiresAt > now ? previous : undefined, partner: this.lookup(reg.network, reg.target, now), evicted };
   }
 
-  delete(network: string, name: string): void {
-    this.entries.delete(`${network}/${name}`);
+  lookup(network: string, name: string, now: number): Registration | undefined {
+    const r = this.entries.get(keyOf(network, name));
+    return r && r.expiresAt > now ? r : undefined;
   }
 
+  withdraw(network: string, name: string, nonce: string, owner: Owner | undefined, now: number): Registration | undefined {
+    const r = this.lookup(network, name, now);
+    if (!r || r.nonce !== nonce || (owner && !sameOwner(r.owner, owner))) return undefined;
+    this.entries.delete(keyOf(network, name));
+    return r;
+  }
+
+  /** Removes expired entries; returns how many. */
   sweep(now: number): number {
     let removed = 0;
     for (const [key, reg] of this.entries) {
@@ -72,6 +112,21 @@ export class MemoryStore implements RegistrationStore {
       this.entries.delete(key);
       removed++;
     }
+    this.expirations += removed;
     return removed;
   }
+
+  private intern(reg: Registration): Registration {
+    if (reg.owner.channel.kind !== 'udp') return reg;
+    const shared = this.udpOwners.get(reg.owner.server);
+    if (shared === reg.owner) return reg;
+    if (shared) return { ...reg, owner: shared };
+    // A handful of servers at most; bounded anyway so that nothing a client sends can grow it.
+    if (this.udpOwners.size < 1024) this.udpOwners.set(reg.owner.server, reg.owner);
+    return reg;
+  }
+}
+
+function keyOf(network: string, name: string): string {
+  return `${network}\u0000${name}`;
 }

@@ -1,8 +1,17 @@
 /**
- * WireGuard endpoint discovery, server side: sans-IO. The server is a WireGuard *responder* with one key pair per
- * network (derived from the network secret, so `burrow serve` needs no new flags or state). Clients add it as a
- * WireGuard peer; their own WireGuard then handshakes with it from its own listen port, and the source address of
- * those packets is the public mapping of that port — learnt without raw sockets and without touching the port.
+ * WireGuard endpoint discovery, server side: the handshake responder, sans-IO. The server is a WireGuard *responder*
+ * with one key pair per network (derived from the network secret, so `burrow serve` needs no new flags or state).
+ * Clients add it as a WireGuard peer; their own WireGuard then handshakes with it from its own listen port, and the
+ * source address of those packets is the public mapping of that port — learnt without raw sockets and without
+ * touching the port.
+ *
+ * Two kinds of state, kept apart:
+ *  - here, the responder's own: handshake sessions (transport keys and counters) and, per interface key, the last
+ *    accepted TAI64N timestamp and current session. They belong to the server the interface handshakes with and
+ *    never leave its process (a multi-process server passes WireGuard packets to the one process that holds them);
+ *  - in the shared `WgRegistry` (src/server/wg-registry.ts): what the interface proved (its endpoint) and announced,
+ *    which every server answers WG-SYNC from. The responder reports endpoints as `endpoint` outcomes; the core
+ *    writes them to the registry.
  *
  * What counts as proof:
  *  - a handshake initiation proves the initiator holds the private key of the interface key it names (Noise IK);
@@ -14,8 +23,6 @@
  * and expires.
  */
 import type { Endpoint } from '../codec/address.js';
-import type { NatMapping } from '../codec/messages.js';
-import type { WgPeerInfo } from '../codec/wg-messages.js';
 import {
   consumeInitiation,
   createResponse,
@@ -30,7 +37,7 @@ import {
 import { TokenBucket } from './limits.js';
 
 export interface WgLimits {
-  /** Interfaces remembered (per server, all networks). */
+  /** Interfaces remembered (per server, all networks), by the responder and by the in-memory registry. */
   readonly maxPeers: number;
   /** Confirmed handshake sessions remembered (about one per interface). */
   readonly maxSessions: number;
@@ -43,7 +50,7 @@ export interface WgLimits {
    */
   readonly initiationsPerSecond: number;
   readonly initiationBurst: number;
-  /** A record without an authenticated packet or announcement for this long is forgotten. */
+  /** A record without an authenticated packet (or, in the registry, announcement) for this long is forgotten. */
   readonly peerLifetimeMs: number;
   /** WireGuard's REJECT_AFTER_TIME: a session is never used longer. */
   readonly sessionLifetimeMs: number;
@@ -67,18 +74,14 @@ export interface WgNetwork {
   readonly identity: ServerIdentity;
 }
 
+/** What the responder remembers per interface key. */
 interface PeerRecord {
   readonly network: string;
   readonly key: Buffer;
   endpoint: Endpoint | undefined;
-  confirmedAt: number;
   /** Greatest accepted TAI64N, as hex (fixed width, so string order is time order). */
   lastTimestamp: string;
   sessionIndex: number | undefined;
-  announcedAt: number | undefined;
-  listenPort: number;
-  hosts: readonly Endpoint[];
-  mapping: NatMapping;
   touchedAt: number;
 }
 
@@ -94,8 +97,14 @@ interface Session {
 
 export type WgPacketOutcome =
   | { readonly type: 'answered'; readonly reply: Uint8Array }
-  | { readonly type: 'confirmed'; readonly network: string; readonly key: Buffer; readonly endpoint: Endpoint; readonly moved: boolean }
-  | { readonly type: 'refreshed' }
+  /**
+   * An authenticated transport packet of the interface's current session: its source is the interface's endpoint.
+   * `confirmed` for the session's first packet (the network's preshared key is proven), `moved` when the endpoint
+   * differs from the last one seen.
+   */
+  | { readonly type: 'endpoint'; readonly network: string; readonly key: Buffer; readonly endpoint: Endpoint; readonly confirmed: boolean; readonly moved: boolean }
+  /** Authentic, but of a session that is no longer the interface's current one: nothing to record. */
+  | { readonly type: 'stale-session' }
   | { readonly type: 'rejected'; readonly reason: WgRejectReason };
 
 export type WgRejectReason =
@@ -120,7 +129,7 @@ function recordKey(network: string, key: Uint8Array): string {
   return `${network}:${Buffer.from(key).toString('base64')}`;
 }
 
-export class WgRegistry {
+export class WgResponder {
   readonly stats: WgStats = { initiations: 0, confirmations: 0, keepalives: 0, rejected: 0, endpointChanges: 0 };
   readonly limits: WgLimits;
   private networks: WgNetwork[] = [];
@@ -245,11 +254,9 @@ export class WgRegistry {
     if (confirmed) {
       this.stats.keepalives++;
       const record = this.peers.get(recordKey(session.network, session.peerKey)) ? this.upsert(session.network, session.peerKey, now) : undefined;
-      if (record?.sessionIndex === header.receiverIndex) {
-        const moved = this.touchEndpoint(record, from, now);
-        if (moved) return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
-      }
-      return { type: 'refreshed' };
+      if (record?.sessionIndex !== header.receiverIndex) return { type: 'stale-session' };
+      const moved = this.touchEndpoint(record, from, now);
+      return { type: 'endpoint', network: session.network, key: session.peerKey, endpoint: from, confirmed: false, moved };
     }
     // First packet of the session: the initiator has the preshared key (the network secret).
     this.dropPending(header.receiverIndex);
@@ -262,14 +269,13 @@ export class WgRegistry {
     record.sessionIndex = header.receiverIndex;
     this.addSession(header.receiverIndex, { ...session, expiresAt: now + this.limits.sessionLifetimeMs });
     const moved = this.touchEndpoint(record, from, now);
-    return { type: 'confirmed', network: session.network, key: session.peerKey, endpoint: from, moved };
+    return { type: 'endpoint', network: session.network, key: session.peerKey, endpoint: from, confirmed: true, moved };
   }
 
   private touchEndpoint(record: PeerRecord, from: Endpoint, now: number): boolean {
     const moved = !record.endpoint || record.endpoint.address !== from.address || record.endpoint.port !== from.port;
     if (moved && record.endpoint) this.stats.endpointChanges++;
     record.endpoint = from;
-    record.confirmedAt = now;
     record.touchedAt = now;
     return moved;
   }
@@ -286,48 +292,11 @@ export class WgRegistry {
         if (oldest.done) break;
         this.peers.delete(oldest.value);
       }
-      record = {
-        network,
-        key: Buffer.from(key),
-        endpoint: undefined,
-        confirmedAt: 0,
-        lastTimestamp: '',
-        sessionIndex: undefined,
-        announcedAt: undefined,
-        listenPort: 0,
-        hosts: [],
-        mapping: 'unknown',
-        touchedAt: now,
-      };
+      record = { network, key: Buffer.from(key), endpoint: undefined, lastTimestamp: '', sessionIndex: undefined, touchedAt: now };
     }
     record.touchedAt = now;
     this.peers.set(id, record);
     return record;
-  }
-
-  /** An authenticated WG-SYNC whose proof checked: the facts the interface's burrow announces about itself. */
-  announce(network: string, key: Uint8Array, facts: { listenPort: number; hosts: readonly Endpoint[]; mapping: NatMapping }, now: number): void {
-    const record = this.upsert(network, key, now);
-    record.announcedAt = now;
-    record.listenPort = facts.listenPort;
-    record.hosts = facts.hosts;
-    record.mapping = facts.mapping;
-  }
-
-  /** What the server knows about `key` in `network`, as WG-SYNC reports it. */
-  lookup(network: string, key: Uint8Array, now: number): WgPeerInfo {
-    const record = this.peers.get(recordKey(network, key));
-    const live = record && now - record.touchedAt < this.limits.peerLifetimeMs ? record : undefined;
-    const endpointLive = live?.endpoint && now - live.confirmedAt < this.limits.peerLifetimeMs;
-    return {
-      key: new Uint8Array(key),
-      announced: live?.announcedAt !== undefined && now - live.announcedAt < this.limits.peerLifetimeMs,
-      endpoint: endpointLive ? live.endpoint : undefined,
-      ageSeconds: endpointLive ? Math.floor((now - live.confirmedAt) / 1000) : 0,
-      listenPort: live?.listenPort ?? 0,
-      hosts: live?.hosts ?? [],
-      mapping: live?.mapping ?? 'unknown',
-    };
   }
 
   /** Forgets expired records and sessions; returns how many records went. */

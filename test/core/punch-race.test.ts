@@ -9,7 +9,7 @@ import type { Endpoint } from '../../src/codec/address.js';
 import { decodeMessage, ProbeFlag } from '../../src/codec/messages.js';
 import { PunchAgent, udpTransport, type PunchAction } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
-import { ServerCore } from '../../src/server/core.js';
+import { LocalServer } from '../../src/server/local.js';
 import { counterBytes } from '../support/simnet.js';
 
 it('a raced copy of an ACCEPTED probe never makes the controlling side connect to the attacker', () => {
@@ -18,7 +18,7 @@ it('a raced copy of an ACCEPTED probe never makes the controlling side connect t
   const A: Endpoint = { address: '198.51.100.2', port: 1000 };
   const B: Endpoint = { address: '198.51.100.6', port: 2000 };
   const T: Endpoint = { address: '203.0.113.66', port: 6666 };
-  const server = new ServerCore({ networks: [keys], seed: 1, randomBytes: counterBytes('srv') });
+  const server = new LocalServer({ networks: [keys], seed: 1, randomBytes: counterBytes('srv') });
   const mk = (name: string, peer: string, at: Endpoint) =>
     new PunchAgent({ name, peer, keys, server: S, transports: [udpTransport(at, [])], timeoutMs: 3000, sessionNonce: counterBytes(`n-${name}`)(16), randomBytes: counterBytes(`t-${name}`) });
   const machines = { alice: mk('alice', 'bob', A), bob: mk('bob', 'alice', B) };
@@ -36,7 +36,7 @@ it('a raced copy of an ACCEPTED probe never makes the controlling side connect t
   let dropBobProbes = 2; // bob's path is not yet valid when alice's nomination arrives
   const deliver = (p: { from: Endpoint; to: Endpoint; data: Uint8Array }) => {
     if (p.to.address === S.address) {
-      for (const a of server.handleDatagram('main', p.from, p.data, now)) if (a.type === 'send') queue.push({ from: S, to: a.to, data: a.data, at: now + 1 });
+      for (const a of server.handle({ type: 'datagram', socket: 'main', from: p.from, data: p.data, now })) if (a.type === 'send') queue.push({ from: S, to: a.to, data: a.data, at: now + 1 });
       return;
     }
     const dst = p.to.address === A.address ? 'alice' : p.to.address === B.address ? 'bob' : undefined;

@@ -8,7 +8,7 @@ import { it } from 'node:test';
 import type { Endpoint } from '../../src/codec/address.js';
 import { PunchAgent, udpTransport, type PunchAction } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
-import { ServerCore } from '../../src/server/core.js';
+import { LocalServer } from '../../src/server/local.js';
 import { counterBytes } from '../support/simnet.js';
 
 it('does not spin its timer after the LAN grace period when the LAN path never answers', () => {
@@ -17,7 +17,7 @@ it('does not spin its timer after the LAN grace period when the LAN path never a
   // Both behind one public address (a carrier-grade NAT, say), LAN addresses that cannot reach each other.
   const A: Endpoint = { address: '198.51.100.2', port: 1000 };
   const B: Endpoint = { address: '198.51.100.2', port: 2000 };
-  const server = new ServerCore({ networks: [keys], seed: 1, randomBytes: counterBytes('srv') });
+  const server = new LocalServer({ networks: [keys], seed: 1, randomBytes: counterBytes('srv') });
   const mk = (name: string, peer: string, lan: string) =>
     new PunchAgent({ name, peer, keys, server: S, transports: [udpTransport({ address: '0.0.0.0', port: 5000 }, [{ address: lan, port: 5000 }])], timeoutMs: 3000, sessionNonce: counterBytes(`n-${name}`)(16), randomBytes: counterBytes(`t-${name}`) });
   const alice = mk('alice', 'bob', '192.0.2.10'); // controlling
@@ -27,7 +27,7 @@ it('does not spin its timer after the LAN grace period when the LAN path never a
     const back: { to: Endpoint; data: Uint8Array }[] = [];
     for (const a of actions) {
       if (a.type !== 'send' || a.to.address !== S.address || a.to.port !== S.port) continue; // peers never hear each other
-      for (const r of server.handleDatagram('main', from, a.data, now)) if (r.type === 'send') back.push({ to: r.to, data: r.data });
+      for (const r of server.handle({ type: 'datagram', socket: 'main', from, data: a.data, now })) if (r.type === 'send') back.push({ to: r.to, data: r.data });
     }
     return back;
   };

@@ -9,7 +9,7 @@ import type { Endpoint } from '../../src/codec/address.js';
 import { punchFailureOf } from '../../src/core/punch/index.js';
 import { TcpPunchMachine, type TcpPunchAction, type TcpPunchInput } from '../../src/core/tcp-punch.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
-import { ServerCore } from '../../src/server/core.js';
+import { LocalServer } from '../../src/server/local.js';
 import { counterBytes } from '../support/simnet.js';
 
 const KEYS = deriveNetworkKeys(Buffer.from('tcp secret'));
@@ -25,7 +25,7 @@ interface Side {
 
 /** Two TCP punch machines registered through one server core; `step` advances the fake clock. */
 function pair(opts: { sameNat?: boolean; timeoutMs?: number } = {}) {
-  const server = new ServerCore({ networks: [KEYS], seed: 1, randomBytes: counterBytes('srv') });
+  const server = new LocalServer({ networks: [KEYS], seed: 1, randomBytes: counterBytes('srv') });
   let now = 1_000_000;
   const mk = (name: string, peer: string, conn: number, mapped: Endpoint, lan: Endpoint): Side => ({
     machine: new TcpPunchMachine({
@@ -43,7 +43,7 @@ function pair(opts: { sameNat?: boolean; timeoutMs?: number } = {}) {
     for (const action of side.machine.handle(input)) {
       side.actions.push({ at: now, action });
       if (action.type !== 'send') continue;
-      for (const r of server.handleStreamMessage(side.conn, side.mapped, action.data, now)) {
+      for (const r of server.handle({ type: 'stream-message', conn: side.conn, from: side.mapped, data: action.data, now })) {
         if (r.type !== 'send-stream') continue;
         const to = sides.find((s) => s.conn === r.conn);
         if (to) feed(to, { type: 'datagram', transport: 'server', from: SERVER, data: r.data, now });

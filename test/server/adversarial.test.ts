@@ -17,7 +17,7 @@ import { decodeMessage, encodeMessage, type BurrowMessage } from '../../src/code
 import { decodeStun, splitStunStream, verifyIntegrity } from '../../src/codec/stun.js';
 import { bindingRequest } from '../../src/core/stun-client.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
-import { DEFAULT_LIMITS } from '../../src/server/core.js';
+import { DEFAULT_LIMITS, type ServerLimits } from '../../src/server/core.js';
 import { startServerProcess, type ServerProcess, type ServerSnapshot } from '../support/server-harness.js';
 import { everyMessageType, junk, malformedMessages, registerRequest, txid, unauthenticatedMix } from '../support/shapes.js';
 import { openAttacker, pacedSend, type Attacker } from '../support/udp-attacker.js';
@@ -67,9 +67,12 @@ async function assertServing(server: ServerProcess): Promise<void> {
   }
 }
 
+/** A Binding answer exceeds its request by at most this: 20 → 44 bytes (IPv6), 28 → 52 with FINGERPRINT. */
+const MAX_BINDING_EXCESS = 24;
+
 /**
- * Every answer names the request it answers by transaction id; it must be no longer than that request, except a
- * Binding success paid from the global excess budget. Returns the excess bytes so paid.
+ * Every answer names the request it answers by transaction id; it must be no longer than that request, except the
+ * minimal answer to a Binding request (at most 24 bytes longer). Returns the excess bytes of those.
  */
 function checkAnswerSizes(sent: readonly Uint8Array[], replies: readonly Buffer[]): number {
   const requestLength = new Map<string, number>();
@@ -82,6 +85,7 @@ function checkAnswerSizes(sent: readonly Uint8Array[], replies: readonly Buffer[
     if (r.length <= length) continue;
     const d = decodeMessage(r);
     assert.ok(d.ok && d.msg.kind === 'binding-ok', `a ${d.ok ? d.msg.kind : d.reason} answer of ${r.length} bytes to a ${length}-byte request`);
+    assert.ok(r.length - length <= MAX_BINDING_EXCESS, `a Binding answer ${r.length - length} bytes longer than its request`);
     excess += r.length - length;
   }
   return excess;
@@ -142,8 +146,7 @@ describe('adversarial: crash inputs against the real server process (real socket
     try {
       await sendAndSettle(server, a, cuts, [server.port]);
       const excess = checkAnswerSizes(cuts, a.replies);
-      t.diagnostic(`${cuts.length} truncations: ${a.counts.received} answers, ${a.counts.receivedBytes} bytes for ${a.counts.sentBytes} sent; bare-Binding excess ${excess} bytes`);
-      assert.ok(excess <= DEFAULT_LIMITS.stunExcessBurst);
+      t.diagnostic(`${cuts.length} truncations: ${a.counts.received} answers, ${a.counts.receivedBytes} bytes for ${a.counts.sentBytes} sent; Binding-answer excess ${excess} bytes`);
     } finally {
       await a.close();
     }
@@ -158,11 +161,10 @@ describe('adversarial: crash inputs against the real server process (real socket
         await sendAndSettle(server, a, [bytes], [server.port, server.alternatePort]);
         assert.ok(server.alive(), `${label} killed the server`);
       }
-      // A Binding request with an empty comprehension-required attribute is still a Binding request: its answer
-      // may be paid from the budget like a bare one.
+      // A Binding request with an empty comprehension-required attribute is still a Binding request: it gets the
+      // minimal answer like a bare one.
       const excess = checkAnswerSizes(inputs.map((i) => i.bytes), a.replies);
-      t.diagnostic(`${inputs.length} malformed messages to 2 ports: ${a.counts.received} answers (${a.counts.receivedBytes} bytes), bare-Binding excess ${excess} bytes`);
-      assert.ok(excess <= DEFAULT_LIMITS.stunExcessBurst);
+      t.diagnostic(`${inputs.length} malformed messages to 2 ports: ${a.counts.received} answers (${a.counts.receivedBytes} bytes), Binding-answer excess ${excess} bytes`);
     } finally {
       await a.close();
     }
@@ -177,7 +179,7 @@ describe('adversarial: crash inputs against the real server process (real socket
       await sendAndSettle(server, a, [...messages, ...messages, ...messages], [server.port]);
       // The UDP REGISTER is fresh the first time, then a replay twice.
       assert.equal((await server.snapshot()).stats.replaysRejected - before, 2);
-      assert.ok(checkAnswerSizes(messages, a.replies) <= DEFAULT_LIMITS.stunExcessBurst);
+      checkAnswerSizes(messages, a.replies);
     } finally {
       await a.close();
     }
@@ -397,7 +399,7 @@ describe('adversarial: replay of every authenticated message type (real server p
   });
 });
 
-async function measureMix(t: TestContext, mode: string, limits: Record<string, number>, count: number): Promise<{ wireIn: number; wireOut: number; snap: ServerSnapshot; excess: number }> {
+async function measureMix(t: TestContext, mode: string, limits: Partial<ServerLimits>, count: number): Promise<{ wireIn: number; wireOut: number; snap: ServerSnapshot; excess: number }> {
   const server = await startServerProcess({ secret: SECRET, limits: { ...NO_RATE_LIMIT, ...limits } });
   const attackers = await Promise.all([0, 1, 2, 3].map((i) => openAttacker(`127.0.0.${20 + i}`)));
   try {
@@ -415,7 +417,7 @@ async function measureMix(t: TestContext, mode: string, limits: Record<string, n
     t.diagnostic(
       `${mode}: ${datagrams.length + alternate.length} unauthenticated datagrams, ${wireOut} bytes sent; ${wireIn} bytes answered on the wire ` +
         `(ratio ${(wireIn / wireOut).toFixed(3)}); server counters unauthBytesIn ${snap.stats.unauthBytesIn}, unauthBytesOut ${snap.stats.unauthBytesOut} ` +
-        `(ratio ${(snap.stats.unauthBytesOut / snap.stats.unauthBytesIn).toFixed(3)}); bare-Binding excess paid ${excess} bytes in ${elapsed.toFixed(1)} s; ` +
+        `(ratio ${(snap.stats.unauthBytesOut / snap.stats.unauthBytesIn).toFixed(3)}); Binding-answer excess ${excess} bytes in ${elapsed.toFixed(1)} s; ` +
         `${snap.stats.stunBindingsUnanswered} bare Bindings unanswered; registrations ${snap.state.registrations}`,
     );
     assert.equal(snap.state.registrations, 1, 'only the one real registration (the replayed one) exists');
@@ -428,38 +430,38 @@ async function measureMix(t: TestContext, mode: string, limits: Record<string, n
 }
 
 describe('adversarial: amplification accounting (real server process, per-source limits off)', () => {
-  it('strict mode (no excess budget): bytes answered ≤ bytes received, on the wire and in the counters', async (t) => {
-    const { wireIn, wireOut, snap, excess } = await measureMix(t, 'strict', { stunExcessBytesPerSecond: 0, stunExcessBurst: 0 }, 20_000);
+  it('strict mode (bare Bindings unanswered): bytes answered ≤ bytes received, on the wire and in the counters', async (t) => {
+    const { wireIn, wireOut, snap, excess } = await measureMix(t, 'strict', { answerBareBindings: false }, 20_000);
     assert.equal(excess, 0);
     assert.ok(wireIn <= wireOut, `${wireIn} > ${wireOut}`);
     assert.ok(snap.stats.unauthBytesOut <= snap.stats.unauthBytesIn);
     assert.ok(snap.stats.stunBindingsUnanswered > 0, 'bare Binding requests must go unanswered in strict mode');
   });
 
-  it('default mode (2048 B/s, burst 8192 for bare Binding answers): the mix stays ≤ 1, and the excess never exceeds the budget', async (t) => {
-    const started = Date.now();
-    const { wireIn, wireOut, snap, excess } = await measureMix(t, 'default', {}, 20_000);
-    const seconds = (Date.now() - started) / 1000;
-    assert.ok(excess <= DEFAULT_LIMITS.stunExcessBurst + DEFAULT_LIMITS.stunExcessBytesPerSecond * seconds, `excess ${excess} in ${seconds} s`);
+  it('default mode (bare Bindings answered): the mix stays ≤ 1, and only Binding answers exceed their requests, by ≤ 24 bytes', async (t) => {
+    const { wireIn, wireOut, snap } = await measureMix(t, 'default', {}, 20_000);
     assert.ok(wireIn <= wireOut, `${wireIn} > ${wireOut}`);
     assert.ok(snap.stats.unauthBytesOut <= snap.stats.unauthBytesIn);
+    assert.equal(snap.stats.stunBindingsUnanswered, 0);
   });
 
-  it('default mode, nothing but bare 20-byte Binding requests: bytes out ≤ bytes in + the budget', async (t) => {
-    const server = await startServerProcess({ secret: SECRET, limits: NO_RATE_LIMIT });
+  it('default limits, nothing but bare Binding requests "from" one victim address: answers ≤ burst + rate × t', async (t) => {
+    const server = await startServerProcess({ secret: SECRET });
     const a = await openAttacker('127.0.0.30');
     try {
       const started = Date.now();
-      const requests = Array.from({ length: 20_000 }, () => encodeMessage({ kind: 'binding', txid: txid(), fingerprint: false }));
+      const requests = Array.from({ length: 20_000 }, (_, i) => encodeMessage({ kind: 'binding', txid: txid(), fingerprint: i % 2 === 0 }));
       await sendAndSettle(server, a, requests, [server.port]);
       const seconds = (Date.now() - started) / 1000;
-      const budget = DEFAULT_LIMITS.stunExcessBurst + DEFAULT_LIMITS.stunExcessBytesPerSecond * seconds;
+      const allowance = DEFAULT_LIMITS.perSourceBurst + DEFAULT_LIMITS.perSourceRate * seconds;
+      const excess = checkAnswerSizes(requests, a.replies);
       t.diagnostic(
-        `bare Binding flood: ${a.counts.sent} requests (${a.counts.sentBytes} bytes) in ${seconds.toFixed(1)} s; ${a.counts.received} answered (${a.counts.receivedBytes} bytes): ` +
-          `ratio ${(a.counts.receivedBytes / a.counts.sentBytes).toFixed(3)} overall, ${(32 / 20).toFixed(1)} per answered request; excess ${a.counts.receivedBytes - 20 * a.counts.received} bytes ≤ budget ${budget.toFixed(0)}`,
+        `bare Binding flood from one address: ${a.counts.sent} requests (${a.counts.sentBytes} bytes) in ${seconds.toFixed(1)} s; ${a.counts.received} answered ` +
+          `(${a.counts.receivedBytes} bytes, allowance ${allowance.toFixed(0)}): ratio ${(a.counts.receivedBytes / a.counts.sentBytes).toFixed(3)} overall; excess ${excess} bytes`,
       );
-      assert.ok(a.counts.receivedBytes <= a.counts.sentBytes + budget);
-      assert.ok(a.counts.receivedBytes - 20 * a.counts.received <= budget);
+      assert.ok(a.counts.received <= allowance + 1, `${a.counts.received} answers > ${allowance}`);
+      assert.ok(a.counts.received >= DEFAULT_LIMITS.perSourceBurst, 'the burst at least is answered');
+      assert.ok(excess <= MAX_BINDING_EXCESS * a.counts.received);
     } finally {
       await a.close();
       await server.stop();

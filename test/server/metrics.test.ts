@@ -73,6 +73,7 @@ describe('metrics endpoint (loopback, real traffic)', () => {
       assert.equal(m0.get('burrow_registrations'), 0);
       assert.equal(m0.get('burrow_networks'), 1);
       assert.equal(m0.get('burrow_stun_binding_requests_total'), 0);
+      for (const name of ['burrow_store_errors_total', 'burrow_store_busy_drops_total', 'burrow_introductions_partner_gone_total', 'burrow_registrations_displaced_total']) assert.equal(m0.get(name), 0, name);
 
       // A STUN Binding request.
       await stunQuery({ server: addr, local: '127.0.0.1:0', timeoutMs: 3000 });

@@ -21,6 +21,8 @@ export interface ServerSnapshot {
   readonly heapUsed: number;
   readonly external: number;
   readonly arrayBuffers: number;
+  /** Physical size of V8's young generation (a nursery sized by the allocation rate, not by state). */
+  readonly newSpace: number;
 }
 
 export interface ServerProcess {

@@ -8,6 +8,7 @@
  *   node server-process.js --listen 127.0.0.1:0 --secret TEXT [--limits JSON]
  */
 import { createInterface } from 'node:readline';
+import v8 from 'node:v8';
 import { parseArgs } from 'node:util';
 import { startServer } from '../../src/node/server.js';
 
@@ -57,7 +58,9 @@ lines.on('line', (line) => {
     const gc = (globalThis as { gc?: () => void }).gc;
     gc?.();
     const m = process.memoryUsage();
-    process.stdout.write(`${JSON.stringify({ stats: server.stats, state: server.state, internalErrors, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers })}\n`);
+    // The young generation: a nursery V8 grows with the allocation rate (up to 3 × --max-semi-space-size), not with state.
+    const newSpace = v8.getHeapSpaceStatistics().filter((sp) => sp.space_name.startsWith('new')).reduce((n, sp) => n + sp.physical_space_size, 0);
+    process.stdout.write(`${JSON.stringify({ stats: server.stats, state: server.state, internalErrors, rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers, newSpace })}\n`);
   }
 });
 lines.on('close', stop);

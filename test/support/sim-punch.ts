@@ -9,7 +9,7 @@ import { PunchAgent, udpTransport, type PunchAction, type PunchEvent, type Punch
 import { candidatePriority } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import type { BurrowError } from '../../src/errors.js';
-import { ServerCore } from '../../src/server/core.js';
+import { LocalServer } from '../../src/server/local.js';
 import { counterBytes, SimRelay, type SimNet, type SimNatKind, type SimSocket } from './simnet.js';
 
 export const SERVER: Endpoint = { address: '203.0.113.1', port: 3478 };
@@ -48,7 +48,7 @@ export interface PeerOutcome {
 
 export interface Sim {
   readonly net: SimNet;
-  readonly server: ServerCore;
+  readonly server: LocalServer;
   /** The sim relay, when a peer allocates. */
   readonly relay: SimRelay | undefined;
   /** The agents, in the order of the specs. */
@@ -90,7 +90,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
   let server = newServer(serverSecrets);
   for (const [socket, at] of [['main', SERVER], ['alternate', SERVER_ALT]] as const) {
     net.listen(at, (from, data) => {
-      for (const a of server.handleDatagram(socket, from, data, net.now)) {
+      for (const a of server.handle({ type: 'datagram', socket, from, data, now: net.now })) {
         if (a.type === 'send') net.send(a.socket === 'main' ? SERVER : SERVER_ALT, a.to, a.data);
       }
     });
@@ -205,7 +205,8 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
         }
         const d = net.nextDeliveryAt();
         if (d !== undefined) times.push(d);
-        times.push((Math.floor(net.now / server.timerIntervalMs) + 1) * server.timerIntervalMs);
+        const serverAt = server.nextTimeoutAt();
+        if (serverAt !== undefined) times.push(serverAt);
         const next = Math.max(net.now, Math.min(...times, untilMs));
         if (next >= untilMs && net.now >= untilMs) break;
         net.runUntil(next);
@@ -227,7 +228,8 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
           const t = s.agent.nextTimeoutAt();
           if (t !== undefined && t <= net.now && !finished(s)) execute(s, s.agent.handle({ type: 'timer', now: net.now }));
         }
-        for (const a of server.handleTimer(net.now)) if (a.type === 'send') net.send(SERVER, a.to, a.data);
+        const due = server.nextTimeoutAt();
+        if (due !== undefined && due <= net.now) for (const a of server.handle({ type: 'timer', now: net.now })) if (a.type === 'send') net.send(SERVER, a.to, a.data);
         tick?.(net.now);
         if (net.now >= untilMs) break;
       }
@@ -235,8 +237,8 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
     },
   };
 
-  function newServer(secrets: readonly string[]): ServerCore {
-    return new ServerCore({
+  function newServer(secrets: readonly string[]): LocalServer {
+    return new LocalServer({
       networks: secrets.map((s) => deriveNetworkKeys(Buffer.from(s))),
       alternate: SERVER_ALT,
       seed: 7,

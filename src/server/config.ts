@@ -1,0 +1,78 @@
+/** The server's configuration and limits, with their defaults resolved in one place. */
+import type { Endpoint } from '../codec/address.js';
+import type { NetworkKeys } from '../crypto/keys.js';
+import type { KeyPair } from '../crypto/wireguard.js';
+import type { WgLimits } from './wg.js';
+
+export interface ServerLimits {
+  /** Registration lifetime; clients refresh well within it. */
+  readonly lifetimeSeconds: number;
+  readonly maxRegistrations: number;
+  /** Accepted clock difference for timestamps of authenticated requests. */
+  readonly timestampWindowMs: number;
+  /** Per source IP: datagrams per second and burst (this bounds Binding answers too, docs/protocol.md §5). */
+  readonly perSourceRate: number;
+  readonly perSourceBurst: number;
+  /** Slots in the per-source table (power of two, 16 bytes each). */
+  readonly rateTableSlots: number;
+  /**
+   * Answer bare RFC 8489 Binding requests (20 bytes, or 28 with FINGERPRINT), whose minimal answer is up to 24
+   * bytes longer than the request. On by default: that is what standard STUN clients send. Off ("strict"), the
+   * server never answers anything unauthenticated with more bytes than it carried.
+   */
+  readonly answerBareBindings: boolean;
+  /** Authenticated messages remembered per timestamp window (the in-memory replay cache). */
+  readonly replayCapacity: number;
+  /**
+   * Requests to the shared state in flight at once; beyond it, new authenticated requests are dropped (counted
+   * in `storeBusy`) rather than queued without bound.
+   */
+  readonly maxPendingEffects: number;
+  /** A request to the shared state unanswered for this long fails (the client retries). */
+  readonly effectTimeoutMs: number;
+}
+
+export const DEFAULT_LIMITS: ServerLimits = {
+  lifetimeSeconds: 60,
+  maxRegistrations: 100_000,
+  timestampWindowMs: 30_000,
+  perSourceRate: 200,
+  perSourceBurst: 400,
+  rateTableSlots: 1 << 16,
+  answerBareBindings: true,
+  replayCapacity: 1 << 19,
+  maxPendingEffects: 65_536,
+  effectTimeoutMs: 5_000,
+};
+
+export interface ServerConfig {
+  /** The networks this server serves: one per accepted secret. */
+  readonly networks: readonly NetworkKeys[];
+  /**
+   * Names this server among the servers and processes that share its state: the owner of the registrations it
+   * takes (src/server/types.ts `Owner`). Every process of one server uses the same id.
+   */
+  readonly serverId: string;
+  /**
+   * The WG-PROOF-KEY pair: the same on every server that shares state, never derived from a network secret (every
+   * member knows those). Made once by whoever comes first (src/server/shared.ts) and handed to every core.
+   */
+  readonly proofKey: KeyPair;
+  /** Advertised in REGISTER answers (OTHER-ADDRESS) when the server listens on a second port. */
+  readonly alternate?: Endpoint;
+  readonly limits?: Partial<ServerLimits>;
+  readonly wgLimits?: Partial<WgLimits>;
+  /**
+   * Whether this core answers WireGuard packets itself (default true). A worker of a multi-process server passes
+   * them on (`to-wg-responder`) to the one process that holds the server's WireGuard sessions.
+   */
+  readonly wgResponder?: boolean;
+  /** Seeds the per-source hash; pass a random value. */
+  readonly seed: number;
+  /** Transaction ids for pushed introductions, WireGuard session indexes. */
+  readonly randomBytes: (n: number) => Uint8Array;
+}
+
+export function resolveLimits(limits: Partial<ServerLimits> | undefined): ServerLimits {
+  return { ...DEFAULT_LIMITS, ...limits };
+}
