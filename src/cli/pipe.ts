@@ -44,7 +44,7 @@ export async function runPipe(argv: string[], io: PipeIo): Promise<number> {
       if (!quiet && e.type === 'introduced') say(io, `found ${e.peer}; connecting over TCP`);
     },
   });
-  if (!quiet) say(io, `${humanLine(result)} (TCP, encrypted)`);
+  if (!quiet) say(io, `${humanLine(result)} (TCP, encrypted with ${stream.cipher})`);
 
   const sendDone = new Promise<void>((resolve, reject) => {
     stream.once('finish', resolve);

@@ -25,7 +25,7 @@ import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError, isBurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { DEFAULT_PORT } from './punch.js';
-import { SecureStream } from './secure-stream.js';
+import { SecureStream, StreamVersionError } from './secure-stream.js';
 import { endpointOf, parseLocal, resolveEndpoint } from './udp.js';
 
 export interface StreamConnectOptions {
@@ -208,6 +208,13 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
           });
         },
         (err: unknown) => {
+          // Our partner (its HELLO authenticated) on an incompatible release: retrying cannot help.
+          if (err instanceof StreamVersionError) {
+            settle(() => {
+              reject(err);
+            });
+            return;
+          }
           // A handshake that fails authentication is someone else, not our partner: keep trying.
           onFailure(isBurrowError(err) ? err.message : String(err));
         },

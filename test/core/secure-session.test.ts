@@ -137,7 +137,7 @@ describe('secure session', () => {
   it('refuses a HELLO with an invalid (low-order) X25519 key without throwing', () => {
     const a = party('alice', 'bob');
     a.start();
-    const evil = encodeHello({ name: 'bob', peer: 'alice', nonce: Buffer.alloc(32, 9), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
+    const evil = encodeHello({ name: 'bob', peer: 'alice', versions: { min: 2, max: 2 }, ciphers: [1, 2], nonce: Buffer.alloc(32, 9), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
     const out = a.receive(evil);
     assert.equal(of(out, 'error')[0]?.error.kind, 'handshake');
   });
@@ -150,7 +150,7 @@ describe('secure session', () => {
       }),
       { numRuns: fuzzRuns(10_000) },
     );
-    const good = encodeHello({ name: 'a', peer: 'b', nonce: Buffer.alloc(32), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
+    const good = encodeHello({ name: 'a', peer: 'b', versions: { min: 2, max: 2 }, ciphers: [1, 2], nonce: Buffer.alloc(32), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
     // Every proper prefix of a valid HELLO asks for more bytes; the whole one decodes.
     for (let cut = 0; cut < good.length; cut++) assert.deepEqual(decodeHello(good.subarray(0, cut), KEYS.streamAuth, CONTEXT), { ok: false, reason: 'need-more' });
     assert.equal(decodeHello(good, KEYS.streamAuth, CONTEXT).ok, true);
