@@ -48,6 +48,21 @@ function createOpenDecipher(algorithm: 'aes-256-gcm' | 'chacha20-poly1305', key:
     : createDecipheriv(algorithm, key, nonce, { authTagLength: TAG_BYTES });
 }
 
+/**
+ * node:crypto returns every update() in a fresh buffer. Above glibc's mmap threshold (128 KiB) each
+ * one would be mapped, page-faulted in and unmapped again: so the cipher never sees more than this
+ * at once (measured: a 1 MiB update per record cost the sender five times the page faults).
+ */
+const UPDATE_SLICE = 64 * 1024;
+/**
+ * Decrypted pieces smaller than this are copied together (into buffers of up to 64 KiB) rather than
+ * kept one by one: a path that re-segments the stream into tiny TCP segments must not make one record
+ * cost a million buffer objects. Larger pieces are kept as they are, without a copy.
+ */
+const SMALL_PIECE = 4 * 1024;
+const COALESCE_BYTES = 64 * 1024;
+const EMPTY = Buffer.alloc(0);
+
 /** Derives a direction's next key from its current one. */
 export type Rekey = (key: Uint8Array) => Uint8Array;
 
@@ -124,7 +139,9 @@ export class RecordSealer {
     header.copy(head, 0);
     cipher.update(typeByte(type)).copy(head, RECORD_HEADER_BYTES);
     out.push(head);
-    for (const p of parts) if (p.length > 0) out.push(cipher.update(p));
+    for (const p of parts) {
+      for (let at = 0; at < p.length; at += UPDATE_SLICE) out.push(cipher.update(p.length <= UPDATE_SLICE ? p : p.subarray(at, at + UPDATE_SLICE)));
+    }
     const last = cipher.final();
     if (last.length > 0) out.push(last);
     out.push(cipher.getAuthTag());
@@ -157,6 +174,10 @@ export class RecordOpener {
   private decipher: OpenDecipher | undefined;
   private pieces: Buffer[] = [];
   private held = 0;
+  /** Where small pieces are gathered: [tailStart, tailUsed) is not yet in `pieces`. */
+  private tail: Buffer = EMPTY;
+  private tailStart = 0;
+  private tailUsed = 0;
 
   constructor(cipher: CipherId, key: Uint8Array, prefix: Uint8Array, rekey: Rekey) {
     this.state = new DirectionState(cipher, key, prefix, rekey);
@@ -207,12 +228,9 @@ export class RecordOpener {
           break;
         }
         case 'body': {
-          const n = Math.min(this.bodyLeft, chunk.length - at);
+          const n = Math.min(this.bodyLeft, chunk.length - at, UPDATE_SLICE);
           const plain = this.decipher?.update(chunk.subarray(at, at + n));
-          if (plain !== undefined && plain.length > 0) {
-            this.pieces.push(plain);
-            this.held += plain.length;
-          }
+          if (plain !== undefined && plain.length > 0) this.keep(plain);
           this.bodyLeft -= n;
           at += n;
           if (this.bodyLeft === 0) this.phase = 'tag';
@@ -231,7 +249,35 @@ export class RecordOpener {
     return { used: at - start };
   }
 
+  /** Holds a decrypted piece until the tag verifies (small ones gathered, see SMALL_PIECE). */
+  private keep(plain: Buffer): void {
+    this.held += plain.length;
+    if (plain.length >= SMALL_PIECE) {
+      this.flushTail();
+      this.pieces.push(plain);
+      return;
+    }
+    if (this.tailUsed + plain.length > this.tail.length) {
+      this.flushTail();
+      // bodyLeft still counts this piece: never gather more than the record has left.
+      this.tail = Buffer.allocUnsafe(Math.max(plain.length, Math.min(COALESCE_BYTES, this.bodyLeft)));
+      this.tailStart = 0;
+      this.tailUsed = 0;
+    }
+    plain.copy(this.tail, this.tailUsed);
+    this.tailUsed += plain.length;
+  }
+
+  private flushTail(): void {
+    if (this.tailUsed > this.tailStart) this.pieces.push(this.tail.subarray(this.tailStart, this.tailUsed));
+    this.tailStart = this.tailUsed;
+  }
+
   private finish(): OpenEvent {
+    this.flushTail();
+    this.tail = EMPTY;
+    this.tailStart = 0;
+    this.tailUsed = 0;
     const decipher = this.decipher;
     const pieces = this.pieces;
     this.decipher = undefined;

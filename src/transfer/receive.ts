@@ -19,6 +19,7 @@ import { join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
 import type { FailReason, ManifestEntry } from './codec.js';
+import { FileWriter } from './disk.js';
 import { FailureLatch, type TransferEvent, type TransferredFile, type TransferStream, type TransferSummary } from './driver.js';
 import { TransferError } from './errors.js';
 import { ReceiverSession } from './session.js';
@@ -66,75 +67,6 @@ export function isTemporaryName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX);
 }
 
-/** Bytes a file's writer may hold before handle() waits for the disk (the receiver's only buffer). */
-const WRITE_AHEAD_BYTES = 1024 * 1024;
-
-/**
- * Writes a file in the background, batching chunks into one writev() each, so that decrypting the
- * next chunks overlaps the disk. `write` waits once WRITE_AHEAD_BYTES are queued: backpressure.
- */
-class FileWriter {
-  private queue: Buffer[] = [];
-  private queued = 0;
-  private running: Promise<void> | undefined;
-  private failure: Error | undefined;
-
-  constructor(private readonly handle: FileHandle) {}
-
-  async write(data: Buffer): Promise<void> {
-    if (this.failure !== undefined) throw this.failure;
-    this.queue.push(data);
-    this.queued += data.length;
-    this.running ??= this.drain();
-    if (this.queued >= WRITE_AHEAD_BYTES) await this.flush();
-  }
-
-  /** Resolves once everything queued is written; rejects with the first write error. */
-  async flush(): Promise<void> {
-    await this.running;
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue;
-        const bytes = this.queued;
-        this.queue = [];
-        this.queued = 0;
-        await writeAll(this.handle, batch, bytes);
-      }
-    } catch (err) {
-      this.failure = err instanceof Error ? err : new Error(String(err));
-      this.queue = [];
-      this.queued = 0;
-    } finally {
-      this.running = undefined;
-    }
-  }
-}
-
-/** writev() until every byte is written (it may write fewer). */
-async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
-  let rest = buffers;
-  let left = bytes;
-  while (left > 0) {
-    const { bytesWritten } = await handle.writev(rest);
-    left -= bytesWritten;
-    let skip = bytesWritten;
-    while (skip > 0 && rest.length > 0) {
-      const first = rest[0] ?? Buffer.alloc(0);
-      if (first.length <= skip) {
-        skip -= first.length;
-        rest = rest.slice(1);
-      } else {
-        rest = [first.subarray(skip), ...rest.slice(1)];
-        skip = 0;
-      }
-    }
-  }
-}
-
 interface OpenFile {
   readonly index: number;
   readonly temp: string;
@@ -180,8 +112,17 @@ class FileReceiver {
       /** Every file is verified and in place: from here on the transfer can only succeed. */
       let placed = false;
       const sink = new Writable({
+        highWaterMark: 1024 * 1024,
         write: (chunk: Buffer, _encoding, callback) => {
           this.busy = this.handle(chunk);
+          this.busy.then(() => {
+            callback();
+          }, callback);
+        },
+        writev: (chunks: { chunk: Buffer }[], callback) => {
+          this.busy = (async () => {
+            for (const { chunk } of chunks) await this.handle(chunk);
+          })();
           this.busy.then(() => {
             callback();
           }, callback);
@@ -378,10 +319,9 @@ class FileReceiver {
       throw new Refusal(TransferError.hashMismatch(final), 'hash-mismatch', index, `SHA-256 here ${digest.toString('hex')}`);
     }
     try {
-      await file.writer.flush();
-      await file.handle.chmod(entry.mode);
       // On disk before it has a name: a crash cannot leave a named file with missing blocks.
-      await file.handle.datasync();
+      await file.writer.finish();
+      await file.handle.chmod(entry.mode);
       this.current = undefined;
       await file.handle.close();
     } catch (err) {
@@ -428,7 +368,7 @@ class FileReceiver {
     await this.busy.catch(() => undefined);
     const file = this.current;
     this.current = undefined;
-    await file?.writer.flush().catch(() => undefined);
+    await file?.writer.abort();
     await file?.handle.close().catch(() => undefined);
     await Promise.all([...this.temps].map((t) => unlink(t).catch(() => undefined)));
     this.temps.clear();

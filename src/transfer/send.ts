@@ -6,13 +6,12 @@
  * receiver confirmed every file (verified and renamed into place) and the stream confirmed delivery.
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { access, constants, stat } from 'node:fs/promises';
+import { once } from 'node:events';
+import { access, constants, open, stat, type FileHandle } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { Transform } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
-import { BurrowError, isBurrowError } from '../errors.js';
+import { BurrowError } from '../errors.js';
 import { checkFileName, describeNameProblem, MAX_FILES } from './codec.js';
+import { BufferPool } from './disk.js';
 import { deferred, FailureLatch, type TransferEvent, type TransferredFile, type TransferStream, type TransferSummary } from './driver.js';
 import { TransferError } from './errors.js';
 import { SenderSession, type SenderEvent } from './session.js';
@@ -69,15 +68,74 @@ export async function prepareFiles(paths: readonly string[]): Promise<SendFile[]
   return files;
 }
 
+/** File reads: 1 MiB pieces (one record each), a few buffers reused for the whole transfer. */
+const READ_BYTES = 1024 * 1024;
+const READ_BUFFERS = 4;
+
+/**
+ * Writes file `file`'s `size` bytes to `stream`, reading one piece ahead of the one being sealed;
+ * `onPiece` sees each piece first (the hash). Resolves with the bytes read (fewer if the file shrank).
+ */
+async function streamFile(file: SendFile, stream: TransferStream, pool: BufferPool, onPiece: (piece: Buffer) => void, latch: FailureLatch): Promise<number> {
+  if (file.size === 0) return 0;
+  let handle: FileHandle;
+  try {
+    handle = await open(file.path, 'r');
+  } catch (err) {
+    throw TransferError.readFailed(file.path, err);
+  }
+  try {
+    let position = 0;
+    const readNext = async (): Promise<{ buffer: Buffer; bytes: number; wanted: number } | undefined> => {
+      if (position >= file.size) return undefined;
+      const at = position;
+      const wanted = Math.min(pool.bufferBytes, file.size - at);
+      position += wanted;
+      const buffer = await pool.take();
+      try {
+        const { bytesRead } = await handle.read(buffer, 0, wanted, at);
+        return { buffer, bytes: bytesRead, wanted };
+      } catch (err) {
+        pool.give(buffer);
+        throw TransferError.readFailed(file.path, err);
+      }
+    };
+    let count = 0;
+    let next = readNext();
+    for (;;) {
+      const piece = await latch.race(next);
+      if (piece === undefined) break;
+      count += piece.bytes;
+      if (piece.bytes < piece.wanted) {
+        pool.give(piece.buffer);
+        break; // the file shrank: the caller reports it
+      }
+      next = readNext();
+      const data = piece.buffer.subarray(0, piece.bytes);
+      onPiece(data);
+      // The stream seals (encrypts) the piece before it calls back: then the buffer may be reused.
+      const ok = stream.write(data, () => {
+        pool.give(piece.buffer);
+      });
+      if (!ok) await latch.race(once(stream, 'drain'));
+    }
+    // A read still in flight (the loop ended early) must not outlive the handle.
+    await next.then((p) => {
+      if (p !== undefined) pool.give(p.buffer);
+    }, () => undefined);
+    return count;
+  } finally {
+    await handle.close().catch(() => undefined);
+  }
+}
+
 /** Sends `files` over `stream` and resolves once every one is verified and in place on the other side. */
 export async function sendFiles(stream: TransferStream, options: SendOptions): Promise<TransferSummary> {
   const started = performance.now();
   const { files, peer, signal, onEvent } = options;
   const session = new SenderSession(files.map(({ name, size, mode }) => ({ name, size, mode })));
   const totalBytes = files.reduce((n, f) => n + f.size, 0);
-  const stopReading = new AbortController();
   const latch = new FailureLatch(() => {
-    stopReading.abort();
     // Without an error: this driver reports the failure itself, and 'error' could outlive our listener.
     stream.destroy();
   });
@@ -147,27 +205,16 @@ export async function sendFiles(stream: TransferStream, options: SendOptions): P
     await latch.race(accepted.promise);
     onEvent?.({ type: 'start', files: files.map(({ name, size, mode }) => ({ name, size, mode })), totalBytes });
     let sent = 0;
+    const pool = new BufferPool(READ_BYTES, READ_BUFFERS);
     for (const [index, file] of files.entries()) {
       const hash = createHash('sha256');
-      let count = 0;
-      if (file.size > 0) {
-        const tap = new Transform({
-          transform(chunk: Buffer, _encoding, callback) {
-            hash.update(chunk);
-            count += chunk.length;
-            sent += chunk.length;
-            onEvent?.({ type: 'progress', bytes: sent, totalBytes });
-            callback(null, chunk);
-          },
-        });
-        // end: false keeps the stream open for the next frame; on failure the latch tears it down.
-        const read = createReadStream(file.path, { start: 0, end: file.size - 1, highWaterMark: 256 * 1024 });
-        await latch.race(
-          pipeline(read, tap, stream, { end: false, signal: stopReading.signal }).catch((err: unknown) => {
-            throw isBurrowError(err) ? err : TransferError.readFailed(file.path, err);
-          }),
-        );
-      }
+      const count = await latch.race(
+        streamFile(file, stream, pool, (piece) => {
+          hash.update(piece);
+          sent += piece.length;
+          onEvent?.({ type: 'progress', bytes: sent, totalBytes });
+        }, latch),
+      );
       // A file that grew, shrank or was replaced since the manifest would not be what we announced.
       const now = await latch.race(stat(file.path).catch((err: unknown) => {
         throw TransferError.readFailed(file.path, err);
