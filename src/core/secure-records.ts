@@ -5,7 +5,7 @@
  * handshake (./secure-session.ts). The byte layout is in src/codec/secure.ts and docs/protocol.md §8.
  *
  * Why incremental: AES-GCM and ChaCha20-Poly1305 both process a record's bytes in order, so a record of
- * 1 MiB can be encrypted from sixteen 64 KiB chunks as they come, and decrypted from whatever pieces
+ * 256 KiB can be encrypted from four 64 KiB chunks as they come, and decrypted from whatever pieces
  * the socket hands over. Nothing of a record is released before its tag verifies: the opener holds the
  * decrypted pieces (at most MAX_RECORD_PAYLOAD bytes) until then.
  */
@@ -88,6 +88,7 @@ class DirectionState {
     key: Uint8Array,
     prefix: Uint8Array,
     private readonly rekey: Rekey,
+    private readonly rekeyInterval: number,
   ) {
     if (key.length !== 32 || prefix.length < 4) throw new RangeError('a direction needs a 32-byte key and a 4-byte nonce prefix');
     this.algorithm = cipherName(cipher);
@@ -102,7 +103,7 @@ class DirectionState {
 
   /** The key and nonce of the next record (the nonce buffer is reused: use it at once). */
   next(): { key: Buffer; nonce: Buffer } {
-    if (this.seq > 0 && this.seq % REKEY_INTERVAL === 0) this.current = Buffer.from(this.rekey(this.current));
+    if (this.seq > 0 && this.seq % this.rekeyInterval === 0) this.current = Buffer.from(this.rekey(this.current));
     // u64 big-endian without BigInt: 2^53 records are far beyond any stream.
     this.nonceBytes.writeUInt32BE(Math.floor(this.seq / 2 ** 32), 4);
     this.nonceBytes.writeUInt32BE(this.seq >>> 0, 8);
@@ -111,12 +112,12 @@ class DirectionState {
   }
 }
 
-/** Seals our direction's records. */
+/** Seals our direction's records. `rekeyInterval` is for tests; the protocol's is REKEY_INTERVAL. */
 export class RecordSealer {
   private readonly state: DirectionState;
 
-  constructor(cipher: CipherId, key: Uint8Array, prefix: Uint8Array, rekey: Rekey) {
-    this.state = new DirectionState(cipher, key, prefix, rekey);
+  constructor(cipher: CipherId, key: Uint8Array, prefix: Uint8Array, rekey: Rekey, rekeyInterval = REKEY_INTERVAL) {
+    this.state = new DirectionState(cipher, key, prefix, rekey, rekeyInterval);
   }
 
   get sequence(): number {
@@ -179,8 +180,8 @@ export class RecordOpener {
   private tailStart = 0;
   private tailUsed = 0;
 
-  constructor(cipher: CipherId, key: Uint8Array, prefix: Uint8Array, rekey: Rekey) {
-    this.state = new DirectionState(cipher, key, prefix, rekey);
+  constructor(cipher: CipherId, key: Uint8Array, prefix: Uint8Array, rekey: Rekey, rekeyInterval = REKEY_INTERVAL) {
+    this.state = new DirectionState(cipher, key, prefix, rekey, rekeyInterval);
   }
 
   get sequence(): number {

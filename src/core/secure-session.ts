@@ -18,7 +18,7 @@
  *    recorded traffic stays secret even if the network secret leaks later (forward secrecy). A
  *    man in the middle who edits the version or cipher lists changes the transcript and fails step 3.
  * 3. Each side's first record is FINISHED carrying the transcript hash: key confirmation.
- * 4. DATA records follow, each up to 1 MiB. Nonces are implicit sequence numbers, so a dropped,
+ * 4. DATA records follow, each up to 256 KiB. Nonces are implicit sequence numbers, so a dropped,
  *    repeated or reordered record fails authentication; nothing is released to the application
  *    before its record verifies (./secure-records.ts holds a record's pieces until its tag).
  * 5. EOF carries the number of data bytes sent; the receiver answers EOF_ACK with the number it

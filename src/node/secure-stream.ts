@@ -3,7 +3,7 @@
  * the one stream API the rest of Burrow (pipe, send/receive) is written against.
  *
  * - Writes are encrypted into records; backpressure follows the transport's. Chunks that queue up
- *   while the transport is busy are sealed together (_writev) into records of up to 1 MiB and handed
+ *   while the transport is busy are sealed together (_writev) into records of up to 256 KiB and handed
  *   to the transport as one gathered write: few cipher set-ups and few syscalls per MiB.
  * - `end()` sends EOF and its 'finish' fires only once the peer confirmed delivery of every byte.
  * - The readable side ends at the peer's EOF; call `acknowledgeEnd()` once everything read has been
@@ -33,7 +33,7 @@ export interface SecureStreamOptions {
   readonly ciphers?: readonly CipherId[];
 }
 
-/** Bytes each side buffers before pushing back (both directions); also the largest record's payload. */
+/** Bytes each side buffers before pushing back (both directions). */
 const HIGH_WATER_MARK = 1024 * 1024;
 
 let measuredPreference: readonly CipherId[] | undefined;

@@ -137,11 +137,11 @@ describe('stream records (v2): round trips', () => {
     );
   });
 
-  it('the largest record (1 MiB) from 1 MiB and from many small chunks; nothing is held once it verifies', () => {
+  it('the largest record (256 KiB) from one chunk and from many small ones; nothing is held once it verifies', () => {
     for (const cipher of CIPHERS) {
       const big = Buffer.alloc(MAX_RECORD_PAYLOAD).map((_, i) => i % 251);
       const { sealer, opener } = pair(cipher);
-      const chunks = Array.from({ length: 256 }, (_, i) => big.subarray(i * 4096, (i + 1) * 4096));
+      const chunks = Array.from({ length: MAX_RECORD_PAYLOAD / 4096 }, (_, i) => big.subarray(i * 4096, (i + 1) * 4096));
       const wire = Buffer.concat([sealAll(sealer, RecordType.DATA, [big]), sealAll(sealer, RecordType.DATA, chunks)]);
       assert.equal(wire.length, 2 * (4 + MAX_RECORD_LENGTH));
       const events = openAll(opener, wire, [65536, 1, 1000, 300_000]);
@@ -158,12 +158,17 @@ describe('stream records (v2): round trips', () => {
     assert.deepEqual(payloadOf(events), Buffer.from('x'));
   });
 
-  it('rekeys after REKEY_INTERVAL records on both sides in step, and a side that does not rekey fails right there', () => {
+  it('rekeys every interval on both sides in step, and a side that does not rekey fails right there', () => {
+    // 2^18 records of up to 256 KiB: at most 64 GiB per key (docs/protocol.md §8).
+    assert.equal(REKEY_INTERVAL, 2 ** 18);
+    assert.ok(REKEY_INTERVAL * MAX_RECORD_PAYLOAD <= 2 ** 36);
+    const interval = 1000;
     const rekey = (k: Uint8Array): Uint8Array => Buffer.from(k).map((b) => b ^ 0x5a);
-    const { sealer, opener } = pair(Cipher.AES_256_GCM, rekey);
-    const stale = new RecordOpener(Cipher.AES_256_GCM, KEY, PREFIX, same);
+    const sealer = new RecordSealer(Cipher.AES_256_GCM, KEY, PREFIX, rekey, interval);
+    const opener = new RecordOpener(Cipher.AES_256_GCM, KEY, PREFIX, rekey, interval);
+    const stale = new RecordOpener(Cipher.AES_256_GCM, KEY, PREFIX, same, interval);
     const one = Buffer.from([1]);
-    for (let i = 0; i < REKEY_INTERVAL; i++) {
+    for (let i = 0; i < interval; i++) {
       const wire = sealer.sealOne(RecordType.DATA, one);
       assert.equal(opener.take(wire).event?.kind, 'record');
       assert.equal(stale.take(wire).event?.kind, 'record');
@@ -183,6 +188,7 @@ describe('stream records (v2): tampering', () => {
       'sealed type byte': [4],
       'payload, first bytes': [5, 6],
       'payload, at the 64 KiB slice border': [5 + 65535, 5 + 65536],
+      'payload, in the last slice': [5 + 140_000],
       'payload, last byte': [end - 17],
       tag: [end - 16, end - 8, end - 1],
     };

@@ -151,7 +151,7 @@ describe('secure session', () => {
     }
   });
 
-  it('carries many chunks (writev) in records of at most 1 MiB, whatever pieces the transport delivers (property)', () => {
+  it('carries many chunks (writev) in records of at most 256 KiB, whatever pieces the transport delivers (property)', () => {
     fc.assert(
       fc.property(fc.array(fc.integer({ min: 0, max: 700_000 }), { minLength: 1, maxLength: 6 }), fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 200_000 })), (sizes, step) => {
         const a = party('alice', 'bob');
@@ -166,7 +166,7 @@ describe('secure session', () => {
         assert.deepEqual(Buffer.concat(of(got, 'data').map((d) => d.data)), Buffer.concat(chunks));
         const total = sizes.reduce((x, y) => x + y, 0);
         assert.deepEqual(of(got, 'peer-eof'), [{ type: 'peer-eof', bytes: total }]);
-        // Record count: as few as the 1 MiB limit allows (plus EOF).
+        // Record count: as few as the size limit allows (plus EOF).
         const records = Math.ceil(total / MAX_RECORD_PAYLOAD) + 1;
         assert.ok(wire.length <= total + records * 21 + 21, `framing overhead ${wire.length - total}`);
       }),
