@@ -24,9 +24,12 @@ Usage:
                [--log-level debug|info|warn] [--check]
   burrow pipe --server HOST:PORT --secret-file FILE --as NAME --to NAME [--send-only | --recv-only]
                [--timeout SECONDS]      stdin to the peer, the peer to stdout, over encrypted TCP
-  burrow send FILE... --server HOST:PORT --secret-file FILE --as NAME --to NAME [--timeout SECONDS]
-  burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--force]
-                 [--timeout SECONDS]      files over the same encrypted stream, verified end to end
+  burrow send FILE|DIR|-... [--name NAME] --server HOST:PORT --secret-file FILE --as NAME --to NAME
+              [--timeout SECONDS]      files, directory trees or stdin (-, named NAME)
+  burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--yes]
+                 [--force] [--timeout SECONDS]      shows the offer and asks (--yes: accept without
+                              asking; required when stdin is not a terminal); verified end to end;
+                              an interrupted transfer resumes when both sides run again
   burrow wg --interface IFACE --server HOST:PORT --secret-file FILE [--continuous]
             [--interval SECONDS] [--timeout SECONDS] [--format text|json]
                               find and set the endpoints of a WireGuard interface's peers
@@ -69,9 +72,9 @@ export async function main(argv: string[], io: MainIo): Promise<number> {
       case 'serve':
         return await (await import('./serve.js')).runServe(rest, io);
       case 'send':
-        return await (await import('./send.js')).runSend(rest, io);
+        return await (await import('./send.js')).runSend(rest, { ...io, stdin: io.stdin ?? process.stdin });
       case 'receive':
-        return await (await import('./receive.js')).runReceive(rest, io);
+        return await (await import('./receive.js')).runReceive(rest, { ...io, stdin: io.stdin ?? process.stdin });
       case 'pipe':
         return await (await import('./pipe.js')).runPipe(rest, { ...io, stdin: io.stdin ?? process.stdin });
       case 'stun':

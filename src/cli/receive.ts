@@ -1,20 +1,31 @@
 /**
- * `burrow receive`: files from a peer into a directory. Each file appears under its name only once it
- * is complete and its SHA-256 matches the sender's; existing files are kept unless --force.
+ * `burrow receive`: files and directory trees from a peer into a directory. It shows what is offered
+ * and asks before accepting (`--yes` accepts without asking, and is required when stdin is not a
+ * terminal). Each file appears under its name only once it is complete and its SHA-256 matches the
+ * sender's; existing files are kept unless --force; an interrupted transfer resumes on the next run.
+ * The logic is in src/transfer; this is the command-line glue.
  */
 import { access, constants, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
+import { createInterface } from 'node:readline/promises';
 import { parseArgs } from 'node:util';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
-import { ProgressReporter } from '../transfer/progress.js';
-import { receiveFiles } from '../transfer/receive.js';
 import type { TransferSummary } from '../transfer/driver.js';
-import { say, type Io } from './common.js';
-import { checkConnectFlags, CONNECT_FLAGS } from './common.js';
+import { receiveFiles, type Incoming } from '../transfer/receive.js';
+import { checkConnectFlags, CONNECT_FLAGS, say, type Io } from './common.js';
+import { formatBytes, ProgressReporter } from './progress.js';
 import { connectPeer, describeSummary, type Connect } from './send.js';
 
-export const RECEIVE_USAGE = 'burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--force] [--timeout SECONDS]';
+export const RECEIVE_USAGE = 'burrow receive --server HOST:PORT --secret-file FILE --as NAME --to NAME [--out DIR] [--yes] [--force] [--timeout SECONDS]';
+
+/** The prompt reads its answer here; without a terminal, --yes is required. */
+export interface ReceiveIo extends Io {
+  readonly stdin?: NodeJS.ReadableStream & { isTTY?: boolean };
+}
+
+/** How many entries the offer lists before "… and N more". */
+const LISTED = 20;
 
 async function checkOutDir(dir: string): Promise<string> {
   const path = resolve(dir);
@@ -33,19 +44,52 @@ async function checkOutDir(dir: string): Promise<string> {
   return path;
 }
 
-export async function runReceive(argv: string[], io: Io, connect: Connect = connectStream): Promise<number> {
+/** The offer as lines: each entry with its size, then the total. */
+export function describeOffer(peer: string, outDir: string, incoming: Incoming): string[] {
+  const lines = [`${peer} offers:`];
+  for (const e of incoming.entries.slice(0, LISTED)) {
+    const size = e.kind === 'file' ? formatBytes(e.size) : e.kind === 'stream' ? 'stream, size unknown' : 'directory';
+    lines.push(`  ${e.kind === 'directory' ? `${e.path}/` : e.path}  (${size})`);
+  }
+  if (incoming.entries.length > LISTED) lines.push(`  … and ${incoming.entries.length - LISTED} more`);
+  const files = incoming.entries.filter((e) => e.kind !== 'directory').length;
+  const total = incoming.totalBytes === undefined ? 'size unknown (a stream)' : formatBytes(incoming.totalBytes);
+  lines.push(`${files} file${files === 1 ? '' : 's'}, ${total}, into ${outDir}`);
+  for (const r of incoming.resumable) lines.push(`${r.path}: ${formatBytes(r.bytes)} already here from an interrupted run; resumes if it matches`);
+  return lines;
+}
+
+export async function runReceive(argv: string[], io: ReceiveIo, connect: Connect = connectStream): Promise<number> {
   const { values } = parseArgs({
     args: argv,
-    options: { ...CONNECT_FLAGS, out: { type: 'string' }, force: { type: 'boolean' } },
+    options: { ...CONNECT_FLAGS, out: { type: 'string' }, force: { type: 'boolean' }, yes: { type: 'boolean', short: 'y' } },
     strict: true,
   });
   const { peer } = checkConnectFlags(values);
+  const yes = values.yes === true;
+  const stdin = io.stdin;
+  if (!yes && stdin?.isTTY !== true) {
+    throw BurrowError.usage('burrow receive asks before accepting files, but stdin is not a terminal', 'pass --yes to accept what the sender offers without asking.');
+  }
   const outDir = await checkOutDir(values.out ?? '.');
   const { stream } = await connectPeer(values, io, connect);
   const progress = new ProgressReporter({ stream: io.stderr, verb: 'received' });
+  const confirm = async (incoming: Incoming): Promise<boolean> => {
+    for (const line of describeOffer(peer, outDir, incoming)) say(io, line);
+    if (yes || stdin === undefined) return true;
+    const rl = createInterface({ input: stdin, output: io.stderr, terminal: true });
+    try {
+      const answer = await rl.question('burrow: accept? [y/N] ', { signal: io.signal });
+      return /^\s*y(es)?\s*$/i.test(answer);
+    } catch {
+      return false; // interrupted at the prompt: the abort signal ends the transfer
+    } finally {
+      rl.close();
+    }
+  };
   let summary: TransferSummary;
   try {
-    summary = await receiveFiles(stream, { outDir, peer, force: values.force === true, signal: io.signal, onEvent: progress.handle });
+    summary = await receiveFiles(stream, { outDir, peer, force: values.force === true, confirm, signal: io.signal, onEvent: progress.handle });
   } finally {
     progress.stop();
   }

@@ -129,14 +129,14 @@ export type DecodeResult =
 /**
  * One path component. The receiver joins it to a directory under `--out`, so anything that could
  * leave the directory or name something else is refused: separators (both kinds, for peers on
- * Windows), any "..", ".", control characters (NUL ends a C path; the rest could rewrite the terminal
+ * Windows), "..", ".", control characters (NUL ends a C path; the rest could rewrite the terminal
  * when names are printed).
  */
 export function checkFileName(name: string): NameProblem | undefined {
   if (name.length === 0) return 'empty';
   if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) return 'too-long';
   if (name.includes('/') || name.includes('\\')) return 'separator';
-  if (name.includes('..')) return 'dot-dot';
+  if (name === '..') return 'dot-dot';
   if (name === '.') return 'dot';
   // eslint-disable-next-line no-control-regex
   if (/[\u0000-\u001f\u007f]/.test(name)) return 'control-character';
@@ -163,9 +163,9 @@ export function describeNameProblem(problem: PathProblem): string {
     case 'too-long':
       return `has a component longer than ${MAX_NAME_BYTES} bytes`;
     case 'separator':
-      return 'contains a backslash';
+      return 'contains a slash or a backslash';
     case 'dot-dot':
-      return 'contains ".."';
+      return 'has a ".." component';
     case 'dot':
       return 'has a "." component';
     case 'control-character':

@@ -29,7 +29,16 @@ export class FileWriter {
   private batchDone: (() => void) | undefined;
   private batchWritten: Promise<void> = Promise.resolve();
 
-  constructor(private readonly handle: FileHandle) {}
+  /** The file offset the next queued byte goes to. */
+  private position: number;
+
+  /** Writes from byte `start` of the file on (a resumed file continues where its prefix ends). */
+  constructor(
+    private readonly handle: FileHandle,
+    start = 0,
+  ) {
+    this.position = start;
+  }
 
   /** Queues `data` (which must not change afterwards); waits only when the queue is full. */
   async write(data: Buffer): Promise<void> {
@@ -56,6 +65,12 @@ export class FileWriter {
     await this.handle.datasync();
   }
 
+  /** Writes what is queued (no fdatasync) and waits for it; never rejects. Keeps a partial file whole. */
+  async settle(): Promise<void> {
+    await this.running?.catch(() => undefined);
+    await this.syncing?.catch(() => undefined);
+  }
+
   /** Waits for the I/O in flight and drops the rest; never rejects. */
   async abort(): Promise<void> {
     this.queue = [];
@@ -74,7 +89,8 @@ export class FileWriter {
           this.batchDone = resolve;
         });
         try {
-          await writeAll(this.handle, batch, bytes);
+          await writeAll(this.handle, batch, bytes, this.position);
+          this.position += bytes;
         } finally {
           this.queued -= bytes;
           this.batchDone?.();
@@ -107,13 +123,16 @@ export class FileWriter {
   }
 }
 
-/** writev() until every byte is written (it may write fewer, and takes at most IOV_MAX buffers). */
-async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
+/** writev() at `position` until every byte is written (it may write fewer, and takes at most IOV_MAX buffers). */
+async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number, position: number): Promise<void> {
   let rest = buffers;
   let left = bytes;
+  let at = position;
   while (left > 0) {
-    const { bytesWritten } = await handle.writev(rest.length > 1024 ? rest.slice(0, 1024) : rest);
+    const { bytesWritten } = await handle.writev(rest.length > 1024 ? rest.slice(0, 1024) : rest, at);
+    if (bytesWritten === 0) throw new Error('the file system wrote nothing (writev returned 0)');
     left -= bytesWritten;
+    at += bytesWritten;
     let skip = bytesWritten;
     let drop = 0;
     while (skip > 0 && drop < rest.length) {

@@ -39,7 +39,7 @@ const KEYS = deriveNetworkKeys(Buffer.from('fuzz secret'));
 const STUN_REASONS = ['too-short', 'too-long', 'not-stun', 'bad-length', 'truncated-attribute', 'attribute-after-fingerprint', 'bad-fingerprint'];
 const MESSAGE_REASONS = [...STUN_REASONS, 'unknown-method', 'missing-attribute', 'bad-attribute'];
 const HELLO_REASONS = ['need-more', 'bad-magic', 'bad-field', 'bad-name', 'bad-mac', 'version-1'];
-const FRAME_REASONS = ['need-more', 'unknown-type', 'frame-too-large', 'bad-length', 'bad-magic', 'unsupported-version', 'too-many-files', 'truncated-entry', 'trailing-bytes', 'size-too-large', 'bad-mode', 'duplicate-name', 'bad-utf8', 'bad-fail-reason', 'bad-name'];
+const FRAME_REASONS = ['need-more', 'unknown-type', 'frame-too-large', 'bad-length', 'bad-magic', 'unsupported-version', 'too-many-entries', 'bad-index', 'truncated-entry', 'trailing-bytes', 'bad-kind', 'size-too-large', 'bad-mode', 'duplicate-path', 'parent-missing', 'bad-utf8', 'bad-fail-reason', 'bad-offer', 'bad-name'];
 
 /** Mutations of a valid message: flips, a cut, an insertion, a splice with another valid message. */
 function mutated(valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
@@ -66,9 +66,13 @@ const validStun = fc.constantFrom(...stunMessages);
 
 function frames(): Uint8Array[] {
   const list: Frame[] = [
-    { type: 'manifest', files: [{ name: 'a.txt', size: 5, mode: 0o644 }, { name: 'photo.jpg', size: 2 ** 40, mode: 0o600 }] },
-    { type: 'file-end', index: 1, sha256: new Uint8Array(32).fill(7) },
-    { type: 'accept' },
+    { type: 'manifest', entries: [{ kind: 'file', path: 'a.txt', size: 5, mode: 0o644 }, { kind: 'directory', path: 'd', size: 0, mode: 0o755 }, { kind: 'file', path: 'd/photo.jpg', size: 2 ** 40, mode: 0o600 }, { kind: 'stream', path: 'stdin', size: 0, mode: 0o644 }] },
+    { type: 'file-start', index: 2, offset: 4096 },
+    { type: 'data', length: 1000 },
+    { type: 'file-end', index: 1, size: 9, sha256: new Uint8Array(32).fill(7) },
+    { type: 'accept', offers: [] },
+    { type: 'accept', offers: [{ index: 2, offset: 4096, sha256: new Uint8Array(32).fill(3) }] },
+    { type: 'done' },
     { type: 'file-ok', index: 0 },
     { type: 'fail', reason: 'hash-mismatch', index: 1, detail: 'digest differs' },
     { type: 'fail', reason: 'exists', index: undefined, detail: '' },
