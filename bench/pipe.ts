@@ -159,7 +159,7 @@ async function sendRun(lab: Lab, bytes: number, source: string, sourceHash: stri
     const common = `--server ${SERVER} --timeout 60`;
     const started = performance.now();
     const sender = lab.spawn('hA', 'sh', ['-c', timed(`"${process.execPath}" "${CLI}" send "${source}" ${common} --as alice --to bob`)], { env: env() });
-    const receiver = lab.spawn('hB', 'sh', ['-c', timed(`"${process.execPath}" "${CLI}" receive ${common} --as bob --to alice --out "${outDir}"`)], { env: env() });
+    const receiver = lab.spawn('hB', 'sh', ['-c', timed(`"${process.execPath}" "${CLI}" receive ${common} --as bob --to alice --out "${outDir}" --yes`)], { env: env() });
     const connected = receiver.waitForOutput('stderr', 'connected to', 60_000).then(() => (performance.now() - started) / 1000, () => Number.NaN);
     const [es, er] = await Promise.all([sender.exited, receiver.exited]);
     const seconds = (performance.now() - started) / 1000;
