@@ -55,7 +55,9 @@ export function describeOffer(peer: string, outDir: string, incoming: Incoming):
   const files = incoming.entries.filter((e) => e.kind !== 'directory').length;
   const total = incoming.totalBytes === undefined ? 'size unknown (a stream)' : formatBytes(incoming.totalBytes);
   lines.push(`${files} file${files === 1 ? '' : 's'}, ${total}, into ${outDir}`);
-  for (const r of incoming.resumable) lines.push(`${r.path}: ${formatBytes(r.bytes)} already here from an interrupted run; resumes if it matches`);
+  const complete = incoming.resumable.filter((r) => r.complete);
+  if (complete.length > 0) lines.push(`${complete.length} file${complete.length === 1 ? ' is' : 's are'} already here in full (${formatBytes(complete.reduce((n, r) => n + r.bytes, 0))}); not sent again if identical`);
+  for (const r of incoming.resumable) if (!r.complete) lines.push(`${r.path}: ${formatBytes(r.bytes)} already here from an interrupted run; resumes if it matches`);
   return lines;
 }
 

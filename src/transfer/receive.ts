@@ -37,8 +37,12 @@ export interface Incoming {
   readonly entries: readonly ManifestEntry[];
   /** Undefined when a stream (stdin) of unknown size is among the entries. */
   readonly totalBytes: number | undefined;
-  /** Files of which this side already holds a verified-to-be-checked prefix from an interrupted run. */
-  readonly resumable: readonly { readonly path: string; readonly bytes: number }[];
+  /**
+   * Files of which this side already holds a prefix (a kept partial file) or, `complete`, all of it
+   * under its name (from an interrupted run): the sender checks each against its own and sends only
+   * the rest.
+   */
+  readonly resumable: readonly { readonly path: string; readonly bytes: number; readonly complete: boolean }[];
 }
 
 export interface ReceiveOptions {
@@ -93,9 +97,10 @@ export function partNameOf(path: string): string {
 
 interface OpenFile {
   readonly index: number;
+  /** "" for a file already in place (nothing is written). */
   readonly part: string;
-  readonly handle: FileHandle;
-  readonly writer: FileWriter;
+  readonly handle?: FileHandle;
+  readonly writer?: FileWriter;
   readonly hash: Hash;
   /** A stream cannot be resumed: its partial file is deleted on failure. */
   readonly resumable: boolean;
@@ -117,6 +122,8 @@ class FileReceiver {
   private outDir = '';
   private readonly received: TransferredFile[] = [];
   private readonly resumes = new Map<number, { offset: number; hash: Hash }>();
+  /** Files already under their name with the right size, and the SHA-256 state of their whole content. */
+  private readonly present = new Map<number, Hash>();
   private leftovers: string[] = [];
   private current: OpenFile | undefined;
   private bytes = 0;
@@ -313,6 +320,8 @@ class FileReceiver {
   /** The manifest arrived: check every path, find resumable partial files, ask, create directories, accept. */
   private async prepare(entries: readonly ManifestEntry[]): Promise<void> {
     const toCreate: string[] = [];
+    /** Files whose name is taken by a file of the right size. */
+    const present: number[] = [];
     /** Directories (relative, "" for outDir) that exist now: where partial files may be. */
     const existing = new Set<string>(['']);
     for (const [index, e] of entries.entries()) {
@@ -335,22 +344,35 @@ class FileReceiver {
         const why = info.isSymbolicLink() ? 'it is a symbolic link, which burrow never writes through' : 'a file of that name exists';
         throw new Refusal(TransferError.notADirectory(path, why), 'exists', index, why);
       }
-      if (!this.force) throw new Refusal(TransferError.exists(path), 'exists', index, 'a file of that name exists');
       if (info.isDirectory()) {
         const why = new Error('a directory of that name exists');
         throw new Refusal(TransferError.writeFailed(path, why), 'write-failed', index, why.message);
       }
+      // A file of the same size may be this very file, placed by an earlier, interrupted run: the
+      // sender checks its SHA-256 below and then sends none of it. Anything else is in the way.
+      if (e.kind === 'file' && info.isFile() && info.size === e.size) present.push(index);
+      else if (!this.force) throw new Refusal(TransferError.exists(path), 'exists', index, 'a file of that name exists');
     }
 
-    // Partial files from an interrupted run: resumable when they fit the file they belong to.
+    // Files already in place, and partial files from an interrupted run: offered when they fit.
     const offers: ResumeOffer[] = [];
     const pool = new BufferPool(1024 * 1024, 2);
+    for (const index of present) {
+      const e = this.entry(index);
+      const whole = await hashPrefix(this.finalPath(e.path), e.size, pool, true);
+      if (whole === undefined) {
+        if (!this.force) throw new Refusal(TransferError.exists(this.finalPath(e.path)), 'exists', index, 'a file of that name exists');
+        continue;
+      }
+      this.present.set(index, whole.hash);
+      if (whole.offset > 0) offers.push({ index, offset: whole.offset, sha256: whole.hash.copy().digest() });
+    }
     const expected = new Set<string>();
     for (const [index, e] of entries.entries()) {
       if (e.kind === 'directory' || !existing.has(parentOf(e.path))) continue;
       const part = this.partPath(index);
       expected.add(part);
-      if (e.kind !== 'file') continue;
+      if (e.kind !== 'file' || this.present.has(index)) continue;
       const prefix = await hashPrefix(part, e.size, pool);
       if (prefix === undefined) continue;
       this.resumes.set(index, prefix);
@@ -364,7 +386,7 @@ class FileReceiver {
 
     const hasStream = entries.some((e) => e.kind === 'stream');
     this.totalBytes = hasStream ? undefined : entries.reduce((n, e) => n + e.size, 0);
-    const resumable = offers.map((o) => ({ path: this.entry(o.index).path, bytes: o.offset }));
+    const resumable = offers.map((o) => ({ path: this.entry(o.index).path, bytes: o.offset, complete: this.present.has(o.index) }));
     const accepted = (await this.options.confirm?.({ entries, totalBytes: this.totalBytes, resumable })) ?? true;
     if (this.stopped) return;
     if (!accepted) throw new Refusal(TransferError.declined(), 'declined', undefined, 'the receiver declined the transfer');
@@ -385,10 +407,24 @@ class FileReceiver {
     if (!entries.some((e) => e.kind !== 'directory')) await this.finish();
   }
 
-  /** Entry `index` starts: a fresh partial file, or the kept one continued at `offset`. */
+  /** Entry `index` starts: a fresh partial file, the kept one continued at `offset`, or (all of it here) none. */
   private async openPart(index: number, offset: number): Promise<void> {
     const entry = this.entry(index);
     const part = this.partPath(index);
+    const present = this.present.get(index);
+    this.present.delete(index);
+    if (present !== undefined) {
+      if (offset === entry.size) {
+        // The sender found our copy identical: nothing to write; FILE_END's SHA-256 confirms it.
+        this.current = { index, part: '', hash: present, resumable: false, offset, written: offset };
+        this.resumedBytes += offset;
+        this.bytes += offset;
+        this.options.onEvent?.({ type: 'file-start', index, path: entry.path, size: entry.size, offset });
+        return;
+      }
+      // The sender's file differs from the one of that name here.
+      if (!this.force) throw new Refusal(TransferError.exists(this.finalPath(entry.path)), 'exists', index, 'a different file of that name exists');
+    }
     const resume = this.resumes.get(index);
     let handle: FileHandle;
     try {
@@ -414,7 +450,7 @@ class FileReceiver {
 
   private async write(data: Buffer): Promise<void> {
     const file = this.current;
-    if (file === undefined) throw new Error('data outside an entry');
+    if (file?.writer === undefined) throw new Error('data outside an entry');
     try {
       await file.writer.write(data);
     } catch (err) {
@@ -437,10 +473,22 @@ class FileReceiver {
     // The session counts the bytes; this checks the count against the file itself.
     if (file.written !== size || !digest.equals(sha256)) {
       this.current = undefined;
-      await file.writer.abort();
-      await file.handle.close().catch(() => undefined);
-      await unlink(file.part).catch(() => undefined);
+      await file.writer?.abort();
+      await file.handle?.close().catch(() => undefined);
+      if (file.part !== '') await unlink(file.part).catch(() => undefined);
+      if (file.handle === undefined) throw new Refusal(TransferError.exists(final), 'exists', index, 'a different file of that name exists');
       throw new Refusal(TransferError.hashMismatch(final), 'hash-mismatch', index, `SHA-256 here ${digest.toString('hex')}`);
+    }
+    if (file.handle === undefined || file.writer === undefined) {
+      // Already in place and identical: only its mode may need setting.
+      this.current = undefined;
+      await chmod(final, entry.mode).catch((err: unknown) => {
+        throw new Refusal(TransferError.writeFailed(final, err), 'write-failed', index, TransferError.reasonOf(err));
+      });
+      this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, sha256: digest.toString('hex'), resumedFrom: file.offset });
+      this.stream.write(this.session.fileOk(index));
+      this.options.onEvent?.({ type: 'file-done', index, path: entry.path, size });
+      return;
     }
     try {
       // On disk before it has a name: a crash cannot leave a named file with missing blocks.
@@ -528,7 +576,7 @@ class FileReceiver {
     await this.busy.catch(() => undefined);
     const file = this.current;
     this.current = undefined;
-    if (file === undefined) return;
+    if (file?.writer === undefined || file.handle === undefined) return;
     const kept = keep && file.resumable && file.written > 0;
     if (kept) await file.writer.settle();
     else await file.writer.abort();
@@ -539,9 +587,10 @@ class FileReceiver {
 
 /**
  * The SHA-256 of a kept partial file, if it can be resumed: a regular file (never a symbolic link),
- * not empty and not longer than the file it belongs to. Returns the hash state to continue with.
+ * not empty and not longer than the file it belongs to (`whole`: a file in place, exactly `size`).
+ * Returns the hash state to continue with.
  */
-async function hashPrefix(part: string, size: number, pool: BufferPool): Promise<{ offset: number; hash: Hash } | undefined> {
+async function hashPrefix(part: string, size: number, pool: BufferPool, whole = false): Promise<{ offset: number; hash: Hash } | undefined> {
   let handle: FileHandle;
   try {
     handle = await open(part, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
@@ -550,7 +599,7 @@ async function hashPrefix(part: string, size: number, pool: BufferPool): Promise
   }
   try {
     const info = await handle.stat();
-    if (!info.isFile() || info.size === 0 || info.size > size) return undefined;
+    if (!info.isFile() || (whole ? info.size !== size : info.size === 0 || info.size > size)) return undefined;
     const hash = createHash('sha256');
     const buffer = await pool.take();
     try {

@@ -256,6 +256,7 @@ describe('file transfer v2 over a loopback SecureStream', () => {
       ]);
       await pair.closed();
       assert.deepEqual(seen, { entries: [{ kind: 'file', path: 'a.txt', size: 1, mode: 0o644 }], totalBytes: 1, resumable: [] });
+      assert.ok(se.exitCode === 1 && re.exitCode === 1);
       assert.equal(re.code, 'ABORTED');
       assert.match(re.message, /you declined/);
       assert.match(se.message, /"bob" declined the transfer/);
@@ -320,21 +321,48 @@ describe('file transfer v2 over a loopback SecureStream', () => {
       assert.ok(kept.equals(big.subarray(0, kept.length)), 'the partial file is not a prefix of the real data');
       assert.equal((await stat(join(f.out, part))).mode & 0o777, 0o600);
 
-      // The same send again (first.bin is there, so only big.bin): it resumes after the kept prefix.
-      const again = await prepareSend([join(f.src, 'big.bin')]);
+      // The same send again: first.bin is already there (identical, so skipped), big.bin resumes
+      // after the kept prefix.
       const offered: unknown[] = [];
-      const [s, r] = await transfer(again.entries, { outDir: f.out, confirm: (i) => { offered.push(...i.resumable); return true; } });
-      assert.deepEqual(offered, [{ path: 'big.bin', bytes: kept.length }]);
-      assert.equal(s.resumedBytes, kept.length);
+      const [s, r] = await transfer(f.entries, { outDir: f.out, confirm: (i) => { offered.push(...i.resumable); return true; } });
+      assert.deepEqual(offered, [{ path: 'first.bin', bytes: 1000, complete: true }, { path: 'big.bin', bytes: kept.length, complete: false }]);
+      assert.equal(s.resumedBytes, 1000 + kept.length);
       assert.equal(s.sentBytes, big.length - kept.length);
-      assert.equal(r.resumedBytes, kept.length);
-      const got = r.files[0];
+      assert.equal(r.resumedBytes, 1000 + kept.length);
+      assert.equal(r.files[0]?.resumedFrom, 1000);
+      const got = r.files[1];
       assert.ok(got);
       assert.equal(got.resumedFrom, kept.length);
       assert.equal(got.sha256, sha(big));
       assert.deepEqual(await listDir(f.out), ['big.bin', 'first.bin']);
       assert.equal(sha(await readFile(join(f.out, 'big.bin'))), sha(big));
       assert.equal((await stat(join(f.out, 'big.bin'))).mode & 0o777, 0o640);
+    } finally {
+      await f.remove();
+    }
+  });
+
+  it('a file of the same name and size but other contents is not taken for the sender’s: FILE_EXISTS, or replaced with force', async () => {
+    const data = randomBytes(100_000);
+    const f = await fixture({ 'same-size.bin': { data } });
+    try {
+      await writeFile(join(f.out, 'same-size.bin'), randomBytes(100_000));
+      const pair = await securePair();
+      const [se, re] = await Promise.all([
+        rejection(sendEntries(pair.sender, { entries: f.entries, peer: 'bob' })),
+        rejection(receiveFiles(pair.receiver, { outDir: f.out, peer: 'alice' })),
+      ]);
+      await pair.closed();
+      assert.equal(re.code, 'FILE_EXISTS');
+      assert.equal(se.code, 'FILE_EXISTS');
+      assert.notEqual(sha(await readFile(join(f.out, 'same-size.bin'))), sha(data));
+      const [s] = await transfer(f.entries, { outDir: f.out, force: true });
+      assert.equal(s.sentBytes, data.length);
+      assert.equal(sha(await readFile(join(f.out, 'same-size.bin'))), sha(data));
+      // And once identical, a third run sends nothing again.
+      const [s3] = await transfer(f.entries, { outDir: f.out });
+      assert.equal(s3.sentBytes, 0);
+      assert.equal(s3.resumedBytes, data.length);
     } finally {
       await f.remove();
     }
