@@ -48,6 +48,7 @@ export interface TransferSummary {
   /** Bytes that crossed the network in this run (bytes − resumedBytes). */
   readonly sentBytes: number;
   readonly resumedBytes: number;
+  /** From the receiver's acceptance to the end (not the time spent asking). */
   readonly elapsedMs: number;
 }
 

@@ -133,7 +133,8 @@ class FileReceiver {
   /** The disk work in progress; cleanup waits for it so no file is created behind its back. */
   private busy: Promise<void> = Promise.resolve();
   private stopped = false;
-  private readonly started = performance.now();
+  /** When the transfer was accepted (the time before it was the prompt's). */
+  private started = performance.now();
 
   constructor(
     private readonly stream: TransferStream,
@@ -401,6 +402,7 @@ class FileReceiver {
       }
     }
     this.stream.write(this.session.accept(offers));
+    this.started = performance.now();
     this.options.onEvent?.({ type: 'start', entries, totalBytes: this.totalBytes, resumedBytes: 0 });
     this.bytes = 0;
     // Only directories: nothing to wait for.

@@ -223,7 +223,6 @@ async function openForReading(path: string): Promise<FileHandle> {
 
 /** Sends the entries over `stream` and resolves once every one is verified and in place on the other side. */
 export async function sendEntries(stream: TransferStream, options: SendOptions): Promise<TransferSummary> {
-  const started = performance.now();
   const { entries, peer, signal, onEvent } = options;
   const manifest = manifestOf(entries);
   const session = new SenderSession(manifest);
@@ -308,6 +307,8 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
     if (latch.error !== undefined) throw latch.error;
     stream.write(session.manifest());
     const offers = await latch.race(accepted.promise);
+    // The transfer's time starts once the receiver accepted (a person may have been asked).
+    const started = performance.now();
 
     // Resume: the receiver holds a prefix of some files; check ours against its SHA-256 first.
     const resumeAt = new Map<number, { offset: number; hash: Hash }>();
