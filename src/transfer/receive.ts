@@ -370,10 +370,11 @@ class FileReceiver {
     }
     const expected = new Set<string>();
     for (const [index, e] of entries.entries()) {
-      if (e.kind === 'directory' || !existing.has(parentOf(e.path))) continue;
+      // A file already in place needs no partial file: one left next to it is a leftover.
+      if (e.kind === 'directory' || this.present.has(index) || !existing.has(parentOf(e.path))) continue;
       const part = this.partPath(index);
       expected.add(part);
-      if (e.kind !== 'file' || this.present.has(index)) continue;
+      if (e.kind !== 'file') continue;
       const prefix = await hashPrefix(part, e.size, pool);
       if (prefix === undefined) continue;
       this.resumes.set(index, prefix);

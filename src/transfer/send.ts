@@ -15,7 +15,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { once } from 'node:events';
 import { access, constants, lstat, open, readdir, stat, type FileHandle } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { BurrowError } from '../errors.js';
 import { checkFileName, checkPath, describeNameProblem, MAX_DATA_BYTES, MAX_ENTRIES, type ManifestEntry, type ResumeOffer } from './codec.js';
 import { BufferPool } from './disk.js';
@@ -93,7 +93,8 @@ export async function prepareSend(args: readonly string[], options: PrepareOptio
       const why = code === 'ENOENT' ? 'no such file or directory' : code === 'EACCES' ? 'permission denied' : TransferError.reasonOf(err);
       throw usage(`cannot send "${arg}": ${why}`, 'check the path and that you may read it.');
     }
-    const name = basename(arg.replace(/\/+$/, '')) || basename(arg);
+    // The name it has where it is: `burrow send .` sends the current directory under its own name.
+    const name = basename(resolve(arg));
     if (info.isFile()) {
       claim(name, arg);
       entries.push({ kind: 'file', source: arg, path: name, size: info.size, mode: info.mode & 0o777 });

@@ -187,6 +187,22 @@ describe('file transfer v2 over a loopback SecureStream', () => {
     }
   });
 
+  it('prepareSend: "." and "dir/" are sent under the directory’s own name', async () => {
+    const src = await scratch();
+    const cwd = process.cwd();
+    try {
+      const root = join(src.dir, 'named');
+      await mkdir(root);
+      await writeFile(join(root, 'a'), 'a');
+      process.chdir(root);
+      assert.deepEqual((await prepareSend(['.'])).entries.map((e) => e.path), ['named', 'named/a']);
+      assert.deepEqual((await prepareSend([`${root}/`])).entries.map((e) => e.path), ['named', 'named/a']);
+    } finally {
+      process.chdir(cwd);
+      await src.remove();
+    }
+  });
+
   it('prepareSend: skips and reports symbolic links and special files inside a directory, never follows them', async () => {
     const src = await scratch();
     try {
