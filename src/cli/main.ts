@@ -146,9 +146,9 @@ async function run(parsed: Parsed<CommandName>, io: MainIo): Promise<number> {
     case 'pipe':
       return (await import('./pipe.js')).pipeCommand(parsed as Parsed<'pipe'>, { ...io, stdin: io.stdin ?? process.stdin });
     case 'send':
-      return (await import('./send.js')).sendCommand(parsed as Parsed<'send'>, io);
+      return (await import('./send.js')).sendCommand(parsed as Parsed<'send'>, { ...io, stdin: io.stdin ?? process.stdin });
     case 'receive':
-      return (await import('./receive.js')).receiveCommand(parsed as Parsed<'receive'>, io);
+      return (await import('./receive.js')).receiveCommand(parsed as Parsed<'receive'>, { ...io, stdin: io.stdin ?? process.stdin });
     case 'wg':
       return (await import('./wg.js')).wgCommand(parsed as Parsed<'wg'>, io);
     case 'stun':

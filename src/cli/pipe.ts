@@ -38,7 +38,7 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
   }
   const { stream, result } = connection;
   const started = Date.now();
-  say(io, `${humanLine(result)} (TCP, encrypted)`);
+  say(io, `${humanLine(result)} (TCP, encrypted with ${stream.cipher})`);
 
   const sendDone = new Promise<void>((resolve, reject) => {
     stream.once('finish', resolve);

@@ -161,10 +161,15 @@ export const COMMANDS = {
   },
   send: {
     name: 'send',
-    summary: 'send files to a peer (verified end to end with SHA-256)',
+    summary: 'send files, directory trees or stdin to a peer (verified end to end with SHA-256)',
     args: 'FILE...',
+    description: [
+      'Each FILE is a file, a directory (sent as a tree, with modes and empty directories) or - (stdin). An interrupted',
+      'transfer resumes from the verified prefix when the same send and receive run again.',
+    ],
     flags: {
       ...CONNECT,
+      name: { value: 'NAME', help: 'the name stdin (-) arrives under (default stdin)' },
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
     },
     exits: [...MEET_EXITS, 6, 7],
@@ -174,8 +179,9 @@ export const COMMANDS = {
     summary: 'receive files from a peer into a directory',
     flags: {
       ...CONNECT,
-      out: { value: 'DIR', default: '.', help: 'the directory to receive into' },
+      out: { value: 'DIR', default: '.', help: 'the directory to receive into (nothing is ever written outside it)' },
       force: { help: 'replace files that already exist' },
+      yes: { short: 'y', help: 'accept the offer without asking (required when stdin is not a terminal)' },
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
     },
     exits: [...MEET_EXITS, 6, 7],

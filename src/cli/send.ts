@@ -1,18 +1,24 @@
 /**
- * `burrow send FILE...`: files to a peer over a punched, encrypted TCP stream. Exits 0 only once the
- * receiver has verified (SHA-256) every file and renamed it into place.
+ * `burrow send FILE|DIR|-...`: files, directory trees or stdin to a peer over a punched, encrypted TCP
+ * stream. Exits 0 only once the receiver has verified (SHA-256) every file and has it in place. The
+ * logic is in src/transfer; this is the command-line glue.
  */
 import { connectStream, type StreamConnection, type StreamConnectOptions } from '../node/tcp-punch.js';
 import type { TransferSummary } from '../transfer/driver.js';
-import { formatBytes, formatDuration, formatRate, ProgressReporter } from '../transfer/progress.js';
-import { prepareFiles, sendFiles } from '../transfer/send.js';
+import { prepareSend, sendEntries } from '../transfer/send.js';
 import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
-import { parseCommand } from './parse.js';
+import { parseCommand, usageError } from './parse.js';
+import { formatBytes, formatDuration, formatRate, ProgressReporter } from './progress.js';
 import { humanLine } from './punch.js';
 import type { Parsed } from './schema.js';
 
 /** How a command gets its stream: connectStream, or a loopback pair in tests. */
 export type Connect = (options: StreamConnectOptions) => Promise<StreamConnection>;
+
+/** `send -` reads this. */
+export interface SendIo extends Io {
+  readonly stdin?: NodeJS.ReadableStream;
+}
 
 /** The values `send` and `receive` share with `punch`. */
 type ConnectParsed = Parsed<'send'> | Parsed<'receive'>;
@@ -44,19 +50,21 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
   return connection;
 }
 
-/** "3 files (1.0 GiB) ... in 8.2 s (125.3 MiB/s)" */
+/** "3 files in 1 directory (1.0 GiB)" and "in 8.2 s (125.3 MiB/s)", plus what a resume saved. */
 export function describeSummary(s: TransferSummary): { what: string; how: string } {
   const n = s.files.length;
-  const rate = s.elapsedMs > 0 ? ` (${formatRate((s.bytes * 1000) / s.elapsedMs)})` : '';
+  const dirs = s.directories > 0 ? ` in ${s.directories} director${s.directories === 1 ? 'y' : 'ies'}` : '';
+  const rate = s.elapsedMs > 0 ? ` (${formatRate((s.sentBytes * 1000) / s.elapsedMs)})` : '';
+  const resumed = s.resumedBytes > 0 ? `; ${formatBytes(s.resumedBytes)} were already there from an interrupted run and were not sent again` : '';
   return {
-    what: `${n} file${n === 1 ? '' : 's'} (${formatBytes(s.bytes)})`,
-    how: `in ${formatDuration(s.elapsedMs / 1000)}${rate}`,
+    what: `${n} file${n === 1 ? '' : 's'}${dirs} (${formatBytes(s.bytes)})`,
+    how: `in ${formatDuration(s.elapsedMs / 1000)}${rate}${resumed}`,
   };
 }
 
 /** `--format json`: the summary as one object on stdout. */
 export function summaryJson(s: TransferSummary, peer: string, extra: Record<string, string> = {}): string {
-  return `${JSON.stringify({ peer, ...extra, files: s.files, bytes: s.bytes, elapsedMs: s.elapsedMs })}\n`;
+  return `${JSON.stringify({ peer, ...extra, files: s.files, directories: s.directories, bytes: s.bytes, sentBytes: s.sentBytes, resumedBytes: s.resumedBytes, elapsedMs: s.elapsedMs })}\n`;
 }
 
 /** A progress reporter, or none with --quiet. */
@@ -64,14 +72,19 @@ export function progressFor(io: Io, verb: 'sent' | 'received'): ProgressReporter
   return io.quiet === true ? undefined : new ProgressReporter({ stream: io.stderr, verb });
 }
 
-export async function sendCommand(parsed: Parsed<'send'>, io: Io, connect: Connect = connectStream): Promise<number> {
+export async function sendCommand(parsed: Parsed<'send'>, io: SendIo, connect: Connect = connectStream): Promise<number> {
   const peer = parsed.values.to;
-  const files = await prepareFiles([...parsed.positionals]);
+  const name = parsed.values.name;
+  if (name !== undefined && !parsed.positionals.includes('-')) {
+    throw usageError('--name names what is read from stdin; give - among the files', 'e.g. `tar cf - dir | burrow send - --name dir.tar ...`');
+  }
+  const prepared = await prepareSend([...parsed.positionals], { ...(io.stdin !== undefined ? { stdin: io.stdin } : {}), ...(name !== undefined ? { stdinName: name } : {}) });
+  for (const s of prepared.skipped) say(io, `skipping ${s.source}: ${s.why}`);
   const { stream } = await connectPeer(parsed, io, connect);
   const progress = progressFor(io, 'sent');
   let summary: TransferSummary;
   try {
-    summary = await sendFiles(stream, { files, peer, signal: io.signal, onEvent: progress?.handle ?? (() => undefined) });
+    summary = await sendEntries(stream, { entries: prepared.entries, peer, signal: io.signal, onEvent: progress?.handle ?? (() => undefined) });
   } finally {
     progress?.stop();
   }
@@ -82,7 +95,7 @@ export async function sendCommand(parsed: Parsed<'send'>, io: Io, connect: Conne
 }
 
 /** `burrow send` from its words (for tests and embedders): parse, then run. */
-export async function runSend(argv: readonly string[], io: Io, connect: Connect = connectStream): Promise<number> {
+export async function runSend(argv: readonly string[], io: SendIo, connect: Connect = connectStream): Promise<number> {
   const parsed = parseCommand('send', argv, io.env);
   return parsed.help ? 0 : sendCommand(parsed, io, connect);
 }

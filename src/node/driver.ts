@@ -31,6 +31,8 @@ export interface MachineRun<R, I> {
   feed(input: I): void;
   /** Adds a transport at run time (a relay allocation); tell the machine with an input of its own. */
   attach(id: TransportId, transport: DatagramTransport): void;
+  /** Ends the run with `error` (something the driver learnt that no retry can mend). */
+  fail(error: unknown): void;
   readonly settled: boolean;
 }
 
@@ -158,6 +160,9 @@ export function runMachine<I extends { readonly type: string }, X extends { read
     result,
     feed,
     attach,
+    fail: (error) => {
+      settle({ ok: false, error });
+    },
     get settled() {
       return settled;
     },

@@ -16,7 +16,7 @@ import { BurrowError, isBurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { runMachine, type MachineRun } from './driver.js';
 import { secretBytes, validateNames } from './punch.js';
-import { SecureStream } from './secure-stream.js';
+import { SecureStream, StreamVersionError } from './secure-stream.js';
 import { StreamTransport } from './transport.js';
 import { endpointOf, parseLocal, resolveEndpoint } from './udp.js';
 
@@ -198,6 +198,11 @@ class ConnectIo {
         run.feed({ type: 'secured', winner: via, localPort: socket.localPort ?? 0, now: Date.now() });
       },
       (err: unknown) => {
+        // Our partner (its HELLO authenticated) on an incompatible release: retrying cannot help.
+        if (err instanceof StreamVersionError) {
+          run.fail(err);
+          return;
+        }
         // A handshake that fails authentication is someone else, not our partner: keep trying.
         onFailure(isBurrowError(err) ? err.message : String(err));
       },

@@ -10,26 +10,45 @@ export type TransferStream = Duplex & { acknowledgeEnd(): void };
 
 /** Progress for a reporter; the library itself prints nothing. */
 export type TransferEvent =
-  /** The receiver accepted the manifest: data starts. */
-  | { readonly type: 'start'; readonly files: readonly ManifestEntry[]; readonly totalBytes: number }
-  /** File bytes sent (or written) so far, over all files. */
-  | { readonly type: 'progress'; readonly bytes: number; readonly totalBytes: number }
-  /** File `index` is verified and in place on the receiving side. */
-  | { readonly type: 'file-done'; readonly index: number; readonly name: string; readonly size: number };
+  /**
+   * Data starts (the receiver accepted). `totalBytes` is undefined when a stream (stdin) of unknown
+   * size is among the entries; `resumedBytes` are already on the receiving side and not sent again.
+   */
+  | { readonly type: 'start'; readonly entries: readonly ManifestEntry[]; readonly totalBytes: number | undefined; readonly resumedBytes: number }
+  /** Entry `index` starts (at `offset` when resumed); `size` is undefined for a stream. */
+  | { readonly type: 'file-start'; readonly index: number; readonly path: string; readonly size: number | undefined; readonly offset: number }
+  /** Bytes done so far over all entries, resumed bytes included. */
+  | { readonly type: 'progress'; readonly bytes: number; readonly totalBytes: number | undefined }
+  /** Entry `index` is verified and in place on the receiving side. */
+  | { readonly type: 'file-done'; readonly index: number; readonly path: string; readonly size: number }
+  /** Receiver: a partial file left by an earlier, interrupted transfer that this one did not resume. */
+  | { readonly type: 'leftover-removed'; readonly path: string; readonly bytes: number };
 
 export interface TransferredFile {
-  readonly name: string;
-  /** Where it was read from (sender) or now lives (receiver). */
+  /** Its index in the manifest. */
+  readonly index: number;
+  /** Relative path ("/"-separated), as in the manifest. */
   readonly path: string;
+  /** Where it was read from (sender; "-" for stdin) or now lives (receiver). */
+  readonly source: string;
   readonly size: number;
   readonly mode: number;
   /** Hex SHA-256 of the contents, as both sides computed it. */
   readonly sha256: string;
+  /** Bytes that were already on the receiving side from an interrupted run (0: sent whole). */
+  readonly resumedFrom: number;
 }
 
 export interface TransferSummary {
+  /** Files and streams, in manifest order. */
   readonly files: readonly TransferredFile[];
+  readonly directories: number;
+  /** Size of all files and streams. */
   readonly bytes: number;
+  /** Bytes that crossed the network in this run (bytes − resumedBytes). */
+  readonly sentBytes: number;
+  readonly resumedBytes: number;
+  /** From the receiver's acceptance to the end (not the time spent asking). */
   readonly elapsedMs: number;
 }
 

@@ -41,7 +41,23 @@ export const TransferError = {
         return new BurrowError('FILE_FAILED', `"${peer}" received ${file} but its SHA-256 did not match ours, so it was discarded: ${detail}. Send again.`);
       case 'protocol':
         return BurrowError.streamBroken(peer, `the receiver refused what we sent: ${detail} (are both sides running the same version of burrow?)`);
+      case 'declined':
+        return new BurrowError('ABORTED', `"${peer}" declined the transfer; nothing was written there. Check with them what they expect, then send again.`);
     }
+  },
+
+  /** We (the receiver) declined at the prompt. */
+  declined(): BurrowError {
+    return new BurrowError('ABORTED', 'you declined the transfer; nothing was written and the sender was told.');
+  },
+
+  /** A directory of the transfer exists here as something else (a file, a symbolic link). */
+  notADirectory(path: string, why: string): BurrowError {
+    return new BurrowError(
+      'FILE_EXISTS',
+      `"${path}" should be a directory, but ${why}, so the transfer was refused and nothing was written. ` +
+        'Move it away, or run `burrow receive` with --out DIR to receive into another directory.',
+    );
   },
 
   /** The peer broke the transfer protocol (authenticated, so a bug or another version). */
@@ -87,8 +103,10 @@ export const TransferError = {
     return new BurrowError(
       'ABORTED',
       side === 'receiver'
-        ? 'the transfer was interrupted; files not yet verified were deleted, none is left partial under its name. Run both sides again.'
-        : 'the transfer was interrupted before the receiver confirmed every file; it keeps only the files it verified. Run both sides again.',
+        ? 'the transfer was interrupted. Files already verified are in place; the one in progress is kept as a hidden ' +
+          '.burrow-*.part file next to its name (never under its name). Run both sides again to resume it.'
+        : 'the transfer was interrupted before the receiver confirmed every file; it keeps the files it verified and the ' +
+          'part of the current one that arrived. Run both sides again: the next run resumes where this one stopped.',
     );
   },
 

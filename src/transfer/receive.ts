@@ -1,35 +1,59 @@
 /**
- * The receiving side's Node driver: ReceiverSession's events onto the file system.
+ * The receiving side's Node driver: ReceiverSession's events onto the file system, under `--out`.
  *
- * - Names are checked against the output directory as soon as the manifest arrives, before any data
- *   moves; without `force` an existing name refuses the whole transfer.
- * - Each file is written to `.burrow-<random>.part` in the output directory (created exclusively,
- *   mode 0600), hashed on the way, and only when its size and SHA-256 match the sender's is it given
- *   its mode, flushed to disk and moved to its name: link() (fails if the name was taken meanwhile)
- *   then unlink(), or rename() with `force`. So no partial or unverified file ever has a final name.
- * - Data arrives through a Writable that completes each chunk only once it is on disk: that is the
- *   backpressure, all the way to the sender's disk, and memory stays constant.
- * - On any failure (the stream breaks or is tampered with, the signal aborts, a disk error) the
- *   temporary files are deleted before the promise rejects. When the failure is ours to explain (a
- *   name exists, a write failed), a FAIL frame tells the sender why first.
+ * - When the manifest arrives, every path is checked before any data moves: paths are relative safe
+ *   names (the codec refuses "..", absolute paths, backslashes, control characters), an existing
+ *   directory on the way must be a real directory (never a symbolic link), and without `force` no file
+ *   may exist under its name. Then `confirm` may decline, and only then are directories created.
+ * - Each file is written to `.burrow-<id>.part` next to its final name (mode 0600, `<id>` derived from
+ *   its path), hashed on the way, and only when its size and SHA-256 match the sender's is it given its
+ *   mode, flushed to disk and moved to its name: link() (fails if the name was taken meanwhile) then
+ *   unlink(), or rename() with `force`; the directory it lands in is checked to still be the one
+ *   under `--out`. No partial or unverified file ever has a final name.
+ * - Resume: if a transfer is interrupted (the stream breaks or is tampered with, a signal, a disk
+ *   error), the file in progress keeps its `.part` with every byte that arrived verified. The next run
+ *   with the same file finds it, hashes it, and offers the sender to resume from its end; the sender
+ *   checks the prefix against its own file and sends only the rest. Other `.burrow-*.part` files in the
+ *   directories of a successful transfer are reported and removed.
+ * - Data arrives through a Writable that completes each chunk once it is queued for the disk (at most
+ *   8 MiB waiting, ./disk.ts): that is the backpressure, all the way to the sender's disk.
+ * - When the failure is ours to explain (a name exists, a write failed, declined), a FAIL frame tells
+ *   the sender why first.
  */
-import { createHash, randomBytes, type Hash } from 'node:crypto';
-import { link, lstat, open, rename, unlink, type FileHandle } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { createHash, type Hash } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { chmod, link, lstat, mkdir, open, readdir, realpath, rename, unlink, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
-import type { FailReason, ManifestEntry } from './codec.js';
+import { parentOf, type FailReason, type ManifestEntry, type ResumeOffer } from './codec.js';
+import { BufferPool, FileWriter } from './disk.js';
 import { FailureLatch, type TransferEvent, type TransferredFile, type TransferStream, type TransferSummary } from './driver.js';
 import { TransferError } from './errors.js';
 import { ReceiverSession } from './session.js';
 
+/** What the sender offers, for `confirm`. */
+export interface Incoming {
+  readonly entries: readonly ManifestEntry[];
+  /** Undefined when a stream (stdin) of unknown size is among the entries. */
+  readonly totalBytes: number | undefined;
+  /**
+   * Files of which this side already holds a prefix (a kept partial file) or, `complete`, all of it
+   * under its name (from an interrupted run): the sender checks each against its own and sends only
+   * the rest.
+   */
+  readonly resumable: readonly { readonly path: string; readonly bytes: number; readonly complete: boolean }[];
+}
+
 export interface ReceiveOptions {
-  /** An existing directory; files land directly in it. */
+  /** An existing directory; entries land under it. */
   readonly outDir: string;
   /** The sender's name, for messages. */
   readonly peer: string;
   /** Replace existing files of the same names. */
   readonly force?: boolean;
+  /** Asked once the manifest passed every check; false declines and nothing is written. Default: accept. */
+  readonly confirm?: (incoming: Incoming) => Promise<boolean> | boolean;
   readonly signal?: AbortSignal;
   readonly onEvent?: (event: TransferEvent) => void;
   /**
@@ -66,122 +90,79 @@ export function isTemporaryName(name: string): boolean {
   return name.startsWith(TEMP_PREFIX) && name.endsWith(TEMP_SUFFIX);
 }
 
-/** Bytes a file's writer may hold before handle() waits for the disk (the receiver's only buffer). */
-const WRITE_AHEAD_BYTES = 1024 * 1024;
-
-/**
- * Writes a file in the background, batching chunks into one writev() each, so that decrypting the
- * next chunks overlaps the disk. `write` waits once WRITE_AHEAD_BYTES are queued: backpressure.
- */
-class FileWriter {
-  private queue: Buffer[] = [];
-  private queued = 0;
-  private running: Promise<void> | undefined;
-  private failure: Error | undefined;
-
-  constructor(private readonly handle: FileHandle) {}
-
-  async write(data: Buffer): Promise<void> {
-    if (this.failure !== undefined) throw this.failure;
-    this.queue.push(data);
-    this.queued += data.length;
-    this.running ??= this.drain();
-    if (this.queued >= WRITE_AHEAD_BYTES) await this.flush();
-  }
-
-  /** Resolves once everything queued is written; rejects with the first write error. */
-  async flush(): Promise<void> {
-    await this.running;
-    if (this.failure !== undefined) throw this.failure;
-  }
-
-  private async drain(): Promise<void> {
-    try {
-      while (this.queue.length > 0) {
-        const batch = this.queue;
-        const bytes = this.queued;
-        this.queue = [];
-        this.queued = 0;
-        await writeAll(this.handle, batch, bytes);
-      }
-    } catch (err) {
-      this.failure = err instanceof Error ? err : new Error(String(err));
-      this.queue = [];
-      this.queued = 0;
-    } finally {
-      this.running = undefined;
-    }
-  }
-}
-
-/** writev() until every byte is written (it may write fewer). */
-async function writeAll(handle: FileHandle, buffers: Buffer[], bytes: number): Promise<void> {
-  let rest = buffers;
-  let left = bytes;
-  while (left > 0) {
-    const { bytesWritten } = await handle.writev(rest);
-    left -= bytesWritten;
-    let skip = bytesWritten;
-    while (skip > 0 && rest.length > 0) {
-      const first = rest[0] ?? Buffer.alloc(0);
-      if (first.length <= skip) {
-        skip -= first.length;
-        rest = rest.slice(1);
-      } else {
-        rest = [first.subarray(skip), ...rest.slice(1)];
-        skip = 0;
-      }
-    }
-  }
+/** The partial file of the entry at `path` (relative): the same for every run, so a later one finds it. */
+export function partNameOf(path: string): string {
+  return `${TEMP_PREFIX}${createHash('sha256').update('burrow part v2\0').update(path).digest('hex').slice(0, 16)}${TEMP_SUFFIX}`;
 }
 
 interface OpenFile {
   readonly index: number;
-  readonly temp: string;
-  readonly handle: FileHandle;
-  readonly writer: FileWriter;
+  /** "" for a file already in place (nothing is written). */
+  readonly part: string;
+  readonly handle?: FileHandle;
+  readonly writer?: FileWriter;
   readonly hash: Hash;
+  /** A stream cannot be resumed: its partial file is deleted on failure. */
+  readonly resumable: boolean;
+  /** Bytes that were already there from an interrupted run. */
+  readonly offset: number;
   written: number;
 }
 
-/** Receives one transfer into `options.outDir`; resolves once every file is verified and in place. */
+/** Receives one transfer into `options.outDir`; resolves once every entry is verified and in place. */
 export function receiveFiles(stream: TransferStream, options: ReceiveOptions): Promise<TransferSummary> {
   return new FileReceiver(stream, options).run();
 }
 
 class FileReceiver {
   private readonly session = new ReceiverSession();
-  private readonly outDir: string;
   private readonly force: boolean;
   private readonly lingerMs: number;
-  private readonly temps = new Set<string>();
+  /** outDir with symbolic links resolved: every landing directory must resolve under it. */
+  private outDir = '';
   private readonly received: TransferredFile[] = [];
+  private readonly resumes = new Map<number, { offset: number; hash: Hash }>();
+  /** Files already under their name with the right size, and the SHA-256 state of their whole content. */
+  private readonly present = new Map<number, Hash>();
+  private leftovers: string[] = [];
   private current: OpenFile | undefined;
   private bytes = 0;
-  private totalBytes = 0;
+  private sentBytes = 0;
+  private resumedBytes = 0;
+  private totalBytes: number | undefined;
   /** The disk work in progress; cleanup waits for it so no file is created behind its back. */
   private busy: Promise<void> = Promise.resolve();
   private stopped = false;
-  private readonly started = performance.now();
+  /** When the transfer was accepted (the time before it was the prompt's). */
+  private started = performance.now();
 
   constructor(
     private readonly stream: TransferStream,
     private readonly options: ReceiveOptions,
   ) {
-    this.outDir = resolve(options.outDir);
     this.force = options.force ?? false;
     this.lingerMs = options.lingerMs ?? 2000;
   }
 
-  run(): Promise<TransferSummary> {
+  async run(): Promise<TransferSummary> {
+    this.outDir = await realpath(resolve(this.options.outDir)).catch(() => resolve(this.options.outDir));
     const { stream, options } = this;
     return new Promise<TransferSummary>((resolvePromise, rejectPromise) => {
       let lingerTimer: NodeJS.Timeout | undefined;
-      /** Every file is verified and in place: from here on the transfer can only succeed. */
+      /** Every entry is verified and in place: from here on the transfer can only succeed. */
       let placed = false;
       const sink = new Writable({
+        highWaterMark: 1024 * 1024,
         write: (chunk: Buffer, _encoding, callback) => {
           this.busy = this.handle(chunk);
+          this.busy.then(() => {
+            callback();
+          }, callback);
+        },
+        writev: (chunks: { chunk: Buffer }[], callback) => {
+          this.busy = (async () => {
+            for (const { chunk } of chunks) await this.handle(chunk);
+          })();
           this.busy.then(() => {
             callback();
           }, callback);
@@ -234,7 +215,7 @@ class FileReceiver {
         } else {
           stream.destroy();
         }
-        void this.cleanup().then(() => {
+        void this.cleanup(refusal?.reason !== 'hash-mismatch').then(() => {
           linger(() => {
             rejectPromise(refusal?.error ?? err);
           });
@@ -254,13 +235,20 @@ class FileReceiver {
         if (placed) stream.destroy();
         else latch.fail(TransferError.interrupted('receiver'));
       };
-      // The sender's EOF arrived and every file is in place: confirm, end our side, and close.
+      // The sender's EOF arrived and every entry is in place: confirm, end our side, and close.
       const onPlaced = (): void => {
         placed = true;
         stream.acknowledgeEnd();
         stream.end();
         linger(() => {
-          resolvePromise({ files: this.received, bytes: this.bytes, elapsedMs: Math.round(performance.now() - this.started) });
+          resolvePromise({
+            files: this.received,
+            directories: this.session.manifest.filter((e) => e.kind === 'directory').length,
+            bytes: this.received.reduce((n, f) => n + f.size, 0),
+            sentBytes: this.sentBytes,
+            resumedBytes: this.resumedBytes,
+            elapsedMs: Math.round(performance.now() - this.started),
+          });
         });
       };
 
@@ -281,18 +269,19 @@ class FileReceiver {
       if (this.stopped) return;
       switch (event.type) {
         case 'manifest':
-          await this.checkNames(event.files);
-          this.totalBytes = event.files.reduce((n, f) => n + f.size, 0);
-          this.options.onEvent?.({ type: 'start', files: event.files, totalBytes: this.totalBytes });
-          this.stream.write(this.session.accept());
+          await this.prepare(event.entries);
+          break;
+        case 'file-start':
+          await this.openPart(event.index, event.offset);
           break;
         case 'data':
-          await this.write(event.index, event.data);
+          await this.write(event.data);
           break;
         case 'file-end':
-          await this.place(event.index, event.sha256);
+          await this.place(event.index, event.size, event.sha256);
           break;
         case 'complete':
+          await this.finish();
           break;
         case 'error': {
           const error = TransferError.remote(this.options.peer, event.error);
@@ -304,7 +293,7 @@ class FileReceiver {
     }
   }
 
-  /** The sender's EOF: fine only after its last file. */
+  /** The sender's EOF: fine only after its last entry. */
   private checkEnd(): void {
     for (const event of this.session.end()) {
       if (event.type === 'error') throw new Refusal(TransferError.remote(this.options.peer, event.error), 'protocol', undefined, event.error.detail);
@@ -313,92 +302,223 @@ class FileReceiver {
 
   private entry(index: number): ManifestEntry {
     const e = this.session.manifest[index];
-    if (e === undefined) throw new Error(`no file ${index} in the manifest`);
+    if (e === undefined) throw new Error(`no entry ${index} in the manifest`);
     return e;
   }
 
-  private finalPath(name: string): string {
-    const path = join(this.outDir, name);
-    // checkFileName already guarantees this; a second lock on the only door out of outDir.
-    if (resolve(path, '..') !== this.outDir) throw new Error(`"${name}" resolves outside ${this.outDir}`);
-    return path;
+  /** Where a relative manifest path lands. The codec already guarantees safe components; this is a second lock. */
+  private finalPath(path: string): string {
+    const full = join(this.outDir, ...path.split('/'));
+    if (!full.startsWith(`${this.outDir}/`) && full !== this.outDir) throw new Error(`"${path}" resolves outside ${this.outDir}`);
+    return full;
   }
 
-  private async checkNames(files: readonly ManifestEntry[]): Promise<void> {
-    for (const [index, file] of files.entries()) {
-      const path = this.finalPath(file.name);
+  private partPath(index: number): string {
+    const path = this.entry(index).path;
+    return join(dirname(this.finalPath(path)), partNameOf(path));
+  }
+
+  /** The manifest arrived: check every path, find resumable partial files, ask, create directories, accept. */
+  private async prepare(entries: readonly ManifestEntry[]): Promise<void> {
+    const toCreate: string[] = [];
+    /** Files whose name is taken by a file of the right size. */
+    const present: number[] = [];
+    /** Directories (relative, "" for outDir) that exist now: where partial files may be. */
+    const existing = new Set<string>(['']);
+    for (const [index, e] of entries.entries()) {
+      const path = this.finalPath(e.path);
       let info;
       try {
         info = await lstat(path);
       } catch (err) {
-        if (errnoOf(err) === 'ENOENT') continue;
+        if (errnoOf(err) === 'ENOENT' || errnoOf(err) === 'ENOTDIR') {
+          if (e.kind === 'directory') toCreate.push(path);
+          continue;
+        }
         throw new Refusal(TransferError.writeFailed(path, err), 'write-failed', index, TransferError.reasonOf(err));
       }
-      if (!this.force) throw new Refusal(TransferError.exists(path), 'exists', index, 'a file of that name exists');
+      if (e.kind === 'directory') {
+        if (info.isDirectory()) {
+          existing.add(e.path);
+          continue;
+        }
+        const why = info.isSymbolicLink() ? 'it is a symbolic link, which burrow never writes through' : 'a file of that name exists';
+        throw new Refusal(TransferError.notADirectory(path, why), 'exists', index, why);
+      }
       if (info.isDirectory()) {
         const why = new Error('a directory of that name exists');
         throw new Refusal(TransferError.writeFailed(path, why), 'write-failed', index, why.message);
       }
+      // A file of the same size may be this very file, placed by an earlier, interrupted run: the
+      // sender checks its SHA-256 below and then sends none of it. Anything else is in the way.
+      if (e.kind === 'file' && info.isFile() && info.size === e.size) present.push(index);
+      else if (!this.force) throw new Refusal(TransferError.exists(path), 'exists', index, 'a file of that name exists');
     }
+
+    // Files already in place, and partial files from an interrupted run: offered when they fit.
+    const offers: ResumeOffer[] = [];
+    const pool = new BufferPool(1024 * 1024, 2);
+    for (const index of present) {
+      const e = this.entry(index);
+      const whole = await hashPrefix(this.finalPath(e.path), e.size, pool, true);
+      if (whole === undefined) {
+        if (!this.force) throw new Refusal(TransferError.exists(this.finalPath(e.path)), 'exists', index, 'a file of that name exists');
+        continue;
+      }
+      this.present.set(index, whole.hash);
+      if (whole.offset > 0) offers.push({ index, offset: whole.offset, sha256: whole.hash.copy().digest() });
+    }
+    const expected = new Set<string>();
+    for (const [index, e] of entries.entries()) {
+      // A file already in place needs no partial file: one left next to it is a leftover.
+      if (e.kind === 'directory' || this.present.has(index) || !existing.has(parentOf(e.path))) continue;
+      const part = this.partPath(index);
+      expected.add(part);
+      if (e.kind !== 'file') continue;
+      const prefix = await hashPrefix(part, e.size, pool);
+      if (prefix === undefined) continue;
+      this.resumes.set(index, prefix);
+      offers.push({ index, offset: prefix.offset, sha256: prefix.hash.copy().digest() });
+    }
+    for (const dir of existing) {
+      const where = dir === '' ? this.outDir : this.finalPath(dir);
+      const names = await readdir(where).catch(() => [] as string[]);
+      for (const name of names) if (isTemporaryName(name) && !expected.has(join(where, name))) this.leftovers.push(join(where, name));
+    }
+
+    const hasStream = entries.some((e) => e.kind === 'stream');
+    this.totalBytes = hasStream ? undefined : entries.reduce((n, e) => n + e.size, 0);
+    const resumable = offers.map((o) => ({ path: this.entry(o.index).path, bytes: o.offset, complete: this.present.has(o.index) }));
+    const accepted = (await this.options.confirm?.({ entries, totalBytes: this.totalBytes, resumable })) ?? true;
+    if (this.stopped) return;
+    if (!accepted) throw new Refusal(TransferError.declined(), 'declined', undefined, 'the receiver declined the transfer');
+
+    for (const path of toCreate) {
+      try {
+        await mkdir(path, { mode: 0o700 });
+      } catch (err) {
+        // Created meanwhile: fine if it is a real directory (checked again when files land in it).
+        const info = errnoOf(err) === 'EEXIST' ? await lstat(path).catch(() => undefined) : undefined;
+        if (info?.isDirectory() !== true) throw new Refusal(TransferError.writeFailed(path, err), 'write-failed', undefined, TransferError.reasonOf(err));
+      }
+    }
+    this.stream.write(this.session.accept(offers));
+    this.started = performance.now();
+    this.options.onEvent?.({ type: 'start', entries, totalBytes: this.totalBytes, resumedBytes: 0 });
+    this.bytes = 0;
+    // Only directories: nothing to wait for.
+    if (!entries.some((e) => e.kind !== 'directory')) await this.finish();
   }
 
-  private async openTemp(index: number): Promise<OpenFile> {
-    const temp = join(this.outDir, `${TEMP_PREFIX}${randomBytes(8).toString('hex')}${TEMP_SUFFIX}`);
+  /** Entry `index` starts: a fresh partial file, the kept one continued at `offset`, or (all of it here) none. */
+  private async openPart(index: number, offset: number): Promise<void> {
+    const entry = this.entry(index);
+    const part = this.partPath(index);
+    const present = this.present.get(index);
+    this.present.delete(index);
+    if (present !== undefined) {
+      if (offset === entry.size) {
+        // The sender found our copy identical: nothing to write; FILE_END's SHA-256 confirms it.
+        this.current = { index, part: '', hash: present, resumable: false, offset, written: offset };
+        this.resumedBytes += offset;
+        this.bytes += offset;
+        this.options.onEvent?.({ type: 'file-start', index, path: entry.path, size: entry.size, offset });
+        return;
+      }
+      // The sender's file differs from the one of that name here.
+      if (!this.force) throw new Refusal(TransferError.exists(this.finalPath(entry.path)), 'exists', index, 'a different file of that name exists');
+    }
+    const resume = this.resumes.get(index);
+    let handle: FileHandle;
     try {
-      const handle = await open(temp, 'wx', 0o600);
-      this.temps.add(temp);
-      this.current = { index, temp, handle, writer: new FileWriter(handle), hash: createHash('sha256'), written: 0 };
-      return this.current;
+      if (offset > 0 && resume !== undefined && resume.offset === offset) {
+        handle = await open(part, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
+        await handle.truncate(offset);
+        this.resumedBytes += offset;
+      } else {
+        await unlink(part).catch((err: unknown) => {
+          if (errnoOf(err) !== 'ENOENT') throw err;
+        });
+        handle = await open(part, 'wx', 0o600);
+      }
     } catch (err) {
-      throw new Refusal(TransferError.writeFailed(temp, err), 'write-failed', index, TransferError.reasonOf(err));
+      throw new Refusal(TransferError.writeFailed(part, err), 'write-failed', index, TransferError.reasonOf(err));
     }
+    const hash = offset > 0 && resume !== undefined ? resume.hash : createHash('sha256');
+    this.resumes.delete(index);
+    this.current = { index, part, handle, writer: new FileWriter(handle, offset), hash, resumable: entry.kind === 'file', offset, written: offset };
+    this.bytes += offset;
+    this.options.onEvent?.({ type: 'file-start', index, path: entry.path, size: entry.kind === 'file' ? entry.size : undefined, offset });
   }
 
-  private async write(index: number, data: Buffer): Promise<void> {
-    const file = this.current ?? (await this.openTemp(index));
+  private async write(data: Buffer): Promise<void> {
+    const file = this.current;
+    if (file?.writer === undefined) throw new Error('data outside an entry');
     try {
       await file.writer.write(data);
     } catch (err) {
-      throw new Refusal(TransferError.writeFailed(this.finalPath(this.entry(index).name), err), 'write-failed', index, TransferError.reasonOf(err));
+      throw new Refusal(TransferError.writeFailed(this.finalPath(this.entry(file.index).path), err), 'write-failed', file.index, TransferError.reasonOf(err));
     }
     file.hash.update(data);
     file.written += data.length;
     this.bytes += data.length;
+    this.sentBytes += data.length;
     this.options.onEvent?.({ type: 'progress', bytes: this.bytes, totalBytes: this.totalBytes });
   }
 
-  /** Verifies file `index` and moves it to its name. */
-  private async place(index: number, sha256: Uint8Array): Promise<void> {
+  /** Verifies entry `index` and moves it to its name. */
+  private async place(index: number, size: number, sha256: Uint8Array): Promise<void> {
     const entry = this.entry(index);
-    const final = this.finalPath(entry.name);
-    const file = this.current ?? (await this.openTemp(index));
+    const final = this.finalPath(entry.path);
+    const file = this.current;
+    if (file?.index !== index) throw new Error(`entry ${index} ended but was not started`);
     const digest = file.hash.digest();
     // The session counts the bytes; this checks the count against the file itself.
-    if (file.written !== entry.size || !digest.equals(sha256)) {
+    if (file.written !== size || !digest.equals(sha256)) {
+      this.current = undefined;
+      await file.writer?.abort();
+      await file.handle?.close().catch(() => undefined);
+      if (file.part !== '') await unlink(file.part).catch(() => undefined);
+      if (file.handle === undefined) throw new Refusal(TransferError.exists(final), 'exists', index, 'a different file of that name exists');
       throw new Refusal(TransferError.hashMismatch(final), 'hash-mismatch', index, `SHA-256 here ${digest.toString('hex')}`);
     }
+    if (file.handle === undefined || file.writer === undefined) {
+      // Already in place and identical: only its mode may need setting.
+      this.current = undefined;
+      await chmod(final, entry.mode).catch((err: unknown) => {
+        throw new Refusal(TransferError.writeFailed(final, err), 'write-failed', index, TransferError.reasonOf(err));
+      });
+      this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, sha256: digest.toString('hex'), resumedFrom: file.offset });
+      this.stream.write(this.session.fileOk(index));
+      this.options.onEvent?.({ type: 'file-done', index, path: entry.path, size });
+      return;
+    }
     try {
-      await file.writer.flush();
-      await file.handle.chmod(entry.mode);
       // On disk before it has a name: a crash cannot leave a named file with missing blocks.
-      await file.handle.datasync();
+      await file.writer.finish();
+      await file.handle.chmod(entry.mode);
       this.current = undefined;
       await file.handle.close();
     } catch (err) {
       throw new Refusal(TransferError.writeFailed(final, err), 'write-failed', index, TransferError.reasonOf(err));
     }
-    // Stopped meanwhile (aborted, or the stream broke): cleanup deletes the temporary file instead.
+    // Stopped meanwhile (aborted, or the stream broke): cleanup keeps the partial file instead.
     if (this.stopped) return;
-    await this.moveIntoPlace(file.temp, final, index);
-    this.temps.delete(file.temp);
-    this.received.push({ name: entry.name, path: final, size: entry.size, mode: entry.mode, sha256: digest.toString('hex') });
+    await this.moveIntoPlace(file.part, final, index);
+    this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, sha256: digest.toString('hex'), resumedFrom: file.offset });
     this.stream.write(this.session.fileOk(index));
-    this.options.onEvent?.({ type: 'file-done', index, name: entry.name, size: entry.size });
+    this.options.onEvent?.({ type: 'file-done', index, path: entry.path, size });
   }
 
   private async moveIntoPlace(temp: string, final: string, index: number): Promise<void> {
     const failed = (err: unknown): Refusal => new Refusal(TransferError.writeFailed(final, err), 'write-failed', index, TransferError.reasonOf(err));
     const exists = (): Refusal => new Refusal(TransferError.exists(final), 'exists', index, 'a file of that name appeared during the transfer');
+    // The directory must still be the one under --out (not swapped for a symbolic link meanwhile).
+    const landing = dirname(final);
+    const real = await realpath(landing).catch((err: unknown) => {
+      throw failed(err);
+    });
+    if (real !== landing) throw failed(new Error(`${landing} now resolves to ${real}; refusing to write outside the output directory`));
     if (this.force) {
       // Atomic, and replaces a symlink itself rather than writing through it.
       await rename(temp, final).catch((err: unknown) => {
@@ -423,14 +543,82 @@ class FileReceiver {
     await unlink(temp).catch(() => undefined);
   }
 
-  /** Waits for the disk work in flight, then closes and deletes every temporary file. Never rejects. */
-  private async cleanup(): Promise<void> {
+  /** Every entry is in place: directory modes (deepest first), leftovers, then DONE. */
+  private async finish(): Promise<void> {
+    const dirs = this.session.manifest
+      .filter((e) => e.kind === 'directory')
+      .sort((a, b) => b.path.split('/').length - a.path.split('/').length);
+    for (const d of dirs) {
+      const path = this.finalPath(d.path);
+      try {
+        const info = await lstat(path);
+        if (!info.isDirectory()) throw new Error('it is no longer a directory');
+        await chmod(path, d.mode);
+      } catch (err) {
+        throw new Refusal(TransferError.writeFailed(path, err), 'write-failed', undefined, TransferError.reasonOf(err));
+      }
+    }
+    for (const path of this.leftovers) {
+      const info = await lstat(path).catch(() => undefined);
+      if (info?.isFile() !== true) continue;
+      await unlink(path).then(
+        () => this.options.onEvent?.({ type: 'leftover-removed', path, bytes: info.size }),
+        () => undefined,
+      );
+    }
+    this.leftovers = [];
+    if (!this.stopped) this.stream.write(this.session.done());
+  }
+
+  /**
+   * Waits for the disk work in flight, then closes the file in progress. Its partial file is kept for
+   * a later run to resume (every byte in it arrived authenticated) unless `keep` is false, it is a
+   * stream, or it is empty. Never rejects.
+   */
+  private async cleanup(keep: boolean): Promise<void> {
     await this.busy.catch(() => undefined);
     const file = this.current;
     this.current = undefined;
-    await file?.writer.flush().catch(() => undefined);
-    await file?.handle.close().catch(() => undefined);
-    await Promise.all([...this.temps].map((t) => unlink(t).catch(() => undefined)));
-    this.temps.clear();
+    if (file?.writer === undefined || file.handle === undefined) return;
+    const kept = keep && file.resumable && file.written > 0;
+    if (kept) await file.writer.settle();
+    else await file.writer.abort();
+    await file.handle.close().catch(() => undefined);
+    if (!kept) await unlink(file.part).catch(() => undefined);
+  }
+}
+
+/**
+ * The SHA-256 of a kept partial file, if it can be resumed: a regular file (never a symbolic link),
+ * not empty and not longer than the file it belongs to (`whole`: a file in place, exactly `size`).
+ * Returns the hash state to continue with.
+ */
+async function hashPrefix(part: string, size: number, pool: BufferPool, whole = false): Promise<{ offset: number; hash: Hash } | undefined> {
+  let handle: FileHandle;
+  try {
+    handle = await open(part, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
+  } catch {
+    return undefined;
+  }
+  try {
+    const info = await handle.stat();
+    if (!info.isFile() || (whole ? info.size !== size : info.size === 0 || info.size > size)) return undefined;
+    const hash = createHash('sha256');
+    const buffer = await pool.take();
+    try {
+      for (let at = 0; at < info.size;) {
+        const { bytesRead } = await handle.read(buffer, 0, Math.min(buffer.length, info.size - at), at);
+        if (bytesRead === 0) return undefined;
+        hash.update(buffer.subarray(0, bytesRead));
+        at += bytesRead;
+      }
+    } finally {
+      pool.give(buffer);
+    }
+    return { offset: info.size, hash };
+  } catch {
+    return undefined;
+  } finally {
+    await handle.close().catch(() => undefined);
   }
 }

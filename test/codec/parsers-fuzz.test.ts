@@ -14,7 +14,7 @@
  * | decodeCandidate                          | src/codec/messages.ts      | a CANDIDATE attribute value    |
  * | bytesToAddress, normaliseAddress, parseHostPort | src/codec/address.ts | bytes / text              |
  * | decodeHello, readU64                     | src/codec/secure.ts        | a TCP byte stream              |
- * | RecordCipher.open, SecureSession.receive | src/codec/secure.ts, src/core/secure-session.ts | stream records |
+ * | RecordOpener.take, SecureSession.receive | src/core/secure-records.ts, src/core/secure-session.ts | stream records |
  * | decodeFrame                              | src/transfer/codec.ts      | decrypted transfer frames      |
  * | TstunCore.handleData                     | src/server/tstun.ts        | T-STUN key bytes (TCP)         |
  * | PcapReader / parseFrame                  | test/support/pcap.ts       | captures (test tooling)        |
@@ -25,7 +25,8 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { bytesToAddress, normaliseAddress, parseHostPort } from '../../src/codec/address.js';
 import { decodeCandidate, decodeMessage, encodeCandidate, MAX_PRIORITY } from '../../src/codec/messages.js';
-import { decodeHello, encodeHello, readU64, RecordCipher, RecordType } from '../../src/codec/secure.js';
+import { Cipher, decodeHello, encodeHello, readU64, RecordType } from '../../src/codec/secure.js';
+import { RecordOpener, RecordSealer } from '../../src/core/secure-records.js';
 import { decodeErrorCode, decodePlainAddress, decodeStun, decodeXorAddress, looksLikeStun, splitStunStream, verifyIntegrity } from '../../src/codec/stun.js';
 import { SecureSession } from '../../src/core/secure-session.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
@@ -38,8 +39,8 @@ import { everyMessageType } from '../support/shapes.js';
 const KEYS = deriveNetworkKeys(Buffer.from('fuzz secret'));
 const STUN_REASONS = ['too-short', 'too-long', 'not-stun', 'bad-length', 'truncated-attribute', 'attribute-after-fingerprint', 'bad-fingerprint'];
 const MESSAGE_REASONS = [...STUN_REASONS, 'unknown-method', 'missing-attribute', 'bad-attribute'];
-const HELLO_REASONS = ['need-more', 'bad-magic', 'bad-name', 'bad-mac'];
-const FRAME_REASONS = ['need-more', 'unknown-type', 'frame-too-large', 'bad-length', 'bad-magic', 'unsupported-version', 'too-many-files', 'truncated-entry', 'trailing-bytes', 'size-too-large', 'bad-mode', 'duplicate-name', 'bad-utf8', 'bad-fail-reason', 'bad-name'];
+const HELLO_REASONS = ['need-more', 'bad-magic', 'bad-field', 'bad-name', 'bad-mac', 'version-1'];
+const FRAME_REASONS = ['need-more', 'unknown-type', 'frame-too-large', 'bad-length', 'bad-magic', 'unsupported-version', 'too-many-entries', 'bad-index', 'truncated-entry', 'trailing-bytes', 'bad-kind', 'size-too-large', 'bad-mode', 'duplicate-path', 'parent-missing', 'bad-utf8', 'bad-fail-reason', 'bad-offer', 'bad-name'];
 
 /** Mutations of a valid message: flips, a cut, an insertion, a splice with another valid message. */
 function mutated(valid: fc.Arbitrary<Uint8Array>): fc.Arbitrary<Uint8Array> {
@@ -66,9 +67,13 @@ const validStun = fc.constantFrom(...stunMessages);
 
 function frames(): Uint8Array[] {
   const list: Frame[] = [
-    { type: 'manifest', files: [{ name: 'a.txt', size: 5, mode: 0o644 }, { name: 'photo.jpg', size: 2 ** 40, mode: 0o600 }] },
-    { type: 'file-end', index: 1, sha256: new Uint8Array(32).fill(7) },
-    { type: 'accept' },
+    { type: 'manifest', entries: [{ kind: 'file', path: 'a.txt', size: 5, mode: 0o644 }, { kind: 'directory', path: 'd', size: 0, mode: 0o755 }, { kind: 'file', path: 'd/photo.jpg', size: 2 ** 40, mode: 0o600 }, { kind: 'stream', path: 'stdin', size: 0, mode: 0o644 }] },
+    { type: 'file-start', index: 2, offset: 4096 },
+    { type: 'data', length: 1000 },
+    { type: 'file-end', index: 1, size: 9, sha256: new Uint8Array(32).fill(7) },
+    { type: 'accept', offers: [] },
+    { type: 'accept', offers: [{ index: 2, offset: 4096, sha256: new Uint8Array(32).fill(3) }] },
+    { type: 'done' },
     { type: 'file-ok', index: 0 },
     { type: 'fail', reason: 'hash-mismatch', index: 1, detail: 'digest differs' },
     { type: 'fail', reason: 'exists', index: undefined, detail: '' },
@@ -163,7 +168,7 @@ describe('parsers under fuzzing: arbitrary bytes and mutated valid messages', ()
 
   it('decodeHello and readU64 never throw and give a typed reason', () => {
     const ctx = Buffer.from('ctx');
-    const valid = fc.constant(encodeHello({ name: 'alice', peer: 'bob', nonce: new Uint8Array(32).fill(1), publicKey: new Uint8Array(32).fill(2) }, KEYS.streamAuth, ctx));
+    const valid = fc.constant(encodeHello({ name: 'alice', peer: 'bob', versions: { min: 2, max: 2 }, ciphers: [Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305], nonce: new Uint8Array(32).fill(1), publicKey: new Uint8Array(32).fill(2) }, KEYS.streamAuth, ctx));
     fc.assert(fc.property(inputs(valid, 300), (b) => {
       const d = decodeHello(b, KEYS.streamAuth, ctx);
       if (!d.ok) assert.ok(HELLO_REASONS.includes(d.reason), d.reason);
@@ -172,15 +177,29 @@ describe('parsers under fuzzing: arbitrary bytes and mutated valid messages', ()
     }), { numRuns: fuzzRuns(10_000) });
   });
 
-  it('RecordCipher.open refuses every altered record without throwing', () => {
+  it('RecordOpener refuses every altered record without throwing, whatever the cipher and however the bytes are split', () => {
     const key = new Uint8Array(32).fill(4);
     const prefix = new Uint8Array(4).fill(5);
-    const record = new RecordCipher(key, prefix, (k) => k).seal(RecordType.DATA, Buffer.from('hello, record'));
-    fc.assert(fc.property(mutated(fc.constant(record)), (b) => {
-      if (b.length < 4) return;
-      const opened = new RecordCipher(key, prefix, (k) => k).open(b.subarray(0, 4), b.subarray(4));
-      if (opened) assert.ok(record.equals(Buffer.from(b)), 'an altered record opened');
-    }), { numRuns: fuzzRuns(5_000) });
+    for (const cipher of [Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305]) {
+      const record = new RecordSealer(cipher, key, prefix, (k) => k).sealOne(RecordType.DATA, Buffer.from('hello, record'));
+      fc.assert(fc.property(mutated(fc.constant(record)), fc.integer({ min: 1, max: 64 }), (b, step) => {
+        const opener = new RecordOpener(cipher, key, prefix, (k) => k);
+        const events = [];
+        for (let at = 0; at < b.length; at += step) {
+          const piece = b.subarray(at, Math.min(b.length, at + step));
+          for (let used = 0; used < piece.length;) {
+            const r = opener.take(piece, used);
+            if (r.event) events.push(r.event);
+            if (r.used === 0) break;
+            used += r.used;
+          }
+        }
+        for (const e of events) {
+          assert.ok(['record', 'bad-length', 'bad-tag'].includes(e.kind));
+          if (e.kind === 'record') assert.ok(record.equals(Buffer.from(b.subarray(0, record.length))), 'an altered record opened');
+        }
+      }), { numRuns: fuzzRuns(2_500) });
+    }
   });
 
   it('SecureSession.receive never throws on any byte stream, before or after the handshake', () => {

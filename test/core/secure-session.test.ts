@@ -1,10 +1,10 @@
 /** The encrypted stream's state machine: handshake, records, and every way an attacker can meddle. */
 import assert from 'node:assert/strict';
-import { diffieHellman, generateKeyPairSync, createPublicKey } from 'node:crypto';
+import { createHmac, diffieHellman, generateKeyPairSync, createPublicKey } from 'node:crypto';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fuzzRuns } from '../support/fuzz.js';
-import { decodeHello, encodeHello } from '../../src/codec/secure.js';
+import { Cipher, decodeHello, encodeHello, MAX_RECORD_PAYLOAD, type CipherId } from '../../src/codec/secure.js';
 import { SecureSession, type SessionOutput } from '../../src/core/secure-session.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 
@@ -12,11 +12,11 @@ const KEYS = deriveNetworkKeys(Buffer.from('stream test secret'));
 const CONTEXT = Buffer.from('rendezvous context');
 const SPKI = Buffer.from('302a300506032b656e032100', 'hex');
 
-function party(name: string, peer: string, authKey: Uint8Array = KEYS.streamAuth, context: Uint8Array = CONTEXT, nonceByte = 1): SecureSession {
+function party(name: string, peer: string, authKey: Uint8Array = KEYS.streamAuth, context: Uint8Array = CONTEXT, nonceByte = 1, ciphers?: readonly CipherId[]): SecureSession {
   const { privateKey, publicKey } = generateKeyPairSync('x25519');
   const der = publicKey.export({ format: 'der', type: 'spki' });
   return new SecureSession({
-    name, peer, authKey, context, nonce: Buffer.alloc(32, nonceByte),
+    name, peer, authKey, context, nonce: Buffer.alloc(32, nonceByte), ...(ciphers ? { ciphers } : {}),
     publicKey: der.subarray(der.length - 32),
     agree: (p) => diffieHellman({ privateKey, publicKey: createPublicKey({ key: Buffer.concat([SPKI, p]), format: 'der', type: 'spki' }) }),
   });
@@ -134,10 +134,78 @@ describe('secure session', () => {
     assert.equal(of(a.transportEnded(), 'error')[0]?.error.kind, 'delivery');
   });
 
+  it('negotiates the cipher from both preferences, and both sides use the same one', () => {
+    const cases: [CipherId[], CipherId[], CipherId][] = [
+      [[Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305], [Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305], Cipher.AES_256_GCM],
+      [[Cipher.CHACHA20_POLY1305, Cipher.AES_256_GCM], [Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305], Cipher.CHACHA20_POLY1305],
+      [[Cipher.CHACHA20_POLY1305], [Cipher.CHACHA20_POLY1305, Cipher.AES_256_GCM], Cipher.CHACHA20_POLY1305],
+    ];
+    for (const [ca, cb, want] of cases) {
+      const a = party('alice', 'bob', KEYS.streamAuth, CONTEXT, 1, ca);
+      const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2, cb);
+      connect(a, b);
+      assert.deepEqual(a.negotiated, { version: 2, cipher: want });
+      assert.deepEqual(b.negotiated, { version: 2, cipher: want });
+      const got = b.receive(sent(a.write(Buffer.from('over the agreed cipher'))));
+      assert.equal(Buffer.concat(of(got, 'data').map((d) => d.data)).toString(), 'over the agreed cipher');
+    }
+  });
+
+  it('carries many chunks (writev) in records of at most 256 KiB, whatever pieces the transport delivers (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.integer({ min: 0, max: 700_000 }), { minLength: 1, maxLength: 6 }), fc.oneof(fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 200_000 })), (sizes, step) => {
+        const a = party('alice', 'bob');
+        const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+        connect(a, b);
+        const chunks = sizes.map((n, i) => Buffer.alloc(n, i + 1));
+        const wire = sent([...a.writev(chunks), ...a.end()]);
+        const got: SessionOutput[] = [];
+        for (let at = 0; at < wire.length; at += step) for (const o of b.receive(wire.subarray(at, at + step))) got.push(o);
+        // However fine the pieces, a record comes out in a bounded number of buffers (small ones are gathered).
+        assert.ok(of(got, 'data').length <= Math.ceil(Buffer.concat(chunks).length / 4096) + 2 * chunks.length + 2);
+        assert.deepEqual(Buffer.concat(of(got, 'data').map((d) => d.data)), Buffer.concat(chunks));
+        const total = sizes.reduce((x, y) => x + y, 0);
+        assert.deepEqual(of(got, 'peer-eof'), [{ type: 'peer-eof', bytes: total }]);
+        // Record count: as few as the size limit allows (plus EOF).
+        const records = Math.ceil(total / MAX_RECORD_PAYLOAD) + 1;
+        assert.ok(wire.length <= total + records * 21 + 21, `framing overhead ${wire.length - total}`);
+      }),
+      { numRuns: fuzzRuns(40) },
+    );
+  });
+
+  it('a peer on stream protocol 1 (Burrow 0.1) gets a clear version error, not a tampering alarm', () => {
+    const a = party('alice', 'bob');
+    a.start();
+    const body = Buffer.concat([Buffer.from('BRW1'), Buffer.from([0x01, 3]), Buffer.from('bob'), Buffer.from([5]), Buffer.from('alice'), Buffer.alloc(32, 1), Buffer.alloc(32, 9)]);
+    const v1 = Buffer.concat([body, createHmac('sha256', KEYS.streamAuth).update('burrow/v1 hello').update(CONTEXT).update(body).digest()]);
+    const err = of(a.receive(v1), 'error')[0]?.error;
+    assert.equal(err?.kind, 'version');
+    assert.match(err.detail, /"bob" runs an older Burrow \(stream protocol 1/);
+  });
+
+  it('a peer that only speaks a newer stream protocol gets a version error naming both ranges', () => {
+    const a = party('alice', 'bob');
+    a.start();
+    const future = encodeHello({ name: 'bob', peer: 'alice', versions: { min: 3, max: 4 }, ciphers: [Cipher.AES_256_GCM], nonce: Buffer.alloc(32, 3), publicKey: Buffer.alloc(32, 9) }, KEYS.streamAuth, CONTEXT);
+    const err = of(a.receive(future), 'error')[0]?.error;
+    assert.equal(err?.kind, 'version');
+    assert.match(err.detail, /speaks stream protocol 3–4, this Burrow 2–2/);
+  });
+
+  it('a man in the middle who rewrites the cipher list (a downgrade) fails the HELLO MAC', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    a.start();
+    const hello = sent(b.start());
+    hello[8] = Cipher.CHACHA20_POLY1305; // first cipher id
+    assert.equal(of(a.receive(hello), 'error')[0]?.error.kind, 'handshake');
+  });
+
   it('refuses a HELLO with an invalid (low-order) X25519 key without throwing', () => {
     const a = party('alice', 'bob');
     a.start();
-    const evil = encodeHello({ name: 'bob', peer: 'alice', nonce: Buffer.alloc(32, 9), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
+    const evil = encodeHello({ name: 'bob', peer: 'alice', versions: { min: 2, max: 2 }, ciphers: [1, 2], nonce: Buffer.alloc(32, 9), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
     const out = a.receive(evil);
     assert.equal(of(out, 'error')[0]?.error.kind, 'handshake');
   });
@@ -150,7 +218,7 @@ describe('secure session', () => {
       }),
       { numRuns: fuzzRuns(10_000) },
     );
-    const good = encodeHello({ name: 'a', peer: 'b', nonce: Buffer.alloc(32), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
+    const good = encodeHello({ name: 'a', peer: 'b', versions: { min: 2, max: 2 }, ciphers: [1, 2], nonce: Buffer.alloc(32), publicKey: Buffer.alloc(32) }, KEYS.streamAuth, CONTEXT);
     // Every proper prefix of a valid HELLO asks for more bytes; the whole one decodes.
     for (let cut = 0; cut < good.length; cut++) assert.deepEqual(decodeHello(good.subarray(0, cut), KEYS.streamAuth, CONTEXT), { ok: false, reason: 'need-more' });
     assert.equal(decodeHello(good, KEYS.streamAuth, CONTEXT).ok, true);

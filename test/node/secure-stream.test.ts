@@ -1,10 +1,12 @@
 /** SecureStream over real TCP sockets on loopback, including a man in the middle that flips a byte. */
 import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { describe, it } from 'node:test';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { BurrowError } from '../../src/errors.js';
-import { SecureStream } from '../../src/node/secure-stream.js';
+import { Cipher, type CipherId } from '../../src/codec/secure.js';
+import { cipherPreference, SecureStream, StreamVersionError } from '../../src/node/secure-stream.js';
 
 const KEYS = deriveNetworkKeys(Buffer.from('secure stream test'));
 
@@ -34,7 +36,7 @@ async function proxy(target: number, flipAt: number): Promise<{ port: number; cl
   };
 }
 
-async function pair(flipAt?: number) {
+async function pair(flipAt?: number, ciphers: [CipherId[]?, CipherId[]?] = []) {
   const server = net.createServer({ allowHalfOpen: true });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
@@ -44,8 +46,8 @@ async function pair(flipAt?: number) {
   const inbound = await accepted;
   const opts = { authKey: KEYS.streamAuth, context: Buffer.from('ctx') };
   const [a, b] = await Promise.all([
-    SecureStream.open(client, { ...opts, name: 'alice', peer: 'bob' }),
-    SecureStream.open(inbound, { ...opts, name: 'bob', peer: 'alice' }),
+    SecureStream.open(client, { ...opts, name: 'alice', peer: 'bob', ...(ciphers[0] ? { ciphers: ciphers[0] } : {}) }),
+    SecureStream.open(inbound, { ...opts, name: 'bob', peer: 'alice', ...(ciphers[1] ? { ciphers: ciphers[1] } : {}) }),
   ]);
   return {
     a, b,
@@ -99,5 +101,75 @@ describe('SecureStream over TCP', () => {
     } finally {
       await close();
     }
+  });
+
+  it('carries 40 MiB written in chunks of every size, with either cipher, intact and in order', async () => {
+    for (const prefs of [[[Cipher.AES_256_GCM], [Cipher.AES_256_GCM]], [[Cipher.CHACHA20_POLY1305, Cipher.AES_256_GCM], [Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305]]] as [CipherId[], CipherId[]][]) {
+      const { a, b, close } = await pair(undefined, prefs);
+      try {
+        assert.equal(a.cipher, prefs[0][0] === Cipher.AES_256_GCM ? 'aes-256-gcm' : 'chacha20-poly1305');
+        assert.equal(b.cipher, a.cipher);
+        const payload = randomBytes(40 * 1024 * 1024);
+        const got: Buffer[] = [];
+        b.on('data', (d: Buffer) => got.push(d));
+        b.on('end', () => {
+          b.acknowledgeEnd();
+        });
+        a.on('data', () => undefined);
+        a.on('end', () => {
+          a.acknowledgeEnd();
+        });
+        const finished = new Promise((r) => a.once('finish', r));
+        let at = 0;
+        for (let i = 0; at < payload.length; i++) {
+          const n = [1, 17, 4096, 65_536, 300_000, 1_048_576, 3_000_000][i % 7] ?? 1;
+          if (!a.write(payload.subarray(at, at + n))) await new Promise((r) => a.once('drain', r));
+          at += n;
+        }
+        a.end();
+        b.end();
+        await finished;
+        assert.ok(Buffer.concat(got).equals(payload));
+      } finally {
+        await close();
+      }
+    }
+  });
+
+  it('a partner on stream protocol 1 fails the handshake at once with StreamVersionError (no retrying), saying to update', async () => {
+    const server = net.createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as net.AddressInfo).port;
+    const context = Buffer.from('ctx');
+    // The old peer: sends a valid version-1 HELLO (it holds the secret) and waits.
+    const inbound: net.Socket[] = [];
+    server.on('connection', (s) => {
+      inbound.push(s);
+      s.on('error', () => undefined);
+      const body = Buffer.concat([Buffer.from('BRW1'), Buffer.from([0x01, 3]), Buffer.from('bob'), Buffer.from([5]), Buffer.from('alice'), randomBytes(32), randomBytes(32)]);
+      s.write(Buffer.concat([body, createHmac('sha256', KEYS.streamAuth).update('burrow/v1 hello').update(context).update(body).digest()]));
+    });
+    const client = net.connect({ port, host: '127.0.0.1' });
+    try {
+      const started = Date.now();
+      const err = await SecureStream.open(client, { authKey: KEYS.streamAuth, context, name: 'alice', peer: 'bob', timeoutMs: 5000 }).then(
+        () => assert.fail('opened'),
+        (e: unknown) => e,
+      );
+      assert.ok(err instanceof StreamVersionError);
+      assert.equal(err.code, 'STREAM_BROKEN');
+      assert.match(err.message, /"bob" runs an older Burrow \(stream protocol 1.*Run the same Burrow release on both sides/);
+      assert.ok(Date.now() - started < 4000, 'it waited for the handshake timeout');
+    } finally {
+      client.destroy();
+      for (const s of inbound) s.destroy();
+      await new Promise((r) => server.close(r));
+    }
+  });
+
+  it('cipherPreference lists both ciphers, fastest first, and stays the same within a process', () => {
+    const p = cipherPreference();
+    assert.deepEqual([...p].sort(), [Cipher.AES_256_GCM, Cipher.CHACHA20_POLY1305].sort());
+    assert.equal(cipherPreference(), p);
   });
 });

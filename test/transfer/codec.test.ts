@@ -1,14 +1,19 @@
-/** The transfer framing: golden bytes, round trips, typed rejections, and a decoder that never throws. */
+/** The transfer framing (protocol version 2): golden bytes, round trips, typed rejections, safe paths, a decoder that never throws. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fuzzRuns } from '../support/fuzz.js';
 import {
   checkFileName,
+  checkPath,
   decodeFrame,
   encodeFrame,
-  MAX_FILES,
+  MAX_DATA_BYTES,
+  MAX_DEPTH,
+  MAX_ENTRIES,
   MAX_MANIFEST_BYTES,
+  MAX_PATH_BYTES,
+  type EntryKind,
   type Frame,
   type ManifestEntry,
 } from '../../src/transfer/codec.js';
@@ -20,65 +25,105 @@ const bytes = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');
 function rawManifest(entries: Buffer[], opts: { magic?: string; version?: number; count?: number; extra?: Buffer } = {}): Buffer {
   const count = Buffer.alloc(4);
   count.writeUInt32BE(opts.count ?? entries.length);
-  const payload = Buffer.concat([Buffer.from(opts.magic ?? 'BRWF'), Buffer.from([opts.version ?? 1]), count, ...entries, opts.extra ?? Buffer.alloc(0)]);
+  const payload = Buffer.concat([Buffer.from(opts.magic ?? 'BRWF'), Buffer.from([opts.version ?? 2]), count, ...entries, opts.extra ?? Buffer.alloc(0)]);
   const header = Buffer.from([0x01, 0, 0, 0, 0]);
   header.writeUInt32BE(payload.length, 1);
   return Buffer.concat([header, payload]);
 }
 
-function rawEntry(name: Buffer | string, size: bigint, mode: number): Buffer {
-  const n = typeof name === 'string' ? Buffer.from(name) : name;
-  const e = Buffer.alloc(2 + n.length + 10);
-  e.writeUInt16BE(n.length, 0);
-  n.copy(e, 2);
-  e.writeBigUInt64BE(size, 2 + n.length);
-  e.writeUInt16BE(mode, 2 + n.length + 8);
+function rawEntry(path: Buffer | string, size: bigint, mode: number, kind = 0): Buffer {
+  const n = typeof path === 'string' ? Buffer.from(path) : path;
+  const e = Buffer.alloc(1 + 2 + n.length + 10);
+  e.writeUInt8(kind, 0);
+  e.writeUInt16BE(n.length, 1);
+  n.copy(e, 3);
+  e.writeBigUInt64BE(size, 3 + n.length);
+  e.writeUInt16BE(mode, 3 + n.length + 8);
   return e;
 }
 
-describe('transfer codec: golden bytes', () => {
-  it('MANIFEST', () => {
-    const frame = encodeFrame({ type: 'manifest', files: [{ name: 'a.txt', size: 5, mode: 0o644 }] });
-    assert.equal(hex(frame), '01' + '0000001a' + '42525746' + '01' + '00000001' + '0005' + '612e747874' + '0000000000000005' + '01a4');
+const file = (path: string, size = 0, mode = 0o644): ManifestEntry => ({ kind: 'file', path, size, mode });
+const dir = (path: string, mode = 0o755): ManifestEntry => ({ kind: 'directory', path, size: 0, mode });
+
+describe('transfer codec v2: golden bytes', () => {
+  it('MANIFEST with a directory, a file in it and a stream', () => {
+    const frame = encodeFrame({ type: 'manifest', entries: [dir('d'), file('d/a.txt', 5), { kind: 'stream', path: 'stdin', size: 0, mode: 0o600 }] });
+    assert.equal(
+      hex(frame),
+      '01' + '0000003d' + '42525746' + '02' + '00000003' +
+        '01' + '0001' + '64' + '0000000000000000' + '01ed' +
+        '00' + '0007' + '642f612e747874' + '0000000000000005' + '01a4' +
+        '02' + '0005' + '737464696e' + '0000000000000000' + '0180',
+    );
   });
-  it('FILE_END, ACCEPT, FILE_OK, FAIL', () => {
-    assert.equal(hex(encodeFrame({ type: 'file-end', index: 3, sha256: new Uint8Array(32).fill(0xab) })), '02' + '00000024' + '00000003' + 'ab'.repeat(32));
-    assert.equal(hex(encodeFrame({ type: 'accept' })), '11' + '00000000');
+
+  it('FILE_START, DATA, FILE_END, ACCEPT (with and without offers), FILE_OK, FAIL, DONE', () => {
+    assert.equal(hex(encodeFrame({ type: 'file-start', index: 2, offset: 0x1000 })), '03' + '0000000c' + '00000002' + '0000000000001000');
+    assert.equal(hex(encodeFrame({ type: 'data', length: 0x20000 })), '04' + '00020000');
+    assert.equal(hex(encodeFrame({ type: 'file-end', index: 3, size: 5, sha256: new Uint8Array(32).fill(0xab) })), '02' + '0000002c' + '00000003' + '0000000000000005' + 'ab'.repeat(32));
+    assert.equal(hex(encodeFrame({ type: 'accept', offers: [] })), '11' + '00000004' + '00000000');
+    assert.equal(
+      hex(encodeFrame({ type: 'accept', offers: [{ index: 1, offset: 7, sha256: new Uint8Array(32).fill(0xcd) }] })),
+      '11' + '00000030' + '00000001' + '00000001' + '0000000000000007' + 'cd'.repeat(32),
+    );
     assert.equal(hex(encodeFrame({ type: 'file-ok', index: 7 })), '12' + '00000004' + '00000007');
     assert.equal(hex(encodeFrame({ type: 'fail', reason: 'exists', index: undefined, detail: 'x' })), '13' + '00000006' + '00' + 'ffffffff' + '78');
-    assert.equal(hex(encodeFrame({ type: 'fail', reason: 'protocol', index: 1, detail: '' })), '13' + '00000005' + '03' + '00000001');
+    assert.equal(hex(encodeFrame({ type: 'fail', reason: 'declined', index: 1, detail: '' })), '13' + '00000005' + '04' + '00000001');
+    assert.equal(hex(encodeFrame({ type: 'done' })), '14' + '00000000');
   });
 });
 
-const safeName = fc
-  .string({ unit: 'grapheme', minLength: 1, maxLength: 40 })
-  .filter((s) => checkFileName(s) === undefined);
-const entries = fc.uniqueArray(
-  fc.record({ name: safeName, size: fc.maxSafeNat(), mode: fc.integer({ min: 0, max: 0o777 }) }).map((e) => ({ ...e })),
-  { selector: (e) => e.name, maxLength: 20 },
-);
+const component = fc.string({ unit: 'grapheme', minLength: 1, maxLength: 12 }).filter((s) => checkFileName(s) === undefined);
+/** A valid tree: directories before their contents, unique paths. */
+const manifests: fc.Arbitrary<ManifestEntry[]> = fc
+  .array(fc.record({ parent: fc.nat(), name: component, kind: fc.constantFrom<EntryKind>('file', 'directory', 'file'), size: fc.maxSafeNat(), mode: fc.integer({ min: 0, max: 0o777 }) }), { maxLength: 15 })
+  .map((raw) => {
+    const out: ManifestEntry[] = [];
+    const dirs: string[] = [''];
+    const seen = new Set<string>();
+    for (const r of raw) {
+      const parent = dirs[r.parent % dirs.length] ?? '';
+      const path = parent === '' ? r.name : `${parent}/${r.name}`;
+      if (seen.has(path) || checkPath(path) !== undefined) continue;
+      seen.add(path);
+      out.push({ kind: r.kind, path, size: r.kind === 'file' ? r.size : 0, mode: r.mode });
+      if (r.kind === 'directory') dirs.push(path);
+    }
+    return out;
+  });
+const idx = fc.integer({ min: 0, max: MAX_ENTRIES - 1 });
+const sha = fc.uint8Array({ minLength: 32, maxLength: 32 });
 const frames: fc.Arbitrary<Frame> = fc.oneof(
-  entries.map((files): Frame => ({ type: 'manifest', files })),
-  fc.record({ index: fc.integer({ min: 0, max: MAX_FILES - 1 }), sha256: fc.uint8Array({ minLength: 32, maxLength: 32 }) }).map((r): Frame => ({ type: 'file-end', index: r.index, sha256: r.sha256 })),
-  fc.constant<Frame>({ type: 'accept' }),
-  fc.integer({ min: 0, max: MAX_FILES - 1 }).map((index): Frame => ({ type: 'file-ok', index })),
+  manifests.map((entries): Frame => ({ type: 'manifest', entries })),
+  fc.record({ index: idx, offset: fc.maxSafeNat() }).map((r): Frame => ({ type: 'file-start', ...r })),
+  fc.integer({ min: 1, max: MAX_DATA_BYTES }).map((length): Frame => ({ type: 'data', length })),
+  fc.record({ index: idx, size: fc.maxSafeNat(), sha256: sha }).map((r): Frame => ({ type: 'file-end', ...r })),
+  fc.uniqueArray(fc.record({ index: idx, offset: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), sha256: sha }), { selector: (o) => o.index, maxLength: 5 }).map((offers): Frame => ({ type: 'accept', offers })),
+  idx.map((index): Frame => ({ type: 'file-ok', index })),
   fc.record({
-    reason: fc.constantFrom('exists' as const, 'write-failed' as const, 'hash-mismatch' as const, 'protocol' as const),
-    index: fc.option(fc.integer({ min: 0, max: MAX_FILES - 1 }), { nil: undefined }),
+    reason: fc.constantFrom('exists' as const, 'write-failed' as const, 'hash-mismatch' as const, 'protocol' as const, 'declined' as const),
+    index: fc.option(idx, { nil: undefined }),
     detail: fc.string({ maxLength: 100 }),
   }).map((r): Frame => ({ type: 'fail', reason: r.reason, index: r.index, detail: r.detail })),
+  fc.constant<Frame>({ type: 'done' }),
 );
 
-describe('transfer codec: round trips and properties', () => {
-  it('decode(encode(frame)) is frame, using every byte', () => {
+/** Frames with Uint8Arrays as hex, for deepEqual. */
+function normal(f: Frame): unknown {
+  if (f.type === 'file-end') return { ...f, sha256: hex(f.sha256) };
+  if (f.type === 'accept') return { ...f, offers: f.offers.map((o) => ({ ...o, sha256: hex(o.sha256) })) };
+  return f;
+}
+
+describe('transfer codec v2: round trips and properties', () => {
+  it('decode(encode(frame)) is frame, using every byte (DATA: its header)', () => {
     fc.assert(fc.property(frames, fc.uint8Array({ maxLength: 8 }), (frame, trailer) => {
       const encoded = encodeFrame(frame);
       const d = decodeFrame(Buffer.concat([encoded, trailer]));
       assert.ok(d.ok, JSON.stringify(d));
       assert.equal(d.used, encoded.length);
-      const normal = (f: Frame): unknown => (f.type === 'file-end' ? { ...f, sha256: hex(f.sha256) } : f);
       assert.deepEqual(normal(d.frame), normal(frame));
-    }));
+    }), { numRuns: fuzzRuns(500) });
   });
 
   it('every proper prefix of a frame asks for more, never misreads', () => {
@@ -108,28 +153,41 @@ describe('transfer codec: round trips and properties', () => {
   });
 });
 
-describe('transfer codec: rejections with typed reasons', () => {
+describe('transfer codec v2: rejections with typed reasons', () => {
   const cases: [string, Buffer, string][] = [
     ['unknown type', bytes('7f 00000000'), 'unknown-type'],
     ['a manifest header claiming more than the limit (before the payload arrives)', Buffer.from([0x01, 0xff, 0xff, 0xff, 0xff]), 'frame-too-large'],
-    ['ACCEPT with a payload', bytes('11 00000001 00'), 'bad-length'],
+    ['an empty DATA frame', bytes('04 00000000'), 'bad-length'],
+    ['a DATA frame over 1 MiB', bytes('04 00100001'), 'frame-too-large'],
+    ['ACCEPT too short', bytes('11 00000001 00'), 'bad-length'],
+    ['ACCEPT whose count disagrees with its length', bytes('11 00000004 00000001'), 'bad-length'],
+    ['ACCEPT offering offset 0', Buffer.concat([bytes('11 00000030 00000001 00000001 0000000000000000'), Buffer.alloc(32)]), 'bad-offer'],
+    ['ACCEPT offering one entry twice', Buffer.concat([bytes('11 0000005c 00000002 00000001 0000000000000001'), Buffer.alloc(32), bytes('00000001 0000000000000002'), Buffer.alloc(32)]), 'bad-offer'],
+    ['FILE_START of the wrong length', bytes('03 00000004 00000000'), 'bad-length'],
+    ['FILE_START at an offset beyond 2^53 - 1', bytes('03 0000000c 00000000 0020000000000000'), 'size-too-large'],
     ['FILE_OK of the wrong length', bytes('12 00000003 000000'), 'bad-length'],
-    ['FILE_END of the wrong length', bytes('02 00000004 00000000'), 'bad-length'],
+    ['FILE_END of the wrong length', bytes('02 00000024 00000000'), 'bad-length'],
+    ['DONE with a payload', bytes('14 00000001 00'), 'bad-length'],
     ['FAIL too short', bytes('13 00000004 00000000'), 'bad-length'],
     ['FAIL too long', Buffer.concat([bytes('13 00000406'), Buffer.alloc(0x406)]), 'frame-too-large'],
     ['FAIL with an unknown reason', bytes('13 00000005 09 ffffffff'), 'bad-fail-reason'],
     ['FAIL with bad UTF-8', bytes('13 00000006 00 ffffffff c3'), 'bad-utf8'],
-    ['FILE_OK index beyond the limit', bytes('12 00000004 00002710'), 'too-many-files'],
+    ['FILE_OK index beyond the limit', bytes('12 00000004 000186a0'), 'bad-index'],
     ['bad magic', rawManifest([], { magic: 'BRWX' }), 'bad-magic'],
-    ['another version', rawManifest([], { version: 2 }), 'unsupported-version'],
-    ['too many files', rawManifest([], { count: MAX_FILES + 1 }), 'too-many-files'],
+    ['a version-1 manifest (Burrow 0.1)', rawManifest([], { version: 1 }), 'unsupported-version'],
+    ['too many entries', rawManifest([], { count: MAX_ENTRIES + 1 }), 'too-many-entries'],
     ['a count larger than the entries', rawManifest([rawEntry('a', 1n, 0o644)], { count: 2 }), 'truncated-entry'],
     ['an entry cut short', rawManifest([rawEntry('a', 1n, 0o644).subarray(0, 8)]), 'truncated-entry'],
     ['bytes after the last entry', rawManifest([rawEntry('a', 1n, 0o644)], { extra: Buffer.from([0]) }), 'trailing-bytes'],
+    ['an unknown kind', rawManifest([rawEntry('a', 0n, 0o644, 7)]), 'bad-kind'],
     ['a size beyond 2^53 - 1', rawManifest([rawEntry('a', 2n ** 53n, 0o644)]), 'size-too-large'],
+    ['a directory with a size', rawManifest([rawEntry('d', 1n, 0o755, 1)]), 'size-too-large'],
+    ['a stream with a size', rawManifest([rawEntry('s', 1n, 0o644, 2)]), 'size-too-large'],
     ['a mode with more than permission bits', rawManifest([rawEntry('a', 1n, 0o4755)]), 'bad-mode'],
-    ['a name twice', rawManifest([rawEntry('a', 1n, 0o644), rawEntry('a', 2n, 0o644)]), 'duplicate-name'],
-    ['a name that is not UTF-8', rawManifest([rawEntry(Buffer.from([0x66, 0xff]), 1n, 0o644)]), 'bad-utf8'],
+    ['a path twice', rawManifest([rawEntry('a', 1n, 0o644), rawEntry('a', 2n, 0o644)]), 'duplicate-path'],
+    ['a file inside a directory not listed before it', rawManifest([rawEntry('d/a', 1n, 0o644), rawEntry('d', 0n, 0o755, 1)]), 'parent-missing'],
+    ['a file inside a file', rawManifest([rawEntry('f', 1n, 0o644), rawEntry('f/a', 1n, 0o644)]), 'parent-missing'],
+    ['a path that is not UTF-8', rawManifest([rawEntry(Buffer.from([0x66, 0xff]), 1n, 0o644)]), 'bad-utf8'],
   ];
   for (const [what, input, reason] of cases) {
     it(what, () => {
@@ -146,46 +204,61 @@ describe('transfer codec: rejections with typed reasons', () => {
   });
 });
 
-describe('file names: nothing may leave the output directory', () => {
+describe('paths: nothing may leave the output directory', () => {
   const unsafe: [string, string][] = [
     ['', 'empty'],
     ['.', 'dot'],
     ['..', 'dot-dot'],
-    ['../etc/passwd', 'separator'],
+    ['../etc/passwd', 'dot-dot'],
+    ['a/../../etc', 'dot-dot'],
+    ['a/./b', 'dot'],
+    ['/abs', 'empty'],
+    ['/etc/passwd', 'empty'],
+    ['a//b', 'empty'],
+    ['a/', 'empty'],
     ['..\\..\\boot.ini', 'separator'],
-    ['a/b', 'separator'],
-    ['/abs', 'separator'],
     ['a\\b', 'separator'],
-    ['x..y', 'dot-dot'],
-    ['...', 'dot-dot'],
+    ['C:\\Windows', 'separator'],
     ['a\u0000b', 'control-character'],
     ['line\nbreak', 'control-character'],
     ['esc\u001b[2J', 'control-character'],
     ['del\u007f', 'control-character'],
     ['é'.repeat(128), 'too-long'],
+    [Array.from({ length: MAX_DEPTH + 1 }, () => 'd').join('/'), 'too-deep'],
+    [Array.from({ length: 20 }, () => 'x'.repeat(200)).join('/'), 'path-too-long'],
   ];
-  for (const [name, problem] of unsafe) {
-    it(`${JSON.stringify(name.length > 20 ? name.slice(0, 20) + '…' : name)} is refused (${problem}), by checkFileName and by the decoder`, () => {
-      assert.equal(checkFileName(name), problem);
-      const d = decodeFrame(rawManifest([rawEntry('fine', 0n, 0o644), rawEntry(name, 0n, 0o644)]));
-      assert.deepEqual(d, { ok: false, reason: 'bad-name', problem, index: 1 });
-      assert.throws(() => encodeFrame({ type: 'manifest', files: [{ name, size: 0, mode: 0o644 }] }), RangeError);
+  for (const [path, problem] of unsafe) {
+    it(`${JSON.stringify(path.length > 24 ? path.slice(0, 24) + '…' : path)} is refused (${problem}), by checkPath and by the decoder`, () => {
+      assert.equal(checkPath(path), problem);
+      const d = decodeFrame(rawManifest([rawEntry('fine', 0n, 0o644), rawEntry(path, 0n, 0o644)]));
+      assert.ok(!d.ok);
+      // A path whose parent is not listed may be refused for that first; an unsafe one never passes.
+      if (d.reason === 'bad-name') assert.deepEqual(d, { ok: false, reason: 'bad-name', problem, index: 1 });
+      else assert.equal(d.reason, 'parent-missing');
+      assert.throws(() => encodeFrame({ type: 'manifest', entries: [file(path)] }), RangeError);
     });
   }
 
-  it('ordinary names pass', () => {
-    for (const name of ['a', 'report.pdf', '.hidden', 'a.b.c', 'spaces are fine', 'ünïcode 名前', 'é'.repeat(127), '-dash', '~tilde']) {
+  it('ordinary names and paths pass', () => {
+    for (const name of ['a', 'report.pdf', '.hidden', 'a.b.c', 'x..y', '...', 'spaces are fine', 'ünïcode 名前', 'é'.repeat(127), '-dash', '~tilde']) {
       assert.equal(checkFileName(name), undefined, name);
     }
+    assert.equal(checkPath('photos/2024/IMG 0001.jpg'), undefined);
+    assert.equal(checkPath(Array.from({ length: MAX_DEPTH }, () => 'd').join('/')), undefined);
+    assert.ok(Buffer.byteLength(Array.from({ length: 15 }, () => 'x'.repeat(200)).join('/')) <= MAX_PATH_BYTES);
   });
 
-  it('property: a decoded manifest never holds an unsafe name', () => {
-    fc.assert(fc.property(fc.array(fc.string({ unit: 'binary', maxLength: 12 }), { minLength: 1, maxLength: 5 }), (names) => {
-      const d = decodeFrame(rawManifest(names.map((n) => rawEntry(n, 0n, 0o644))));
+  it('property: a decoded manifest never holds an unsafe path, and lists each directory before its contents', () => {
+    fc.assert(fc.property(fc.array(fc.tuple(fc.string({ unit: 'binary', maxLength: 14 }), fc.integer({ min: 0, max: 2 })), { minLength: 1, maxLength: 6 }), (raw) => {
+      const d = decodeFrame(rawManifest(raw.map(([p, kind]) => rawEntry(p, 0n, 0o644, kind))));
       if (d.ok && d.frame.type === 'manifest') {
-        for (const f of d.frame.files) {
-          assert.equal(checkFileName(f.name), undefined);
-          assert.ok(!f.name.includes('/') && !f.name.includes('\\') && !f.name.includes('..') && !f.name.includes('\0'));
+        const seen = new Set<string>();
+        for (const e of d.frame.entries) {
+          assert.equal(checkPath(e.path), undefined);
+          assert.ok(!e.path.startsWith('/') && !e.path.includes('\\') && !e.path.split('/').includes('..') && !e.path.includes('\0'));
+          const parent = e.path.includes('/') ? e.path.slice(0, e.path.lastIndexOf('/')) : '';
+          assert.ok(parent === '' || seen.has(parent));
+          if (e.kind === 'directory') seen.add(e.path);
         }
       }
     }), { numRuns: fuzzRuns(2000) });
@@ -193,13 +266,17 @@ describe('file names: nothing may leave the output directory', () => {
 
   it('the encoder refuses what no valid sender sends', () => {
     const bad: ManifestEntry[][] = [
-      [{ name: 'a', size: -1, mode: 0o644 }],
-      [{ name: 'a', size: 1.5, mode: 0o644 }],
-      [{ name: 'a', size: 1, mode: 0o1000 }],
-      [{ name: 'a', size: 1, mode: 0o644 }, { name: 'a', size: 1, mode: 0o644 }],
+      [file('a', -1)],
+      [file('a', 1.5)],
+      [file('a', 1, 0o1000)],
+      [file('a', 1), file('a', 1)],
+      [file('d/a', 1)],
+      [{ kind: 'directory', path: 'd', size: 3, mode: 0o755 }],
     ];
-    for (const files of bad) assert.throws(() => encodeFrame({ type: 'manifest', files }), RangeError);
-    assert.throws(() => encodeFrame({ type: 'file-end', index: 0, sha256: new Uint8Array(31) }), RangeError);
+    for (const entries of bad) assert.throws(() => encodeFrame({ type: 'manifest', entries }), RangeError);
+    assert.throws(() => encodeFrame({ type: 'file-end', index: 0, size: 0, sha256: new Uint8Array(31) }), RangeError);
     assert.throws(() => encodeFrame({ type: 'file-ok', index: -1 }), RangeError);
+    assert.throws(() => encodeFrame({ type: 'data', length: 0 }), RangeError);
+    assert.throws(() => encodeFrame({ type: 'accept', offers: [{ index: 0, offset: 0, sha256: new Uint8Array(32) }] }), RangeError);
   });
 });

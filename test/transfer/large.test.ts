@@ -1,5 +1,5 @@
 /**
- * 1 GiB through sendFiles/receiveFiles with bounded memory. Both sides run in this one process (node
+ * 1 GiB through sendEntries/receiveFiles with bounded memory. Both sides run in this one process (node
  * --test gives each file its own), so its peak RSS bounds each side's. The source is sparse (holes
  * plus random blocks), so it costs no disk to make; the copy is written out in full.
  *
@@ -12,7 +12,7 @@ import { open, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { receiveFiles } from '../../src/transfer/receive.js';
-import { prepareFiles, sendFiles } from '../../src/transfer/send.js';
+import { prepareSend, sendEntries } from '../../src/transfer/send.js';
 import { scratch, securePair } from './support.js';
 
 const MIB = 1024 * 1024;
@@ -39,7 +39,7 @@ describe('a large transfer', () => {
       await fh.close();
       const expected = await sha256Of(path);
 
-      const files = await prepareFiles([path]);
+      const { entries } = await prepareSend([path]);
       const pair = await securePair();
       let peak = process.memoryUsage().rss;
       const sampler = setInterval(() => {
@@ -49,7 +49,7 @@ describe('a large transfer', () => {
       let summary;
       try {
         [summary] = await Promise.all([
-          sendFiles(pair.sender, { files, peer: 'bob' }),
+          sendEntries(pair.sender, { entries, peer: 'bob' }),
           receiveFiles(pair.receiver, { outDir: out.dir, peer: 'alice' }),
         ]);
       } finally {
