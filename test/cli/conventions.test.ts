@@ -228,16 +228,16 @@ describe('results as JSON, and --quiet', () => {
       const out = await mkdtemp(join(dir, 'out-'));
       const [send, receive] = await Promise.all([
         runCli(['send', file, '--as', 'js', '--to', 'jr', '--timeout', '10', '--format', 'json', '--quiet'], env),
-        runCli(['receive', '--as', 'jr', '--to', 'js', '--out', out, '--timeout', '10', '--format', 'json'], env),
+        runCli(['receive', '--as', 'jr', '--to', 'js', '--out', out, '--timeout', '10', '--format', 'json', '--yes'], env),
       ]);
       assert.equal(send.code, 0, send.stderr);
       assert.equal(receive.code, 0, receive.stderr);
       assert.equal(send.stderr, '', '--quiet: nothing on stderr');
-      const s = JSON.parse(send.stdout) as { peer: string; bytes: number; files: { name: string; size: number }[] };
+      const s = JSON.parse(send.stdout) as { peer: string; bytes: number; files: { path: string; size: number }[] };
       const r = JSON.parse(receive.stdout) as { peer: string; outDir: string; files: { name: string; sha256: string }[] };
       assert.equal(s.peer, 'jr');
       assert.equal(s.bytes, 12);
-      assert.deepEqual(s.files.map((f) => [f.name, f.size]), [['payload.txt', 12]]);
+      assert.deepEqual(s.files.map((f) => [f.path, f.size]), [['payload.txt', 12]]);
       assert.equal(r.outDir, out);
       assert.equal(await readFile(join(out, 'payload.txt'), 'utf8'), 'hello, json\n');
 
