@@ -172,12 +172,15 @@ export class BurrowError extends Error {
     return new BurrowError('PEER_LEFT', `${peer} registered but left before a path was found: ${why}`, { details: { peer, server, how, ...details } });
   }
 
-  /** The partner runs `peerMode`, which does not work with our `mode`; it would have to run `expected`. */
-  static modeMismatch(peer: string, peerMode: string, mode: string, expected: string, details: ErrorDetails = {}): BurrowError {
+  /**
+   * The partner runs `peerMode`, which does not work with our `mode`: this side would have to run `expected`, or the
+   * partner `peerExpected`.
+   */
+  static modeMismatch(peer: string, peerMode: string, mode: string, expected: string, peerExpected: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'MODE_MISMATCH',
       `${peer} is running \`${peerMode}\`; run \`${expected}\` here (this side runs \`${mode}\`, which does not work with \`${peerMode}\`)`,
-      { details: { peer, peerMode, mode, expected, ...details } },
+      { details: { peer, peerMode, mode, expected, peerExpected, ...details } },
     );
   }
 

@@ -285,7 +285,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     if (intro.peerName !== this.config.peer || this.plan) return;
     const mode = this.config.purpose ?? 'pipe';
     if (intro.peerMode !== undefined && !modesCompatible(mode, intro.peerMode)) {
-      this.finish(out, { type: 'fail', error: BurrowError.modeMismatch(intro.peerName, intro.peerMode, mode, partnerModeFor(intro.peerMode)) });
+      this.finish(out, { type: 'fail', error: BurrowError.modeMismatch(intro.peerName, intro.peerMode, mode, partnerModeFor(intro.peerMode), partnerModeFor(mode)) });
       return;
     }
     const mapped = this.rendezvous.mapped;

@@ -540,7 +540,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     const mode = this.config.purpose ?? 'punch';
     if (intro.peerMode !== undefined && !modesCompatible(mode, intro.peerMode)) {
       // Both sides get the introduction, so both say this, each from its own side.
-      this.finish(out, { type: 'fail', error: BurrowError.modeMismatch(intro.peerName, intro.peerMode, mode, partnerModeFor(intro.peerMode)) });
+      this.finish(out, { type: 'fail', error: BurrowError.modeMismatch(intro.peerName, intro.peerMode, mode, partnerModeFor(intro.peerMode), partnerModeFor(mode)) });
       return;
     }
     const isNew = !this.intro || !Buffer.from(this.intro.peerNonce).equals(intro.peerNonce);
