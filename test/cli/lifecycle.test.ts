@@ -128,7 +128,7 @@ async function silentPeer(name: string, target: string): Promise<{ withdraw: () 
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   const [host, port] = [server.address.slice(0, server.address.lastIndexOf(':')), Number(server.address.slice(server.address.lastIndexOf(':') + 1))];
   const nonce = randomBytes(16);
-  const send = (data: Uint8Array): Promise<void> => new Promise((resolve) => socket.send(data, port, host, () => { resolve(); }));
+  const send = (data: Uint8Array): Promise<void> => new Promise((resolve) => { socket.send(data, port, host, () => { resolve(); }); });
   const answered = new Promise<void>((resolve) => socket.once('message', () => { resolve(); }));
   await send(registerRequest(keys, { name, target, timestamp: Date.now(), nonce, mode: 'punch', refreshMs: 2000 }));
   await answered;
