@@ -52,7 +52,7 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   { exit: 14, meaning: 'the server cannot reach its registration store', codes: ['STORE_UNAVAILABLE'] },
   {
     exit: 15,
-    meaning: 'the peer runs a command that does not pair with this one (punch↔punch, pipe↔pipe, send↔receive)',
+    meaning: 'the peer runs a command that does not pair with this one: punch pairs with punch, pipe with pipe, send with receive',
     codes: ['MODE_MISMATCH'],
     commands: ['punch', 'pipe', 'send', 'receive'],
   },

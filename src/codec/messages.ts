@@ -30,7 +30,7 @@ export const Method = {
   INTRODUCE: 0x0b2,
   PROBE: 0x0b3,
   CLOSE: 0x0b4,
-  /** A peer's outcome report to the server (docs/protocol.md, "Outcome reports"); it also withdraws the registration. */
+  /** A peer's outcome report to the server (docs/protocol.md, §3 "Lifecycle"); it also withdraws the registration. */
   REPORT: 0x0b5,
   /** The server tells a peer that its partner left, or that another registration took its name (docs/protocol.md, "Lifecycle"). */
   NOTICE: 0x0b9,

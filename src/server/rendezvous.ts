@@ -63,7 +63,7 @@ export class Rendezvous {
   }
 
   /**
-   * An outcome report (docs/protocol.md, "Outcome reports"): authenticated and replay-checked like a REGISTER,
+   * An outcome report (docs/protocol.md, §3 "Lifecycle"): authenticated and replay-checked like a REGISTER,
    * counted once per registration session, which it ends. Never answered, so it can neither amplify nor be used to
    * probe the server.
    */

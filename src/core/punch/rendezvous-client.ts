@@ -181,7 +181,7 @@ export class RendezvousClient {
   }
 
   /**
-   * Withdraws our registration and tells the server how the attempt ended (docs/protocol.md, "Outcome reports"):
+   * Withdraws our registration and tells the server how the attempt ended (docs/protocol.md, §3 "Lifecycle"):
    * `connected` and `failed` (introduced, no path) count in its metrics, `withdrawn` is any other end. The server
    * drops the registration and tells a partner that waits for us that we left. One datagram, best effort, queued
    * before the result so the driver sends it before it closes the transport; sent whenever a REGISTER went out (its
