@@ -273,6 +273,12 @@ export interface NoticeIndication {
   readonly notice: NoticeKind;
   readonly peerName: string;
   readonly peerNonce: Uint8Array;
+  /**
+   * partner-left only: how the partner's attempt ended, when it said (its REPORT): `failed` (it reached its deadline
+   * without a path: the network is the problem, and the recipient says so) or `withdrawn`. Absent: it did not say
+   * (its TCP connection closed).
+   */
+  readonly outcome?: Outcome;
 }
 
 export type BurrowMessage =
@@ -611,6 +617,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.NOTICE, value: codeValue(NOTICE_CODES, msg.notice) },
         { type: BurrowAttr.PEER_NAME, value: utf8(msg.peerName) },
         { type: BurrowAttr.PEER_NONCE, value: msg.peerNonce },
+        ...(msg.outcome !== undefined ? [{ type: BurrowAttr.OUTCOME, value: codeValue(OUTCOME_CODES, msg.outcome) }] : []),
       ], opts);
   }
 }
@@ -741,6 +748,7 @@ function interpret(stun: StunMessage): BurrowMessage {
         notice: r.notice(),
         peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
         peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
+        ...defined('outcome', r.optional(BurrowAttr.OUTCOME) ? r.outcome() : undefined),
       };
     default:
       return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });

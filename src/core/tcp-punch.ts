@@ -123,6 +123,8 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private readonly retries: { at: number; target: Endpoint; fromPort: number; lan: boolean }[] = [];
   private readonly incoming = new Map<number, { from: Endpoint; lan: boolean }>();
   private readonly stats = { attempts: 0, refused: 0, timedOut: 0, handshakesFailed: 0, lastError: '' };
+  /** The time of the latest input (the withdrawal's timestamp). */
+  private lastNow = 0;
   /** The server said the partner left (withdrew, or its connection closed) while we were connecting. */
   private partnerGone: 'withdrew' | undefined;
 
@@ -158,6 +160,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   handle(input: TcpPunchInput): TcpPunchAction[] {
     const out: TcpPunchAction[] = [];
     if (this.phase === 'finished') return out;
+    this.lastNow = input.now;
     switch (input.type) {
       case 'start':
         if (this.phase !== 'idle') break;
@@ -261,6 +264,10 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         // A connection that is up and being secured may still win (the partner closes its server connection the moment
         // its side of the handshake completes), so with one in flight the verdict waits for it (`settleIfGone`).
         if (this.intro && this.phase === 'connecting' && Buffer.from(note.peerNonce).equals(this.intro.peerNonce)) {
+          if (note.outcome === 'failed') {
+            this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
+            return;
+          }
           this.partnerGone = 'withdrew';
           this.settleIfGone(out);
         }
@@ -355,6 +362,12 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   }
 
   private finish(out: TcpPunchAction[], action: DoneAction<TcpPunchOutcome> | FailAction): void {
+    // Withdraw over the server connection before the driver closes it, saying how the attempt ended (the partner then
+    // learns whether we found no path either, or left); the connection closing would withdraw us anyway.
+    if (this.phase !== 'idle' && !(action.type === 'fail' && action.error.code === 'AUTH_FAILED')) {
+      const outcome = action.type === 'done' ? 'connected' : this.intro && action.error.code === 'NO_PATH' ? 'failed' : 'withdrawn';
+      this.rendezvous.report(outcome, this.lastNow, out);
+    }
     this.phase = 'finished';
     this.rendezvous.stop();
     this.attempts.clear();

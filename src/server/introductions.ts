@@ -4,7 +4,7 @@
  * each side about the other. No state, no effects: src/server/rendezvous.ts calls these and does the rest.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
-import { encodeMessage, type Introduction, type NoticeKind, type RegisterRequest } from '../codec/messages.js';
+import { encodeMessage, type Introduction, type NoticeKind, type Outcome, type RegisterRequest } from '../codec/messages.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import type { Registration } from './store.js';
 import type { Owner } from './types.js';
@@ -108,7 +108,7 @@ export function encodePush(keys: NetworkKeys, recipient: Registration, reg: Regi
  * The NOTICE pushed to `recipient`'s session: its partner `about` left, or (`displaced`) the session
  * `about` took `recipient`'s name. Authenticated with the server-to-client key and bound to the recipient's session.
  */
-export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, txid: Uint8Array, now: number): Uint8Array {
+export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, txid: Uint8Array, now: number, outcome?: Outcome): Uint8Array {
   return encodeMessage({
     kind: 'notice',
     txid,
@@ -118,5 +118,6 @@ export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice:
     notice,
     peerName: about.name,
     peerNonce: Buffer.from(about.nonce, 'hex'),
+    ...(outcome !== undefined ? { outcome } : {}),
   }, { key: keys.serverToClient });
 }

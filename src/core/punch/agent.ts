@@ -510,12 +510,21 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         if (!note.partner && this.intro && note.sentAt >= this.introducedAt && now - this.lastHeardAt > PARTNER_SILENCE_MS) this.partnerGone('gone', out);
         return;
       case 'partner-gone':
-        if (this.intro && Buffer.from(note.peerNonce).equals(this.intro.peerNonce)) this.partnerGone('withdrew', out);
+        if (!this.intro || !Buffer.from(note.peerNonce).equals(this.intro.peerNonce) || this.phase !== 'checking') return;
+        // The partner checked until its own deadline and found no path either: that is the network, not a departure,
+        // and our own observations explain it (NO_PATH, at once rather than at our deadline).
+        if (note.outcome === 'failed') this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((this.lastNow - this.startedAt) / 100) / 10 }) });
+        else this.partnerGone('withdrew', out);
         return;
       case 'introduced':
         this.adoptIntroduction(note.intro, now, out);
         return;
       case 'failed':
+        // Displaced after a path was found: the path is ours still; only the name (and the server) are gone.
+        if (note.error.code === 'DISPLACED' && (this.phase === 'connected' || this.phase === 'accepted')) {
+          this.drop(this.rendezvousTransport, this.config.server, 'another session took our name; the path in use stays', out);
+          return;
+        }
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':

@@ -40,8 +40,11 @@ export type RendezvousNote =
    */
   | { readonly type: 'registered'; readonly mapped: Endpoint; readonly alternate: Endpoint | undefined; readonly first: boolean; readonly partner: boolean; readonly sentAt: number }
   | { readonly type: 'introduced'; readonly intro: Introduction; readonly pushed: boolean }
-  /** The server says the partner's session `peerNonce` has gone: it withdrew, or its TCP connection closed. */
-  | { readonly type: 'partner-gone'; readonly peerNonce: Uint8Array }
+  /**
+   * The server says the partner's session `peerNonce` has gone: it withdrew (with `outcome`), or its TCP connection
+   * closed (no outcome).
+   */
+  | { readonly type: 'partner-gone'; readonly peerNonce: Uint8Array; readonly outcome: Outcome | undefined }
   | { readonly type: 'failed'; readonly error: BurrowError }
   | { readonly type: 'dropped'; readonly reason: string };
 
@@ -152,7 +155,7 @@ export class RendezvousClient {
         return this.displacedNow();
       }
       if (msg.peerName !== this.config.peer) return [{ type: 'dropped', reason: `notice about ${msg.peerName}, not our partner` }];
-      return [{ type: 'partner-gone', peerNonce: msg.peerNonce }];
+      return [{ type: 'partner-gone', peerNonce: msg.peerNonce, outcome: msg.outcome }];
     }
     if (msg.kind === 'introduce') {
       if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'introduction failed authentication' }];
