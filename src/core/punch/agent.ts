@@ -538,7 +538,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   }
 
   /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
-  private partnerGone(how: 'withdrew' | 'expired' | 'gone', out: PunchAction[]): void {
+  private partnerGone(how: 'withdrew' | 'gone', out: PunchAction[]): void {
     if (this.phase !== 'checking') return;
     this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), how) });
   }
