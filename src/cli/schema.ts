@@ -209,7 +209,8 @@ export const COMMANDS = {
     name: 'serve',
     summary: 'run the rendezvous server (also a STUN server)',
     description: [
-      'UDP and TCP on --listen, UDP on the alternate port (PORT+1 unless --alt-port) for NAT mapping tests. Every line of',
+      'UDP and TCP on --listen, UDP on the alternate port (PORT+1 unless --alt-port) for NAT mapping tests, and with',
+      '--alt-address the same two UDP ports on a second IP, for `burrow netcheck` and other RFC 5780 clients. Every line of',
       'the secret file is an accepted secret; SIGHUP reloads it; SIGINT or SIGTERM stop the server cleanly (exit 0).',
       'Failed authentications are logged once per source and interval, with a count.',
     ],
@@ -222,6 +223,10 @@ export const COMMANDS = {
         type: 'port',
         negatedHelp: 'no alternate port (peers then cannot tell whether their NAT is symmetric)',
         help: 'the alternate UDP port for NAT mapping tests (default: the --listen port + 1)',
+      },
+      'alt-address': {
+        value: 'ADDR',
+        help: 'a second IP address of this host: answer RFC 5780 NAT behaviour tests in full (2 IPs x 2 ports; needs a specific --listen address)',
       },
       tstun: { value: '[HOST:]PORT', optionalValue: true, type: 'bind', help: 'also serve punchhole\'s T-STUN on TCP (alone: [::]:3477)' },
       metrics: { value: 'HOST:PORT', type: 'bind', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (an IP address, e.g. 127.0.0.1:9464)' },
