@@ -103,6 +103,7 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
       return 'use the same secret on the server and on both peers (--secret-file FILE, or BURROW_SECRET_FILE); `burrow keygen --out FILE` makes a new one';
     case 'SERVER_UNREACHABLE': {
       const server = str(d.server, str(v.server, 'HOST:PORT'));
+      if (cmd === 'netcheck') return `check that the server runs and that UDP to ${server} is open; if UDP is blocked on this network, every peer needs a relay over TCP`;
       return `check that the server runs and that ${cmd === 'punch' || cmd === 'wg' || cmd === 'stun' ? 'UDP' : 'UDP and TCP'} to its port is open: \`burrow stun ${server}\` answers when it is`;
     }
     case 'PEER_NOT_FOUND':

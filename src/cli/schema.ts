@@ -246,6 +246,21 @@ export const COMMANDS = {
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'ADDRESS:PORT, or {"address","port"}' },
     },
   },
+  netcheck: {
+    name: 'netcheck',
+    summary: 'what kind of NAT this host is behind, and which peers it can reach directly (RFC 5780)',
+    description: [
+      'Standard STUN, no secret: works against `burrow serve` and any STUN server. Reports whether UDP gets through, the',
+      'public IPv4 and IPv6 addresses, the NAT\'s mapping, port allocation and filtering, hairpinning, the round trip,',
+      'and a verdict. Filtering needs a server with a second IP (`burrow serve --alt-address`, coturn with two',
+      '--listening-ip); against a one-address server only the mapping is tested. Takes a few seconds (--lifetime: minutes).',
+    ],
+    flags: {
+      server: { ...SERVER, env: 'BURROW_SERVER', help: 'the STUN server (port 3478 if left out; IPv6 as [ADDR]:PORT; a name is tested over IPv4 and IPv6)' },
+      lifetime: { help: 'also estimate how long an idle mapping lives (trials from 5 s to 8 min: takes up to 8 minutes)' },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'a report for people, or one JSON object' },
+    },
+  },
   keygen: {
     name: 'keygen',
     summary: 'make a new random network secret (32 bytes, base64url)',

@@ -19,6 +19,7 @@ export function registrationOf(msg: RegisterRequest, network: string, from: Endp
     mapped: from,
     candidates: msg.candidates,
     mapping: msg.mapping,
+    ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
     expiresAt: now + lifetimeSeconds * 1000,
     owner,
     version: Buffer.from(msg.txid).toString('hex'),
@@ -54,6 +55,7 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
     previous.nonce !== reg.nonce ||
     previous.target !== reg.target ||
     previous.mapping !== reg.mapping ||
+    previous.allocation !== reg.allocation ||
     !sameEndpoint(previous.mapped, reg.mapped) ||
     previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== reg.candidates.map((c) => endpointKey(c.endpoint)).join()
   );
@@ -67,6 +69,7 @@ export function introductionOf(reg: Registration): Introduction {
     peerMapped: reg.mapped,
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
+    ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
   };
 }
 

@@ -5,7 +5,7 @@
  * the same three operations (docs/protocol.md, "Scaling out").
  */
 import type { Endpoint } from '../codec/address.js';
-import type { Candidate, NatMapping } from '../codec/messages.js';
+import type { Candidate, NatMapping, PortAllocation } from '../codec/messages.js';
 import type { Awaitable, Owner } from './types.js';
 
 export interface Registration {
@@ -18,6 +18,8 @@ export interface Registration {
   readonly mapped: Endpoint;
   readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
+  /** The peer's port allocation, when it reported one (passed on in introductions). */
+  readonly allocation?: PortAllocation;
   readonly expiresAt: number;
   /** The server and channel that can reach the peer (pushes go there). */
   readonly owner: Owner;
