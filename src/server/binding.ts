@@ -43,7 +43,7 @@ export class BindingResponder {
   constructor(
     private readonly stats: ServerStats,
     private readonly answerBare: boolean,
-    private readonly rfc5780: Rfc5780Sockets | undefined = undefined,
+    private readonly rfc5780?: Rfc5780Sockets,
   ) {}
 
   /** A Binding request that arrived on UDP socket `socket`. */

@@ -191,7 +191,7 @@ export function natName(f: NatFacts): string {
       return 'address-restricted cone NAT';
     case 'address-and-port-dependent':
       return 'port-restricted cone NAT';
-    default:
+    case 'unknown':
       return 'cone NAT (filtering unknown)';
   }
 }

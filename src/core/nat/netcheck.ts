@@ -306,7 +306,7 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
     }
     if (p.answer && !p.self && p.transport !== 'v6' && !p.name.startsWith('filter') && !p.name.startsWith('life')) this.noteAllocation(p.transport, p.answer.mapped);
     if (p.name.startsWith('life')) {
-      this.onLifetime(p, now, out);
+      this.onLifetime(p, out);
       return;
     }
     if (this.step.includes(p) && this.step.every((q) => q.state !== 'pending')) this.advance(now, out);
@@ -353,7 +353,7 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
     this.startProbes([t.check], now, out);
   }
 
-  private onLifetime(p: Probe, now: number, out: NetcheckAction[]): void {
+  private onLifetime(p: Probe, out: NetcheckAction[]): void {
     if (this.lifetimeResult) return;
     const y = this.lifetimeY;
     const trial = this.trials.find((t) => t.mapping === p || t.check === p);
@@ -361,14 +361,17 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
       if (p.state === 'answered' && p.answer) {
         if (trial) trial.dueAt = p.firstAt + trial.afterMs;
       }
-      if (!p.answer) return this.endLifetime({ kind: 'unsupported', reason: 'the server did not answer the lifetime test' }, out);
-      if (y?.answer && trial?.mapping?.answer && y.answer.mapped.address !== trial.mapping.answer.mapped.address) {
-        return this.endLifetime({ kind: 'unsupported', reason: 'the NAT uses more than one public address' }, out);
+      if (!p.answer) this.endLifetime({ kind: 'unsupported', reason: 'the server did not answer the lifetime test' }, out);
+      else if (y?.answer && trial?.mapping?.answer && y.answer.mapped.address !== trial.mapping.answer.mapped.address) {
+        this.endLifetime({ kind: 'unsupported', reason: 'the NAT uses more than one public address' }, out);
       }
       return;
     }
     if (!trial) return;
-    if (p.errorCode !== undefined) return this.endLifetime({ kind: 'unsupported', reason: `the server refused RESPONSE-PORT (error ${p.errorCode})` }, out);
+    if (p.errorCode !== undefined) {
+      this.endLifetime({ kind: 'unsupported', reason: `the server refused RESPONSE-PORT (error ${p.errorCode})` }, out);
+      return;
+    }
     if (p.state === 'answered') {
       const later = this.trials.filter((t) => t.index > trial.index && t.mapping?.answer);
       if (later.length === 0) this.endLifetime({ kind: 'estimate', aliveMs: trial.afterMs, goneMs: undefined }, out);
@@ -377,7 +380,6 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
     // Gone at this trial: alive at the previous one (if any). Later trials cannot be alive either.
     const previous = this.trials.filter((t) => t.index < trial.index && t.check?.state === 'answered').at(-1);
     this.endLifetime({ kind: 'estimate', aliveMs: previous?.afterMs, goneMs: trial.afterMs }, out);
-    void now;
   }
 
   private endLifetime(result: LifetimeEstimate, out: NetcheckAction[]): void {
