@@ -7,7 +7,7 @@
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type Transport } from '../../codec/messages.js';
+import { encodeMessage, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -52,6 +52,7 @@ export class RendezvousClient {
   private stopped = true;
   private candidates: readonly Candidate[] = [];
   private mapping: NatMapping = 'unknown';
+  private allocation: PortAllocation = 'unknown';
 
   constructor(private readonly config: RendezvousConfig) {
     this.backoff = new Backoff(config.timing.registerBackoffMs);
@@ -116,8 +117,9 @@ export class RendezvousClient {
   }
 
   /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping): void {
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown'): void {
     this.mapping = mapping;
+    this.allocation = allocation;
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
@@ -202,6 +204,7 @@ export class RendezvousClient {
       timestamp: this.serverTime(now),
       candidates: this.candidates,
       mapping: this.mapping,
+      ...(this.allocation !== 'unknown' ? { allocation: this.allocation } : {}),
       ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
     };
     this.outstanding.track(txid, { transport: this.config.transport, to: this.config.server, purpose: 'register', flags: 0 });
