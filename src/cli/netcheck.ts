@@ -55,7 +55,8 @@ export async function netcheckCommand(parsed: Parsed<'netcheck'>, io: Io): Promi
   const { values } = parsed;
   checkServerAddress('the STUN server', values.server);
   if (values.lifetime && !io.quiet) io.stderr.write('burrow netcheck: estimating the binding lifetime takes up to 8 minutes\n');
-  const report = await netcheck({ server: values.server, lifetime: values.lifetime, signal: io.signal });
+  if (values.server6 !== undefined) checkServerAddress('the IPv6 STUN server', values.server6);
+  const report = await netcheck({ server: values.server, ...(values.server6 !== undefined ? { server6: values.server6 } : {}), lifetime: values.lifetime, signal: io.signal });
   io.stdout.write(values.format === 'json' ? `${JSON.stringify(report)}\n` : formatReport(report));
   return 0;
 }

@@ -257,6 +257,7 @@ export const COMMANDS = {
     ],
     flags: {
       server: { ...SERVER, env: 'BURROW_SERVER', help: 'the STUN server (port 3478 if left out; IPv6 as [ADDR]:PORT; a name is tested over IPv4 and IPv6)' },
+      server6: { value: 'HOST:PORT', type: 'server', help: 'a STUN server to learn the public IPv6 address from, when --server has no IPv6 address (e.g. [2001:db8::1]:3478)' },
       lifetime: { help: 'also estimate how long an idle mapping lives (trials from 5 s to 8 min: takes up to 8 minutes)' },
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'a report for people, or one JSON object' },
     },

@@ -17,6 +17,8 @@ export type { NetcheckReport, NetcheckEvent } from '../core/nat/netcheck.js';
 export interface NetcheckOptions {
   /** `HOST:PORT` of the STUN server (port 3478 if left out). A name is tried over IPv4 and IPv6. */
   readonly server: string;
+  /** A STUN server to learn the public IPv6 address from, when `server` has no IPv6 address. */
+  readonly server6?: string;
   /** Estimate the binding lifetime (takes up to the longest trial: 8 minutes by default). */
   readonly lifetime?: boolean;
   /** The lifetime trials, milliseconds after the mapping was made (default 5 s ... 480 s). */
@@ -69,7 +71,13 @@ async function routeSource(to: Endpoint): Promise<string | undefined> {
 
 export async function netcheck(options: NetcheckOptions): Promise<NetcheckReport> {
   options.signal?.throwIfAborted();
-  const { v4, v6 } = await resolveBoth(options.server);
+  const resolved = await resolveBoth(options.server);
+  const { v4 } = resolved;
+  let { v6 } = resolved;
+  if (options.server6 !== undefined && v6 === undefined) {
+    v6 = (await resolveBoth(options.server6)).v6;
+    if (!v6) throw BurrowError.invalidOption('server6', 'the host has no IPv6 address', options.server6);
+  }
   const primary = v4 ?? v6;
   if (!primary) throw BurrowError.invalidOption('server', 'the host has no address', options.server);
   const localIp = options.localAddress ?? (await routeSource(primary));

@@ -13,6 +13,7 @@ import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
 import { CLI, peerEnv } from './peers.js';
 
 const SERVER = '203.0.113.1:3478';
+const SERVER6 = '[2001:db8::1]:3478';
 
 interface Report {
   mapping: string;
@@ -20,6 +21,7 @@ interface Report {
   allocation: string;
   hairpinning: boolean | undefined;
   ipv4: { address: string; port: number };
+  ipv6?: { address: string; port: number };
   local: { address: string; port: number };
   otherAddress?: { address: string; port: number };
   lifetime?: { kind: string; aliveMs?: number; goneMs?: number };
@@ -54,12 +56,14 @@ function coturnVerdict(out: string, kind: 'Mapping' | 'Filtering'): string | und
 
 async function withServer<T>(lab: Lab, body: () => Promise<T>): Promise<T> {
   const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', SERVER, '--alt-address', '203.0.113.2', '--log-format', 'json'], { env: peerEnv('netcheck lab secret') });
-  await server.waitForOutput('stderr', '"listening"', 5000);
+  // IPv6 has no NAT in the lab (only firewalled): a second, plain server for the public IPv6 address.
+  const server6 = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', SERVER6, '--no-alt-port', '--log-format', 'json'], { env: peerEnv('netcheck lab secret') });
+  await Promise.all([server.waitForOutput('stderr', '"listening"', 5000), server6.waitForOutput('stderr', '"listening"', 5000)]);
   return body();
 }
 
 async function netcheck(lab: Lab, extra: string[] = [], timeoutMs = 30_000): Promise<Report> {
-  const r = await lab.exec('hA', process.execPath, [CLI, 'netcheck', '--server', SERVER, '--format', 'json', ...extra], { timeoutMs });
+  const r = await lab.exec('hA', process.execPath, [CLI, 'netcheck', '--server', SERVER, '--server6', SERVER6, '--format', 'json', ...extra], { timeoutMs });
   assert.equal(r.code, 0, `netcheck failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Report;
 }
@@ -68,7 +72,7 @@ describe('burrow netcheck in the NAT lab, against a 2-IP burrow serve', { skip: 
   for (const kind of Object.keys(EXPECTED) as NatKind[]) {
     it(`classifies ${kind}, and turnutils_natdiscovery agrees`, async () => {
       assertLabAvailable();
-      const lab = await createLab({ a: kind, b: 'port-restricted' });
+      const lab = await createLab({ a: kind, b: 'port-restricted', ipv6: true });
       try {
         await withServer(lab, async () => {
           const want = EXPECTED[kind];
@@ -81,6 +85,7 @@ describe('burrow netcheck in the NAT lab, against a 2-IP burrow serve', { skip: 
           assert.deepEqual(r.otherAddress, { address: '203.0.113.2', port: 3479 });
           const publicIp = kind === 'firewall' ? lab.addresses.hosts.hA.v4 : lab.addresses.routers.natA.public.v4;
           assert.equal(r.ipv4.address, publicIp);
+          assert.equal(r.ipv6?.address, lab.addresses.hosts.hA.v6, 'the public IPv6 address is the host\'s own');
           if (kind === 'symmetric') assert.deepEqual(r.verdict.relay, ['symmetric']);
           if (kind === 'full-cone') assert.equal(r.verdict.line, 'direct to every kind of peer');
 
@@ -103,7 +108,7 @@ describe('burrow netcheck in the NAT lab, against a 2-IP burrow serve', { skip: 
 
   it('estimates the binding lifetime of a router whose UDP mappings live 3 s: less than 5 s', async () => {
     assertLabAvailable();
-    const lab = await createLab({ a: 'port-restricted', b: 'port-restricted' });
+    const lab = await createLab({ a: 'port-restricted', b: 'port-restricted', ipv6: true });
     try {
       const sysctl = await lab.exec('natA', 'sysctl', ['-qw', 'net.netfilter.nf_conntrack_udp_timeout=3', 'net.netfilter.nf_conntrack_udp_timeout_stream=3']);
       assert.equal(sysctl.code, 0, sysctl.stderr);
