@@ -54,11 +54,12 @@ export type DetailValue = string | number | boolean | null | readonly DetailValu
 export type ErrorDetails = Readonly<Record<string, DetailValue>>;
 
 /** What a socket was for, in BIND_FAILED's details. */
-export type BindRole = 'main' | 'alternate' | 'tcp' | 'tstun' | 'metrics' | 'local';
+export type BindRole = 'main' | 'alternate' | 'other-address' | 'tcp' | 'tstun' | 'metrics' | 'local';
 
 const ROLE_TEXT: Record<BindRole, string> = {
   main: 'the main port',
   alternate: 'the alternate port (main port + 1 unless set; it lets peers test whether their NAT is symmetric)',
+  'other-address': 'the second IP address (--alt-address, on the main and the alternate port; RFC 5780 NAT behaviour tests)',
   tcp: 'the TCP rendezvous port (the same number as the main UDP port)',
   tstun: 'the T-STUN port',
   metrics: 'the metrics port',

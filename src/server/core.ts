@@ -98,7 +98,7 @@ export class ServerCore {
     this.pushes = new PushTable(this.limits.maxRegistrations);
     this.wg = config.wgResponder === false ? undefined : new WgResponder([], config.randomBytes, { maxPeers: this.limits.maxRegistrations, ...config.wgLimits });
     const gate = new AuthGate(() => this.networks, this.limits.timestampWindowMs, this.stats, this.effects);
-    this.binding = new BindingResponder(this.stats, this.limits.answerBareBindings);
+    this.binding = new BindingResponder(this.stats, this.limits.answerBareBindings, config.rfc5780);
     this.rendezvous = new Rendezvous({
       serverId: config.serverId,
       limits: this.limits,
@@ -216,7 +216,7 @@ export class ServerCore {
     const msg = decoded.msg;
     switch (msg.kind) {
       case 'binding':
-        this.binding.answerDatagram(socket, msg, from, data.length, out);
+        this.binding.answerDatagram(socket, msg, from, data.length, out, decoded.stun, (cost) => this.limiter.allow(from.address, now, cost));
         return;
       case 'register':
         // A TCP registration must come over TCP; registrations only on the main port.

@@ -34,6 +34,7 @@ export function registrationOf(msg: RegisterRequest, network: string, from: Endp
     mapping: msg.mapping,
     ...(msg.mode !== undefined ? { mode: msg.mode } : {}),
     ...(msg.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
+    ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
     expiresAt: now + lifetimeMs,
     owner,
     version: Buffer.from(msg.txid).toString('hex'),
@@ -75,6 +76,7 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
     previous.target !== reg.target ||
     previous.mapping !== reg.mapping ||
     previous.mode !== reg.mode ||
+    previous.allocation !== reg.allocation ||
     !sameEndpoint(previous.mapped, reg.mapped) ||
     previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== reg.candidates.map((c) => endpointKey(c.endpoint)).join()
   );
@@ -89,6 +91,7 @@ export function introductionOf(reg: Registration): Introduction {
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
     ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
+    ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
   };
 }
 

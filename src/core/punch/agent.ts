@@ -166,7 +166,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       timing: this.timing,
       mode: config.purpose ?? 'punch',
     });
-    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid);
+    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs));
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
@@ -473,7 +473,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped);
         if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
         else if (finding !== undefined) {
-          this.rendezvous.setMapping(finding);
+          this.rendezvous.setMapping(finding, this.natProbe.allocation);
           out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding } });
         }
         return;
@@ -882,7 +882,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
-      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown' },
+      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown', oursAllocation: this.natProbe.allocation, theirsAllocation: this.intro?.peerAllocation ?? 'unknown' },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,

@@ -7,7 +7,7 @@
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type Transport } from '../../codec/messages.js';
+import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -65,6 +65,7 @@ export class RendezvousClient {
   private mapping: NatMapping = 'unknown';
   /** Another session took our name: nothing more goes to the server (no refresh, no withdrawal of a name not ours). */
   private displaced = false;
+  private allocation: PortAllocation = 'unknown';
 
   constructor(private readonly config: RendezvousConfig) {
     this.backoff = new Backoff(config.timing.registerBackoffMs);
@@ -129,8 +130,9 @@ export class RendezvousClient {
   }
 
   /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping): void {
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown'): void {
     this.mapping = mapping;
+    this.allocation = allocation;
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
@@ -245,6 +247,7 @@ export class RendezvousClient {
       timestamp: this.serverTime(now),
       candidates: this.candidates,
       mapping: this.mapping,
+      ...(this.allocation !== 'unknown' ? { allocation: this.allocation } : {}),
       ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
       ...(this.config.mode !== undefined ? { mode: this.config.mode } : {}),
       // The longest gap between our refreshes: the server expires the registration after a few of them without one.
