@@ -5,7 +5,7 @@ import net from 'node:net';
 import { describe, it } from 'node:test';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { BurrowError } from '../../src/errors.js';
-import { Cipher, type CipherId } from '../../src/codec/secure.js';
+import { Cipher, RECORD_HEADER_BYTES, TAG_BYTES, type CipherId } from '../../src/codec/secure.js';
 import { cipherPreference, SecureStream, StreamVersionError } from '../../src/node/secure-stream.js';
 
 const KEYS = deriveNetworkKeys(Buffer.from('secure stream test'));
@@ -50,7 +50,7 @@ async function pair(flipAt?: number, ciphers: [CipherId[]?, CipherId[]?] = []) {
     SecureStream.open(inbound, { ...opts, name: 'bob', peer: 'alice', ...(ciphers[1] ? { ciphers: ciphers[1] } : {}) }),
   ]);
   return {
-    a, b,
+    a, b, client,
     close: async () => {
       a.destroy();
       b.destroy();
@@ -133,6 +133,88 @@ describe('SecureStream over TCP', () => {
       } finally {
         await close();
       }
+    }
+  });
+
+  it('gathers small writes into full 256 KiB records, yet a lone small write arrives without waiting for more', async () => {
+    const { a, b, client, close } = await pair();
+    try {
+      const got: Buffer[] = [];
+      let arrived = 0;
+      let onArrival: (() => void) | undefined;
+      b.on('data', (d: Buffer) => {
+        got.push(d);
+        arrived += d.length;
+        onArrival?.();
+      });
+      b.on('end', () => {
+        b.acknowledgeEnd();
+      });
+      a.on('end', () => {
+        a.acknowledgeEnd();
+      });
+      a.resume();
+      // A keystroke: nothing more follows, and it must not sit in the staging buffer.
+      a.write(Buffer.from('k'));
+      await new Promise<void>((r) => {
+        onArrival = () => {
+          if (arrived >= 1) r();
+        };
+      });
+      assert.equal(Buffer.concat(got).toString(), 'k');
+      // 8 MiB in 64 KiB writes within one turn (as a pipe delivers them): 32 records, not 128.
+      const before = client.bytesWritten;
+      const chunks = Array.from({ length: 128 }, (_, i) => Buffer.alloc(64 * 1024, i));
+      for (const c of chunks) a.write(c);
+      const finished = new Promise((r) => a.once('finish', r));
+      a.end();
+      b.end();
+      await finished;
+      const overhead = client.bytesWritten - before - 8 * 1024 * 1024;
+      const perRecord = RECORD_HEADER_BYTES + 1 + TAG_BYTES;
+      // 32 data records, then EOF and EOF_ACK (8 bytes of payload each).
+      assert.equal(overhead, 32 * perRecord + 2 * (perRecord + 8), `overhead ${overhead}`);
+      assert.ok(Buffer.concat(got).equals(Buffer.concat([Buffer.from('k'), ...chunks])));
+    } finally {
+      await close();
+    }
+  });
+
+  it('a writer may refill its buffer as soon as the write callback ran (staged bytes are copies)', async () => {
+    const { a, b, close } = await pair();
+    try {
+      const got: Buffer[] = [];
+      b.on('data', (d: Buffer) => got.push(d));
+      b.on('end', () => {
+        b.acknowledgeEnd();
+      });
+      a.on('end', () => {
+        a.acknowledgeEnd();
+      });
+      a.resume();
+      const finished = new Promise((r) => a.once('finish', r));
+      const buffer = Buffer.alloc(3000);
+      const expected: Buffer[] = [];
+      for (let i = 0; i < 300; i++) {
+        buffer.fill(i % 251);
+        expected.push(Buffer.from(buffer));
+        await new Promise<void>((r, j) => {
+          a.write(buffer, (err) => {
+            if (err) j(err);
+            else r();
+          });
+        });
+      }
+      // And one large write, sealed in place, after small ones still staged.
+      a.write(Buffer.from('tail-'));
+      const big = randomBytes(600_000);
+      a.write(big);
+      a.end();
+      b.end();
+      await finished;
+      assert.ok(Buffer.concat(got).equals(Buffer.concat([...expected, Buffer.from('tail-'), big])));
+    } finally {
+      await close();
     }
   });
 
