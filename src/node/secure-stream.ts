@@ -280,11 +280,17 @@ export class SecureStream extends Duplex {
     let ok = true;
     try {
       for (const chunk of chunks) {
-        if (chunk.length >= STAGE_BYTES && this.staged === 0) {
-          ok = this.run(this.session.writev([chunk])) && ok;
-          continue;
+        let at = 0;
+        if (chunk.length >= STAGE_BYTES) {
+          // Sealed in place: what is staged, then as much of the chunk as fills whole records. The
+          // sealer has read both when it returns, so the staging buffer is free again.
+          at = Math.floor((this.staged + chunk.length) / STAGE_BYTES) * STAGE_BYTES - this.staged;
+          const parts = this.stage !== undefined && this.staged > 0 ? [this.stage.subarray(0, this.staged), chunk.subarray(0, at)] : [chunk.subarray(0, at)];
+          this.staged = 0;
+          ok = this.run(this.session.writev(parts)) && ok;
         }
-        for (let at = 0; at < chunk.length;) {
+        // The rest (less than a record) is staged and joins whatever comes next.
+        while (at < chunk.length) {
           this.stage ??= Buffer.allocUnsafeSlow(STAGE_BYTES);
           const n = chunk.copy(this.stage, this.staged, at);
           this.staged += n;
