@@ -15,6 +15,7 @@
  *   did not authenticate is never pushed.
  */
 import { createPublicKey, diffieHellman, generateKeyPairSync, randomBytes, type KeyObject } from 'node:crypto';
+import net from 'node:net';
 import { Duplex } from 'node:stream';
 import { Cipher, cipherName, MAX_RECORD_PAYLOAD, type CipherId } from '../codec/secure.js';
 import { createSealCipher } from '../core/secure-records.js';
@@ -23,6 +24,49 @@ import { BurrowError } from '../errors.js';
 
 /** The transport: anything with the shape of a net.Socket. */
 export type ByteTransport = Duplex;
+
+/** Bytes one socket reads into its reused buffer at most per read (see connectReusingReads). */
+const READ_BUFFER_BYTES = 512 * 1024;
+
+/**
+ * Hands a socket's reads, made into one reused buffer, to whoever attaches (the SecureStream that runs
+ * over the socket). Bytes that arrive before anyone attached are copied and kept.
+ */
+class ReusedReads {
+  private handler: ((view: Buffer) => void) | undefined;
+  private early: Buffer[] = [];
+  readonly onread = {
+    buffer: Buffer.allocUnsafeSlow(READ_BUFFER_BYTES),
+    callback: (bytes: number, buffer: Uint8Array): boolean => {
+      const view = Buffer.from(buffer.buffer, buffer.byteOffset, bytes);
+      if (this.handler === undefined) this.early.push(Buffer.from(view));
+      else this.handler(view);
+      return true;
+    },
+  };
+
+  /** `handler` gets views of the reused buffer: it must be done with each before it returns. */
+  attach(handler: (view: Buffer) => void): void {
+    this.handler = handler;
+    for (const chunk of this.early.splice(0)) handler(chunk);
+  }
+}
+
+const reusedReads = new WeakMap<Duplex, ReusedReads>();
+
+/**
+ * net.connect(), but the socket reads into one reused 512 KiB buffer (Node's `onread`) instead of
+ * allocating a fresh 64 KiB buffer per read, and a SecureStream opened over it takes the bytes
+ * straight from there (it decrypts them into buffers of its own before the next read). Measured on
+ * loopback, receiving 1 GiB this way cost a plain reader 0.40 s of CPU against 0.90 s with 'data'
+ * events. Its 'data' events never fire: use it only as a SecureStream's transport.
+ */
+export function connectReusingReads(options: net.TcpNetConnectOpts): net.Socket {
+  const reads = new ReusedReads();
+  const socket = net.connect({ ...options, onread: reads.onread });
+  reusedReads.set(socket, reads);
+  return socket;
+}
 
 export interface SecureStreamOptions {
   readonly name: string;
@@ -196,9 +240,17 @@ export class SecureStream extends Duplex {
       options.signal?.addEventListener('abort', onAbort, { once: true });
       this.once('established', onEstablished);
       this.once('error', onError);
-      this.transport.on('data', (chunk: Buffer) => {
-        this.run(this.session.receive(chunk));
-      });
+      const reads = reusedReads.get(this.transport);
+      if (reads !== undefined) {
+        // Views of the socket's reused buffer: the session copies whatever it keeps of them.
+        reads.attach((view) => {
+          this.run(this.session.receive(view, true));
+        });
+      } else {
+        this.transport.on('data', (chunk: Buffer) => {
+          this.run(this.session.receive(chunk));
+        });
+      }
       this.transport.on('end', () => {
         this.run(this.session.transportEnded());
       });

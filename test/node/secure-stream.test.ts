@@ -6,24 +6,25 @@ import { describe, it } from 'node:test';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { BurrowError } from '../../src/errors.js';
 import { Cipher, RECORD_HEADER_BYTES, TAG_BYTES, type CipherId } from '../../src/codec/secure.js';
-import { cipherPreference, SecureStream, StreamVersionError } from '../../src/node/secure-stream.js';
+import { cipherPreference, connectReusingReads, SecureStream, StreamVersionError } from '../../src/node/secure-stream.js';
 
 const KEYS = deriveNetworkKeys(Buffer.from('secure stream test'));
 
-/** A TCP proxy on loopback that forwards both ways, flipping the byte at `flipAt` (counted A→B). */
-async function proxy(target: number, flipAt: number): Promise<{ port: number; close: () => Promise<void> }> {
+/** A TCP proxy on loopback that forwards both ways, flipping the byte at `flipAt` (counted A→B, or B→A with `toClient`). */
+async function proxy(target: number, flipAt: number, toClient = false): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets = new Set<net.Socket>();
   const server = net.createServer({ allowHalfOpen: true }, (inbound) => {
     const outbound = net.connect({ port: target, host: '127.0.0.1', allowHalfOpen: true });
     sockets.add(inbound).add(outbound);
     let seen = 0;
-    inbound.on('data', (d: Buffer) => {
+    const [from, to] = toClient ? [outbound, inbound] : [inbound, outbound];
+    from.on('data', (d: Buffer) => {
       if (seen <= flipAt && flipAt < seen + d.length) d[flipAt - seen] = (d[flipAt - seen] ?? 0) ^ 0x20;
       seen += d.length;
-      outbound.write(d);
+      to.write(d);
     });
-    inbound.on('end', () => outbound.end());
-    outbound.pipe(inbound);
+    from.on('end', () => to.end());
+    to.pipe(from);
     for (const s of [inbound, outbound]) s.on('error', () => undefined);
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
@@ -36,13 +37,13 @@ async function proxy(target: number, flipAt: number): Promise<{ port: number; cl
   };
 }
 
-async function pair(flipAt?: number, ciphers: [CipherId[]?, CipherId[]?] = []) {
+async function pair(flipAt?: number, ciphers: [CipherId[]?, CipherId[]?] = [], reuseReads = false, flipToClient = false) {
   const server = net.createServer({ allowHalfOpen: true });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   const port = (server.address() as net.AddressInfo).port;
-  const mitm = flipAt === undefined ? undefined : await proxy(port, flipAt);
+  const mitm = flipAt === undefined ? undefined : await proxy(port, flipAt, flipToClient);
   const accepted = new Promise<net.Socket>((r) => server.once('connection', r));
-  const client = net.connect({ port: mitm?.port ?? port, host: '127.0.0.1', allowHalfOpen: true });
+  const client = (reuseReads ? connectReusingReads : net.connect)({ port: mitm?.port ?? port, host: '127.0.0.1', allowHalfOpen: true });
   const inbound = await accepted;
   const opts = { authKey: KEYS.streamAuth, context: Buffer.from('ctx') };
   const [a, b] = await Promise.all([
@@ -213,6 +214,63 @@ describe('SecureStream over TCP', () => {
       b.end();
       await finished;
       assert.ok(Buffer.concat(got).equals(Buffer.concat([...expected, Buffer.from('tail-'), big])));
+    } finally {
+      await close();
+    }
+  });
+
+  it('over a socket that reads into one reused buffer: 40 MiB arrive intact both ways, with backpressure', async () => {
+    const { a, b, close } = await pair(undefined, [], true);
+    try {
+      const toA = randomBytes(40 * 1024 * 1024);
+      const toB = randomBytes(3 * 1024 * 1024);
+      const gotA: Buffer[] = [];
+      const gotB: Buffer[] = [];
+      // A slow reader on the reused-buffer side: paused now and then, so the socket is paused too.
+      a.on('data', (d: Buffer) => {
+        gotA.push(d);
+        if (gotA.length % 50 === 0) {
+          a.pause();
+          setTimeout(() => a.resume(), 2);
+        }
+      });
+      a.on('end', () => {
+        a.acknowledgeEnd();
+      });
+      b.on('data', (d: Buffer) => gotB.push(d));
+      b.on('end', () => {
+        b.acknowledgeEnd();
+      });
+      const finished = Promise.all([new Promise((r) => a.once('finish', r)), new Promise((r) => b.once('finish', r))]);
+      let at = 0;
+      for (let i = 0; at < toA.length; i++) {
+        const n = [7, 65_536, 300_000, 1_048_576][i % 4] ?? 1;
+        if (!b.write(toA.subarray(at, at + n))) await new Promise((r) => b.once('drain', r));
+        at += n;
+      }
+      b.end();
+      a.end(toB);
+      await finished;
+      assert.ok(Buffer.concat(gotA).equals(toA), 'B → A (reused reads) intact');
+      assert.ok(Buffer.concat(gotB).equals(toB), 'A → B intact');
+    } finally {
+      await close();
+    }
+  });
+
+  it('over a socket that reads into one reused buffer: a flipped byte aborts with STREAM_TAMPERED, releasing nothing altered', async () => {
+    // Flipped on the way to the client (a), whose socket reads into the reused buffer.
+    const { a, b, close } = await pair(2000, [], true, true);
+    try {
+      const got: Buffer[] = [];
+      a.on('data', (d: Buffer) => got.push(d));
+      const failed = new Promise<unknown>((r) => a.once('error', r));
+      b.on('error', () => undefined);
+      b.write(Buffer.alloc(10_000, 0x61));
+      const err = await failed;
+      assert.ok(err instanceof BurrowError);
+      assert.equal(err.code, 'STREAM_TAMPERED');
+      assert.ok(Buffer.concat(got).every((x) => x === 0x61), 'altered data was released');
     } finally {
       await close();
     }
