@@ -183,6 +183,10 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
         break;
       case 'transport-closed':
         break;
+      case 'abort':
+        this.finished = true;
+        out.push({ type: 'fail', error: BurrowError.aborted() });
+        break;
       default: {
         const never: never = input;
         throw new Error(`unknown input ${String(never)}`);
