@@ -474,7 +474,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
         else if (finding !== undefined) {
           this.rendezvous.setMapping(finding, this.natProbe.allocation);
-          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding } });
+          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding, allocation: this.natProbe.allocation } });
         }
         return;
       }
