@@ -108,6 +108,14 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
       if (d.wg === 'not-registered') return 'run `burrow wg` on that peer too, with the same --server and secret; check that its public key is the one configured here (`wg show IFACE public-key` there)';
       if (d.wg === 'not-reaching-server') return "on that peer, check `wg show` for the server peer's handshake, and that UDP from its WireGuard port to the server is open";
       return `start the other side with --as ${str(d.peer, str(v.to, 'PEER'))} --to ${me}, the same --server and the same secret, within this side's --timeout (or give a longer --timeout)`;
+    case 'PEER_LEFT': {
+      const peer = str(d.peer, str(v.to, 'PEER'));
+      return `run both sides again (${peer} with --as ${peer} --to ${me}); the side that starts first waits for the other up to its --timeout`;
+    }
+    case 'MODE_MISMATCH': {
+      const peer = str(d.peer, str(v.to, 'PEER'));
+      return `run \`burrow ${str(d.expected, 'COMMAND')} --as ${me} --to ${peer}\` here, or have ${peer} run \`burrow ${str(d.peerExpected, cmd)}\``;
+    }
     case 'NO_PATH':
       if (d.wg === 'symmetric') return 'forward a UDP port to WireGuard on that NAT, or give one side a public address or a full-cone NAT';
       return 'a direct path needs UDP between the peers: try from another network, forward a UDP port on one NAT (and --local that port), or give one side a public address';

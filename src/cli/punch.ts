@@ -97,6 +97,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
       ...(values.local !== undefined ? { local: values.local } : {}),
       timeoutMs,
       signal: io.signal,
+      purpose: 'punch',
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
         const line = verbose && e.type === 'dropped' ? `dropped a datagram from ${endpointKey(e.from)}: ${e.reason}` : describe(e);

@@ -115,7 +115,7 @@ const CONNECT = {
 } as const;
 
 /** Exit codes of the commands that meet a peer (the numbers are documented in src/cli/exit-codes.ts). */
-const MEET_EXITS = [3, 4, 5, 13, 14] as const;
+const MEET_EXITS = [3, 4, 5, 13, 14, 15] as const;
 
 // ---------------------------------------------------------------------------------------------------------------------
 

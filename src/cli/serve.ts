@@ -155,6 +155,13 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       case 'partner-unreachable':
         log.info({ event: e.type, network: e.network, peer: e.name, server: e.server }, 'partner\'s server is gone; treated as absent');
         break;
+      case 'displaced':
+        if (e.refused) log.info({ event: e.type, network: e.network, peer: e.name }, 'refresh of a replaced session refused (409)');
+        else log.info({ event: e.type, network: e.network, peer: e.name }, 'a new session took the name; the old one was told');
+        break;
+      case 'partner-left':
+        log.info({ event: e.type, network: e.network, peer: e.name, partner: e.partner }, 'peer left before a path; its waiting partner was told');
+        break;
       case 'store-error':
         log.warn({ event: e.type, op: e.op, reason: e.reason }, 'the shared store did not answer');
         break;

@@ -30,8 +30,10 @@ export const Method = {
   INTRODUCE: 0x0b2,
   PROBE: 0x0b3,
   CLOSE: 0x0b4,
-  /** A peer's outcome report to the server (docs/protocol.md, "Outcome reports"). */
+  /** A peer's outcome report to the server (docs/protocol.md, §3 "Lifecycle"); it also withdraws the registration. */
   REPORT: 0x0b5,
+  /** The server tells a peer that its partner left, or that another registration took its name (docs/protocol.md, "Lifecycle"). */
+  NOTICE: 0x0b9,
 } as const;
 
 /** Burrow attribute types (comprehension-required range; only meaningful in Burrow methods). */
@@ -47,11 +49,52 @@ export const BurrowAttr = {
   LIFETIME: 0x4b09,
   FLAGS: 0x4b0a,
   TRANSPORT: 0x4b0b,
-  /** In an outcome report (REPORT): 1 connected, 2 failed. */
+  /** In an outcome report (REPORT): 1 connected, 2 failed, 3 withdrawn. */
   OUTCOME: 0x4b10,
   /** A transport candidate of any kind with its priority (REGISTER and introductions); see `encodeCandidate`. */
   CANDIDATE: 0x4b13,
+  /** What the sender runs (REGISTER), or the partner runs (introductions): see `PeerMode`. */
+  MODE: 0x4b1a,
+  /** REGISTER: the longest gap between the sender's refreshes, in ms; the server expires the registration after a few. */
+  REFRESH_INTERVAL: 0x4b1b,
+  /** In a NOTICE: what happened (see `NoticeKind`). */
+  NOTICE: 0x4b1c,
 } as const;
+
+/** REGISTER flags (the FLAGS attribute). */
+export const RegisterFlag = {
+  /**
+   * The sender holds a registration of this session already (an answer came back): the REGISTER refreshes it and must
+   * not take the name back from a newer session that has replaced it since (the server answers 409 instead).
+   */
+  REFRESH: 0x01,
+} as const;
+
+/**
+ * What a peer runs, so that the server can tell each side what the other runs and a mismatch is reported as such.
+ * Compatible pairs: punch↔punch, pipe↔pipe, send↔receive, wg↔wg.
+ */
+export type PeerMode = 'punch' | 'pipe' | 'send' | 'receive' | 'wg';
+/** Wire codes of the modes: the index + 1. */
+const MODE_CODES: readonly PeerMode[] = ['punch', 'pipe', 'send', 'receive', 'wg'];
+
+/** The mode the partner must run for `mode`. */
+export function partnerModeFor(mode: PeerMode): PeerMode {
+  return mode === 'send' ? 'receive' : mode === 'receive' ? 'send' : mode;
+}
+
+/** Whether two sides running `a` and `b` can work together. */
+export function modesCompatible(a: PeerMode, b: PeerMode): boolean {
+  return partnerModeFor(a) === b;
+}
+
+/**
+ * What a NOTICE says: `partner-left` (the partner withdrew its registration, or its TCP connection to the server
+ * closed: it ended its attempt, or was killed) or `displaced` (another session registered under the recipient's own
+ * name and took it over). A partner that expired is not announced: the waiting side learns it from its next refresh.
+ */
+export type NoticeKind = 'partner-left' | 'displaced';
+const NOTICE_CODES: readonly NoticeKind[] = ['partner-left', 'displaced'];
 
 /** The rendezvous server's default port (UDP and TCP), the STUN port of RFC 8489 section 18.6. */
 export const DEFAULT_PORT = 3478;
@@ -108,6 +151,8 @@ export interface Introduction {
   /** The candidates the partner advertised (host, relayed, mapped, ...), at most MAX_CANDIDATES. */
   readonly peerCandidates: readonly Candidate[];
   readonly peerMapping: NatMapping;
+  /** What the partner runs; absent when it did not say (an older client). */
+  readonly peerMode?: PeerMode;
 }
 
 export interface BindingRequest {
@@ -139,6 +184,12 @@ export interface RegisterRequest {
   readonly mapping: NatMapping;
   /** Absent on the wire means UDP. */
   readonly transport?: Transport;
+  /** What the sender runs (MODE); absent: it does not say. */
+  readonly mode?: PeerMode;
+  /** The longest gap between the sender's refreshes in ms (REFRESH-INTERVAL); absent: the server's default lifetime applies. */
+  readonly refreshMs?: number;
+  /** RegisterFlag bits (FLAGS); absent or 0: a REGISTER that starts (or restarts) the session. */
+  readonly flags?: number;
 }
 export interface RegisterSuccess {
   readonly kind: 'register-ok';
@@ -188,9 +239,12 @@ export interface CloseIndication {
   readonly txid: Uint8Array;
   readonly timestamp: number;
 }
-/** How a punch that got an introduction ended. */
-export type Outcome = 'connected' | 'failed';
-const OUTCOME_CODES: readonly Outcome[] = ['connected', 'failed'];
+/**
+ * How an attempt ended: `connected`, `failed` (introduced, but no path at the deadline), or `withdrawn` (ended for any
+ * other reason: the timeout without a partner, cancelled, interrupted, an error).
+ */
+export type Outcome = 'connected' | 'failed' | 'withdrawn';
+const OUTCOME_CODES: readonly Outcome[] = ['connected', 'failed', 'withdrawn'];
 /**
  * A peer's report to the server of how its punch ended: a REPORT indication. Authenticated with the
  * client-to-server key and bound to the sender's registration by name and session nonce.
@@ -205,6 +259,22 @@ export interface OutcomeReport {
   readonly outcome: Outcome;
 }
 
+/**
+ * A NOTICE indication from the server to one session (SESSION-NONCE is the recipient's): its partner (PEER-NAME,
+ * PEER-NONCE) left, or another session (PEER-NONCE) took its own name (PEER-NAME). Authenticated with the
+ * server-to-client key, like an introduction.
+ */
+export interface NoticeIndication {
+  readonly kind: 'notice';
+  readonly txid: Uint8Array;
+  readonly networkId: Uint8Array;
+  readonly recipientNonce: Uint8Array;
+  readonly timestamp: number;
+  readonly notice: NoticeKind;
+  readonly peerName: string;
+  readonly peerNonce: Uint8Array;
+}
+
 export type BurrowMessage =
   | BindingRequest
   | BindingSuccess
@@ -215,7 +285,8 @@ export type BurrowMessage =
   | ProbeRequest
   | ProbeSuccess
   | CloseIndication
-  | OutcomeReport;
+  | OutcomeReport
+  | NoticeIndication;
 
 export type MessageDecodeError =
   | { readonly reason: StunDecodeError }
@@ -318,8 +389,31 @@ class Reader {
   outcome(): Outcome {
     const v = this.fixed(BurrowAttr.OUTCOME, 'OUTCOME', 4);
     const outcome = OUTCOME_CODES[(v[0] ?? 0) - 1];
-    if (outcome === undefined) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected) or 2 (failed)' });
+    if (outcome === undefined || v[1] !== 0 || v[2] !== 0 || v[3] !== 0) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected), 2 (failed) or 3 (withdrawn)' });
     return outcome;
+  }
+  /** A one-byte code in a 4-byte value (the rest zero), from `codes` (code = index + 1); undefined when absent. */
+  private code<T>(type: number, label: string, codes: readonly T[]): T | undefined {
+    const v = this.optional(type);
+    if (!v) return undefined;
+    const value = v.length === 4 && v[1] === 0 && v[2] === 0 && v[3] === 0 ? codes[(v[0] ?? 0) - 1] : undefined;
+    if (value === undefined) return this.fail({ reason: 'bad-attribute', detail: `${label} must be 4 bytes: a code 1..${codes.length}, then 3 zero bytes` });
+    return value;
+  }
+  mode(): PeerMode | undefined {
+    return this.code(BurrowAttr.MODE, 'MODE', MODE_CODES);
+  }
+  notice(): NoticeKind {
+    return this.code(BurrowAttr.NOTICE, 'NOTICE', NOTICE_CODES) ?? this.fail({ reason: 'missing-attribute', detail: 'NOTICE' });
+  }
+  refreshMs(): number | undefined {
+    if (!this.optional(BurrowAttr.REFRESH_INTERVAL)) return undefined;
+    const ms = this.u32(BurrowAttr.REFRESH_INTERVAL, 'REFRESH-INTERVAL');
+    if (ms === 0) return this.fail({ reason: 'bad-attribute', detail: 'REFRESH-INTERVAL must not be 0' });
+    return ms;
+  }
+  flags(): number | undefined {
+    return this.optional(BurrowAttr.FLAGS) ? this.u32(BurrowAttr.FLAGS, 'FLAGS') : undefined;
   }
   candidates(): Candidate[] {
     const values = this.all(BurrowAttr.CANDIDATE);
@@ -387,6 +481,15 @@ function candidateAttributes(candidates: readonly Candidate[], txid: Uint8Array)
   return candidates.slice(0, MAX_CANDIDATES).map((c) => ({ type: BurrowAttr.CANDIDATE, value: encodeCandidate(c, txid) }));
 }
 
+/** A one-byte code (index + 1 in its table) as a 4-byte attribute value. */
+function codeValue<T>(codes: readonly T[], value: T): Uint8Array {
+  return u32((codes.indexOf(value) + 1) << 24);
+}
+
+function modeAttributes(mode: PeerMode | undefined): AttributeInput[] {
+  return mode !== undefined ? [{ type: BurrowAttr.MODE, value: codeValue(MODE_CODES, mode) }] : [];
+}
+
 function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[] {
   return [
     { type: BurrowAttr.PEER_NAME, value: utf8(intro.peerName) },
@@ -394,6 +497,7 @@ function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[
     { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
     ...candidateAttributes(intro.peerCandidates, txid),
     { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(intro.peerMapping) << 24) },
+    ...modeAttributes(intro.peerMode),
   ];
 }
 
@@ -404,7 +508,12 @@ function readIntro(r: Reader): Introduction {
     peerMapped: r.xorAddress(r.required(Attr.XOR_PEER_ADDRESS, 'XOR-PEER-ADDRESS'), 'XOR-PEER-ADDRESS'),
     peerCandidates: r.candidates(),
     peerMapping: r.mapping(),
+    ...optionalMode(r.mode()),
   };
+}
+
+function optionalMode(mode: PeerMode | undefined): { peerMode?: PeerMode } {
+  return mode !== undefined ? { peerMode: mode } : {};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -446,6 +555,9 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         ...candidateAttributes(msg.candidates, msg.txid),
         { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(msg.mapping) << 24) },
         ...(msg.transport === 'tcp' ? [{ type: BurrowAttr.TRANSPORT, value: u32(1 << 24) }] : []),
+        ...modeAttributes(msg.mode),
+        ...(msg.refreshMs !== undefined ? [{ type: BurrowAttr.REFRESH_INTERVAL, value: u32(msg.refreshMs) }] : []),
+        ...(msg.flags !== undefined && msg.flags !== 0 ? [{ type: BurrowAttr.FLAGS, value: u32(msg.flags) }] : []),
       ], opts);
     case 'register-ok':
       return encodeStun(Method.REGISTER, 'success', msg.txid, [
@@ -489,7 +601,16 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.PEER_NAME, value: utf8(msg.name) },
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
-        { type: BurrowAttr.OUTCOME, value: u32((OUTCOME_CODES.indexOf(msg.outcome) + 1) << 24) },
+        { type: BurrowAttr.OUTCOME, value: codeValue(OUTCOME_CODES, msg.outcome) },
+      ], opts);
+    case 'notice':
+      return encodeStun(Method.NOTICE, 'indication', msg.txid, [
+        { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
+        { type: BurrowAttr.SESSION_NONCE, value: msg.recipientNonce },
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        { type: BurrowAttr.NOTICE, value: codeValue(NOTICE_CODES, msg.notice) },
+        { type: BurrowAttr.PEER_NAME, value: utf8(msg.peerName) },
+        { type: BurrowAttr.PEER_NONCE, value: msg.peerNonce },
       ], opts);
   }
 }
@@ -508,6 +629,11 @@ export function decodeMessage(buf: Uint8Array): MessageDecodeResult {
     if (e instanceof DecodeFailure) return { ok: false, ...e.error };
     throw e;
   }
+}
+
+/** `{ key: value }`, or nothing when the value is undefined (optional fields stay absent, as exactOptionalPropertyTypes wants). */
+function defined<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return (value !== undefined ? { [key]: value } : {}) as { [P in K]?: V };
 }
 
 function interpret(stun: StunMessage): BurrowMessage {
@@ -546,6 +672,9 @@ function interpret(stun: StunMessage): BurrowMessage {
         candidates: r.candidates(),
         mapping: r.mapping(),
         ...(r.transport() === 'tcp' ? { transport: 'tcp' as const } : {}),
+        ...defined('mode', r.mode()),
+        ...defined('refreshMs', r.refreshMs()),
+        ...defined('flags', r.flags()),
       };
     case `${Method.REGISTER}/success`: {
       const other = r.optional(Attr.OTHER_ADDRESS);
@@ -601,6 +730,17 @@ function interpret(stun: StunMessage): BurrowMessage {
         sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
         timestamp: r.timestamp(),
         outcome: r.outcome(),
+      };
+    case `${Method.NOTICE}/indication`:
+      return {
+        kind: 'notice',
+        txid,
+        networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
+        recipientNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
+        timestamp: r.timestamp(),
+        notice: r.notice(),
+        peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
+        peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
       };
     default:
       return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });

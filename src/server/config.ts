@@ -5,8 +5,13 @@ import type { KeyPair } from '../crypto/wireguard.js';
 import type { WgLimits } from './wg.js';
 
 export interface ServerLimits {
-  /** Registration lifetime; clients refresh well within it. */
+  /**
+   * The longest registration lifetime: what a REGISTER without REFRESH-INTERVAL gets (an older client). One that
+   * declares its refresh period gets `missedRefreshes` of them, within [1 s, this].
+   */
   readonly lifetimeSeconds: number;
+  /** How many refresh periods a registration outlives its last refresh (REFRESH-INTERVAL × this). */
+  readonly missedRefreshes: number;
   readonly maxRegistrations: number;
   /** Accepted clock difference for timestamps of authenticated requests. */
   readonly timestampWindowMs: number;
@@ -34,6 +39,7 @@ export interface ServerLimits {
 
 export const DEFAULT_LIMITS: ServerLimits = {
   lifetimeSeconds: 60,
+  missedRefreshes: 3,
   maxRegistrations: 100_000,
   timestampWindowMs: 30_000,
   perSourceRate: 200,

@@ -165,7 +165,7 @@ export class ServerCore {
         this.dispatchStreamMessage(input.conn, input.from, input.data, input.now, out);
         break;
       case 'stream-closed':
-        this.rendezvous.streamClosed(input.conn, input.now, out);
+        this.rendezvous.streamClosed(input.conn, input.now, out, (network) => this.networks.get(network));
         break;
       case 'push':
         this.rendezvous.deliver(input.push, input.now, out);
@@ -234,6 +234,7 @@ export class ServerCore {
       case 'probe':
       case 'probe-ok':
       case 'close':
+      case 'notice':
         // Other Burrow messages are for peers, not for us: drop without a word.
         this.malformed(data);
         return;

@@ -55,10 +55,10 @@ describe('outcome reports', () => {
     old.writeUInt16BE(0x0274, 0); // CLOSE (0x0B4) indication
     const reread = decodeMessage(old);
     assert.ok(reread.ok && reread.msg.kind === 'close');
-    // OUTCOME 0 or 3 is refused, with a reason.
+    // OUTCOME 0 or 4 is refused, with a reason (3 is `withdrawn`).
     const bad = Buffer.from(data);
     const at = bad.indexOf(Buffer.from([0x4b, 0x10, 0x00, 0x04]));
-    bad[at + 4] = 3;
+    bad[at + 4] = 4;
     const r = decodeMessage(bad);
     assert.ok(!r.ok && r.reason === 'bad-attribute');
   });
