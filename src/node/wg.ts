@@ -246,6 +246,7 @@ class SyncClient {
         this.clockOffset = err.msg.timestamp - Date.now();
         continue;
       }
+      if (err.msg.code === 503 && verifyIntegrity(answer, err.stun, this.keys.serverToClient) === 'valid') throw BurrowError.storeUnavailable(serverText);
       throw BurrowError.socket(`the server at ${serverText} refused WG-SYNC`, `${err.msg.code} ${err.msg.reason}`);
     }
     throw BurrowError.socket(`the server at ${serverText} kept refusing WG-SYNC`, 'no valid answer to three requests (stale clock, or answers that do not authenticate)');

@@ -226,6 +226,12 @@ export class RendezvousClient {
       this.sendRegister(now, out);
       return [];
     }
+    if (msg.code === 503) {
+      // The server is up but cannot reach its registration store (a shared one, e.g. Redis): not "peer absent". Only
+      // a holder of the secret can say so (authenticated), tied to our REGISTER by its random transaction id.
+      if (verifyIntegrity(data, stun, this.config.keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: '503 answer failed authentication' }];
+      return [{ type: 'failed', error: BurrowError.storeUnavailable(endpointKey(this.config.server)) }];
+    }
     // 429 and anything else: keep retransmitting on the normal schedule.
     return [{ type: 'dropped', reason: `server answered ${msg.code} ${msg.reason}` }];
   }
