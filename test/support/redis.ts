@@ -45,8 +45,8 @@ function launch(port: number): Promise<ChildProcess> {
       s.once('error', () => { s.destroy(); });
       s.connect(port, '127.0.0.1');
     }, 50);
-    child.stdout?.on('data', (d: Buffer) => { out += d.toString(); });
-    child.stderr?.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
+    child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
     child.once('exit', () => { clearInterval(poll); });
   });
 }

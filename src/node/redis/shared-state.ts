@@ -152,7 +152,7 @@ export class RedisSharedState implements SharedState {
     const salt = await this.client.sendCommand(['GET', this.keys.proofSalt]);
     if (typeof salt !== 'string') throw new Error('the WG-PROOF-KEY salt vanished from Redis');
     const ikm = createHash('sha256');
-    for (const s of [...this.options.secrets].map((b) => Buffer.from(b)).sort(Buffer.compare)) ikm.update(createHash('sha256').update(s).digest());
+    for (const s of [...this.options.secrets].map((b) => Buffer.from(b)).sort((a, b) => Buffer.compare(a, b))) ikm.update(createHash('sha256').update(s).digest());
     this.key = keyPairOf(new Uint8Array(hkdfSync('sha256', ikm.digest(), Buffer.from(salt, 'hex'), 'burrow/v1 wg-proof-key', 32)));
     return this.key;
   }
@@ -164,7 +164,8 @@ export class RedisSharedState implements SharedState {
 
   /** Redis's memory use, and how many registrations it holds (SCAN; for tests and the benchmark). */
   async usage(): Promise<{ usedMemory: number; registrations: number }> {
-    const info = String(await this.client.sendCommand(['INFO', 'memory']));
+    const reply: unknown = await this.client.sendCommand(['INFO', 'memory']);
+    const info = typeof reply === 'string' ? reply : Buffer.isBuffer(reply) ? reply.toString() : '';
     const used = /used_memory:(\d+)/.exec(info);
     let registrations = 0;
     let cursor = '0';
@@ -305,7 +306,7 @@ class RedisRouter implements Router {
     };
     // A second server under the same id would take half of every push: refuse to start as one.
     const listening = (await this.client.sendCommand(['PUBSUB', 'NUMSUB', channel])) as unknown as [string, number];
-    if (Number(listening[1]) > 0) throw BurrowError.invalidOption('server-id', `another server already runs under id "${server}" on this Redis (prefix "${this.keys.prefix}")`, server);
+    if (listening[1] > 0) throw BurrowError.invalidOption('server-id', `another server already runs under id "${server}" on this Redis (prefix "${this.keys.prefix}")`, server);
     await this.subscriber.subscribe(channel, onMessage);
     return () => {
       if (this.subscriber.isOpen) this.subscriber.unsubscribe(channel).catch(() => undefined);
@@ -332,7 +333,7 @@ class RedisWgRegistry implements WgRegistry {
   }
 
   async lookup(network: string, keys: readonly Uint8Array[], now: number): Promise<WgPeerInfo[]> {
-    const records = await Promise.all(keys.map((k) => this.client.sendCommand(['HGETALL', this.keys.wg(network, k)]) as Promise<unknown>));
+    const records = await Promise.all(keys.map((k) => this.client.sendCommand<unknown>(['HGETALL', this.keys.wg(network, k)])));
     return keys.map((key, i) => {
       const r = fieldsOf(records[i]);
       const announcedAt = r.a !== undefined ? Number(r.a) : undefined;
