@@ -390,7 +390,8 @@ async function redisMemory(loadgen: string, dir: string, backend: Backend): Prom
     const [regKey] = await client.keys('burrow:reg:*:peer-1');
     const [replayKey] = (await client.scan('0', { MATCH: 'burrow:replay:*', COUNT: 1000 })).keys;
     return {
-      perRegistration: (after - before) / count,
+      // Per registration stored: a registration key and its REGISTER's replay fingerprint key.
+      perRegistration: (after - before) / Math.max(1, regs.answered),
       regKey: regKey ? Number(await client.memoryUsage(regKey)) : Number.NaN,
       replayKey: replayKey ? Number(await client.memoryUsage(replayKey)) : Number.NaN,
       keys: await client.dbSize(),
@@ -526,12 +527,15 @@ async function main(): Promise<number> {
       const viaRedis2 = await redisIntroductions(loadgen, dir, all, pairs, 2, best);
       out.push('', `introductions with --redis (redis-server and the load generator share all ${cpus} cores with the servers; ${pairs} pairs):`);
       out.push(introLine('one server over Redis', viaRedis1, pairs) + `; redis-server ${viaRedis1.redisCpuMs.toFixed(3)}`);
-      out.push(introLine('two servers over Redis, pairs split', viaRedis2, pairs) + ` (server 1 + server 2); redis-server ${viaRedis2.redisCpuMs.toFixed(3)}`);
+      out.push(introLine('two servers over Redis, pairs split', viaRedis2, pairs, ' (server 1 + server 2)') + `; redis-server ${viaRedis2.redisCpuMs.toFixed(3)}`);
+      const perCore = (cpuMs: number): string => fmtRate(1000 / cpuMs);
+      out.push(`each on a core of its own, by its CPU per introduction: one server over Redis ${perCore(viaRedis1.cpuMsPerIntro[0] ?? Number.NaN)}/s; two servers ` +
+        `${perCore(viaRedis2.cpuMsPerIntro[0] ?? Number.NaN)}/s + ${perCore(viaRedis2.cpuMsPerIntro[1] ?? Number.NaN)}/s; redis-server ${perCore(viaRedis2.redisCpuMs)}/s`);
       out.push('(in the two-server run each pair\'s peers register with different servers: every introduction crosses servers, through the');
       out.push(' store and a PUBLISH to the partner\'s server, which sends the push)');
       process.stderr.write('Redis memory per registration:\n');
       const mem = await redisMemory(loadgen, dir, best);
-      out.push(`Redis memory per registration at 100,000: ${mem.perRegistration.toFixed(0)} bytes of used_memory (${mem.answered} answered, ${mem.keys} keys); ` +
+      out.push(`Redis memory per registration: ${mem.perRegistration.toFixed(0)} bytes of used_memory (delta / ${mem.answered} registrations answered of 100,000 sent; ${mem.keys} keys); ` +
         `MEMORY USAGE: registration key ${mem.regKey} bytes, replay fingerprint key ${mem.replayKey} bytes (one per request, expires after 2 × the timestamp window)`);
     } else {
       process.stderr.write('note: redis-server is not installed (apt-get install redis-server); the figures over Redis are skipped.\n');
@@ -544,10 +548,10 @@ async function main(): Promise<number> {
   }
 }
 
-function introLine(label: string, result: IntroResult, pairs: number): string {
+function introLine(label: string, result: IntroResult, pairs: number, processes = ' (primary + workers)'): string {
   const r = result.load;
   const cpu = result.cpuMsPerIntro.map((c) => c.toFixed(3)).join(' + ');
-  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}  CPU ms per introduction: ${cpu}${result.cpuMsPerIntro.length > 1 ? ' (primary + workers)' : ''}`;
+  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}  CPU ms per introduction: ${cpu}${result.cpuMsPerIntro.length > 1 ? processes : ''}`;
 }
 
 function cpuModel(): string {

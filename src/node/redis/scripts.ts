@@ -69,3 +69,27 @@ for i = 2, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 return 1
 `;
+
+/**
+ * A guarded REGISTER in one step and one round trip: the replay guard (as GUARD_SCRIPT) and, only if the request is
+ * fresh, the register-and-find-partner (as REGISTER_SCRIPT). KEYS: epoch, replay key, the registration's key, its
+ * target's key. ARGV: now, the request's timestamp, how long to remember the fingerprint, then REGISTER_SCRIPT's four.
+ * Returns { verdict } or { 'fresh', previous or '', partner or '', 1 if superseded }.
+ */
+export const GUARDED_REGISTER_SCRIPT = `
+local e = redis.call('GET', KEYS[1])
+if not e then
+  redis.call('SET', KEYS[1], ARGV[1])
+  e = ARGV[1]
+end
+if ARGV[2] ~= '' and tonumber(ARGV[2]) < tonumber(e) then return { 'stale' } end
+if not redis.call('SET', KEYS[2], '1', 'NX', 'PX', ARGV[3]) then return { 'replay' } end
+local prev = redis.call('GET', KEYS[3])
+if ARGV[7] == '1' and prev then
+  local p = cjson.decode(prev)
+  if p.nonce ~= ARGV[6] then return { 'fresh', prev, '', 1 } end
+end
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[5])
+local partner = redis.call('GET', KEYS[4])
+return { 'fresh', prev or '', partner or '', 0 }
+`;

@@ -33,7 +33,9 @@ import type { RegisterResult, Registration, RegistrationStore } from '../../serv
 import type { Owner, Push, WgFacts } from '../../server/types.js';
 import { DEFAULT_WG_LIMITS } from '../../server/wg.js';
 import type { WgRegistry } from '../../server/wg-registry.js';
-import { GUARD_SCRIPT, REGISTER_SCRIPT, WG_TOUCH_SCRIPT, WITHDRAW_SCRIPT } from './scripts.js';
+import type { EffectOutcome } from '../../server/machine.js';
+import type { Effect, Guard } from '../../server/types.js';
+import { GUARD_SCRIPT, GUARDED_REGISTER_SCRIPT, REGISTER_SCRIPT, WG_TOUCH_SCRIPT, WITHDRAW_SCRIPT } from './scripts.js';
 
 export const DEFAULT_REDIS_PREFIX = 'burrow';
 /** A command that takes longer fails (the REGISTER it serves is answered 503). */
@@ -157,6 +159,12 @@ export class RedisSharedState implements SharedState {
     return this.key;
   }
 
+  /** A guarded REGISTER: the replay guard and register-and-find-partner in one script, one round trip. */
+  guarded(effect: Effect, guard: Guard): Promise<EffectOutcome> | undefined {
+    if (effect.op !== 'register') return undefined;
+    return this.store.registerGuarded(effect.registration, effect.now, effect.refresh === true, guard, this.keys, this.replays.rememberMs);
+  }
+
   /** Whether the command connection is up. */
   get connected(): boolean {
     return this.client.isReady;
@@ -245,6 +253,19 @@ class RedisStore implements RegistrationStore {
     return { previous, partner: parseRegistration(reply[1]), evicted: 0 };
   }
 
+  async registerGuarded(reg: Registration, now: number, refresh: boolean, guard: Guard, keys: Keys, rememberMs: number): Promise<EffectOutcome> {
+    const ttl = Math.max(1, Math.ceil(reg.expiresAt - now));
+    const reply = (await this.scripts.run(GUARDED_REGISTER_SCRIPT,
+      [keys.epoch, keys.replay(guard.fingerprint), keys.registration(reg.network, reg.name), keys.registration(reg.network, reg.target)],
+      [String(Math.floor(guard.now)), guard.timestamp === undefined ? '' : String(Math.floor(guard.timestamp)), String(rememberMs), JSON.stringify(reg), String(ttl), reg.nonce, refresh ? '1' : '0'])) as [string, string?, string?, number?];
+    const verdict = reply[0];
+    if (verdict === 'replay' || verdict === 'stale') return { refused: verdict };
+    if (verdict !== 'fresh') throw new Error(`unexpected answer from the register script: ${String(verdict)}`);
+    const previous = parseRegistration(reply[1]);
+    if (reply[3] === 1) return { value: { previous, partner: undefined, evicted: 0, superseded: true } };
+    return { value: { previous, partner: parseRegistration(reply[2]), evicted: 0 } };
+  }
+
   async lookup(network: string, name: string): Promise<Registration | undefined> {
     return parseRegistration(await this.client.sendCommand(['GET', this.keys.registration(network, name)]));
   }
@@ -265,7 +286,7 @@ class RedisReplayGuard implements ReplayGuard {
   constructor(
     private readonly scripts: Scripts,
     private readonly keys: Keys,
-    private readonly rememberMs: number,
+    readonly rememberMs: number,
   ) {}
 
   async checkAndInsert(fingerprint: Uint8Array, now: number, timestamp?: number): Promise<ReplayVerdict> {
