@@ -260,7 +260,7 @@ class RedisStore implements RegistrationStore {
       [String(Math.floor(guard.now)), guard.timestamp === undefined ? '' : String(Math.floor(guard.timestamp)), String(rememberMs), JSON.stringify(reg), String(ttl), reg.nonce, refresh ? '1' : '0'])) as [string, string?, string?, number?];
     const verdict = reply[0];
     if (verdict === 'replay' || verdict === 'stale') return { refused: verdict };
-    if (verdict !== 'fresh') throw new Error(`unexpected answer from the register script: ${String(verdict)}`);
+    if (verdict !== 'fresh') throw new Error(`unexpected answer from the register script: ${verdict}`);
     const previous = parseRegistration(reply[1]);
     if (reply[3] === 1) return { value: { previous, partner: undefined, evicted: 0, superseded: true } };
     return { value: { previous, partner: parseRegistration(reply[2]), evicted: 0 } };
