@@ -353,7 +353,8 @@ async function redisIntroductions(loadgen: string, dir: string, cpus: string, pa
   const redis = await startRedisServer(cpus);
   const burrows: Server[] = [];
   try {
-    for (let i = 0; i < servers; i++) burrows.push(await startBurrow(dir, cpus, backend, ['--redis', redis.url, '--server-id', `bench-${i + 1}`]));
+    const prof = process.env.BENCH_REDIS_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, `prof-redis-${servers}`)}`] : [];
+    for (let i = 0; i < servers; i++) burrows.push(await startBurrow(dir, cpus, backend, ['--redis', redis.url, '--server-id', `bench-${i + 1}`], prof));
     writeScript(script, introductionScript(pairs, servers === 2));
     const pids = burrows.map((b) => b.pid);
     const before = pids.map(cpuSeconds);
@@ -526,6 +527,7 @@ async function main(): Promise<number> {
       const all = `0-${cpus - 1}`;
       process.stderr.write('introductions over Redis:\n');
       const viaRedis1 = await redisIntroductions(loadgen, dir, all, pairs, 1, best);
+      if (process.env.BENCH_REDIS_PROFILE === '1') process.stderr.write(`${profileSummary(join(dir, 'prof-redis-1'), 25).join('\n')}\n`);
       const viaRedis2 = await redisIntroductions(loadgen, dir, all, pairs, 2, best);
       out.push('', `introductions with --redis (redis-server and the load generator share all ${cpus} cores with the servers; ${pairs} pairs):`);
       out.push(introLine('one server over Redis', viaRedis1, pairs) + `; redis-server ${viaRedis1.redisCpuMs.toFixed(3)}`);
