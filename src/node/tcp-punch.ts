@@ -18,7 +18,7 @@ import { runMachine, type MachineRun } from './driver.js';
 import { secretBytes, validateNames } from './punch.js';
 import { connectReusingReads, SecureStream, StreamVersionError } from './secure-stream.js';
 import { StreamTransport } from './transport.js';
-import { endpointOf, parseLocal, resolveEndpoint } from './udp.js';
+import { endpointOf, parseLocal, resolveServers } from './udp.js';
 
 export interface StreamConnectOptions {
   readonly server: string;
@@ -50,7 +50,9 @@ const SERVER = 'server';
 export async function connectStream(options: StreamConnectOptions): Promise<StreamConnection> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
-  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
+  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
   const family = server.address.includes(':') ? 6 : 4;
   const local = parseLocal(options.local, family);
   const keys = deriveNetworkKeys(secretBytes(options.secret));
