@@ -159,6 +159,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: config.peer,
       keys: config.keys,
       server: config.server,
+      ...(config.fallbacks ? { fallbacks: config.fallbacks } : {}),
       transport: this.rendezvousTransport,
       wire: 'udp',
       sessionNonce: config.sessionNonce,
@@ -166,7 +167,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       timing: this.timing,
       mode: config.purpose ?? 'punch',
     });
-    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
+    this.natProbe = new NatProbe(() => this.rendezvous.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs));
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
@@ -275,7 +276,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.failAtDeadline(out);
       return;
     }
-    this.rendezvous.onTimer(now, out);
+    for (const note of this.rendezvous.onTimer(now, out)) this.onRendezvous(note, now, out);
     const natRetry = this.natProbe.onTimer(now);
     if (natRetry) out.push(natRetry);
     if (this.phase === 'connected') {
@@ -474,7 +475,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
         else if (finding !== undefined) {
           this.rendezvous.setMapping(finding, this.natProbe.allocation);
-          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding } });
+          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding, allocation: this.natProbe.allocation } });
         }
         return;
       }
@@ -531,7 +532,10 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
-        this.drop(this.rendezvousTransport, this.config.server, note.reason, out);
+        this.drop(this.rendezvousTransport, this.rendezvous.server, note.reason, out);
+        return;
+      case 'failover':
+        out.push({ type: 'event', event: { type: 'failover', from: note.from, to: note.to } });
         return;
       default: {
         const never: never = note;
@@ -543,7 +547,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
   private partnerGone(how: 'withdrew' | 'gone', out: PunchAction[]): void {
     if (this.phase !== 'checking') return;
-    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), how) });
+    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), how) });
   }
 
   private adoptIntroduction(intro: Introduction, now: number, out: PunchAction[]): void {
@@ -878,7 +882,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       kind: 'punch-failure',
       stage,
       transport: 'udp',
-      server: endpointKey(this.config.server),
+      server: this.rendezvous.serverList.map(endpointKey).join(', '),
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,

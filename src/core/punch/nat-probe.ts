@@ -23,7 +23,8 @@ export class NatProbe {
   private allocationFinding: PortAllocation = 'unknown';
 
   constructor(
-    private readonly server: Endpoint,
+    /** The server registered with now (it may change: failover). */
+    private readonly serverNow: () => Endpoint,
     private readonly transport: TransportId,
     private readonly backoff: Backoff,
     private readonly newTxid: () => Uint8Array,
@@ -45,12 +46,13 @@ export class NatProbe {
    * server's IP is the one we already reach it by. Once per attempt.
    */
   start(alternate: Endpoint, now: number): SendAction | undefined {
-    if (this.transaction || alternate.port === this.server.port) return undefined;
+    const server = this.serverNow();
+    if (this.transaction || alternate.port === server.port) return undefined;
     const txid = this.newTxid();
     this.transaction = new StunTransaction({
       txid,
       transport: this.transport,
-      to: { address: this.server.address, port: alternate.port },
+      to: { address: server.address, port: alternate.port },
       request: encodeMessage(bindingRequest(txid)),
       backoff: this.backoff,
       maxSends: MAX_SENDS,
