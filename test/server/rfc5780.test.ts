@@ -61,6 +61,7 @@ describe('RFC 5780 answers with two IPs × two ports', () => {
     const d = decodeStun(a.data);
     assert.ok(d.ok);
     assert.deepEqual(d.msg.attributes.map((x) => x.type), [Attr.XOR_MAPPED_ADDRESS, Attr.RESPONSE_ORIGIN, Attr.OTHER_ADDRESS]);
+    assert.equal(s.stats.stunRfc5780Answers, 1);
   });
 
   const cases: [ServerSocketId, { ip: boolean; port: boolean }, ServerSocketId, ServerSocketId][] = [
@@ -106,6 +107,12 @@ describe('RFC 5780 answers with two IPs × two ports', () => {
     // One second later: 10 tokens more, 5 answers.
     for (let i = 0; i < 200; i++) answered += sends(s.datagram('main', CLIENT, encodeStun(1, 'request', TXID, []), 1000)).length;
     assert.equal(answered, 25);
+    assert.equal(s.stats.stunRfc5780Answers, 25);
+    // A datagram that passes the rate limit with the bucket's last token gets no RFC 5780 answer: it needs two.
+    const odd = server({ limits: { perSourceRate: 1, perSourceBurst: 3 } });
+    assert.equal(sends(odd.datagram('main', CLIENT, encodeStun(1, 'request', TXID, []), 0)).length, 1);
+    assert.equal(sends(odd.datagram('main', CLIENT, encodeStun(1, 'request', TXID, []), 0)).length, 0);
+    assert.equal(odd.stats.stunBindingsUnanswered, 1);
     // Another source has its own budget.
     assert.equal(sends(s.datagram('main', { address: '198.51.100.8', port: 1 }, encodeStun(1, 'request', TXID, []), 1000)).length, 1);
   });
