@@ -72,7 +72,8 @@ function describe(e: PunchEvent): string | undefined {
       return (e.mapping === 'endpoint-dependent'
         ? 'our NAT allocates a new public port per destination (symmetric): only cone-NAT peers can reach us directly'
         : 'our NAT keeps one public port for all destinations (good for punching)') +
-        (e.allocation === 'random' ? '; it picks ports at random' : e.allocation === 'sequential' ? '; it picks ports in sequence' : e.allocation === 'preserving' ? '; it keeps our local port' : '');
+        (e.allocation === 'random' ? '; it picks ports at random' : e.allocation === 'sequential' ? '; it picks ports in sequence' : e.allocation === 'preserving' ? '; it keeps our local port' : '') +
+        (e.filtering === 'endpoint-independent' ? '; it admits anyone to an open mapping' : e.filtering === 'address-dependent' ? '; it admits only addresses we sent to' : e.filtering === 'address-and-port-dependent' ? '; it admits only the exact address and port we sent to' : '');
     case 'introduced':
       return `found ${e.peer}; probing ${e.candidates.map(endpointKey).join(', ')}${peerNat(e.intro.peerMapping, e.intro.peerAllocation)}`;
     case 'path-valid':

@@ -33,6 +33,7 @@ export function registrationOf(msg: RegisterRequest, network: string, from: Endp
     candidates: msg.candidates,
     mapping: msg.mapping,
     ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
+    ...(msg.filtering !== undefined ? { filtering: msg.filtering } : {}),
     ...(msg.mode !== undefined ? { mode: msg.mode } : {}),
     ...(msg.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
     expiresAt: now + lifetimeMs,
@@ -76,6 +77,7 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
     previous.target !== reg.target ||
     previous.mapping !== reg.mapping ||
     previous.allocation !== reg.allocation ||
+    previous.filtering !== reg.filtering ||
     previous.mode !== reg.mode ||
     !sameEndpoint(previous.mapped, reg.mapped) ||
     previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== reg.candidates.map((c) => endpointKey(c.endpoint)).join()
@@ -91,6 +93,7 @@ export function introductionOf(reg: Registration): Introduction {
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
     ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
+    ...(reg.filtering !== undefined ? { peerFiltering: reg.filtering } : {}),
     ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
   };
 }

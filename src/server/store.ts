@@ -5,7 +5,7 @@
  * the same three operations (docs/protocol.md, "Scaling out").
  */
 import type { Endpoint } from '../codec/address.js';
-import type { Candidate, NatMapping, PeerMode, Transport, PortAllocation } from '../codec/messages.js';
+import type { Candidate, NatFiltering, NatMapping, PeerMode, PortAllocation, Transport } from '../codec/messages.js';
 import type { Awaitable, Owner } from './types.js';
 
 export interface Registration {
@@ -20,6 +20,8 @@ export interface Registration {
   readonly mapping: NatMapping;
   /** The peer's port allocation, when it reported one (passed on in introductions). */
   readonly allocation?: PortAllocation;
+  /** The peer's filtering, when it reported one (passed on in introductions). */
+  readonly filtering?: NatFiltering;
   /** What the peer runs (MODE), if it said; passed to its partner in the introduction. */
   readonly mode?: PeerMode;
   /**
