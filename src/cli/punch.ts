@@ -86,6 +86,8 @@ function describe(e: PunchEvent): string | undefined {
       return `path to ${endpointKey({ address: e.previous.remoteAddress, port: e.previous.remotePort })} lost (${e.reason})`;
     case 'partner-left':
       return 'the peer ended the session';
+    case 'failover':
+      return `the server at ${endpointKey(e.from)} stopped answering; registering with ${endpointKey(e.to)}`;
     case 'dropped':
       return undefined;
   }

@@ -76,7 +76,7 @@ const SERVER = {
   type: 'server',
   env: 'BURROW_SERVER',
   required: true,
-  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT)',
+  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (punch moves to the next when one stops answering)',
 } as const satisfies FlagSpec;
 
 const SECRET_FILE = {
@@ -203,7 +203,7 @@ export const COMMANDS = {
       timeout: TIMEOUT(30, 'give up after this long (without --continuous)'),
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result: one line per peer, or one JSON object' },
     },
-    exits: [3, 4, 5, 8, 9, 10, 11, 12],
+    exits: [3, 4, 5, 8, 9, 10, 11, 12, 14],
   },
   serve: {
     name: 'serve',
@@ -231,6 +231,9 @@ export const COMMANDS = {
       tstun: { value: '[HOST:]PORT', optionalValue: true, type: 'bind', help: 'also serve punchhole\'s T-STUN on TCP (alone: [::]:3477)' },
       metrics: { value: 'HOST:PORT', type: 'bind', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (an IP address, e.g. 127.0.0.1:9464)' },
       workers: { value: 'N', type: 'count', default: '1', help: 'processes answering UDP (1–256)' },
+      redis: { value: 'URL', type: 'string', help: 'share registrations with other servers through Redis: redis://HOST:PORT[/DB] (see "Running several servers")' },
+      'server-id': { value: 'ID', type: 'string', help: 'this server\'s id among those sharing a Redis (default: random; unique per server)' },
+      'redis-prefix': { value: 'PREFIX', type: 'string', default: 'burrow', help: 'the prefix of every Redis key and channel (servers of one network use the same)' },
       'log-format': { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'log lines on stderr: text, or one JSON object per line' },
       'log-level': { value: 'LEVEL', choices: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'the least severe level logged (--quiet: error)' },
       check: { help: 'check every option, the secret file and the ports for clashes, then exit without listening' },

@@ -353,6 +353,8 @@ export function runServerWorker(): void {
       ...(init.alternate ? { alternate: init.alternate } : {}),
       limits: init.limits,
       wgResponder: false,
+      // A request captured before this process started may have been seen by a guard that has forgotten it since.
+      notBefore: Date.now(),
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
     });

@@ -78,7 +78,7 @@ import { Backoff } from '../backoff.js';
 import type { ClientMachine, TransportId } from '../machine.js';
 import { candidatePriority, LocalTransport, RemoteCandidates, type RemoteCandidate } from './candidates.js';
 import { Checklist, nextCheckAt, Pacer, PATH_RANK, wantsCheck, type Pair } from './checklist.js';
-import { punchFailureError, type PunchFailure } from './failure.js';
+import { MIN_CHECKING_FOR_DIAGNOSIS_MS, punchFailureError, type PunchFailure } from './failure.js';
 import { NatProbe } from './nat-probe.js';
 import { ControlledSelector, ControllingSelector, type NominationContext } from './nomination.js';
 import { RendezvousClient, type RendezvousNote } from './rendezvous-client.js';
@@ -105,6 +105,7 @@ const TRIGGER_GAP_MS = 5;
  * came from it for this long: a partner that still probes us is alive, whatever the server lost.
  */
 const PARTNER_SILENCE_MS = 3000;
+
 
 export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private readonly timing: PunchTiming;
@@ -159,6 +160,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: config.peer,
       keys: config.keys,
       server: config.server,
+      ...(config.fallbacks ? { fallbacks: config.fallbacks } : {}),
       transport: this.rendezvousTransport,
       wire: 'udp',
       sessionNonce: config.sessionNonce,
@@ -166,7 +168,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       timing: this.timing,
       mode: config.purpose ?? 'punch',
     });
-    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
+    this.natProbe = new NatProbe(() => this.rendezvous.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs));
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
@@ -275,7 +277,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.failAtDeadline(out);
       return;
     }
-    this.rendezvous.onTimer(now, out);
+    for (const note of this.rendezvous.onTimer(now, out)) this.onRendezvous(note, now, out);
     const nat = this.natProbe.onTimer(now);
     out.push(...nat.sends);
     if (nat.filtering) this.natFinding(out);
@@ -524,10 +526,12 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         return;
       case 'partner-gone':
         if (!this.intro || !Buffer.from(note.peerNonce).equals(this.intro.peerNonce) || this.phase !== 'checking') return;
-        // The partner checked until its own deadline and found no path either: that is the network, not a departure,
-        // and our own observations explain it (NO_PATH, at once rather than at our deadline).
-        if (note.outcome === 'failed') this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((this.lastNow - this.startedAt) / 100) / 10 }) });
-        else this.partnerGone('withdrew', out);
+        // The partner checked until its own deadline and found no path either, and we checked alongside long enough:
+        // that is the network, not a departure, and our own observations explain it (NO_PATH, at once rather than at
+        // our deadline). After a short overlap it just left.
+        if (note.outcome === 'failed' && now - this.checkStartedAt >= MIN_CHECKING_FOR_DIAGNOSIS_MS) {
+          this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((now - this.startedAt) / 100) / 10 }) });
+        } else this.partnerGone('withdrew', out);
         return;
       case 'introduced':
         this.adoptIntroduction(note.intro, now, out);
@@ -541,7 +545,10 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
-        this.drop(this.rendezvousTransport, this.config.server, note.reason, out);
+        this.drop(this.rendezvousTransport, this.rendezvous.server, note.reason, out);
+        return;
+      case 'failover':
+        out.push({ type: 'event', event: { type: 'failover', from: note.from, to: note.to } });
         return;
       default: {
         const never: never = note;
@@ -551,9 +558,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   }
 
   /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
-  private partnerGone(how: 'withdrew' | 'expired' | 'gone', out: PunchAction[]): void {
+  private partnerGone(how: 'withdrew' | 'gone', out: PunchAction[]): void {
     if (this.phase !== 'checking') return;
-    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), how) });
+    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), how) });
   }
 
   private adoptIntroduction(intro: Introduction, now: number, out: PunchAction[]): void {
@@ -888,7 +895,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       kind: 'punch-failure',
       stage,
       transport: 'udp',
-      server: endpointKey(this.config.server),
+      server: this.rendezvous.serverList.map(endpointKey).join(', '),
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,

@@ -29,7 +29,8 @@ export class NatProbe {
   private filterKind: 'ip-port' | 'port' = 'ip-port';
 
   constructor(
-    private readonly server: Endpoint,
+    /** The server registered with now (it may change: failover). */
+    private readonly serverNow: () => Endpoint,
     private readonly transport: TransportId,
     private readonly backoff: Backoff,
     private readonly newTxid: () => Uint8Array,
@@ -65,11 +66,12 @@ export class NatProbe {
   private filterRequest(kind: 'ip-port' | 'port', now: number): SendAction {
     const txid = this.newTxid();
     this.filterKind = kind;
-    const family = this.server.address.includes(':') ? 6 : 4;
+    const server = this.serverNow();
+    const family = server.address.includes(':') ? 6 : 4;
     this.filterTx = new StunTransaction({
       txid,
       transport: this.transport,
-      to: this.server,
+      to: server,
       request: encodeTestRequest(txid, { change: { ip: kind === 'ip-port', port: true }, padTo: rfc5780AnswerLength(family) }),
       backoff: this.backoff,
       maxSends: MAX_SENDS,
@@ -91,12 +93,13 @@ export class NatProbe {
    * server's IP is the one we already reach it by. Once per attempt.
    */
   start(alternate: Endpoint, now: number): SendAction | undefined {
-    if (this.transaction || alternate.port === this.server.port) return undefined;
+    const server = this.serverNow();
+    if (this.transaction || alternate.port === server.port) return undefined;
     const txid = this.newTxid();
     this.transaction = new StunTransaction({
       txid,
       transport: this.transport,
-      to: { address: this.server.address, port: alternate.port },
+      to: { address: server.address, port: alternate.port },
       request: encodeMessage(bindingRequest(txid)),
       backoff: this.backoff,
       maxSends: MAX_SENDS,
@@ -133,7 +136,8 @@ export class NatProbe {
   handle(transport: TransportId, from: Endpoint, txid: Uint8Array, reported: Endpoint, mainMapped: Endpoint | undefined, other?: Endpoint): NatMapping | 'unmatched' | undefined {
     if (!this.transaction?.matches(transport, from, txid)) return 'unmatched';
     this.transaction.answered();
-    if (other && other.address !== this.server.address && other.address.includes(':') === this.server.address.includes(':')) this.other = other;
+    const server = this.serverNow();
+    if (other && other.address !== server.address && other.address.includes(':') === server.address.includes(':')) this.other = other;
     if (!mainMapped || this.finding !== 'unknown') return undefined;
     const behaviour = classifyMapping({ primary: mainMapped, otherPort: reported });
     this.finding = wireMapping(behaviour);

@@ -99,6 +99,11 @@ export interface PunchConfig {
   readonly keys: NetworkKeys;
   /** The rendezvous server (resolved to an IP literal). */
   readonly server: Endpoint;
+  /**
+   * Other servers sharing its store (`--server S1,S3`, or a name with several addresses), in order: registered with
+   * when the current one stops answering (timing.failoverMs).
+   */
+  readonly fallbacks?: readonly Endpoint[];
   /** The local transports at the start; more can be added later (`add-transport`). At least one. */
   readonly transports: readonly TransportSpec[];
   /** The transport that talks to the rendezvous server. Default: the first. */
@@ -151,7 +156,9 @@ export type PunchEvent =
   | { readonly type: 'path-lost'; readonly previous: PunchResult; readonly reason: 'consent-lost' | 'transport-closed' | 'partner-restarted' }
   /** Session mode: the partner ended the session (its CLOSE). */
   | { readonly type: 'partner-left' }
-  | { readonly type: 'dropped'; readonly from: Endpoint; readonly transport: TransportId; readonly reason: string };
+  | { readonly type: 'dropped'; readonly from: Endpoint; readonly transport: TransportId; readonly reason: string }
+  /** The server stopped answering (no answer for timing.failoverMs): registering with the next one now. */
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint };
 
 export type PunchInput =
   | DriverInput
