@@ -71,6 +71,7 @@
 import { endpointKey, familyOf, type Endpoint } from '../../codec/address.js';
 import { decodeMessage, encodeMessage, modesCompatible, partnerModeFor, ProbeFlag, type BurrowMessage, type Candidate, type Introduction, MAX_CANDIDATES, type Outcome } from '../../codec/messages.js';
 import { TRANSACTION_ID_LENGTH, verifyIntegrity, type StunMessage } from '../../codec/stun.js';
+import { readRfc5780Answer } from '../../codec/rfc5780.js';
 import { deriveProbeKeys, type ProbeKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
 import { Backoff } from '../backoff.js';
@@ -277,8 +278,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       return;
     }
     for (const note of this.rendezvous.onTimer(now, out)) this.onRendezvous(note, now, out);
-    const natRetry = this.natProbe.onTimer(now);
-    if (natRetry) out.push(natRetry);
+    const nat = this.natProbe.onTimer(now);
+    out.push(...nat.sends);
+    if (nat.filtering) this.natFinding(out);
     if (this.phase === 'connected') {
       this.expireConsent(now, out);
       if (!this.controlling && !this.acceptConfirmed) this.repeatAcceptance(now, out);
@@ -471,11 +473,15 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         for (const note of this.rendezvous.handle(msg, data, decoded.stun, now, out)) this.onRendezvous(note, now, out);
         return;
       case 'binding-ok': {
-        const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped);
-        if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
-        else if (finding !== undefined) {
-          this.rendezvous.setMapping(finding, this.natProbe.allocation);
-          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding, allocation: this.natProbe.allocation } });
+        const answer = readRfc5780Answer(decoded.stun);
+        const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped, answer.ok ? answer.answer.other : undefined);
+        if (finding === 'unmatched') {
+          if (this.natProbe.handleFilter(transport, msg.txid) === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
+          else this.natFinding(out);
+        } else if (finding !== undefined) {
+          this.natFinding(out);
+          const filter = this.natProbe.startFiltering(now);
+          if (filter) out.push(filter);
         }
         return;
       }
@@ -494,6 +500,13 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         throw new Error(`unknown message ${String(never)}`);
       }
     }
+  }
+
+  /** Our NAT's findings so far go to the partner with the next REGISTER, and to the caller as an event. */
+  private natFinding(out: PunchAction[]): void {
+    const p = this.natProbe;
+    this.rendezvous.setMapping(p.mapping, p.allocation, p.filtering);
+    out.push({ type: 'event', event: { type: 'nat-mapping', mapping: p.mapping, allocation: p.allocation, ...(p.filtering !== 'unknown' ? { filtering: p.filtering } : {}) } });
   }
 
   private onRendezvous(note: RendezvousNote, now: number, out: PunchAction[]): void {
@@ -886,7 +899,14 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
-      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown', oursAllocation: this.natProbe.allocation, theirsAllocation: this.intro?.peerAllocation ?? 'unknown' },
+      nat: {
+        ours: this.natProbe.mapping,
+        theirs: this.intro?.peerMapping ?? 'unknown',
+        oursAllocation: this.natProbe.allocation,
+        theirsAllocation: this.intro?.peerAllocation ?? 'unknown',
+        ...(this.natProbe.filtering !== 'unknown' ? { oursFiltering: this.natProbe.filtering } : {}),
+        ...(this.intro?.peerFiltering !== undefined ? { theirsFiltering: this.intro.peerFiltering } : {}),
+      },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,

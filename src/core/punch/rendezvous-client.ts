@@ -7,7 +7,7 @@
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
+import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatFiltering, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -77,9 +77,10 @@ export class RendezvousClient {
   private stopped = true;
   private candidates: readonly Candidate[] = [];
   private mapping: NatMapping = 'unknown';
+  private allocation: PortAllocation = 'unknown';
+  private filtering: NatFiltering = 'unknown';
   /** Another session took our name: nothing more goes to the server (no refresh, no withdrawal of a name not ours). */
   private displaced = false;
-  private allocation: PortAllocation = 'unknown';
   /** The servers, in order (the first is `config.server`), and which one we register with. */
   private readonly servers: readonly Endpoint[];
   private current = 0;
@@ -172,9 +173,10 @@ export class RendezvousClient {
   }
 
   /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown'): void {
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown', filtering: NatFiltering = 'unknown'): void {
     this.mapping = mapping;
     this.allocation = allocation;
+    this.filtering = filtering;
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
@@ -298,6 +300,7 @@ export class RendezvousClient {
       candidates: this.candidates,
       mapping: this.mapping,
       ...(this.allocation !== 'unknown' ? { allocation: this.allocation } : {}),
+      ...(this.filtering !== 'unknown' ? { filtering: this.filtering } : {}),
       ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
       ...(this.config.mode !== undefined ? { mode: this.config.mode } : {}),
       // The longest gap between our refreshes: the server expires the registration after a few of them without one.
