@@ -227,6 +227,9 @@ describe('burrow serve --redis: several servers over one Redis', () => {
 
     await redis.restart();
     const back = Date.now();
+    // Both servers find it again by themselves (reconnection backoff capped at 1 s): within 5 s, or this times out.
+    await Promise.all([s1.cli.waitFor('store-up', 5000), s2.cli.waitFor('store-up', 5000)]);
+    t.diagnostic(`servers reconnected ${Date.now() - back} ms after Redis came back`);
     const [c, d] = await pair(s1.address, s2.address, 'carol', 'dave', 5);
     t.diagnostic(`first pair after Redis came back: exits ${String(c.code)}/${String(d.code)} ${Date.now() - back} ms after`);
     assert.equal(c.code, 0, `carol: ${errorLine(c)}`);
