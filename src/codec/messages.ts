@@ -141,6 +141,17 @@ export const ProbeFlag = {
 /** How a peer's NAT maps one local port to public ports (RFC 4787 section 4.1). */
 export type NatMapping = 'unknown' | 'endpoint-independent' | 'endpoint-dependent';
 const MAPPING_CODES: readonly NatMapping[] = ['unknown', 'endpoint-independent', 'endpoint-dependent'];
+/**
+ * How a peer's NAT picks public ports for new mappings (RFC 4787 section 4.1): byte 1 of NAT-MAPPING (0 unknown,
+ * 1 preserving, 2 sequential, 3 random). Older peers send 0 and ignore it.
+ */
+export type PortAllocation = 'unknown' | 'preserving' | 'sequential' | 'random';
+const ALLOCATION_CODES: readonly PortAllocation[] = ['unknown', 'preserving', 'sequential', 'random'];
+
+/** The NAT-MAPPING value: mapping code, allocation code, two zero bytes. */
+function natMappingValue(mapping: NatMapping, allocation: PortAllocation | undefined): Uint8Array {
+  return u32((MAPPING_CODES.indexOf(mapping) << 24) | (Math.max(0, ALLOCATION_CODES.indexOf(allocation ?? 'unknown')) << 16));
+}
 
 /** What the server tells a peer about its partner. */
 export interface Introduction {
@@ -153,6 +164,8 @@ export interface Introduction {
   readonly peerMapping: NatMapping;
   /** What the partner runs; absent when it did not say (an older client). */
   readonly peerMode?: PeerMode;
+  /** The partner's port allocation, when it reported one. */
+  readonly peerAllocation?: PortAllocation;
 }
 
 export interface BindingRequest {
@@ -182,6 +195,8 @@ export interface RegisterRequest {
   /** The sender's candidates (its server-reflexive address is the one the server sees, so it is not among them). */
   readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
+  /** How the sender's NAT allocates ports, when it measured it (NAT-MAPPING byte 1). */
+  readonly allocation?: PortAllocation;
   /** Absent on the wire means UDP. */
   readonly transport?: Transport;
   /** What the sender runs (MODE); absent: it does not say. */
@@ -273,6 +288,12 @@ export interface NoticeIndication {
   readonly notice: NoticeKind;
   readonly peerName: string;
   readonly peerNonce: Uint8Array;
+  /**
+   * partner-left only: how the partner's attempt ended, when it said (its REPORT): `failed` (it reached its deadline
+   * without a path: the network is the problem, and the recipient says so) or `withdrawn`. Absent: it did not say
+   * (its TCP connection closed).
+   */
+  readonly outcome?: Outcome;
 }
 
 export type BurrowMessage =
@@ -379,6 +400,11 @@ class Reader {
     if (!v) return 'unknown';
     if (v.length !== 4) this.fail({ reason: 'bad-attribute', detail: 'NAT-MAPPING must be 4 bytes' });
     return MAPPING_CODES[v[0] ?? 0] ?? 'unknown';
+  }
+  /** NAT-MAPPING byte 1; unknown codes read as 'unknown'. */
+  allocation(): PortAllocation {
+    const v = this.optional(BurrowAttr.NAT_MAPPING);
+    return v && v.length === 4 ? ALLOCATION_CODES[v[1] ?? 0] ?? 'unknown' : 'unknown';
   }
   transport(): Transport {
     const v = this.optional(BurrowAttr.TRANSPORT);
@@ -496,12 +522,13 @@ function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[
     { type: BurrowAttr.PEER_NONCE, value: intro.peerNonce },
     { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
     ...candidateAttributes(intro.peerCandidates, txid),
-    { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(intro.peerMapping) << 24) },
+    { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(intro.peerMapping, intro.peerAllocation) },
     ...modeAttributes(intro.peerMode),
   ];
 }
 
 function readIntro(r: Reader): Introduction {
+  const allocation = r.allocation();
   return {
     peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
     peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
@@ -509,6 +536,7 @@ function readIntro(r: Reader): Introduction {
     peerCandidates: r.candidates(),
     peerMapping: r.mapping(),
     ...optionalMode(r.mode()),
+    ...(allocation !== 'unknown' ? { peerAllocation: allocation } : {}),
   };
 }
 
@@ -553,7 +581,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
         ...candidateAttributes(msg.candidates, msg.txid),
-        { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(msg.mapping) << 24) },
+        { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(msg.mapping, msg.allocation) },
         ...(msg.transport === 'tcp' ? [{ type: BurrowAttr.TRANSPORT, value: u32(1 << 24) }] : []),
         ...modeAttributes(msg.mode),
         ...(msg.refreshMs !== undefined ? [{ type: BurrowAttr.REFRESH_INTERVAL, value: u32(msg.refreshMs) }] : []),
@@ -611,6 +639,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.NOTICE, value: codeValue(NOTICE_CODES, msg.notice) },
         { type: BurrowAttr.PEER_NAME, value: utf8(msg.peerName) },
         { type: BurrowAttr.PEER_NONCE, value: msg.peerNonce },
+        ...(msg.outcome !== undefined ? [{ type: BurrowAttr.OUTCOME, value: codeValue(OUTCOME_CODES, msg.outcome) }] : []),
       ], opts);
   }
 }
@@ -671,6 +700,7 @@ function interpret(stun: StunMessage): BurrowMessage {
         timestamp: r.timestamp(),
         candidates: r.candidates(),
         mapping: r.mapping(),
+        ...(r.allocation() !== 'unknown' ? { allocation: r.allocation() } : {}),
         ...(r.transport() === 'tcp' ? { transport: 'tcp' as const } : {}),
         ...defined('mode', r.mode()),
         ...defined('refreshMs', r.refreshMs()),
@@ -741,6 +771,7 @@ function interpret(stun: StunMessage): BurrowMessage {
         notice: r.notice(),
         peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
         peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
+        ...defined('outcome', r.optional(BurrowAttr.OUTCOME) ? r.outcome() : undefined),
       };
     default:
       return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });

@@ -66,6 +66,11 @@ export interface ServerConfig {
   readonly proofKey: KeyPair;
   /** Advertised in REGISTER answers (OTHER-ADDRESS) when the server listens on a second port. */
   readonly alternate?: Endpoint;
+  /**
+   * The four UDP sockets of RFC 5780 behaviour discovery (2 IP addresses x 2 ports), each by its local address, when
+   * the server has a second IP address. Without it Binding answers offer the mapping tests only (src/server/binding.ts).
+   */
+  readonly rfc5780?: Rfc5780Sockets;
   readonly limits?: Partial<ServerLimits>;
   readonly wgLimits?: Partial<WgLimits>;
   /**
@@ -84,6 +89,9 @@ export interface ServerConfig {
   /** Transaction ids for pushed introductions, WireGuard session indexes. */
   readonly randomBytes: (n: number) => Uint8Array;
 }
+
+/** The local address of each socket: main = primary IP and port, other-ip-port = the other of both. */
+export type Rfc5780Sockets = Readonly<Record<'main' | 'alternate' | 'other-ip' | 'other-ip-port', Endpoint>>;
 
 export function resolveLimits(limits: Partial<ServerLimits> | undefined): ServerLimits {
   return { ...DEFAULT_LIMITS, ...limits };

@@ -4,7 +4,7 @@
  * each side about the other. No state, no effects: src/server/rendezvous.ts calls these and does the rest.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
-import { encodeMessage, type Introduction, type NoticeKind, type RegisterRequest } from '../codec/messages.js';
+import { encodeMessage, type Introduction, type NoticeKind, type Outcome, type RegisterRequest } from '../codec/messages.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import type { Registration } from './store.js';
 import type { Owner } from './types.js';
@@ -34,6 +34,7 @@ export function registrationOf(msg: RegisterRequest, network: string, from: Endp
     mapping: msg.mapping,
     ...(msg.mode !== undefined ? { mode: msg.mode } : {}),
     ...(msg.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
+    ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
     expiresAt: now + lifetimeMs,
     owner,
     version: Buffer.from(msg.txid).toString('hex'),
@@ -75,6 +76,7 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
     previous.target !== reg.target ||
     previous.mapping !== reg.mapping ||
     previous.mode !== reg.mode ||
+    previous.allocation !== reg.allocation ||
     !sameEndpoint(previous.mapped, reg.mapped) ||
     previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== reg.candidates.map((c) => endpointKey(c.endpoint)).join()
   );
@@ -89,6 +91,7 @@ export function introductionOf(reg: Registration): Introduction {
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
     ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
+    ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
   };
 }
 
@@ -108,7 +111,7 @@ export function encodePush(keys: NetworkKeys, recipient: Registration, reg: Regi
  * The NOTICE pushed to `recipient`'s session: its partner `about` left, or (`displaced`) the session
  * `about` took `recipient`'s name. Authenticated with the server-to-client key and bound to the recipient's session.
  */
-export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, txid: Uint8Array, now: number): Uint8Array {
+export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, txid: Uint8Array, now: number, outcome?: Outcome): Uint8Array {
   return encodeMessage({
     kind: 'notice',
     txid,
@@ -118,5 +121,6 @@ export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice:
     notice,
     peerName: about.name,
     peerNonce: Buffer.from(about.nonce, 'hex'),
+    ...(outcome !== undefined ? { outcome } : {}),
   }, { key: keys.serverToClient });
 }

@@ -20,7 +20,7 @@
  * (src/server/pushes.ts).
  */
 import type { Endpoint } from '../codec/address.js';
-import { encodeMessage, Method, RegisterFlag, type Introduction, type NoticeKind, type OutcomeReport, type RegisterRequest } from '../codec/messages.js';
+import { encodeMessage, Method, RegisterFlag, type Introduction, type NoticeKind, type Outcome, type OutcomeReport, type RegisterRequest } from '../codec/messages.js';
 import type { StunMessage } from '../codec/stun.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import type { AnswerPolicy, AuthGate, Authenticated } from './auth-gate.js';
@@ -67,8 +67,8 @@ export class Rendezvous {
    * counted once per registration session, which it ends. Never answered, so it can neither amplify nor be used to
    * probe the server.
    */
-  report(msg: OutcomeReport, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: Output): void {
-    this.ctx.gate.check(msg, stun, data, from, UDP, REPORT_POLICY, now, out, (auth) => {
+  report(msg: OutcomeReport, stun: StunMessage, data: Uint8Array, from: Endpoint, now: number, out: Output, channel: Channel = UDP): void {
+    this.ctx.gate.check(msg, stun, data, from, channel, REPORT_POLICY, now, out, (auth) => {
       const nonce = Buffer.from(msg.sessionNonce).toString('hex');
       // Only the session that was introduced counts, once: the report ends its registration, so a second copy, or a
       // report for an expired or evicted registration, matches nothing.
@@ -83,7 +83,7 @@ export class Rendezvous {
         else this.ctx.stats.withdrawals++;
         later.event({ type: 'outcome', network: reg.network, name: reg.name, outcome: msg.outcome });
         // A partner still waiting for it is told it left (a connected one has its path, and finishes on its own).
-        if (msg.outcome !== 'connected') this.tellPartner(auth.network, reg, 'partner-left', at, later);
+        if (msg.outcome !== 'connected') this.tellPartner(auth.network, reg, msg.outcome, at, later);
       });
     });
   }
@@ -107,26 +107,26 @@ export class Rendezvous {
    * `gone` has left (withdrawn, or its connection closed): if its target holds a live registration that waits for it,
    * tell that session with a NOTICE through its owner. `keys` are the network's (for TCP, any network: pass them).
    */
-  private tellPartner(keys: NetworkKeys | undefined, gone: Registration, notice: 'partner-left', now: number, out: Output): void {
+  private tellPartner(keys: NetworkKeys | undefined, gone: Registration, outcome: Outcome | undefined, now: number, out: Output): void {
     if (!keys) return;
     this.ctx.effects.request({ op: 'lookup', network: gone.network, name: gone.target, now }, undefined, now, out, (answer, later, at) => {
       if (answer.kind !== 'done' || !answer.value || answer.value.target !== gone.name || answer.value.name === gone.name) return;
       const partner = answer.value;
       this.ctx.stats.partnersToldLeft++;
       later.event({ type: 'partner-left', network: gone.network, name: gone.name, partner: partner.name });
-      this.notify(keys, partner, notice, gone, at, later);
+      this.notify(keys, partner, 'partner-left', gone, at, later, outcome);
     });
   }
 
   /** Sends `recipient` a NOTICE about `about`, through the recipient's owner (which may be another server). */
-  private notify(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, now: number, out: Output): void {
+  private notify(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, now: number, out: Output, outcome?: Outcome): void {
     const push: Push = {
       network: recipient.network,
       recipient: recipient.name,
       version: recipient.version,
       owner: recipient.owner,
       to: recipient.mapped,
-      data: encodeNotice(keys, recipient, notice, about, this.ctx.randomBytes(12), now),
+      data: encodeNotice(keys, recipient, notice, about, this.ctx.randomBytes(12), now, outcome),
       notice: true,
     };
     this.ctx.effects.request({ op: 'deliver', push }, undefined, now, out, () => undefined);
@@ -159,7 +159,7 @@ export class Rendezvous {
       this.ctx.pushes.acknowledge(r.network, r.name);
       // Only if it is still this connection's: the peer may have registered again over a new one.
       this.ctx.effects.request({ op: 'withdraw', network: r.network, name: r.name, nonce: r.nonce, owner, now }, undefined, now, out, (answer, later, at) => {
-        if (answer.kind === 'done' && answer.value) this.tellPartner(keysOf(answer.value.network), answer.value, 'partner-left', at, later);
+        if (answer.kind === 'done' && answer.value) this.tellPartner(keysOf(answer.value.network), answer.value, undefined, at, later);
       });
     }
   }

@@ -16,8 +16,11 @@ import type { ReplayVerdict } from './replay.js';
  */
 export type Awaitable<T> = T | PromiseLike<T>;
 
-/** The server's UDP sockets: the main port, and the alternate port used for NAT mapping tests. */
-export type ServerSocketId = 'main' | 'alternate';
+/**
+ * The server's UDP sockets: the main port, the alternate port used for NAT mapping tests, and, with a second IP
+ * address (RFC 5780 behaviour discovery), that address on the main port and on the alternate port.
+ */
+export type ServerSocketId = 'main' | 'alternate' | 'other-ip' | 'other-ip-port';
 
 /** Where a registration came from, and where its answers and pushes go. */
 export type Channel = { readonly kind: 'udp' } | { readonly kind: 'tcp'; readonly conn: number };

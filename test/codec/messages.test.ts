@@ -64,7 +64,8 @@ const arbMessage: fc.Arbitrary<BurrowMessage> = fc.oneof(
   fc.record({
     kind: fc.constant('notice' as const), txid: arbTxid, networkId: fc.uint8Array({ minLength: 8, maxLength: 8 }), recipientNonce: arbNonce, timestamp: arbTs,
     notice: fc.constantFrom<NoticeKind>('partner-left', 'displaced'), peerName: arbName, peerNonce: arbNonce,
-  }),
+    outcome: fc.option(fc.constantFrom('failed' as const, 'withdrawn' as const), { nil: undefined }),
+  }).map(compact),
 );
 
 /** Plain data for comparison: byte arrays as hex (Buffer and Uint8Array alike), undefined as absent. */

@@ -383,7 +383,11 @@ describe('structured failure reasons', () => {
     const f = punchFailureOf(a.error);
     assert.ok(f, 'no details on the error');
     assert.equal(f.stage, 'no-path');
-    assert.deepEqual(f.nat, { ours: 'endpoint-independent', theirs: 'endpoint-dependent' });
+    // The partner's findings came with its REGISTER, through the introduction: its NAT picks random ports. Ours kept
+    // no port (the simulated cone NAT allocates from 40000), and one mapping cannot tell sequential from random.
+    assert.deepEqual(f.nat, { ours: 'endpoint-independent', theirs: 'endpoint-dependent', oursAllocation: 'unknown', theirsAllocation: 'random' });
+    assert.match(a.error.message, /the peer's NAT picks those ports at random, so only birthday probing or a relay can bridge it/);
+    assert.match(a.error.message, /port prediction \(birthday probing\)/);
     assert.ok(f.probes.sent > 0);
     assert.ok(f.pairs.length >= 2);
     assert.ok(f.pairs.every((p) => p.state === 'in-progress' && p.transport === 'udp'), JSON.stringify(f.pairs));

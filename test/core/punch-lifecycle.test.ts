@@ -87,16 +87,45 @@ describe('a partner that leaves before a path is found', () => {
     const net = new SimNet(1, 31);
     const t = topology('symmetric', 'symmetric', net); // no path: the checks would go on until the timeout
     const sim = createSim(net, [
-      { name: 'carol', peer: 'dave', at: t.a, timeoutMs: 1500 },
+      { name: 'carol', peer: 'dave', at: t.a, timeoutMs: 30_000, inputs: [{ at: 1500, input: (now) => ({ type: 'abort', now }) }] },
       { name: 'dave', peer: 'carol', at: t.b, timeoutMs: 8000, startAt: 1000 },
     ]);
     const [c, d] = sim.run(20_000);
-    assert.equal(c?.error?.code, 'NO_PATH');
+    assert.equal(c?.error?.code, 'ABORTED');
     assert.equal(d?.error?.code, 'PEER_LEFT');
     assert.equal(d.error.details.how, 'withdrew');
     assert.match(d.error.message, /^carol registered but left before a path was found/);
     assert.ok(d.finishedAt !== undefined && d.finishedAt <= 1600, `dave finished at ${String(d.finishedAt)}`);
     assert.equal(sim.server.core.stats.partnersToldLeft, 1);
+  });
+
+  it('gave up at its own deadline without a path (REPORT failed): the other side says NO_PATH at once, with its own diagnosis', () => {
+    const net = new SimNet(1, 34);
+    const t = topology('symmetric', 'symmetric', net);
+    const sim = createSim(net, [
+      { name: 'carol', peer: 'dave', at: t.a, timeoutMs: 5000 },
+      { name: 'dave', peer: 'carol', at: t.b, timeoutMs: 30_000, startAt: 1000 },
+    ]);
+    const [c, d] = sim.run(40_000);
+    assert.equal(c?.error?.code, 'NO_PATH');
+    assert.deepEqual(reports(c), ['failed']);
+    assert.equal(d?.error?.code, 'NO_PATH', d?.error?.message);
+    assert.match(d.error.message, /symmetric/);
+    assert.ok(d.finishedAt !== undefined && d.finishedAt <= 5100, `dave finished at ${String(d.finishedAt)}`);
+    assert.equal(d.error.details.seconds, 4);
+  });
+
+  it('gave up at its own deadline after checking with us for only 1 s: that is a departure (PEER_LEFT), not a network verdict', () => {
+    const net = new SimNet(1, 35);
+    const t = topology('symmetric', 'symmetric', net);
+    const sim = createSim(net, [
+      { name: 'carol', peer: 'dave', at: t.a, timeoutMs: 5000 },
+      { name: 'dave', peer: 'carol', at: t.b, timeoutMs: 30_000, startAt: 4000 },
+    ]);
+    const [c, d] = sim.run(40_000);
+    assert.equal(c?.error?.code, 'NO_PATH');
+    assert.equal(d?.error?.code, 'PEER_LEFT', d?.error?.message);
+    assert.ok(d.finishedAt !== undefined && d.finishedAt <= 5100);
   });
 
   it('killed (SIGKILL, no word): its registration expires after 3 refresh periods (6 s) and the waiting side fails PEER_LEFT, never NO_PATH', () => {

@@ -128,6 +128,7 @@ describe('withdrawal and the NOTICE to a waiting partner', () => {
       assert.equal(msg.peerName, 'carol');
       assert.deepEqual(Buffer.from(msg.peerNonce), Buffer.alloc(16, 1));
       assert.deepEqual(Buffer.from(msg.recipientNonce), Buffer.alloc(16, 2));
+      assert.equal(msg.outcome, 'withdrawn');
     }
     assert.equal(s.stats.partnersToldLeft, 1);
     // A replay of the REPORT changes nothing and tells nobody again.
@@ -140,7 +141,9 @@ describe('withdrawal and the NOTICE to a waiting partner', () => {
     s.datagram('main', B, register('dave', 'carol', { refreshMs: 2000, nonce: 2 }), T0 + 10);
     assert.deepEqual(messages(s.datagram('main', A, report('carol', 1, 'connected', T0 + 20), T0 + 20)), []);
     s.datagram('main', A, register('carol', 'dave', { refreshMs: 2000, nonce: 7 }), T0 + 30);
-    assert.equal(messages(s.datagram('main', A, report('carol', 7, 'failed', T0 + 40), T0 + 40)).filter((m) => m.msg.kind === 'notice').length, 2);
+    const failed = messages(s.datagram('main', A, report('carol', 7, 'failed', T0 + 40), T0 + 40)).filter((m) => m.msg.kind === 'notice');
+    assert.equal(failed.length, 2);
+    assert.ok(failed.every((m) => m.msg.kind === 'notice' && m.msg.outcome === 'failed'), 'the partner learns that carol found no path either');
   });
 
   it('a TCP peer whose connection closes (it ended, or was killed) is withdrawn, and its waiting partner told', () => {

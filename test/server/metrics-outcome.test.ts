@@ -116,8 +116,13 @@ describe('outcome reports', () => {
     s.datagram('main', A, report('alice', 'connected', 1), T0);
     assert.equal(s.stats.outcomesUnmatched, 2, 'a second report of the session matches nothing');
     for (const out of replies) assert.equal(out.filter((x) => x.type === 'send').length, 0, 'reports are never answered');
-    // Over TCP a report is not taken: the connection is closed.
-    const tcp = s.streamMessage(1, A, report('alice', 'failed', 1), T0);
-    assert.deepEqual(tcp.map((x) => x.type), ['close-stream']);
+    // Over TCP a report is taken the same way (a TCP peer withdraws before closing its connection), never answered.
+    s.streamMessage(1, A, msg((txid) => ({
+      kind: 'register', txid, networkId: KEYS.networkId, name: 'carol', target: 'dave', sessionNonce: Buffer.alloc(16, 5), timestamp: T0, candidates: [], mapping: 'unknown', transport: 'tcp',
+    })), T0);
+    const tcp = s.streamMessage(1, A, report('carol', 'failed', 5), T0);
+    assert.deepEqual(tcp.filter((x) => x.type === 'send-stream' || x.type === 'close-stream'), []);
+    assert.equal(s.stats.outcomesFailed, 1);
+    assert.equal(s.store.size, 0);
   });
 });

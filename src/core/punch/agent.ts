@@ -77,7 +77,7 @@ import { Backoff } from '../backoff.js';
 import type { ClientMachine, TransportId } from '../machine.js';
 import { candidatePriority, LocalTransport, RemoteCandidates, type RemoteCandidate } from './candidates.js';
 import { Checklist, nextCheckAt, Pacer, PATH_RANK, wantsCheck, type Pair } from './checklist.js';
-import { punchFailureError, type PunchFailure } from './failure.js';
+import { MIN_CHECKING_FOR_DIAGNOSIS_MS, punchFailureError, type PunchFailure } from './failure.js';
 import { NatProbe } from './nat-probe.js';
 import { ControlledSelector, ControllingSelector, type NominationContext } from './nomination.js';
 import { RendezvousClient, type RendezvousNote } from './rendezvous-client.js';
@@ -104,6 +104,7 @@ const TRIGGER_GAP_MS = 5;
  * came from it for this long: a partner that still probes us is alive, whatever the server lost.
  */
 const PARTNER_SILENCE_MS = 3000;
+
 
 export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private readonly timing: PunchTiming;
@@ -166,7 +167,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       timing: this.timing,
       mode: config.purpose ?? 'punch',
     });
-    this.natProbe = new NatProbe(() => this.rendezvous.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid);
+    this.natProbe = new NatProbe(() => this.rendezvous.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs));
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
@@ -473,8 +474,8 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped);
         if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
         else if (finding !== undefined) {
-          this.rendezvous.setMapping(finding);
-          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding } });
+          this.rendezvous.setMapping(finding, this.natProbe.allocation);
+          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding, allocation: this.natProbe.allocation } });
         }
         return;
       }
@@ -511,12 +512,23 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         if (!note.partner && this.intro && note.sentAt >= this.introducedAt && now - this.lastHeardAt > PARTNER_SILENCE_MS) this.partnerGone('gone', out);
         return;
       case 'partner-gone':
-        if (this.intro && Buffer.from(note.peerNonce).equals(this.intro.peerNonce)) this.partnerGone('withdrew', out);
+        if (!this.intro || !Buffer.from(note.peerNonce).equals(this.intro.peerNonce) || this.phase !== 'checking') return;
+        // The partner checked until its own deadline and found no path either, and we checked alongside long enough:
+        // that is the network, not a departure, and our own observations explain it (NO_PATH, at once rather than at
+        // our deadline). After a short overlap it just left.
+        if (note.outcome === 'failed' && now - this.checkStartedAt >= MIN_CHECKING_FOR_DIAGNOSIS_MS) {
+          this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((now - this.startedAt) / 100) / 10 }) });
+        } else this.partnerGone('withdrew', out);
         return;
       case 'introduced':
         this.adoptIntroduction(note.intro, now, out);
         return;
       case 'failed':
+        // Displaced after a path was found: the path is ours still; only the name (and the server) are gone.
+        if (note.error.code === 'DISPLACED' && (this.phase === 'connected' || this.phase === 'accepted')) {
+          this.drop(this.rendezvousTransport, this.config.server, 'another session took our name; the path in use stays', out);
+          return;
+        }
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
@@ -533,7 +545,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   }
 
   /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
-  private partnerGone(how: 'withdrew' | 'expired' | 'gone', out: PunchAction[]): void {
+  private partnerGone(how: 'withdrew' | 'gone', out: PunchAction[]): void {
     if (this.phase !== 'checking') return;
     this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), how) });
   }
@@ -874,7 +886,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
-      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown' },
+      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown', oursAllocation: this.natProbe.allocation, theirsAllocation: this.intro?.peerAllocation ?? 'unknown' },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,

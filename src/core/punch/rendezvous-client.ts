@@ -7,7 +7,7 @@
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type Transport } from '../../codec/messages.js';
+import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -59,8 +59,11 @@ export type RendezvousNote =
    */
   | { readonly type: 'registered'; readonly mapped: Endpoint; readonly alternate: Endpoint | undefined; readonly first: boolean; readonly partner: boolean; readonly sentAt: number }
   | { readonly type: 'introduced'; readonly intro: Introduction; readonly pushed: boolean }
-  /** The server says the partner's session `peerNonce` has gone: it withdrew, or its TCP connection closed. */
-  | { readonly type: 'partner-gone'; readonly peerNonce: Uint8Array }
+  /**
+   * The server says the partner's session `peerNonce` has gone: it withdrew (with `outcome`), or its TCP connection
+   * closed (no outcome).
+   */
+  | { readonly type: 'partner-gone'; readonly peerNonce: Uint8Array; readonly outcome: Outcome | undefined }
   | { readonly type: 'failed'; readonly error: BurrowError }
   /** The server stopped answering: registering with the next one of the list now. */
   | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
@@ -83,6 +86,7 @@ export class RendezvousClient {
   private mapping: NatMapping = 'unknown';
   /** Another session took our name: nothing more goes to the server (no refresh, no withdrawal of a name not ours). */
   private displaced = false;
+  private allocation: PortAllocation = 'unknown';
   /** The servers, in order (the first is `config.server`), and which one we register with. */
   private readonly servers: readonly Endpoint[];
   private current = 0;
@@ -177,8 +181,9 @@ export class RendezvousClient {
   }
 
   /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping): void {
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown'): void {
     this.mapping = mapping;
+    this.allocation = allocation;
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
@@ -203,7 +208,7 @@ export class RendezvousClient {
         return this.displacedNow();
       }
       if (msg.peerName !== this.config.peer) return [{ type: 'dropped', reason: `notice about ${msg.peerName}, not our partner` }];
-      return [{ type: 'partner-gone', peerNonce: msg.peerNonce }];
+      return [{ type: 'partner-gone', peerNonce: msg.peerNonce, outcome: msg.outcome }];
     }
     if (msg.kind === 'introduce') {
       if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'introduction failed authentication' }];
@@ -305,6 +310,7 @@ export class RendezvousClient {
       timestamp: this.serverTime(now),
       candidates: this.candidates,
       mapping: this.mapping,
+      ...(this.allocation !== 'unknown' ? { allocation: this.allocation } : {}),
       ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
       ...(this.config.mode !== undefined ? { mode: this.config.mode } : {}),
       // The longest gap between our refreshes: the server expires the registration after a few of them without one.
