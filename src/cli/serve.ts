@@ -269,6 +269,9 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       metrics: server.metricsAddress ? `http://${endpointKey(server.metricsAddress)}/metrics` : null,
       workers: server.workerPids.length,
       networks: secrets.length,
+      serverId: server.serverId,
+      // The store, when shared (its password never logged).
+      redis: values.redis !== undefined ? values.redis.replace(/\/\/([^@/]*:)[^@/]*@/, '//$1***@') : null,
     },
     'listening',
   );
