@@ -348,15 +348,15 @@ interface RedisIntroResult extends IntroResult {
  * Introductions through `servers` burrow serve processes sharing one Redis: with two, each pair's first peer talks
  * to server 1 and its second to server 2, so every introduction crosses servers (store, then PUBLISH to the owner).
  */
-async function redisIntroductions(loadgen: string, dir: string, cpus: string, pairs: number, servers: 1 | 2, backend: Backend): Promise<RedisIntroResult> {
+async function redisIntroductions(loadgen: string, dir: string, cpus: string, pairs: number, servers: 1 | 2, backend: Backend, workers = 1): Promise<RedisIntroResult> {
   const script = join(dir, `intro-redis-${servers}.bls`);
   const redis = await startRedisServer(cpus);
   const burrows: Server[] = [];
   try {
     const prof = process.env.BENCH_REDIS_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, `prof-redis-${servers}`)}`] : [];
-    for (let i = 0; i < servers; i++) burrows.push(await startBurrow(dir, cpus, backend, ['--redis', redis.url, '--server-id', `bench-${i + 1}`], prof));
+    for (let i = 0; i < servers; i++) burrows.push(await startBurrow(dir, cpus, backend, ['--redis', redis.url, '--server-id', `bench-${i + 1}`, ...(workers > 1 ? ['--workers', String(workers)] : [])], prof));
     writeScript(script, introductionScript(pairs, servers === 2));
-    const pids = burrows.map((b) => b.pid);
+    const pids = burrows.flatMap((b) => processTree(b.pid));
     const before = pids.map(cpuSeconds);
     const redisBefore = cpuSeconds(redis.pid);
     const r = runLoad(loadgen, cpus, ['--mode', 'script', '--port', String(burrows[0]?.port ?? 0), ...(servers === 2 ? ['--port2', String(burrows[1]?.port ?? 0)] : []), '--script', script, '--window', '128',
@@ -529,9 +529,11 @@ async function main(): Promise<number> {
       const viaRedis1 = await redisIntroductions(loadgen, dir, all, pairs, 1, best);
       if (process.env.BENCH_REDIS_PROFILE === '1') process.stderr.write(`${profileSummary(join(dir, 'prof-redis-1'), 25).join('\n')}\n`);
       const viaRedis2 = await redisIntroductions(loadgen, dir, all, pairs, 2, best);
+      const viaRedisWorkers = await redisIntroductions(loadgen, dir, all, pairs, 1, best, 2);
       out.push('', `introductions with --redis (redis-server and the load generator share all ${cpus} cores with the servers; ${pairs} pairs):`);
       out.push(introLine('one server over Redis', viaRedis1, pairs) + `; redis-server ${viaRedis1.redisCpuMs.toFixed(3)}`);
       out.push(introLine('two servers over Redis, pairs split', viaRedis2, pairs, ' (server 1 + server 2)') + `; redis-server ${viaRedis2.redisCpuMs.toFixed(3)}`);
+      out.push(introLine('one server over Redis, --workers 2', viaRedisWorkers, pairs) + `; redis-server ${viaRedisWorkers.redisCpuMs.toFixed(3)}`);
       const perCore = (cpuMs: number): string => fmtRate(1000 / cpuMs);
       out.push(`each on a core of its own, by its CPU per introduction: one server over Redis ${perCore(viaRedis1.cpuMsPerIntro[0] ?? Number.NaN)}/s; two servers ` +
         `${perCore(viaRedis2.cpuMsPerIntro[0] ?? Number.NaN)}/s + ${perCore(viaRedis2.cpuMsPerIntro[1] ?? Number.NaN)}/s; redis-server ${perCore(viaRedis2.redisCpuMs)}/s`);

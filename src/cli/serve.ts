@@ -100,7 +100,6 @@ export function planServe(values: Parsed<'serve'>['values']): ServePlan {
     }
   }
   if (values.workers > 256) throw usageError(`--workers ${values.workers} is more than 256`, 'one process per core is plenty: e.g. --workers 2');
-  if (values.redis !== undefined && values.workers > 1) throw usageError('--redis and --workers cannot be combined yet', 'run one `burrow serve --redis` per core instead (each with its own --listen port or address), all sharing the Redis');
   if (values.redis !== undefined && !/^rediss?:\/\//.test(values.redis)) throw usageError(`--redis "${values.redis}" is not a Redis URL`, 'e.g. --redis redis://127.0.0.1:6379/0');
   if (values['server-id'] !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(values['server-id'])) throw usageError(`--server-id "${values['server-id']}" is not 1 to 64 letters, digits, ".", "_" or "-"`, 'e.g. --server-id fra-1');
   return { listen, alternatePort, alternateAddress, tstun, metrics: values.metrics, workers: values.workers, sockets };
@@ -270,6 +269,9 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       metrics: server.metricsAddress ? `http://${endpointKey(server.metricsAddress)}/metrics` : null,
       workers: server.workerPids.length,
       networks: secrets.length,
+      serverId: server.serverId,
+      // The store, when shared (its password never logged).
+      redis: values.redis !== undefined ? values.redis.replace(/\/\/([^@/]*:)[^@/]*@/, '//$1***@') : null,
     },
     'listening',
   );

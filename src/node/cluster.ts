@@ -35,7 +35,8 @@ import { BurrowError } from '../errors.js';
 import type { CoreState } from '../server/core.js';
 import { ServerCore } from '../server/core.js';
 import type { ServerLimits } from '../server/config.js';
-import { ServerMachine, sharedStateRunner } from '../server/machine.js';
+import { ServerMachine, sharedStateRunner, type EffectRunner } from '../server/machine.js';
+import type { Router } from '../server/router.js';
 import type { SharedState } from '../server/shared.js';
 import { emptyStats, type ServerStats } from '../server/stats.js';
 import type { ServerAction, ServerEvent, ServerSocketId } from '../server/types.js';
@@ -71,6 +72,8 @@ type ToWorker =
       readonly limits: ServerLimits;
       readonly alternate: Endpoint | undefined;
       readonly main: MainPortSpec;
+      /** With Redis: the worker opens its own connection and is a server of its own over it (see `redis` below). */
+      readonly redis: { readonly url: string; readonly prefix: string | undefined } | undefined;
     }
   | { readonly type: 'answers'; readonly batch: string }
   | { readonly type: 'send'; readonly batch: readonly Datagram[] }
@@ -108,6 +111,12 @@ export interface WorkerPoolOptions {
   readonly alternate: Endpoint | undefined;
   /** Each worker's share of the limits (see `splitLimits`). */
   readonly limits: ServerLimits;
+  /**
+   * With Redis: each worker connects to it itself and runs as a server of its own id (`<serverId>.w<pid>`), owning the
+   * UDP registrations it takes; pushes for them are PUBLISHed to that worker, which sends from the shared port. The
+   * IPC link then carries only WireGuard packets, events and counters. One design for one machine and for many.
+   */
+  readonly redis?: { readonly url: string; readonly prefix: string | undefined };
   /** A WireGuard-shaped datagram a worker read, for this process's responder. */
   readonly onWireGuard: (socket: ServerSocketId, from: Endpoint, data: Uint8Array) => void;
   readonly onEvent: (event: ServerEvent) => void;
@@ -196,7 +205,7 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
           reject(new BurrowError('SOCKET', `cannot start a server worker: ${err.message}`, { cause: err }));
         });
       }));
-      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main };
+      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main, redis: options.redis };
       if (options.main.kind === 'dgram' && options.mainHandle) child.send(init, options.mainHandle.socket);
       else child.send(init);
     }
@@ -252,6 +261,7 @@ export function runServerWorker(): void {
   let core: ServerCore | undefined;
   let machine: ServerMachine | undefined;
   let link: IpcEffects | undefined;
+  let redisState: { close(): void } | undefined;
   let runner: MachineRunner | undefined;
   let wgQueue: Datagram[] = [];
   let events: ServerEvent[] = [];
@@ -300,6 +310,8 @@ export function runServerWorker(): void {
     runner?.stop();
     machine?.close();
     link?.fail('the server is stopping');
+    redisState?.close();
+    redisState = undefined;
   };
   const stop = (): void => {
     report();
@@ -344,11 +356,25 @@ export function runServerWorker(): void {
 
   async function start(init: Extract<ToWorker, { type: 'init' }>, handle: dgram.Socket | undefined): Promise<void> {
     const proofKey = importKeyPair(init.proofKey);
-    const ipc = new IpcEffects((batch) => { send({ type: 'calls', batch }); }, init.serverId);
-    link = ipc;
+    let effects: EffectRunner;
+    let router: Pick<Router, 'listen'>;
+    let serverId = init.serverId;
+    if (init.redis) {
+      const { RedisSharedState } = await import('./redis/shared-state.js');
+      const shared = await RedisSharedState.connect({ url: init.redis.url, ...(init.redis.prefix !== undefined ? { prefix: init.redis.prefix } : {}), secrets: init.secrets, timestampWindowMs: init.limits.timestampWindowMs });
+      redisState = shared;
+      effects = sharedStateRunner(shared);
+      router = shared.router;
+      serverId = `${init.serverId}.w${process.pid}`;
+    } else {
+      const ipc = new IpcEffects((batch) => { send({ type: 'calls', batch }); }, init.serverId);
+      link = ipc;
+      effects = ipc;
+      router = ipc;
+    }
     core = new ServerCore({
       networks: init.secrets.map((s) => deriveNetworkKeys(s)),
-      serverId: init.serverId,
+      serverId,
       proofKey,
       ...(init.alternate ? { alternate: init.alternate } : {}),
       limits: init.limits,
@@ -358,7 +384,8 @@ export function runServerWorker(): void {
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
     });
-    machine = new ServerMachine(core, { runner: ipc, router: ipc, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
+    machine = new ServerMachine(core, { runner: effects, router, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
+    await machine.ready;
     const r = new MachineRunner(machine, execute, (err) => {
       execute([{ type: 'event', event: { type: 'rejected', from: { address: '0.0.0.0', port: 0 }, reason: `internal error: ${String(err)}` } }]);
     });

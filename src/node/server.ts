@@ -48,7 +48,8 @@ export interface ServerOptions {
   /**
    * Share state with other servers through Redis (src/node/redis/shared-state.ts): `url` is
    * redis://HOST:PORT[/DB], `prefix` starts every key (default "burrow"). An unreachable Redis fails the start at once.
-   * Not with `shared`.
+   * Not with `shared`. With `workers`, each worker connects to Redis itself and is a server of its own id
+   * (`<serverId>.w<pid>`) sharing the port; this process keeps TCP, the alternate port and WireGuard handshakes.
    */
   readonly redis?: { readonly url: string; readonly prefix?: string; readonly onStatus?: (status: 'down' | 'up', detail: string) => void };
   /** This server's id among those sharing state; default random. Pushes for its peers are routed to it by id. */
@@ -147,7 +148,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   if (options.metrics) metricsModule?.parseMetricsListen(options.metrics.listen);
   const workers = options.workers ?? 1;
   if (!Number.isInteger(workers) || workers < 1 || workers > 256) throw BurrowError.invalidOption('workers', 'must be a whole number from 1 to 256', String(workers));
-  if (workers > 1 && (options.shared || options.redis)) throw BurrowError.invalidOption('workers', 'a custom shared state cannot be combined with workers yet: each worker would need its own connection to it', String(workers));
+  if (workers > 1 && options.shared) throw BurrowError.invalidOption('workers', 'a custom shared state cannot be combined with workers yet: each worker would need its own connection to it', String(workers));
   const backend = chooseBackend(options.udpBackend);
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const serverId = options.serverId ?? randomBytes(8).toString('hex');
@@ -327,6 +328,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         mainHandle: mainDgram,
         alternate: alternate?.local,
         limits: processLimits,
+        ...(options.redis ? { redis: { url: options.redis.url, prefix: options.redis.prefix } } : {}),
         onWireGuard: (socket, from, data) => {
           feed({ type: 'wg-datagram', socket, from, data, now: Date.now() });
         },

@@ -169,6 +169,33 @@ describe('burrow serve --redis: several servers over one Redis', () => {
     assert.equal(createHash('sha256').update(got).digest('hex'), createHash('sha256').update(data).digest('hex'));
   });
 
+  it('--workers 2 over Redis: each worker is a server of its own; pairs split with another server, or both on it, punch', async (t) => {
+    const w = await serve('sw', ['--redis', redis.url, '--server-id', 'sw', '--redis-prefix', 'test', '--workers', '2']);
+    try {
+      const runs = await Promise.all([
+        ...[0, 1, 2, 3].map((i) => pair(w.address, s2.address, `wa${i}`, `wb${i}`, 15)),
+        ...[0, 1].map((i) => pair(w.address, w.address, `wc${i}`, `wd${i}`, 15)),
+      ]);
+      for (const [i, [a, b]] of runs.entries()) {
+        assert.equal(a.code, 0, `pair ${i} A: ${errorLine(a)}`);
+        assert.equal(b.code, 0, `pair ${i} B: ${errorLine(b)}`);
+      }
+      // Registrations were taken by the workers, under their own ids.
+      const client = createClient({ url: redis.url });
+      client.on('error', () => undefined);
+      await client.connect();
+      try {
+        const channels = await client.pubSubChannels('test:push:sw*');
+        t.diagnostic(`push channels: ${channels.join(', ')}`);
+        assert.equal(channels.filter((c) => /^test:push:sw\.w\d+$/.test(c)).length, 2, 'one channel per worker');
+      } finally {
+        client.destroy();
+      }
+    } finally {
+      await w.stop();
+    }
+  });
+
   it('a REGISTER captured before a server restart is refused after it (Redis mode)', async () => {
     const captured = registerRequest(keys, { name: 'replayed-r', target: 'nobody', timestamp: Date.now() });
     assert.equal(await exchange(s3.address, captured), 'register-ok');
@@ -200,6 +227,9 @@ describe('burrow serve --redis: several servers over one Redis', () => {
 
     await redis.restart();
     const back = Date.now();
+    // Both servers find it again by themselves (reconnection backoff capped at 1 s): within 5 s, or this times out.
+    await Promise.all([s1.cli.waitFor('store-up', 5000), s2.cli.waitFor('store-up', 5000)]);
+    t.diagnostic(`servers reconnected ${Date.now() - back} ms after Redis came back`);
     const [c, d] = await pair(s1.address, s2.address, 'carol', 'dave', 5);
     t.diagnostic(`first pair after Redis came back: exits ${String(c.code)}/${String(d.code)} ${Date.now() - back} ms after`);
     assert.equal(c.code, 0, `carol: ${errorLine(c)}`);

@@ -10,7 +10,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { after, before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import dgram from 'node:dgram';
 import { createClient } from 'redis';
+import { decodeWgSync, encodeWgSync, wgProof } from '../../src/codec/wg-messages.js';
+import { deriveNetworkKeys } from '../../src/crypto/keys.js';
+import { consumeResponse, createInitiation, dh, publicKeyOf, sealTransport, tai64n } from '../../src/crypto/wireguard.js';
+import { startServer } from '../../src/node/server.js';
 import { RedisSharedState } from '../../src/node/redis/shared-state.js';
 import type { Registration } from '../../src/server/store.js';
 import type { Push } from '../../src/server/types.js';
@@ -163,5 +168,56 @@ describe('RedisSharedState over a real redis-server', () => {
       return true;
     });
     assert.ok(Date.now() - started < 5000);
+  });
+});
+
+describe('WireGuard discovery across two servers over one Redis (real sockets)', () => {
+  it('a handshake with server 1 and a WG-PROOF made for server 1 both count on server 2', async () => {
+    const redis = await startRedis();
+    const secret = 'redis wg secret';
+    const keys = deriveNetworkKeys(Buffer.from(secret));
+    const s1 = await startServer({ listen: '127.0.0.1:0', secrets: [secret], alternatePort: false, tcp: false, redis: { url: redis.url }, serverId: 'wg1' });
+    const s2 = await startServer({ listen: '127.0.0.1:0', secrets: [secret], alternatePort: false, tcp: false, redis: { url: redis.url }, serverId: 'wg2' });
+    const wgSock = dgram.createSocket('udp4');
+    const syncSock = dgram.createSocket('udp4');
+    try {
+      await new Promise<void>((r) => wgSock.bind(0, '127.0.0.1', r));
+      await new Promise<void>((r) => syncSock.bind(0, '127.0.0.1', r));
+      const next = (s: dgram.Socket): Promise<Buffer> => new Promise((r) => { s.once('message', (m) => { r(m); }); });
+      // Interface X handshakes with server 1: its endpoint is proven there, and recorded in Redis.
+      const priv = randomBytes(32);
+      const init = createInitiation(priv, keys.wireguard.publicKey, randomBytes(32), 7, tai64n(Date.now()));
+      const gotResponse = next(wgSock);
+      wgSock.send(init.packet, s1.address.port, '127.0.0.1');
+      const session = consumeResponse(init, await gotResponse, keys.wireguard.presharedKey);
+      assert.ok(session);
+      wgSock.send(sealTransport(session.receiverIndex, 0n, session.sendKey, new Uint8Array(0)), s1.address.port, '127.0.0.1');
+      // Interface Y learns the proof key from server 1, then announces itself with that proof to server 2.
+      const other = randomBytes(32);
+      const sync = async (port: number, proofKey: Uint8Array | undefined) => {
+        const facts = { txid: randomBytes(12), networkId: keys.networkId, timestamp: Date.now(), key: publicKeyOf(other), listenPort: 51820, hosts: [], mapping: 'unknown' as const };
+        const shared = proofKey ? dh(other, proofKey) : undefined;
+        const got = next(syncSock);
+        syncSock.send(encodeWgSync({ kind: 'wg-sync', ...facts, query: [publicKeyOf(priv)], proof: shared ? wgProof(shared, facts) : undefined }, keys.clientToServer), port, '127.0.0.1');
+        const d = decodeWgSync(await got);
+        assert.ok(d.ok && d.msg.kind === 'wg-sync-ok');
+        return d.msg;
+      };
+      const first = await sync(s1.address.port, undefined);
+      let answer = await sync(s2.address.port, first.proofKey);
+      assert.deepEqual(Buffer.from(answer.proofKey), Buffer.from(first.proofKey), 'one proof key for both servers');
+      for (let i = 0; i < 20 && !(answer.self.announced && answer.peers[0]?.endpoint); i++) {
+        await sleep(50);
+        answer = await sync(s2.address.port, first.proofKey);
+      }
+      assert.equal(answer.self.announced, true, 'the proof made for server 1 verified on server 2');
+      assert.deepEqual(answer.peers[0]?.endpoint, { address: '127.0.0.1', port: wgSock.address().port }, 'server 2 reports the endpoint proven on server 1');
+    } finally {
+      wgSock.close();
+      syncSock.close();
+      await s1.close();
+      await s2.close();
+      await redis.kill();
+    }
   });
 });

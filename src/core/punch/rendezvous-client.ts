@@ -22,6 +22,13 @@ import type { PunchTiming } from './types.js';
  */
 export const DEFAULT_FAILOVER_MS = 3000;
 
+/**
+ * How long the server may answer 503 ("cannot reach its registration store") before we give up with STORE_UNAVAILABLE
+ * (exit 14): long enough to ride out a server reconnecting to a Redis that just came back (it retries every second at
+ * most), short enough to say so within 3 s.
+ */
+export const STORE_DOWN_GRACE_MS = 2000;
+
 export interface RendezvousConfig {
   readonly name: string;
   readonly peer: string;
@@ -88,6 +95,8 @@ export class RendezvousClient {
   private sentHere = 0;
   /** When the first REGISTER still unanswered by the current server went out. */
   private unansweredSince: number | undefined;
+  /** Since when the server has answered only 503 (its store unreachable). */
+  private storeDownSince: number | undefined;
 
   constructor(private readonly config: RendezvousConfig) {
     this.backoff = new Backoff(config.timing.registerBackoffMs);
@@ -219,6 +228,7 @@ export class RendezvousClient {
     }
     // The server answers (whatever it says): it is alive.
     this.unansweredSince = undefined;
+    if (msg.kind !== 'error' || msg.code !== 503) this.storeDownSince = undefined;
     if (msg.kind === 'error') return this.onError(msg, data, stun, now, out);
     if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'register answer failed authentication' }];
     this.clockOffset = msg.timestamp - now;
@@ -279,8 +289,11 @@ export class RendezvousClient {
     }
     if (msg.code === 503) {
       // The server is up but cannot reach its registration store (a shared one, e.g. Redis): not "peer absent". Only
-      // a holder of the secret can say so (authenticated), tied to our REGISTER by its random transaction id.
+      // a holder of the secret can say so (authenticated), tied to our REGISTER by its random transaction id. A blip
+      // (the server reconnecting) is ridden out: we keep sending, and give up once it has lasted STORE_DOWN_GRACE_MS.
       if (verifyIntegrity(data, stun, this.config.keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: '503 answer failed authentication' }];
+      this.storeDownSince ??= now;
+      if (now - this.storeDownSince < STORE_DOWN_GRACE_MS) return [{ type: 'dropped', reason: 'the server cannot reach its store (503); trying again' }];
       return [{ type: 'failed', error: BurrowError.storeUnavailable(endpointKey(this.server)) }];
     }
     // 429 and anything else: keep retransmitting on the normal schedule.
