@@ -97,7 +97,9 @@ describe('metrics endpoint (loopback, real traffic)', () => {
       assert.equal(d2('burrow_registrations_total'), 2);
       assert.ok(d2('burrow_register_requests_total') >= 2);
       assert.ok(d2('burrow_introductions_total') >= 1, 'introduced');
-      assert.equal(d2('burrow_stun_binding_requests_total'), 2, 'one NAT-mapping Binding per peer');
+      // One NAT-mapping Binding per peer, plus any retransmission of it a loaded machine provokes (they are counted too).
+      const bindings = d2('burrow_stun_binding_requests_total');
+      assert.ok(bindings >= 2 && bindings <= 6, `NAT-mapping Bindings: ${bindings}, expected one per peer (and at most two retransmissions each)`);
       assert.equal(m2.get('burrow_registrations'), 0, 'the outcome reports ended both registrations');
       assert.equal(d2('burrow_auth_failures_total'), 0);
       assert.equal(d2('burrow_malformed_packets_total'), 0);
