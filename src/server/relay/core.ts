@@ -654,6 +654,8 @@ export class RelayCore {
     if (checkName(id.name) !== undefined || checkName(id.peer) !== undefined || id.name === id.peer) return challenge('bad-credentials', 'bad peer names');
     const { key } = builtinCredentials(network.relay, id);
     if (verifyTurnIntegrity(data, m, key) !== 'valid') return challenge('bad-credentials', 'MESSAGE-INTEGRITY does not verify');
+    // The expiry bounds when an allocation can be made; an allocation, once made, lives by its lifetime and Refresh.
+    if (kind === 'other') return { id, key };
     const nowSeconds = Math.floor(now / 1000);
     if (id.expiry <= nowSeconds) return challenge('expired-credentials', 'credentials expired');
     if (id.expiry > nowSeconds + this.limits.maxCredentialSeconds) return challenge('expired-credentials', 'credentials valid for too long');
