@@ -537,11 +537,12 @@ export class RelayCore {
     a.bytes += payload.length;
     this.stats.bytesRelayed += payload.length;
     this.stats.datagramsRelayed++;
-    if (local) this.toClientFromPeer(local, a.relayed, payload, now);
+    if (local) this.toClientFromPeer(local, a.relayed, payload, now, true);
     else this.sink.toPeer(a.id, peer, payload);
   }
 
-  private toClientFromPeer(a: Allocation, from: Endpoint, payload: Uint8Array, now: number): void {
+  /** `counted`: a datagram between two allocations of this server, counted once already (by the sender's side). */
+  private toClientFromPeer(a: Allocation, from: Endpoint, payload: Uint8Array, now: number, counted = false): void {
     if (payload.length > this.limits.maxPayload) {
       this.stats.droppedTooLarge++;
       return;
@@ -550,14 +551,16 @@ export class RelayCore {
       this.stats.droppedNoPermission++;
       return;
     }
-    if (!a.bucket.take(payload.length, now) || !this.total.take(payload.length, now)) {
+    if (!a.bucket.take(payload.length, now) || (!counted && !this.total.take(payload.length, now))) {
       this.stats.droppedRate++;
       return;
     }
     a.lastActive = now;
     a.bytes += payload.length;
-    this.stats.bytesRelayed += payload.length;
-    this.stats.datagramsRelayed++;
+    if (!counted) {
+      this.stats.bytesRelayed += payload.length;
+      this.stats.datagramsRelayed++;
+    }
     const fromKey = endpointKey(from);
     const channel = a.channelOf.get(fromKey);
     const c = channel !== undefined ? a.channels.get(channel) : undefined;
