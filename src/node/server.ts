@@ -25,6 +25,8 @@ import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } fr
 import { RelayCore, type RelayEvent } from '../server/relay/core.js';
 import { DEFAULT_TURN_TTL_SECONDS, type RelayLimits, type RelayPolicy } from '../server/relay/config.js';
 import { RelayDriver } from './relay.js';
+import { StreamRelayDriver } from './stream-relay.js';
+import { StreamRelayCore } from '../server/relay/stream.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -104,6 +106,8 @@ export interface RendezvousServer {
   readonly state: ServerState;
   /** The built-in relay in this process, if it runs here (undefined with workers). */
   readonly relay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/core.js').RelayStats> } | undefined;
+  /** The stream relay (TCP splice), when the TCP listener runs. */
+  readonly streamRelay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/stream.js').StreamRelayStats> } | undefined;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -271,9 +275,19 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   });
 
   let tcpServer: net.Server | undefined;
+  // The stream relay shares the TCP listener; it answers 403 when the built-in relay is off.
+  const streamRelay = options.tcp !== false ? new StreamRelayDriver({ enabled: policy.kind === 'builtin', networks, ...(options.relay?.limits ? { limits: options.relay.limits } : {}) }) : undefined;
+  if (streamRelay) {
+    const sr = streamRelay;
+    closers.push(() => {
+      sr.close();
+      return Promise.resolve();
+    });
+  }
   if (options.tcp !== false) {
     try {
       tcpServer = await listenTcp(mainDualStack ? '::' : mainLocal.address, mainLocal.port, {
+        ...(streamRelay ? { streamRelay } : {}),
         maxConnections: options.maxTcpConnections ?? 10_000,
         idleMs: options.tcpIdleMs ?? 120_000,
         feed,
@@ -416,7 +430,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         get networks() {
           return core.networkCount;
         },
-        ...(relay ? { relay: relayMetrics(relay) } : {}),
+        ...(relay ? { relay: relayMetrics(relay, streamRelay) } : {}),
       });
     } catch (err) {
       await close();
@@ -445,24 +459,28 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       return state();
     },
     relay: relay ? { get sessions() { return relay.sessions; }, stats: relay.core.stats } : undefined,
+    streamRelay: streamRelay ? { get sessions() { return streamRelay.sessions; }, stats: streamRelay.core.stats } : undefined,
     setSecrets(next) {
       secrets = secretBytes(next);
       core.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
       relay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
+      streamRelay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
       pool?.setSecrets(secrets);
     },
     close,
   };
 }
 
-function relayMetrics(relay: RelayDriver): import('./metrics.js').RelayMetricsSource {
+function relayMetrics(relay: RelayDriver, stream: StreamRelayDriver | undefined): import('./metrics.js').RelayMetricsSource {
   return {
     get udpSessions() {
       return relay.sessions;
     },
     udp: relay.core.stats,
-    streamSessions: 0,
-    stream: { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
+    get streamSessions() {
+      return stream?.sessions ?? 0;
+    },
+    stream: stream?.core.stats ?? { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
   };
 }
 
@@ -472,6 +490,8 @@ const MAX_TCP_PER_SOURCE = 64;
 const TCP_FIRST_MESSAGE_MS = 10_000;
 
 interface TcpContext {
+  /** Takes over connections whose first message is a stream relay request. */
+  readonly streamRelay?: StreamRelayDriver;
   readonly maxConnections: number;
   readonly idleMs: number;
   readonly feed: (input: ServerInput) => void;
@@ -508,6 +528,14 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
         return;
       }
       pending = split.rest;
+      const first = split.messages[0];
+      if (!heard && ctx.streamRelay && first && StreamRelayCore.claims(first)) {
+        // A stream relay connection: no longer the rendezvous core's.
+        socket.removeAllListeners('data');
+        ctx.streams.delete(id);
+        ctx.streamRelay.handOver(socket, from, split.messages, split.rest);
+        return;
+      }
       if (!heard && split.messages.length > 0) {
         heard = true;
         socket.setTimeout(ctx.idleMs);

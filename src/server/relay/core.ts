@@ -25,11 +25,9 @@
  * partner B is handed to B as if it had arrived on B's socket from A's relayed address, without a system call.
  */
 import { endpointKey, familyOf, type Endpoint, type Family } from '../../codec/address.js';
-import { checkName } from '../../codec/messages.js';
 import { Attr } from '../../codec/stun.js';
 import {
   BUILTIN_REALM,
-  builtinCredentials,
   decodeChannelData,
   decodeTurn,
   encodeChannelData,
@@ -37,11 +35,9 @@ import {
   looksLikeChannelData,
   MAX_CHANNEL,
   MIN_CHANNEL,
-  parseBuiltinUsername,
   TRANSPORT_UDP,
   TurnError,
   TurnMethod,
-  verifyTurnIntegrity,
   type BuiltinIdentity,
   type TurnFields,
   type TurnMessage,
@@ -50,6 +46,7 @@ import type { NetworkKeys } from '../../crypto/keys.js';
 import { SourceRateLimiter, TokenBucket } from '../limits.js';
 import type { Registration } from '../store.js';
 import { resolveRelayLimits, type RelayLimits } from './config.js';
+import { checkBuiltin } from './credentials.js';
 import { NonceIssuer } from './nonce.js';
 
 /** Why an Allocate was refused (the `reason` label of the refused-allocations metric). */
@@ -649,20 +646,9 @@ export class RelayCore {
     }
     const fresh = this.nonces.check(m.nonce, from.address, now);
     if (fresh !== 'fresh') return challenge('unauthenticated', `${fresh} nonce`, { code: TurnError.STALE_NONCE, reason: 'Stale Nonce' });
-    if (m.realm !== BUILTIN_REALM) return challenge('bad-credentials', `realm "${m.realm}"`);
-    const id = parseBuiltinUsername(m.username);
-    if (!id) return challenge('bad-credentials', 'not a Burrow relay username');
-    const network = this.networks.get(id.networkIdHex);
-    if (!network) return challenge('bad-credentials', 'unknown network');
-    if (checkName(id.name) !== undefined || checkName(id.peer) !== undefined || id.name === id.peer) return challenge('bad-credentials', 'bad peer names');
-    const { key } = builtinCredentials(network.relay, id);
-    if (verifyTurnIntegrity(data, m, key) !== 'valid') return challenge('bad-credentials', 'MESSAGE-INTEGRITY does not verify');
-    // The expiry bounds when an allocation can be made; an allocation, once made, lives by its lifetime and Refresh.
-    if (kind === 'other') return { id, key };
-    const nowSeconds = Math.floor(now / 1000);
-    if (id.expiry <= nowSeconds) return challenge('expired-credentials', 'credentials expired');
-    if (id.expiry > nowSeconds + this.limits.maxCredentialSeconds) return challenge('expired-credentials', 'credentials valid for too long');
-    return { id, key };
+    const c = checkBuiltin(this.networks, m, data, now, kind === 'allocate', this.limits.maxCredentialSeconds);
+    if (!c.ok) return challenge(c.reason, c.detail);
+    return { id: c.id, key: c.key };
   }
 
   /** Runs `then` for a request on an existing allocation with valid credentials (its own username). */
