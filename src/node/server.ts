@@ -348,6 +348,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       ...(options.relay?.ports ? { ports: options.relay.ports } : {}),
       ...(options.relay?.externalAddress ? { externalAddress: options.relay.externalAddress } : {}),
       listenHost: host,
+      strict: !limits.answerBareBindings,
       sendToClient: (to, data) => {
         port.send(to, data);
       },
@@ -360,8 +361,11 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       return Promise.resolve();
     });
     port.start((from, data) => {
-      if (RelayCore.claims(data)) r.fromClient(from, data);
-      else feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
+      if (RelayCore.claims(data)) {
+        core.stats.datagramsIn++;
+        core.stats.bytesIn += data.length;
+        r.fromClient(from, data);
+      } else feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
     });
   }
   if (alternate) {
@@ -379,6 +383,10 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const stats = (): ServerStats => {
     const total = sumStats([core.stats, ...(pool?.reports().map((r) => r.stats) ?? [])]);
     total.expirations = memory?.store.expirations ?? 0;
+    if (relay) {
+      total.unauthBytesIn += relay.core.stats.unauthBytesIn;
+      total.unauthBytesOut += relay.core.stats.unauthBytesOut;
+    }
     return total;
   };
   const state = (): ServerState => {

@@ -84,6 +84,9 @@ export interface RelayStats {
   requestsRateLimited: number;
   /** Undecodable TURN messages. */
   malformed: number;
+  /** Bytes of requests answered without authentication (challenges, errors) or dropped, and of those answers. */
+  unauthBytesIn: number;
+  unauthBytesOut: number;
 }
 
 function emptyRelayStats(): RelayStats {
@@ -98,6 +101,8 @@ function emptyRelayStats(): RelayStats {
     droppedTooLarge: 0,
     requestsRateLimited: 0,
     malformed: 0,
+    unauthBytesIn: 0,
+    unauthBytesOut: 0,
   };
 }
 
@@ -130,6 +135,11 @@ export interface RelayConfig {
   readonly nonceKey: Uint8Array;
   /** Seeds the per-source table. */
   readonly seed: number;
+  /**
+   * Strict (the server's answerBareBindings off): an unauthenticated request is answered only when the answer is no
+   * longer than the request (a client pads its first Allocate with SOFTWARE to get its 401 challenge).
+   */
+  readonly strict?: boolean;
 }
 
 interface Allocation {
@@ -170,6 +180,7 @@ export class RelayCore {
   readonly stats: RelayStats = emptyRelayStats();
   readonly limits: RelayLimits;
   private enabled: boolean;
+  private readonly strict: boolean;
   private networks: ReadonlyMap<string, NetworkKeys> = new Map();
   private readonly nonces: NonceIssuer;
   private readonly limiter: SourceRateLimiter;
@@ -190,6 +201,7 @@ export class RelayCore {
   ) {
     this.limits = resolveRelayLimits(config.limits);
     this.enabled = config.enabled;
+    this.strict = config.strict === true;
     this.nonces = new NonceIssuer(config.nonceKey, this.limits.nonceSeconds);
     this.limiter = new SourceRateLimiter(1 << 12, this.limits.controlRate, this.limits.controlBurst, config.seed);
     this.total = new TokenBucket(this.limits.totalRateBytesPerSecond, Math.max(this.limits.totalRateBytesPerSecond / 4, 1 << 20));
@@ -224,7 +236,10 @@ export class RelayCore {
   fromClient(from: Endpoint, data: Uint8Array, now: number): void {
     if (looksLikeChannelData(data)) {
       const a = this.byClient.get(clientKeyOf(from));
-      if (!a) return;
+      if (!a) {
+        this.stats.unauthBytesIn += data.length;
+        return;
+      }
       const d = decodeChannelData(data);
       if (!d.ok) {
         this.stats.malformed++;
@@ -242,11 +257,13 @@ export class RelayCore {
     const isSend = data[0] === 0x00 && data[1] === 0x16;
     if (!isSend && !this.limiter.allow(from.address, now)) {
       this.stats.requestsRateLimited++;
+      this.stats.unauthBytesIn += data.length;
       return;
     }
     const d = decodeTurn(data);
     if (!d.ok) {
       this.stats.malformed++;
+      this.stats.unauthBytesIn += data.length;
       return;
     }
     const m = d.msg;
@@ -697,7 +714,15 @@ export class RelayCore {
 
   private error(to: Endpoint, m: TurnMessage, error: { code: number; reason: string }, key?: Uint8Array, extra: TurnFields = {}): void {
     const fingerprint = m.stun.attributes.some((x) => x.type === Attr.FINGERPRINT);
-    this.sink.toClient(to, encodeTurn(m.method, 'error', m.transactionId, { error, ...extra }, { ...(key ? { key } : {}), fingerprint }));
+    const bytes = encodeTurn(m.method, 'error', m.transactionId, { error, ...extra }, { ...(key ? { key } : {}), fingerprint });
+    if (!key) {
+      // Unauthenticated: counted, and in strict mode never longer than what it answers.
+      const requestLength = 20 + m.stun.attributes.reduce((n, a) => n + 4 + ((a.value.length + 3) & ~3), 0);
+      this.stats.unauthBytesIn += requestLength;
+      if (this.strict && bytes.length > requestLength) return;
+      this.stats.unauthBytesOut += bytes.length;
+    }
+    this.sink.toClient(to, bytes);
   }
 
   /** Transaction ids of Data indications: unique enough, never secret (indications are not answered). */
