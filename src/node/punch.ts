@@ -4,7 +4,7 @@
  * same local port to another program at once.
  */
 import { randomBytes } from 'node:crypto';
-import { checkName, DEFAULT_PORT } from '../codec/messages.js';
+import { checkName, DEFAULT_PORT, type PeerMode } from '../codec/messages.js';
 import { PunchAgent, udpTransport, type PunchEvent, type PunchResult, type PunchTiming } from '../core/punch/index.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
@@ -29,6 +29,8 @@ export interface PunchOptions {
   /** Progress: registration, NAT finding, introduction, validated paths, connection. */
   readonly onEvent?: (event: PunchEvent) => void;
   readonly timing?: Partial<PunchTiming>;
+  /** What this side runs, told to the partner (default `punch`); an incompatible partner ends both sides with MODE_MISMATCH. */
+  readonly purpose?: PeerMode;
 }
 
 export type { PunchEvent, PunchResult };
@@ -73,6 +75,7 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
     sessionNonce: randomBytes(16),
     randomBytes: (n) => randomBytes(n),
     ...(options.timing ? { timing: options.timing } : {}),
+    ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
   });
   return runMachine(agent, { transports: { udp }, signal: options.signal, onEvent: options.onEvent }).result;
 }
