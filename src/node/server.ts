@@ -420,6 +420,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     total.expirations = memory?.store.expirations ?? 0;
     if (relay) {
       total.unauthBytesIn += relay.core.stats.unauthBytesIn;
+      total.malformed += relay.core.stats.malformed;
       total.unauthBytesOut += relay.core.stats.unauthBytesOut;
     }
     return total;

@@ -82,7 +82,7 @@ export interface RelayStats {
   droppedTooLarge: number;
   /** TURN requests dropped by the per-source request rate. */
   requestsRateLimited: number;
-  /** Undecodable TURN messages. */
+  /** Undecodable TURN messages, and ChannelData from an address without an allocation. */
   malformed: number;
   /** Bytes of requests answered without authentication (challenges, errors) or dropped, and of those answers. */
   unauthBytesIn: number;
@@ -237,6 +237,8 @@ export class RelayCore {
     if (looksLikeChannelData(data)) {
       const a = this.byClient.get(clientKeyOf(from));
       if (!a) {
+        // Junk that starts like ChannelData ("hello", "GET /"), or data after an allocation ended.
+        this.stats.malformed++;
         this.stats.unauthBytesIn += data.length;
         return;
       }
