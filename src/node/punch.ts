@@ -11,10 +11,14 @@ import { BurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { runMachine } from './driver.js';
 import { UdpTransport } from './transport.js';
-import { parseLocal, resolveEndpoint } from './udp.js';
+import { parseLocal, resolveServers } from './udp.js';
 
 export interface PunchOptions {
-  /** The rendezvous server, `HOST:PORT` (port defaults to 3478). */
+  /**
+   * The rendezvous server, `HOST:PORT` (port defaults to 3478); or several servers sharing one store,
+   * `HOST:PORT,HOST:PORT…` (a name may also resolve to several addresses): registered with in order, moving to the
+   * next when one stops answering.
+   */
   readonly server: string;
   /** The network secret (text as read from the secret file, or raw bytes). */
   readonly secret: string | Uint8Array;
@@ -56,7 +60,8 @@ export function secretBytes(secret: string | Uint8Array): Uint8Array {
 export async function punch(options: PunchOptions): Promise<PunchResult> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
-  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  const [server, ...fallbacks] = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const secret = secretBytes(options.secret);
   let udp: UdpTransport;
@@ -70,6 +75,7 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
     peer: options.peer,
     keys: deriveNetworkKeys(secret),
     server,
+    ...(fallbacks.length > 0 ? { fallbacks } : {}),
     transports: [udpTransport(udp.local, hostCandidates(udp.local, udp.bound.family, server), 'udp')],
     timeoutMs: options.timeoutMs ?? 30_000,
     sessionNonce: randomBytes(16),
