@@ -34,6 +34,7 @@ import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
 import type { CoreState } from '../server/core.js';
 import { ServerCore } from '../server/core.js';
+import type { RelayPolicy } from '../server/relay/config.js';
 import type { ServerLimits } from '../server/config.js';
 import { ServerMachine, sharedStateRunner, type EffectRunner } from '../server/machine.js';
 import type { Router } from '../server/router.js';
@@ -72,6 +73,7 @@ type ToWorker =
       readonly limits: ServerLimits;
       readonly alternate: Endpoint | undefined;
       readonly main: MainPortSpec;
+      readonly relay: RelayPolicy | undefined;
       /** With Redis: the worker opens its own connection and is a server of its own over it (see `redis` below). */
       readonly redis: { readonly url: string; readonly prefix: string | undefined } | undefined;
     }
@@ -111,6 +113,8 @@ export interface WorkerPoolOptions {
   readonly alternate: Endpoint | undefined;
   /** Each worker's share of the limits (see `splitLimits`). */
   readonly limits: ServerLimits;
+  /** The relay introductions offer (the built-in relay does not run in workers). */
+  readonly relay?: RelayPolicy;
   /**
    * With Redis: each worker connects to it itself and runs as a server of its own id (`<serverId>.w<pid>`), owning the
    * UDP registrations it takes; pushes for them are PUBLISHed to that worker, which sends from the shared port. The
@@ -205,7 +209,7 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
           reject(new BurrowError('SOCKET', `cannot start a server worker: ${err.message}`, { cause: err }));
         });
       }));
-      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main, redis: options.redis };
+      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main, redis: options.redis, relay: options.relay };
       if (options.main.kind === 'dgram' && options.mainHandle) child.send(init, options.mainHandle.socket);
       else child.send(init);
     }
@@ -383,6 +387,7 @@ export function runServerWorker(): void {
       notBefore: Date.now(),
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
+      ...(init.relay ? { relay: init.relay } : {}),
     });
     machine = new ServerMachine(core, { runner: effects, router, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
     await machine.ready;

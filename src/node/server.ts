@@ -24,6 +24,11 @@ import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
 import { splitLimits, startWorkerPool, type MainPortSpec, type WorkerPool } from './cluster.js';
 import { MachineRunner, pooledRandomBytes } from './server-runtime.js';
 import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } from './udp.js';
+import { RelayCore, type RelayEvent } from '../server/relay/core.js';
+import { DEFAULT_TURN_TTL_SECONDS, type RelayLimits, type RelayPolicy } from '../server/relay/config.js';
+import { RelayDriver } from './relay.js';
+import { StreamRelayDriver } from './stream-relay.js';
+import { StreamRelayCore } from '../server/relay/stream.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -75,6 +80,24 @@ export interface ServerOptions {
    * src/node/datagram-port.ts.
    */
   readonly udpBackend?: UdpBackend;
+  /** The relay (docs/protocol.md, "Relay"); default: the built-in relay with its default bounds. */
+  readonly relay?: RelayServerOptions;
+}
+
+export interface RelayServerOptions {
+  /**
+   * `builtin` (default): this server relays (TURN on its main port). `none`: no relay (`--no-relay`). `turn`: pairs
+   * are sent to a TURN fleet (coturn) with minted TURN REST credentials, and the built-in relay is off. With
+   * `workers` > 1 the built-in relay is not available (a worker cannot see another's allocations): `builtin` then
+   * offers no relay; use `turn`.
+   */
+  readonly policy?: { readonly kind: 'builtin' } | { readonly kind: 'none' } | { readonly kind: 'turn'; readonly url: string; readonly secret: Uint8Array; readonly ttlSeconds?: number };
+  readonly limits?: Partial<RelayLimits>;
+  /** Relayed ports `[low, high]`; default: ports the kernel picks. */
+  readonly ports?: readonly [number, number];
+  /** The address advertised as relayed address (a server behind a 1:1 NAT); default the bound one. */
+  readonly externalAddress?: string;
+  readonly onEvent?: (event: RelayEvent) => void;
 }
 
 export interface RendezvousServer {
@@ -98,6 +121,10 @@ export interface RendezvousServer {
   readonly workerStats: readonly { readonly pid: number; readonly stats: Readonly<ServerStats> }[];
   /** Sizes of the server's tables (registrations, pending pushes, replay cache, WireGuard). */
   readonly state: ServerState;
+  /** The built-in relay in this process, if it runs here (undefined with workers). */
+  readonly relay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/core.js').RelayStats> } | undefined;
+  /** The stream relay (TCP splice), when the TCP listener runs. */
+  readonly streamRelay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/stream.js').StreamRelayStats> } | undefined;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -227,6 +254,10 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   // With workers, every process that rate-limits (each worker, and this one for the alternate port and TCP) gets
   // an equal share of the limits, so that together they never exceed them.
   const processLimits = workers > 1 ? splitLimits(limits, workers + 1) : limits;
+  const requested = options.relay?.policy ?? { kind: 'builtin' as const };
+  const policy: RelayPolicy = requested.kind === 'turn'
+    ? { kind: 'turn', url: requested.url, secret: requested.secret, ttlSeconds: requested.ttlSeconds ?? DEFAULT_TURN_TTL_SECONDS }
+    : requested.kind === 'builtin' && workers > 1 ? { kind: 'none' } : requested;
   let core: ServerCore;
   let machine: ServerMachine;
   try {
@@ -242,6 +273,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       notBefore: startedAt,
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
+      relay: policy,
     });
     machine = new ServerMachine(core, { runner: sharedStateRunner(shared), router: shared.router, now: Date.now, onLater: (actions) => { runner.later(actions); } });
     await machine.ready;
@@ -298,9 +330,19 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   });
 
   let tcpServer: net.Server | undefined;
+  // The stream relay shares the TCP listener; it answers 403 when the built-in relay is off.
+  const streamRelay = options.tcp !== false ? new StreamRelayDriver({ enabled: policy.kind === 'builtin', networks, ...(options.relay?.limits ? { limits: options.relay.limits } : {}) }) : undefined;
+  if (streamRelay) {
+    const sr = streamRelay;
+    closers.push(() => {
+      sr.close();
+      return Promise.resolve();
+    });
+  }
   if (options.tcp !== false) {
     try {
       tcpServer = await listenTcp(mainDualStack ? '::' : mainLocal.address, mainLocal.port, {
+        ...(streamRelay ? { streamRelay } : {}),
         maxConnections: options.maxTcpConnections ?? 10_000,
         idleMs: options.tcpIdleMs ?? 120_000,
         feed,
@@ -328,6 +370,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         mainHandle: mainDgram,
         alternate: alternate?.local,
         limits: processLimits,
+        relay: policy,
         ...(options.redis ? { redis: { url: options.redis.url, prefix: options.redis.prefix } } : {}),
         onWireGuard: (socket, from, data) => {
           feed({ type: 'wg-datagram', socket, from, data, now: Date.now() });
@@ -349,9 +392,38 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     if (mainDgram) await closeUdp(mainDgram.socket);
     main = undefined;
   }
-  main?.start((from, data) => {
-    feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
-  });
+  // The built-in relay reads the main port with the rendezvous: TURN methods and ChannelData go to it (it also
+  // answers them when it is off: 403).
+  let relay: RelayDriver | undefined;
+  if (main) {
+    const port = main;
+    relay = new RelayDriver({
+      enabled: policy.kind === 'builtin',
+      networks,
+      ...(options.relay?.limits ? { limits: options.relay.limits } : {}),
+      ...(options.relay?.ports ? { ports: options.relay.ports } : {}),
+      ...(options.relay?.externalAddress ? { externalAddress: options.relay.externalAddress } : {}),
+      listenHost: host,
+      strict: !limits.answerBareBindings,
+      sendToClient: (to, data) => {
+        port.send(to, data);
+      },
+      lookup: (network, name, now) => shared.store.lookup(network, name, now),
+      ...(options.relay?.onEvent ? { onEvent: options.relay.onEvent } : {}),
+    });
+    const r = relay;
+    closers.push(() => {
+      r.close();
+      return Promise.resolve();
+    });
+    port.start((from, data) => {
+      if (RelayCore.claims(data)) {
+        core.stats.datagramsIn++;
+        core.stats.bytesIn += data.length;
+        r.fromClient(from, data);
+      } else feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
+    });
+  }
   if (alternate) {
     alternate.socket.on('message', (data, rinfo) => {
       feed({ type: 'datagram', socket: 'alternate', from: endpointOf(rinfo), data, now: Date.now() });
@@ -373,6 +445,11 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const stats = (): ServerStats => {
     const total = sumStats([core.stats, ...(pool?.reports().map((r) => r.stats) ?? [])]);
     total.expirations = memory?.store.expirations ?? 0;
+    if (relay) {
+      total.unauthBytesIn += relay.core.stats.unauthBytesIn;
+      total.malformed += relay.core.stats.malformed;
+      total.unauthBytesOut += relay.core.stats.unauthBytesOut;
+    }
     return total;
   };
   const state = (): ServerState => {
@@ -424,6 +501,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         get networks() {
           return core.networkCount;
         },
+        ...(relay ? { relay: relayMetrics(relay, streamRelay) } : {}),
       });
     } catch (err) {
       await close();
@@ -452,12 +530,29 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     get state() {
       return state();
     },
+    relay: relay ? { get sessions() { return relay.sessions; }, stats: relay.core.stats } : undefined,
+    streamRelay: streamRelay ? { get sessions() { return streamRelay.sessions; }, stats: streamRelay.core.stats } : undefined,
     setSecrets(next) {
       secrets = secretBytes(next);
       core.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
+      relay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
+      streamRelay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
       pool?.setSecrets(secrets);
     },
     close,
+  };
+}
+
+function relayMetrics(relay: RelayDriver, stream: StreamRelayDriver | undefined): import('./metrics.js').RelayMetricsSource {
+  return {
+    get udpSessions() {
+      return relay.sessions;
+    },
+    udp: relay.core.stats,
+    get streamSessions() {
+      return stream?.sessions ?? 0;
+    },
+    stream: stream?.core.stats ?? { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
   };
 }
 
@@ -480,6 +575,8 @@ const MAX_TCP_PER_SOURCE = 64;
 const TCP_FIRST_MESSAGE_MS = 10_000;
 
 interface TcpContext {
+  /** Takes over connections whose first message is a stream relay request. */
+  readonly streamRelay?: StreamRelayDriver;
   readonly maxConnections: number;
   readonly idleMs: number;
   readonly feed: (input: ServerInput) => void;
@@ -516,6 +613,14 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
         return;
       }
       pending = split.rest;
+      const first = split.messages[0];
+      if (!heard && ctx.streamRelay && first && StreamRelayCore.claims(first)) {
+        // A stream relay connection: no longer the rendezvous core's.
+        socket.removeAllListeners('data');
+        ctx.streams.delete(id);
+        ctx.streamRelay.handOver(socket, from, split.messages, split.rest);
+        return;
+      }
       if (!heard && split.messages.length > 0) {
         heard = true;
         socket.setTimeout(ctx.idleMs);

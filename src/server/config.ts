@@ -3,6 +3,7 @@ import type { Endpoint } from '../codec/address.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import type { KeyPair } from '../crypto/wireguard.js';
 import type { WgLimits } from './wg.js';
+import type { RelayPolicy } from './relay/config.js';
 
 export interface ServerLimits {
   /**
@@ -78,6 +79,11 @@ export interface ServerConfig {
    * them on (`to-wg-responder`) to the one process that holds the server's WireGuard sessions.
    */
   readonly wgResponder?: boolean;
+  /**
+   * Which relay introductions offer (the RELAY attribute, src/server/relay/config.ts). Undefined: introductions carry
+   * no RELAY attribute (clients treat that as no relay).
+   */
+  readonly relay?: RelayPolicy;
   /**
    * Requests whose TIMESTAMP is older than this are refused as stale (438, with the server's clock): the time the
    * server started, so that a request captured before a restart (when the replay guard forgot everything) cannot be
