@@ -6,6 +6,7 @@
  * is appended by `encodeMessage` when given a key and checked by the caller with `verifyIntegrity`,
  * because only the caller knows which key applies. The byte layouts are drawn in docs/protocol.md.
  */
+import { createCipheriv, createDecipheriv } from 'node:crypto';
 import type { Endpoint } from './address.js';
 import {
   Attr,
@@ -51,6 +52,8 @@ export const BurrowAttr = {
   OUTCOME: 0x4b10,
   /** A transport candidate of any kind with its priority (REGISTER and introductions); see `encodeCandidate`. */
   CANDIDATE: 0x4b13,
+  /** In an introduction: which relay the pair may use (`RelayOffer`); see `encodeRelayOffer`. */
+  RELAY: 0x4b14,
 } as const;
 
 /** The rendezvous server's default port (UDP and TCP), the STUN port of RFC 8489 section 18.6. */
@@ -99,6 +102,28 @@ export const ProbeFlag = {
 export type NatMapping = 'unknown' | 'endpoint-independent' | 'endpoint-dependent';
 const MAPPING_CODES: readonly NatMapping[] = ['unknown', 'endpoint-independent', 'endpoint-dependent'];
 
+/**
+ * Which relay an introduced pair may use, sent by the server in every introduction (RELAY attribute):
+ * - `builtin`: the server's own TURN relay on its main UDP port; the peers derive their credentials from the network
+ *   secret themselves (src/codec/turn.ts `builtinCredentials`);
+ * - `turn`: a TURN server (coturn) with short-lived TURN REST credentials the server minted; the password travels
+ *   sealed under the network's relay-offer key;
+ * - `none`: this server offers no relay (`burrow serve --no-relay`).
+ * An introduction without RELAY comes from a server that predates relays: treat it as `none`.
+ */
+export type RelayOffer =
+  | { readonly kind: 'none' }
+  | { readonly kind: 'builtin' }
+  | {
+      readonly kind: 'turn';
+      /** `turn:HOST:PORT` (RFC 7065 form; `?transport=udp` allowed). */
+      readonly url: string;
+      readonly username: string;
+      readonly password: string;
+      /** Unix seconds after which the credentials stop working. */
+      readonly expiry: number;
+    };
+
 /** What the server tells a peer about its partner. */
 export interface Introduction {
   readonly peerName: string;
@@ -108,6 +133,8 @@ export interface Introduction {
   /** The candidates the partner advertised (host, relayed, mapped, ...), at most MAX_CANDIDATES. */
   readonly peerCandidates: readonly Candidate[];
   readonly peerMapping: NatMapping;
+  /** Which relay this pair may use; undefined when the server sent none (an older server). */
+  readonly relay?: RelayOffer;
 }
 
 export interface BindingRequest {
@@ -262,6 +289,7 @@ class Reader {
   constructor(
     private readonly msg: StunMessage,
     readonly fail: (e: MessageDecodeError) => never,
+    readonly relayOfferKey: Uint8Array | undefined,
   ) {}
   optional(type: number): Uint8Array | undefined {
     return findAttribute(this.msg, type)?.value;
@@ -320,6 +348,12 @@ class Reader {
     const outcome = OUTCOME_CODES[(v[0] ?? 0) - 1];
     if (outcome === undefined) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected) or 2 (failed)' });
     return outcome;
+  }
+  relay(key: Uint8Array | undefined): RelayOffer | undefined {
+    const v = this.optional(BurrowAttr.RELAY);
+    if (!v) return undefined;
+    const d = decodeRelayOffer(v, this.msg.transactionId, key);
+    return d.ok ? d.offer : this.fail({ reason: 'bad-attribute', detail: `RELAY: ${d.reason}` });
   }
   candidates(): Candidate[] {
     const values = this.all(BurrowAttr.CANDIDATE);
@@ -383,27 +417,132 @@ export function decodeCandidate(value: Uint8Array, txid: Uint8Array): { ok: true
   return { ok: true, candidate: { kind, priority, endpoint: address.endpoint } };
 }
 
+// ---------------------------------------------------------------------------------------------
+// The RELAY attribute (docs/protocol.md, "Relay offer").
+//
+//   0                   1                   2                   3
+//  +---------------+---------------+-------------------------------+
+//  |  version = 1  | kind 0/1/2    |        reserved (zero)        |   kind: 0 none, 1 built-in, 2 TURN
+//  +---------------+---------------+-------------------------------+
+//  kind 2 (TURN) only:
+//  |                 expiry (u64, unix seconds)                    |
+//  |  URL length (u16)             |  URL (UTF-8) ...              |
+//  |  username length (u16)        |  username (UTF-8) ...         |
+//  |  sealed length (u16)          |  sealed password ...          |
+//  +---------------------------------------------------------------+
+//  sealed password = ChaCha20-Poly1305(key = relay-offer key, nonce = the message's transaction id,
+//                                      aad = every byte of the value before "sealed length"), tag appended.
+
+export const RELAY_OFFER_VERSION = 1;
+const RELAY_KINDS = ['none', 'builtin', 'turn'] as const;
+/** Bounds of the TURN offer's text fields, in bytes. */
+export const MAX_RELAY_URL_BYTES = 255;
+export const MAX_RELAY_USERNAME_BYTES = 255;
+export const MAX_RELAY_PASSWORD_BYTES = 128;
+const AEAD_TAG = 16;
+
+/** Why a RELAY value was rejected. */
+export type RelayOfferDecodeError = 'bad-length' | 'unsupported-version' | 'unknown-kind' | 'reserved-not-zero' | 'bad-text' | 'needs-key' | 'does-not-open';
+
+/** Encodes a RELAY value; a TURN offer needs the network's relay-offer key (src/crypto/keys.ts `relayOffer`). */
+export function encodeRelayOffer(offer: RelayOffer, txid: Uint8Array, key: Uint8Array | undefined): Uint8Array {
+  const head = new Uint8Array([RELAY_OFFER_VERSION, RELAY_KINDS.indexOf(offer.kind), 0, 0]);
+  if (offer.kind !== 'turn') return head;
+  if (!key) throw new RangeError('a TURN relay offer needs the relay-offer key');
+  const url = Buffer.from(offer.url, 'utf8');
+  const user = Buffer.from(offer.username, 'utf8');
+  const password = Buffer.from(offer.password, 'utf8');
+  if (url.length > MAX_RELAY_URL_BYTES || user.length > MAX_RELAY_USERNAME_BYTES || password.length > MAX_RELAY_PASSWORD_BYTES) {
+    throw new RangeError('TURN relay offer field too long');
+  }
+  const clear = Buffer.concat([head, u64(offer.expiry), len16(url.length), url, len16(user.length), user]);
+  const cipher = createCipheriv('chacha20-poly1305', key, txid, { authTagLength: AEAD_TAG });
+  cipher.setAAD(clear, { plaintextLength: password.length });
+  const sealed = Buffer.concat([cipher.update(password), cipher.final(), cipher.getAuthTag()]);
+  return Buffer.concat([clear, len16(sealed.length), sealed]);
+}
+
+function len16(n: number): Uint8Array {
+  return new Uint8Array([n >> 8, n & 0xff]);
+}
+
+/**
+ * Decodes a RELAY value. A TURN offer's password opens only with the relay-offer key of the network the message is
+ * for: without a key the result is `needs-key`, with a wrong one `does-not-open`.
+ */
+export function decodeRelayOffer(value: Uint8Array, txid: Uint8Array, key: Uint8Array | undefined): { ok: true; offer: RelayOffer } | { ok: false; reason: RelayOfferDecodeError } {
+  if (value.length < 4) return { ok: false, reason: 'bad-length' };
+  if (value[0] !== RELAY_OFFER_VERSION) return { ok: false, reason: 'unsupported-version' };
+  const kind = RELAY_KINDS[value[1] ?? 255];
+  if (kind === undefined) return { ok: false, reason: 'unknown-kind' };
+  if (value[2] !== 0 || value[3] !== 0) return { ok: false, reason: 'reserved-not-zero' };
+  if (kind !== 'turn') return value.length === 4 ? { ok: true, offer: { kind } } : { ok: false, reason: 'bad-length' };
+  const view = new DataView(value.buffer, value.byteOffset, value.length);
+  let at = 12;
+  if (value.length < at) return { ok: false, reason: 'bad-length' };
+  const expiryBig = view.getBigUint64(4);
+  if (expiryBig > BigInt(Number.MAX_SAFE_INTEGER)) return { ok: false, reason: 'bad-length' };
+  const field = (max: number): Uint8Array | undefined => {
+    if (value.length < at + 2) return undefined;
+    const n = view.getUint16(at);
+    if (n > max || value.length < at + 2 + n) return undefined;
+    const out = value.subarray(at + 2, at + 2 + n);
+    at += 2 + n;
+    return out;
+  };
+  const url = field(MAX_RELAY_URL_BYTES);
+  const user = field(MAX_RELAY_USERNAME_BYTES);
+  if (!url || !user) return { ok: false, reason: 'bad-length' };
+  const clearEnd = at;
+  const sealed = field(MAX_RELAY_PASSWORD_BYTES + AEAD_TAG);
+  if (!sealed || sealed.length < AEAD_TAG || at !== value.length) return { ok: false, reason: 'bad-length' };
+  const decoder = new TextDecoder('utf-8', { fatal: true });
+  let urlText: string;
+  let userText: string;
+  try {
+    urlText = decoder.decode(url);
+    userText = decoder.decode(user);
+  } catch {
+    return { ok: false, reason: 'bad-text' };
+  }
+  if (!key) return { ok: false, reason: 'needs-key' };
+  let password: string;
+  try {
+    const decipher = createDecipheriv('chacha20-poly1305', key, txid, { authTagLength: AEAD_TAG });
+    const body = sealed.subarray(0, sealed.length - AEAD_TAG);
+    decipher.setAAD(value.subarray(0, clearEnd), { plaintextLength: body.length });
+    decipher.setAuthTag(sealed.subarray(sealed.length - AEAD_TAG));
+    password = decoder.decode(Buffer.concat([decipher.update(body), decipher.final()]));
+  } catch {
+    return { ok: false, reason: 'does-not-open' };
+  }
+  return { ok: true, offer: { kind: 'turn', url: urlText, username: userText, password, expiry: Number(expiryBig) } };
+}
+
 function candidateAttributes(candidates: readonly Candidate[], txid: Uint8Array): AttributeInput[] {
   return candidates.slice(0, MAX_CANDIDATES).map((c) => ({ type: BurrowAttr.CANDIDATE, value: encodeCandidate(c, txid) }));
 }
 
-function introAttributes(intro: Introduction, txid: Uint8Array): AttributeInput[] {
+function introAttributes(intro: Introduction, txid: Uint8Array, relayOfferKey: Uint8Array | undefined): AttributeInput[] {
   return [
     { type: BurrowAttr.PEER_NAME, value: utf8(intro.peerName) },
     { type: BurrowAttr.PEER_NONCE, value: intro.peerNonce },
     { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
     ...candidateAttributes(intro.peerCandidates, txid),
     { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(intro.peerMapping) << 24) },
+    ...(intro.relay ? [{ type: BurrowAttr.RELAY, value: encodeRelayOffer(intro.relay, txid, relayOfferKey) }] : []),
   ];
 }
 
 function readIntro(r: Reader): Introduction {
+  const relay = r.relay(r.relayOfferKey);
   return {
     peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
     peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
     peerMapped: r.xorAddress(r.required(Attr.XOR_PEER_ADDRESS, 'XOR-PEER-ADDRESS'), 'XOR-PEER-ADDRESS'),
     peerCandidates: r.candidates(),
     peerMapping: r.mapping(),
+    ...(relay ? { relay } : {}),
   };
 }
 
@@ -415,6 +554,8 @@ export interface AuthOptions {
   readonly key?: Uint8Array;
   readonly fingerprint?: boolean;
   readonly padTo?: number;
+  /** The network's relay-offer key (src/crypto/keys.ts): seals the password of a TURN relay offer. */
+  readonly relayOfferKey?: Uint8Array;
 }
 
 export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffer {
@@ -453,7 +594,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.LIFETIME, value: u32(msg.lifetimeSeconds) },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
         ...(msg.alternate ? [{ type: Attr.OTHER_ADDRESS, value: encodePlainAddress(msg.alternate) }] : []),
-        ...(msg.intro ? introAttributes(msg.intro, msg.txid) : []),
+        ...(msg.intro ? introAttributes(msg.intro, msg.txid, auth.relayOfferKey) : []),
       ], opts);
     case 'error':
       return encodeStun(msg.method, 'error', msg.txid, [
@@ -465,7 +606,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
         { type: BurrowAttr.SESSION_NONCE, value: msg.recipientNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
-        ...introAttributes(msg.intro, msg.txid),
+        ...introAttributes(msg.intro, msg.txid, auth.relayOfferKey),
       ], opts);
     case 'probe':
       return encodeStun(Method.PROBE, 'request', msg.txid, [
@@ -497,12 +638,20 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
 // ---------------------------------------------------------------------------------------------
 // Decoding.
 
-export function decodeMessage(buf: Uint8Array): MessageDecodeResult {
+export interface DecodeOptions {
+  /**
+   * The network's relay-offer key (src/crypto/keys.ts `relayOffer`): opens the password of a TURN relay offer in an
+   * introduction. Without it, an introduction with a TURN offer fails with `bad-attribute` ("RELAY: needs-key").
+   */
+  readonly relayOfferKey?: Uint8Array;
+}
+
+export function decodeMessage(buf: Uint8Array, options: DecodeOptions = {}): MessageDecodeResult {
   const framed = decodeStun(buf);
   if (!framed.ok) return { ok: false, reason: framed.reason };
   const stun = framed.msg;
   try {
-    const msg = interpret(stun);
+    const msg = interpret(stun, options.relayOfferKey);
     return { ok: true, msg, stun };
   } catch (e) {
     if (e instanceof DecodeFailure) return { ok: false, ...e.error };
@@ -510,10 +659,10 @@ export function decodeMessage(buf: Uint8Array): MessageDecodeResult {
   }
 }
 
-function interpret(stun: StunMessage): BurrowMessage {
+function interpret(stun: StunMessage, relayOfferKey: Uint8Array | undefined): BurrowMessage {
   const r = new Reader(stun, (e) => {
     throw new DecodeFailure(e);
-  });
+  }, relayOfferKey);
   const txid = stun.transactionId;
   if (stun.cls === 'error') {
     const value = r.required(Attr.ERROR_CODE, 'ERROR-CODE');

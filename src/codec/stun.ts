@@ -32,6 +32,8 @@ export const Attr = {
   MAPPED_ADDRESS: 0x0001,
   CHANGE_REQUEST: 0x0003,
   USERNAME: 0x0006,
+  /** HMAC-SHA1 (RFC 8489 section 14.5); TURN's long-term credentials use it (src/codec/turn.ts). */
+  MESSAGE_INTEGRITY: 0x0008,
   ERROR_CODE: 0x0009,
   UNKNOWN_ATTRIBUTES: 0x000a,
   XOR_PEER_ADDRESS: 0x0012,
@@ -95,9 +97,13 @@ export function looksLikeStun(buf: Uint8Array): boolean {
   );
 }
 
-export function decodeStun(buf: Uint8Array): StunDecodeResult {
+/**
+ * Decodes one STUN message. `maxLength` defaults to MAX_MESSAGE_LENGTH; TURN, whose Send and Data indications carry
+ * whole datagrams, passes a larger bound (src/codec/turn.ts).
+ */
+export function decodeStun(buf: Uint8Array, maxLength: number = MAX_MESSAGE_LENGTH): StunDecodeResult {
   if (buf.length < HEADER_LENGTH) return { ok: false, reason: 'too-short' };
-  if (buf.length > MAX_MESSAGE_LENGTH) return { ok: false, reason: 'too-long' };
+  if (buf.length > maxLength) return { ok: false, reason: 'too-long' };
   if (!looksLikeStun(buf)) return { ok: false, reason: 'not-stun' };
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const type = view.getUint16(0);
@@ -151,6 +157,8 @@ export function findAttribute(msg: StunMessage, type: number): StunAttribute | u
 }
 
 export interface EncodeOptions {
+  /** Append MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 section 14.5) computed with this key, before any SHA-256 one. */
+  readonly integritySha1Key?: Uint8Array;
   /** Append MESSAGE-INTEGRITY-SHA256 computed with this key (RFC 8489 section 14.6). */
   readonly integrityKey?: Uint8Array;
   /** Append FINGERPRINT (RFC 8489 section 14.7). */
@@ -174,7 +182,7 @@ export function encodeStun(
   if (transactionId.length !== TRANSACTION_ID_LENGTH) throw new RangeError('transaction id must be 12 bytes');
   const all = [...attributes];
   let bodyLength = all.reduce((n, a) => n + 4 + ((a.value.length + 3) & ~3), 0);
-  const tail = (options.integrityKey ? 36 : 0) + (options.fingerprint ? 8 : 0);
+  const tail = (options.integritySha1Key ? 24 : 0) + (options.integrityKey ? 36 : 0) + (options.fingerprint ? 8 : 0);
   if (options.padTo !== undefined) {
     const missing = options.padTo - (HEADER_LENGTH + bodyLength + tail);
     if (missing > 0) {
@@ -194,6 +202,14 @@ export function encodeStun(
     buf.writeUInt16BE(a.value.length, offset + 2);
     buf.set(a.value, offset + 4);
     offset += 4 + ((a.value.length + 3) & ~3);
+  }
+  if (options.integritySha1Key) {
+    buf.writeUInt16BE(offset + 24 - HEADER_LENGTH, 2);
+    const mac = createHmac('sha1', options.integritySha1Key).update(buf.subarray(0, offset)).digest();
+    buf.writeUInt16BE(Attr.MESSAGE_INTEGRITY, offset);
+    buf.writeUInt16BE(20, offset + 2);
+    mac.copy(buf, offset + 4);
+    offset += 24;
   }
   if (options.integrityKey) {
     // The length field covers everything up to and including MESSAGE-INTEGRITY-SHA256 while hashing.
@@ -231,6 +247,23 @@ export function verifyIntegrity(buf: Uint8Array, msg: StunMessage, key: Uint8Arr
   const header = Buffer.from(buf.subarray(0, HEADER_LENGTH));
   header.writeUInt16BE(attr.offset + 36 - HEADER_LENGTH, 2);
   const mac = createHmac('sha256', key).update(header).update(buf.subarray(HEADER_LENGTH, attr.offset)).digest();
+  return timingSafeEqual(mac, attr.value) ? 'valid' : 'invalid';
+}
+
+/**
+ * Checks MESSAGE-INTEGRITY (HMAC-SHA1, RFC 8489 section 14.5) with `key`. Only MESSAGE-INTEGRITY-SHA256 and
+ * FINGERPRINT may follow it.
+ */
+export function verifyIntegritySha1(buf: Uint8Array, msg: StunMessage, key: Uint8Array): IntegrityResult {
+  const index = msg.attributes.findIndex((a) => a.type === Attr.MESSAGE_INTEGRITY);
+  if (index < 0) return 'missing';
+  const attr = msg.attributes[index];
+  if (!attr || attr.value.length !== 20) return 'invalid';
+  const following = msg.attributes.slice(index + 1);
+  if (following.some((a) => a.type !== Attr.FINGERPRINT && a.type !== Attr.MESSAGE_INTEGRITY_SHA256)) return 'invalid';
+  const header = Buffer.from(buf.subarray(0, HEADER_LENGTH));
+  header.writeUInt16BE(attr.offset + 24 - HEADER_LENGTH, 2);
+  const mac = createHmac('sha1', key).update(header).update(buf.subarray(HEADER_LENGTH, attr.offset)).digest();
   return timingSafeEqual(mac, attr.value) ? 'valid' : 'invalid';
 }
 

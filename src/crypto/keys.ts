@@ -7,6 +7,8 @@
  *   serverToClient   = HKDF(secret, salt, "burrow/v1 server-to-client")  (REGISTER answers, INTRODUCE)
  *   peerBase         = HKDF(secret, salt, "burrow/v1 peer")
  *   streamAuth       = HKDF(secret, salt, "burrow/v1 stream")           (HELLO of encrypted streams)
+ *   relayOffer       = HKDF(secret, salt, "burrow/v1 relay-offer")      (seals TURN passwords in introductions)
+ *   relay            = HKDF(secret, "", "burrow relay v1")              (built-in relay credentials, src/codec/turn.ts)
  *   probe(from → to) = HKDF(peerBase, nonce(from) ‖ nonce(to), "burrow/v1 probe" ‖ name(from) ‖ 0 ‖ name(to))
  *
  * The probe keys bind every peer-to-peer message to both names and both per-attempt nonces: a message
@@ -14,6 +16,7 @@
  */
 import { hkdfSync } from 'node:crypto';
 import { NETWORK_ID_LENGTH } from '../codec/messages.js';
+import { relayKeyFromSecret } from '../codec/turn.js';
 import { serverIdentity, type ServerIdentity } from './wireguard.js';
 
 const SALT = Buffer.from('burrow/v1 salt', 'utf8');
@@ -30,6 +33,10 @@ export interface NetworkKeys {
   readonly serverToClient: Uint8Array;
   readonly peerBase: Uint8Array;
   readonly streamAuth: Uint8Array;
+  /** Seals the password of a TURN relay offer in introductions (src/codec/messages.ts RELAY). */
+  readonly relayOffer: Uint8Array;
+  /** The built-in relay's credential key (src/codec/turn.ts `builtinCredentials`). */
+  readonly relay: Uint8Array;
   /** The rendezvous server's WireGuard identity in this network (src/crypto/wireguard.ts). */
   readonly wireguard: ServerIdentity;
 }
@@ -43,6 +50,8 @@ export function deriveNetworkKeys(secret: Uint8Array): NetworkKeys {
     serverToClient: derive(secret, SALT, 'burrow/v1 server-to-client'),
     peerBase: derive(secret, SALT, 'burrow/v1 peer'),
     streamAuth: derive(secret, SALT, 'burrow/v1 stream'),
+    relayOffer: derive(secret, SALT, 'burrow/v1 relay-offer'),
+    relay: relayKeyFromSecret(secret),
     wireguard: serverIdentity(secret),
   };
 }

@@ -12,6 +12,10 @@
  * | verifyIntegrity                          | src/codec/stun.ts          | a decoded message and its bytes|
  * | decodeMessage                            | src/codec/messages.ts      | a datagram (also in messages.test.ts) |
  * | decodeCandidate                          | src/codec/messages.ts      | a CANDIDATE attribute value    |
+ * | decodeRelayOffer                         | src/codec/messages.ts      | a RELAY value (in turn.test.ts)|
+ * | decodeTurn, verifyTurnIntegrity          | src/codec/turn.ts          | a datagram                     |
+ * | decodeChannelData                        | src/codec/turn.ts          | a datagram                     |
+ * | parseBuiltinUsername                     | src/codec/turn.ts          | a USERNAME value               |
  * | bytesToAddress, normaliseAddress, parseHostPort | src/codec/address.ts | bytes / text              |
  * | decodeHello, readU64                     | src/codec/secure.ts        | a TCP byte stream              |
  * | RecordOpener.take, SecureSession.receive | src/core/secure-records.ts, src/core/secure-session.ts | stream records |
@@ -29,6 +33,7 @@ import { Cipher, decodeHello, encodeHello, readU64, RecordType } from '../../src
 import { RecordOpener, RecordSealer } from '../../src/core/secure-records.js';
 import { decodeErrorCode, decodePlainAddress, decodeStun, decodeXorAddress, looksLikeStun, splitStunStream, verifyIntegrity } from '../../src/codec/stun.js';
 import { SecureSession } from '../../src/core/secure-session.js';
+import { decodeChannelData, decodeTurn, encodeChannelData, encodeTurn, longTermKey, parseBuiltinUsername, TurnMethod, verifyTurnIntegrity } from '../../src/codec/turn.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { TstunCore, TSTUN_KEY_BYTES } from '../../src/server/tstun.js';
 import { decodeFrame, encodeFrame, type Frame } from '../../src/transfer/codec.js';
@@ -116,6 +121,48 @@ describe('parsers under fuzzing: arbitrary bytes and mutated valid messages', ()
         assert.ok(['valid', 'invalid', 'missing'].includes(r), r);
         if (r === 'valid') assert.ok(stunMessages.some((m) => m.equals(Buffer.from(b))), 'a mutated message verified');
       }
+    }), { numRuns: fuzzRuns(10_000) });
+  });
+
+  it('decodeTurn and verifyTurnIntegrity never throw, give a typed reason, and verify only untouched messages', () => {
+    const TURN_REASONS = [...STUN_REASONS, 'bad-attribute'];
+    const key = longTermKey('1:0123456789abcdef:a:b', 'burrow', 'pw');
+    const txid = new Uint8Array(12).fill(9);
+    const peer = { address: '198.51.100.4', port: 5000 };
+    const turnMessages = [
+      encodeTurn(TurnMethod.ALLOCATE, 'request', txid, { username: '1:0123456789abcdef:a:b', realm: 'burrow', nonce: 'abcdefgh12345678', requestedTransport: 17, lifetime: 600 }, { key, fingerprint: true }),
+      encodeTurn(TurnMethod.ALLOCATE, 'success', txid, { relayed: peer, mapped: { address: '2001:db8::1', port: 7 }, lifetime: 600 }, { key }),
+      encodeTurn(TurnMethod.ALLOCATE, 'error', txid, { error: { code: 401, reason: 'Unauthorized' }, realm: 'burrow', nonce: 'n' }),
+      encodeTurn(TurnMethod.CREATE_PERMISSION, 'request', txid, { peers: [peer, peer] }, { key }),
+      encodeTurn(TurnMethod.CHANNEL_BIND, 'request', txid, { channel: 0x4001, peers: [peer] }, { key }),
+      encodeTurn(TurnMethod.SEND, 'indication', txid, { peers: [peer], data: Buffer.alloc(100, 1) }),
+      encodeTurn(TurnMethod.DATA, 'indication', txid, { peers: [peer], data: Buffer.alloc(3, 1) }),
+    ];
+    fc.assert(fc.property(inputs(fc.constantFrom(...turnMessages, ...stunMessages)), (b) => {
+      const d = decodeTurn(b);
+      if (!d.ok) {
+        assert.ok(TURN_REASONS.includes(d.reason), d.reason);
+        return;
+      }
+      const r = verifyTurnIntegrity(b, d.msg, key);
+      assert.ok(['valid', 'invalid', 'missing'].includes(r), r);
+      if (r === 'valid') assert.ok(turnMessages.some((m) => m.equals(Buffer.from(b))), 'a mutated TURN message verified');
+    }), { numRuns: fuzzRuns(20_000) });
+  });
+
+  it('decodeChannelData never throws, gives a typed reason, and returns data inside the datagram', () => {
+    const valid = fc.constantFrom(encodeChannelData(0x4000, Buffer.alloc(0)), encodeChannelData(0x4fff, Buffer.alloc(5, 1), true), encodeChannelData(0x4123, Buffer.alloc(1000, 2)));
+    fc.assert(fc.property(inputs(valid), (b) => {
+      const d = decodeChannelData(b);
+      if (!d.ok) assert.ok(['too-short', 'not-channel-data', 'truncated', 'too-long'].includes(d.reason), d.reason);
+      else assert.ok(d.data.length <= b.length - 4 && d.channel >= 0x4000 && d.channel <= 0x4fff);
+    }), { numRuns: fuzzRuns(20_000) });
+  });
+
+  it('parseBuiltinUsername never throws', () => {
+    fc.assert(fc.property(fc.oneof(fc.string({ maxLength: 80 }), fc.constantFrom('1:0123456789abcdef:a%3A:b%25', '99:0123456789abcdef:x:y')), (s) => {
+      const id = parseBuiltinUsername(s);
+      if (id) assert.ok(Number.isSafeInteger(id.expiry) && id.name.length > 0 && id.peer.length > 0);
     }), { numRuns: fuzzRuns(10_000) });
   });
 
