@@ -442,7 +442,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.drop(transport, from, 'datagram on a transport the agent does not have', out);
       return;
     }
-    const decoded = decodeMessage(data);
+    const decoded = decodeMessage(data, { relayOfferKey: this.config.keys.relayOffer });
     if (!decoded.ok) {
       this.drop(transport, from, `malformed: ${decoded.reason}`, out);
       return;
