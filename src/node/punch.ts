@@ -283,7 +283,7 @@ export async function punchPath(options: PathOptions): Promise<PunchPath> {
       const failure = err instanceof RelayAllocationError ? err.failure : undefined;
       relayReport = { state: 'failed', server: label, code: failure?.code ?? 0, reason: err instanceof Error ? err.message : String(err) };
       // Relayed paths only, and the relay is gone: nothing can connect; say so now rather than at the deadline.
-      if (relayMode === 'only') run.fail(withRelay(punchFailureError(agent.failure()), relayReport));
+      if (relayMode === 'only') run.fail(relayOnlyFailure(agent, relayReport));
     });
   }
 
@@ -294,7 +294,7 @@ export async function punchPath(options: PathOptions): Promise<PunchPath> {
         server: endpointKey(server),
         reason: offer ? `the server at ${endpointKey(server)} offers no relay (it runs with relaying turned off)` : `the server at ${endpointKey(server)} offers no relay (it predates relays)`,
       };
-      if (relayMode === 'only') run.fail(withRelay(punchFailureError(agent.failure()), relayReport));
+      if (relayMode === 'only') run.fail(relayOnlyFailure(agent, relayReport));
       return;
     }
     if (offer.kind === 'builtin') {
@@ -340,7 +340,9 @@ export async function punchPath(options: PathOptions): Promise<PunchPath> {
     const t = transports[sel.transport];
     if (t) p.setUpstream(sel.transport, t, sel.remote);
   }
-  const ended = run.result.then(() => undefined, () => undefined).finally(() => p.close());
+  // The proxy socket stays until close(): the program keeps its loopback address for as long as Burrow runs, even
+  // after the partner left.
+  const ended = run.result.then(() => undefined, () => undefined);
   const result: PathResult = {
     ...outcome.r,
     localAddress: p.program.address,
@@ -360,6 +362,7 @@ export async function punchPath(options: PathOptions): Promise<PunchPath> {
     close: async () => {
       run.feed({ type: 'close', now: Date.now() });
       await ended;
+      await p.close();
     },
   };
 }
@@ -369,4 +372,9 @@ function withRelay(error: BurrowError, relay: RelayReport): BurrowError {
   const f = punchFailureOf(error);
   if (!f || f.stage !== 'no-path') return error;
   return punchFailureError({ ...f, relay });
+}
+
+/** Relayed paths only, and the relay failed: no path can come, whatever stage the punch reached. */
+function relayOnlyFailure(agent: PunchAgent, relay: RelayReport): BurrowError {
+  return punchFailureError({ ...agent.failure(), stage: 'no-path', relay: { ...relay, only: true } });
 }

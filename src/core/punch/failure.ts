@@ -39,6 +39,8 @@ export type RelayReport = {
   readonly server?: string;
   readonly code?: number;
   readonly reason: string;
+  /** Only relayed paths were allowed: the direct checks say nothing. */
+  readonly only?: boolean;
 };
 
 /** Plain JSON values throughout, so that it can be an error's `details` as it is. */
@@ -104,6 +106,7 @@ export function describeRelay(r: RelayReport): string {
 
 /** Explains a failed check phase, and the relay's failure when one was tried. */
 export function describeNoPath(f: PunchFailure): string {
+  if (f.relay?.only === true) return `only relayed paths were allowed, and there is no relay: ${describeRelay(f.relay)}.`;
   const direct = describeDirect(f);
   return f.relay ? `${direct} No relay either: ${describeRelay(f.relay)}.` : direct;
 }
