@@ -89,9 +89,10 @@ void describe('punch matrix across emulated NATs', { skip: labSkip }, () => {
   });
 
   for (const [a, b, first] of [['port-restricted', 'symmetric', 'a'], ['symmetric', 'symmetric', 'b']] as const) {
-    void it(`fails cleanly with exit 5 for ${a} ↔ ${b}`, async () => {
+    void it(`fails cleanly with exit 5 for ${a} ↔ ${b} with --relay never`, async () => {
       const timeoutSeconds = 3;
-      const result = await scenario({ a, b, first, delayMs: SECOND_PEER_DELAY_MS, timeoutSeconds });
+      // --relay never: the direct attempt alone (with a relay these pairs connect; see relay.test.ts).
+      const result = await scenario({ a, b, first, delayMs: SECOND_PEER_DELAY_MS, timeoutSeconds, peerArgs: ['--relay', 'never'] });
       const context = report(result);
       for (const peer of [result.peers.a, result.peers.b]) {
         assert.ok(peer !== null, context);

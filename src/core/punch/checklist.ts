@@ -109,6 +109,9 @@ export class Checklist {
     if (existing) return existing;
     const path = pathOf(transport, remote);
     if (!this.admits(path)) return undefined;
+    // A relay cannot reach the partner's LAN (host) addresses, and coturn tears down the whole allocation when its
+    // relay socket gets an error (an unroutable private address): never check a host candidate through a relay.
+    if (transport.kind === 'relay' && remote.kind === 'host') return undefined;
     const [g, d] = this.controlling ? [transport.priority, remote.priority] : [remote.priority, transport.priority];
     const pair: Pair = {
       key,

@@ -1,0 +1,151 @@
+/**
+ * Relaying across emulated NATs (issue 10): coturn runs in the lab's internet core (pub, 203.0.113.9), `burrow serve`
+ * beside it; a symmetric ↔ symmetric pair (no direct path exists) connects through the relay with
+ * `burrow punch --turn ... -- COMMAND`, and COMMAND on each side exchanges datagrams both ways through its own socket
+ * bound to $BURROW_LOCAL_PORT (Burrow's loopback proxy forwards them). Both exit 0, the JSON result comes first with
+ * path "relay", and the second peer is connected within 3 s of its start. With `--relay never` the same pair keeps
+ * exit 5.
+ */
+
+import assert from 'node:assert/strict';
+import { createHmac, randomBytes } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { before, describe, it } from 'node:test';
+import type { LabProcess } from '../../src/lab/process.js';
+import { DEFAULT_CLI } from '../../src/lab/scenario.js';
+import { createLab, type Lab } from '../../src/lab/topology.js';
+import { hasProgram } from '../support/coturn.js';
+import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
+
+const HANDOFF = fileURLToPath(new URL('../../src/lab/programs/handoff.js', import.meta.url));
+const TURN_IP = '203.0.113.9';
+const SERVER = '203.0.113.1:3478';
+const skip = labSkip !== false ? labSkip : hasProgram('turnserver') || process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn)';
+
+interface Env {
+  readonly lab: Lab;
+  readonly dir: string;
+  readonly secretFile: string;
+  readonly turnSecret: string;
+}
+
+async function withLab(body: (env: Env) => Promise<void>): Promise<void> {
+  const dir = await mkdtemp(join(tmpdir(), 'burrow-relay-lab-'));
+  const lab = await createLab({ a: 'symmetric', b: 'symmetric' });
+  try {
+    const secretFile = join(dir, 'secret');
+    await writeFile(secretFile, `${randomBytes(32).toString('base64url')}\n`, { mode: 0o600 });
+    await body({ lab, dir, secretFile, turnSecret: randomBytes(16).toString('hex') });
+  } finally {
+    await lab.destroy();
+    await rm(dir, { recursive: true, force: true });
+    await assertNothingLeft(lab.runId);
+  }
+}
+
+async function startServe(env: Env): Promise<LabProcess> {
+  const serve = env.lab.spawn('pub', process.execPath, [DEFAULT_CLI, 'serve', '--listen', SERVER, '--secret-file', env.secretFile, '--log-format', 'json']);
+  serve.endInput();
+  await serve.waitForOutput('stderr', '"listening"', 5000);
+  return serve;
+}
+
+async function startCoturn(env: Env): Promise<LabProcess> {
+  const add = await env.lab.exec('pub', 'ip', ['addr', 'add', `${TURN_IP}/32`, 'dev', 'lo']);
+  assert.equal(add.code, 0, add.stderr);
+  const turn = env.lab.spawn('pub', 'turnserver', [
+    '-n', '-L', TURN_IP, '-E', TURN_IP, '-p', '3478', '--min-port', '49152', '--max-port', '49251', '-r', 'burrow.test',
+    '--use-auth-secret', '--static-auth-secret', env.turnSecret, '-f', '--no-tls', '--no-dtls', '--no-tcp-relay', '--no-cli',
+    '--no-multicast-peers', '--log-file', 'stdout', '--simple-log',
+  ]);
+  turn.endInput();
+  // Listening once a TURN client's Allocate would be answered: give it a moment (nothing reliable is printed).
+  for (let i = 0; i < 40; i++) {
+    const ss = await env.lab.exec('pub', 'ss', ['-Hlun', `sport = :3478`]);
+    if (ss.stdout.includes(`${TURN_IP}:3478`)) return turn;
+    await sleep(50);
+  }
+  throw new Error(`turnserver did not listen: ${turn.stdout.slice(-2000)}`);
+}
+
+async function turnArgs(env: Env, name: string): Promise<string[]> {
+  const username = `${Math.floor(Date.now() / 1000) + 3600}:${name}`;
+  const file = join(env.dir, `${name}.turn`);
+  await writeFile(file, `${createHmac('sha1', env.turnSecret).update(username).digest('base64')}\n`, { mode: 0o600 });
+  return ['--turn', `turn:${TURN_IP}:3478`, '--turn-user', username, '--turn-password-file', file];
+}
+
+function punch(env: Env, node: 'hA' | 'hB', name: string, peer: string, extra: readonly string[]): LabProcess {
+  const child = env.lab.spawn(node, process.execPath, [
+    DEFAULT_CLI, 'punch', '--server', SERVER, '--secret-file', env.secretFile, '--as', name, '--to', peer, '--format', 'json', '--timeout', '8', ...extra,
+  ]);
+  child.endInput();
+  return child;
+}
+
+async function exited(p: LabProcess, ms: number): Promise<void> {
+  const timer = setTimeout(() => {
+    p.kill('SIGKILL');
+  }, ms);
+  await p.exited;
+  clearTimeout(timer);
+}
+
+const COMMAND = ['--', process.execPath, HANDOFF, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS', '--remote-port', '$BURROW_REMOTE_PORT', '--timeout-ms', '5000'];
+
+void describe('relaying across emulated NATs (coturn in the core)', { skip }, () => {
+  before(assertLabAvailable);
+
+  for (const first of ['a', 'b'] as const) {
+    void it(`symmetric ↔ symmetric connects through coturn; -- COMMAND exchanges datagrams both ways (${first === 'a' ? 'alice' : 'bob'} first)`, async () => {
+      await withLab(async (env) => {
+        const turn = await startCoturn(env);
+        const serve = await startServe(env);
+        const starts: Record<string, number> = {};
+        const peers: LabProcess[] = [];
+        const order = first === 'a' ? (['alice', 'bob'] as const) : (['bob', 'alice'] as const);
+        for (const name of order) {
+          const extra = [...(await turnArgs(env, name)), ...COMMAND];
+          starts[name] = performance.now();
+          peers.push(punch(env, name === 'alice' ? 'hA' : 'hB', name, name === 'alice' ? 'bob' : 'alice', extra));
+          await sleep(200);
+        }
+        await Promise.all(peers.map((p) => exited(p, 20_000)));
+        const context = `${peers.map((p) => `${p.commandLine.split(' --secret-file')[0] ?? ''}\n stdout: ${p.stdout}\n stderr: ${p.stderr.slice(-2500)}`).join('\n')}\nserve: ${serve.stderr.slice(-1000)}\nturn: ${turn.stdout.slice(-1500)}`;
+        for (const p of peers) {
+          assert.equal(p.exitStatus?.code, 0, context);
+          const lines = p.stdout.trim().split('\n');
+          const result = JSON.parse(lines[0] ?? '') as { path: string; elapsedMs: number; localAddress: string; relay: { kind: string; server: string; relayed: string } };
+          assert.equal(result.path, 'relay', context);
+          assert.equal(result.relay.server, `${TURN_IP}:3478`, context);
+          assert.ok(result.relay.relayed.startsWith(`${TURN_IP}:`), context);
+          assert.equal(result.localAddress, '127.0.0.1', context);
+          const report = JSON.parse(lines.at(-1) ?? '') as { ok: boolean; heard: boolean; peerHeard: boolean };
+          assert.ok(report.ok && report.heard && report.peerHeard, `the program's report: ${lines.at(-1) ?? ''}\n${context}`);
+        }
+        // The second peer is connected within 3 s of its start.
+        const second = peers[1]!;
+        const secondResult = JSON.parse(second.stdout.split('\n')[0] ?? '') as { elapsedMs: number };
+        assert.ok(secondResult.elapsedMs <= 3000, `the second peer connected after ${secondResult.elapsedMs} ms\n${context}`);
+      });
+    });
+  }
+
+  void it('symmetric ↔ symmetric with --relay never keeps exit 5', async () => {
+    await withLab(async (env) => {
+      await startServe(env);
+      const a = punch(env, 'hA', 'alice', 'bob', ['--relay', 'never', '--timeout', '3']);
+      const b = punch(env, 'hB', 'bob', 'alice', ['--relay', 'never', '--timeout', '3']);
+      await Promise.all([exited(a, 10_000), exited(b, 10_000)]);
+      for (const p of [a, b]) {
+        assert.equal(p.exitStatus?.code, 5, p.stderr);
+        assert.match(p.stdout, /NO_PATH/);
+        assert.match(p.stdout, /relaying was turned off/);
+      }
+    });
+  });
+});
