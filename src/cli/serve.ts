@@ -1,7 +1,10 @@
 /** `burrow serve`: the rendezvous server, with structured logs, clean shutdown and secret reload. */
 import { endpointKey, normaliseAddress, parseHostPort } from '../codec/address.js';
 import { readSecretFile } from '../node/secret.js';
-import { startServer } from '../node/server.js';
+import { startServer, type RelayServerOptions } from '../node/server.js';
+import type { RelayLimits } from '../server/relay/config.js';
+import type { RelayEvent } from '../server/relay/core.js';
+import { readFileSync } from 'node:fs';
 import { startTstunServer, type TstunServer, type TstunServerEvent } from '../node/tstun.js';
 import type { ServerEvent } from '../server/core.js';
 import { resolveSecrets, type Io } from './common.js';
@@ -30,6 +33,113 @@ export interface ServePlan {
   readonly metrics: string | undefined;
   readonly workers: number;
   readonly sockets: readonly Socket[];
+  readonly relay: RelayPlan;
+}
+
+/** The relay as the flags ask for it (the TURN secret is read at start). */
+export interface RelayPlan {
+  readonly mode: 'builtin' | 'off' | 'turn';
+  /** Set when --workers turned the built-in relay off. */
+  readonly offForWorkers: boolean;
+  readonly turnUrl: string | undefined;
+  readonly turnSecretFile: string | undefined;
+  readonly turnTtlSeconds: number;
+  readonly limits: Partial<RelayLimits>;
+  readonly ports: readonly [number, number] | undefined;
+  readonly externalAddress: string | undefined;
+}
+
+/** `16MiB`, `512KiB`, `1GiB`, `1000000`: bytes. */
+export function parseBytes(flag: string, text: string): number {
+  const m = /^(\d+(?:\.\d+)?)\s*(|K|KiB|M|MiB|G|GiB|B)$/i.exec(text.trim());
+  if (!m) throw usageError(`--${flag} "${text}" is not a number of bytes`, `e.g. --${flag} 16MiB (suffixes KiB, MiB, GiB)`);
+  const unit = (m[2] ?? '').toLowerCase();
+  const scale = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 ** 2 : unit.startsWith('g') ? 1024 ** 3 : 1;
+  const n = Math.floor(Number(m[1]) * scale);
+  if (n < 1) throw usageError(`--${flag} "${text}" is less than one byte per second`, `e.g. --${flag} 16MiB`);
+  return n;
+}
+
+/** `turn:HOST:PORT` (RFC 7065; port 3478 when left out; `?transport=udp` allowed). */
+export function checkTurnUrl(text: string): string {
+  const m = /^turn:(\[[0-9a-fA-F:.]+\]|[^:?[\]]+)(?::(\d{1,5}))?(\?transport=udp)?$/.exec(text);
+  const port = m?.[2] !== undefined ? Number(m[2]) : 3478;
+  if (!m || port < 1 || port > 65535) {
+    throw usageError(`--turn "${text}" is not a TURN URL`, 'give turn:HOST:PORT, e.g. --turn turn:turn.example.net:3478 (UDP; turns: and TCP are not supported)');
+  }
+  return text;
+}
+
+function planRelay(values: Parsed<'serve'>['values'], workers: number): RelayPlan {
+  const turnUrl = values.turn === undefined ? undefined : checkTurnUrl(values.turn);
+  if (turnUrl !== undefined && values['turn-secret-file'] === undefined) {
+    throw usageError('--turn needs --turn-secret-file', 'give the file that holds coturn\'s --static-auth-secret: --turn-secret-file FILE');
+  }
+  if (turnUrl === undefined && values['turn-secret-file'] !== undefined) {
+    throw usageError('--turn-secret-file is only used with --turn', 'give --turn turn:HOST:PORT, or leave out --turn-secret-file');
+  }
+  const asked = turnUrl !== undefined ? 'turn' : values.relay === false || values.relay === 'off' ? 'off' : 'builtin';
+  if (asked === 'builtin' && values.relay === 'builtin' && workers > 1) {
+    throw usageError(`the built-in relay runs in one process, not with --workers ${workers}`, 'use --turn turn:HOST:PORT with coturn as the relay, or --no-relay, or --workers 1');
+  }
+  // By default, --workers N > 1 serves without the built-in relay (logged at start).
+  const mode = asked === 'builtin' && workers > 1 ? 'off' : asked;
+  let ports: [number, number] | undefined;
+  const rp = values['relay-ports'];
+  if (rp !== undefined) {
+    const m = /^(\d{1,5})-(\d{1,5})$/.exec(rp);
+    const low = Number(m?.[1]);
+    const high = Number(m?.[2]);
+    if (!m || low < 1024 || high > 65535 || low > high) throw usageError(`--relay-ports "${rp}" is not a port range LOW-HIGH within 1024-65535`, 'e.g. --relay-ports 49152-65535');
+    ports = [low, high];
+  }
+  const ra = values['relay-address'];
+  const externalAddress = ra === undefined ? undefined : normaliseAddress(ra);
+  if (ra !== undefined && externalAddress === undefined) throw usageError(`--relay-address "${ra}" is not an IP address`, 'e.g. --relay-address 203.0.113.7');
+  return {
+    mode,
+    offForWorkers: asked === 'builtin' && mode === 'off',
+    turnUrl,
+    turnSecretFile: values['turn-secret-file'],
+    turnTtlSeconds: values['turn-ttl'],
+    limits: {
+      sessions: values['relay-sessions'],
+      sessionsPerPeer: values['relay-sessions-per-peer'],
+      sessionsPerSource: values['relay-sessions-per-source'],
+      rateBytesPerSecond: parseBytes('relay-rate', values['relay-rate']),
+      totalRateBytesPerSecond: parseBytes('relay-total-rate', values['relay-total-rate']),
+      idleSeconds: values['relay-idle'],
+      maxLifetimeSeconds: Math.max(values['relay-lifetime'], 600),
+    },
+    ports,
+    externalAddress,
+  };
+}
+
+/** coturn's --static-auth-secret: the first non-empty line of the file. */
+function readTurnSecret(path: string): Uint8Array {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (err) {
+    throw usageError(`cannot read --turn-secret-file ${path} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, 'give the file that holds coturn\'s --static-auth-secret');
+  }
+  const line = text.split(/\r?\n/).map((l) => l.trim()).find((l) => l.length > 0);
+  if (line === undefined) throw usageError(`--turn-secret-file ${path} is empty`, 'put coturn\'s --static-auth-secret on its first line');
+  return Buffer.from(line, 'utf8');
+}
+
+function relayOptions(plan: RelayPlan, onEvent: (e: RelayEvent) => void): RelayServerOptions {
+  const policy: RelayServerOptions['policy'] = plan.mode === 'turn' && plan.turnUrl !== undefined && plan.turnSecretFile !== undefined
+    ? { kind: 'turn', url: plan.turnUrl, secret: readTurnSecret(plan.turnSecretFile), ttlSeconds: plan.turnTtlSeconds }
+    : plan.mode === 'builtin' ? { kind: 'builtin' } : { kind: 'none' };
+  return {
+    policy,
+    limits: plan.limits,
+    ...(plan.ports ? { ports: plan.ports } : {}),
+    ...(plan.externalAddress !== undefined ? { externalAddress: plan.externalAddress } : {}),
+    onEvent,
+  };
 }
 
 function hostOf(text: string, fallback: string): { host: string; port: number } {
@@ -92,7 +202,7 @@ export function planServe(values: Parsed<'serve'>['values']): ServePlan {
     }
   }
   if (values.workers > 256) throw usageError(`--workers ${values.workers} is more than 256`, 'one process per core is plenty: e.g. --workers 2');
-  return { listen, alternatePort, tstun, metrics: values.metrics, workers: values.workers, sockets };
+  return { listen, alternatePort, tstun, metrics: values.metrics, workers: values.workers, sockets, relay: planRelay(values, values.workers) };
 }
 
 export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<number> {
@@ -106,6 +216,7 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
   const secretsFromEnv = parsed.sources['secret-file'] === 'env';
   if (values.check) {
     const secrets = await resolveSecrets(io, values, secretsFromEnv);
+    if (plan.relay.mode === 'turn') relayOptions(plan.relay, () => undefined); // reads the TURN secret file
     // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`): every option,
     // the secret file and the ports' clashes are checked; nothing is bound.
     const opens = plan.sockets.map((s) => `${s.transport.toUpperCase()} ${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port} (${s.what})`).join(', ');
@@ -186,6 +297,24 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
         break;
     }
   };
+  const onRelayEvent = (e: RelayEvent): void => {
+    switch (e.type) {
+      case 'relay-allocated':
+        log.info({ event: e.type, network: e.network, peer: e.name, partner: e.peer, from: endpointKey(e.client), relayed: endpointKey(e.relayed) }, 'relay session started');
+        break;
+      case 'relay-released':
+        log.info({ event: e.type, network: e.network, peer: e.name, partner: e.peer, reason: e.reason, bytes: e.bytes }, 'relay session ended');
+        break;
+      case 'relay-refused':
+        log.debug({ event: e.type, from: endpointKey(e.from), reason: e.reason, detail: e.detail }, 'relay allocation refused');
+        break;
+      case 'relay-forbidden':
+        log.warn({ event: e.type, network: e.network, peer: e.name, partner: e.peer, address: endpointKey(e.address) }, 'relay permission refused: not the partner\'s address');
+        break;
+    }
+  };
+  const relay = relayOptions(plan.relay, onRelayEvent);
+  if (plan.relay.offForWorkers) log.warn({ event: 'relay-off' }, `no built-in relay with --workers ${plan.workers} (it runs in one process): pairs without a direct path fail; use --turn with coturn as the relay`);
   const registry = metricsModule?.createProcessRegistry();
   let server;
   try {
@@ -196,6 +325,7 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       ...(plan.metrics !== undefined ? { metrics: { listen: plan.metrics, ...(registry ? { registry } : {}) } } : {}),
       onEvent,
       ...(plan.workers > 1 ? { workers: plan.workers } : {}),
+      relay,
     });
   } catch (err) {
     clearInterval(authTimer);
@@ -223,6 +353,7 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       metrics: server.metricsAddress ? `http://${endpointKey(server.metricsAddress)}/metrics` : null,
       workers: server.workerPids.length,
       networks: secrets.length,
+      relay: plan.relay.mode === 'turn' ? plan.relay.turnUrl : plan.relay.mode,
     },
     'listening',
   );

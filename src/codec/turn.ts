@@ -91,9 +91,14 @@ export const TurnError = {
 
 /** REQUESTED-TRANSPORT's protocol number for UDP. */
 export const TRANSPORT_UDP = 17;
-/** Channel numbers a client may bind (RFC 8656 section 12). */
+/**
+ * Channel numbers: RFC 8656 section 12 gives clients 0x4000-0x4FFF; RFC 5766 allowed up to 0x7FFE, and coturn's
+ * clients still pick from that range, so a server accepts it (nothing else on Burrow's port starts with 0x40-0x7F).
+ */
 export const MIN_CHANNEL = 0x4000;
-export const MAX_CHANNEL = 0x4fff;
+export const MAX_CHANNEL = 0x7ffe;
+/** The top of RFC 8656's range: what Burrow's own clients use. */
+export const MAX_CHANNEL_RFC8656 = 0x4fff;
 /** ChannelData header length. */
 export const CHANNEL_HEADER_LENGTH = 4;
 /**
@@ -366,9 +371,9 @@ export function longTermKey(username: string, realm: string, password: string): 
 // ---------------------------------------------------------------------------------------------
 // ChannelData.
 
-/** Whether a datagram is ChannelData (first byte 0x40..0x4F, RFC 8656 section 12 and RFC 7983). */
+/** Whether a datagram is ChannelData (first byte 0x40..0x7F: RFC 8656 section 12, RFC 5766's wider range). */
 export function looksLikeChannelData(buf: Uint8Array): boolean {
-  return buf.length >= CHANNEL_HEADER_LENGTH && ((buf[0] ?? 0) & 0xf0) === 0x40;
+  return buf.length >= CHANNEL_HEADER_LENGTH && ((buf[0] ?? 0) & 0xc0) === 0x40 && !(buf[0] === 0x7f && buf[1] === 0xff);
 }
 
 /**
@@ -376,7 +381,7 @@ export function looksLikeChannelData(buf: Uint8Array): boolean {
  * (RFC 8656 section 12.5); receivers accept both.
  */
 export function encodeChannelData(channel: number, data: Uint8Array, pad = false): Buffer {
-  if (channel < MIN_CHANNEL || channel > MAX_CHANNEL) throw new RangeError(`channel 0x${channel.toString(16)} is outside 0x4000-0x4FFF`);
+  if (channel < MIN_CHANNEL || channel > MAX_CHANNEL) throw new RangeError(`channel 0x${channel.toString(16)} is outside 0x4000-0x7FFE`);
   if (data.length > 0xffff) throw new RangeError('ChannelData carries at most 65535 bytes');
   const total = CHANNEL_HEADER_LENGTH + (pad ? (data.length + 3) & ~3 : data.length);
   const buf = Buffer.allocUnsafe(total);

@@ -34,6 +34,7 @@ import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
 import type { CoreState } from '../server/core.js';
 import { ServerCore } from '../server/core.js';
+import type { RelayPolicy } from '../server/relay/config.js';
 import type { ServerLimits } from '../server/config.js';
 import { ServerMachine, sharedStateRunner } from '../server/machine.js';
 import type { SharedState } from '../server/shared.js';
@@ -71,6 +72,7 @@ type ToWorker =
       readonly limits: ServerLimits;
       readonly alternate: Endpoint | undefined;
       readonly main: MainPortSpec;
+      readonly relay: RelayPolicy | undefined;
     }
   | { readonly type: 'answers'; readonly batch: string }
   | { readonly type: 'send'; readonly batch: readonly Datagram[] }
@@ -108,6 +110,8 @@ export interface WorkerPoolOptions {
   readonly alternate: Endpoint | undefined;
   /** Each worker's share of the limits (see `splitLimits`). */
   readonly limits: ServerLimits;
+  /** The relay introductions offer (the built-in relay does not run in workers). */
+  readonly relay?: RelayPolicy;
   /** A WireGuard-shaped datagram a worker read, for this process's responder. */
   readonly onWireGuard: (socket: ServerSocketId, from: Endpoint, data: Uint8Array) => void;
   readonly onEvent: (event: ServerEvent) => void;
@@ -196,7 +200,7 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
           reject(new BurrowError('SOCKET', `cannot start a server worker: ${err.message}`, { cause: err }));
         });
       }));
-      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main };
+      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main, relay: options.relay };
       if (options.main.kind === 'dgram' && options.mainHandle) child.send(init, options.mainHandle.socket);
       else child.send(init);
     }
@@ -355,6 +359,7 @@ export function runServerWorker(): void {
       wgResponder: false,
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
+      ...(init.relay ? { relay: init.relay } : {}),
     });
     machine = new ServerMachine(core, { runner: ipc, router: ipc, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
     const r = new MachineRunner(machine, execute, (err) => {

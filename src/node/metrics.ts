@@ -14,6 +14,7 @@ import { BurrowError } from '../errors.js';
 import type { WgStats } from '../server/wg.js';
 import type { ServerStats } from '../server/core.js';
 import type { TstunStats } from '../server/tstun.js';
+import type { RelayStats } from '../server/relay/core.js';
 
 export interface MetricsOptions {
   /** `HOST:PORT` for the HTTP listener; HOST is an IP address (e.g. `127.0.0.1:9464`), port 0 for any free port. */
@@ -33,6 +34,16 @@ export interface ServerMetricsSource {
   readonly networks: number;
   /** WireGuard endpoint discovery (src/server/wg.ts): interfaces known and the responder's counters. */
   readonly wireguard?: { readonly interfaces: number; readonly stats: Readonly<WgStats> };
+  /** The built-in relay (src/server/relay), when this process runs it, and the stream relay. */
+  readonly relay?: RelayMetricsSource;
+}
+
+/** What the relay metrics are read from: the UDP relay (TURN) and the stream relay (TCP splice). */
+export interface RelayMetricsSource {
+  readonly udpSessions: number;
+  readonly udp: Readonly<RelayStats>;
+  readonly streamSessions: number;
+  readonly stream: Readonly<{ sessionsTotal: number; bytesRelayed: number; refused: Readonly<Record<string, number>> }>;
 }
 
 export interface MetricsEndpoint {
@@ -154,7 +165,33 @@ export function registerServerMetrics(registry: Registry, source: ServerMetricsS
     counter(registry, 'burrow_wg_endpoint_changes_total', 'Times an interface\'s public endpoint moved (NAT rebinding, restart).', () => wg.stats.endpointChanges);
     counter(registry, 'burrow_wg_rejected_total', 'WireGuard packets rejected: unknown server key, failed authentication, replays, unknown sessions.', () => wg.stats.rejected);
   }
+  if (source.relay) registerRelayMetrics(registry, source.relay);
   counter(registry, 'burrow_unauthenticated_sent_bytes_total', 'Bytes sent in answer to unauthenticated traffic; only STUN Binding answers exceed their requests (by at most 24 bytes each).', () => s().unauthBytesOut);
+}
+
+/** Adds the relay's metrics (docs/metrics.md, "Relay"). */
+export function registerRelayMetrics(registry: Registry, r: RelayMetricsSource): void {
+  new Gauge({
+    name: 'burrow_relay_sessions', help: 'Relay sessions now: UDP allocations (TURN) and spliced TCP streams.', labelNames: ['kind'], registers: [registry],
+    collect() {
+      this.set({ kind: 'udp' }, r.udpSessions);
+      this.set({ kind: 'stream' }, r.streamSessions);
+    },
+  });
+  labelledCounter(registry, 'burrow_relay_sessions_total', 'Relay sessions started: UDP allocations made, TCP streams spliced.', 'kind', () => ({ udp: r.udp.allocationsTotal, stream: r.stream.sessionsTotal }));
+  labelledCounter(registry, 'burrow_relay_bytes_total', 'Application bytes relayed (each direction counts once; TURN and ChannelData headers not included).', 'kind', () => ({ udp: r.udp.bytesRelayed, stream: r.stream.bytesRelayed }));
+  counter(registry, 'burrow_relay_datagrams_total', 'Datagrams relayed by the UDP relay.', () => r.udp.datagramsRelayed);
+  labelledCounter(registry, 'burrow_relay_refused_total', 'Relay sessions refused, by reason (UDP Allocate requests and stream relay connections).', 'reason', () => {
+    const out: Record<string, number> = { ...r.udp.refused };
+    for (const [k, v] of Object.entries(r.stream.refused)) out[`stream-${k}`] = v;
+    return out;
+  });
+  counter(registry, 'burrow_relay_permissions_forbidden_total', 'Relay permissions refused (403) because the address is not the partner\'s.', () => r.udp.permissionsForbidden);
+  labelledCounter(registry, 'burrow_relay_dropped_total', 'Relayed datagrams dropped, by reason.', 'reason', () => ({
+    rate: r.udp.droppedRate,
+    'no-permission': r.udp.droppedNoPermission,
+    'too-large': r.udp.droppedTooLarge,
+  }));
 }
 
 /** Adds the T-STUN matchmaker's metrics (`burrow serve --tstun`) to `registry`. */

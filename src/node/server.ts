@@ -22,6 +22,9 @@ import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
 import { splitLimits, startWorkerPool, type MainPortSpec, type WorkerPool } from './cluster.js';
 import { MachineRunner, pooledRandomBytes } from './server-runtime.js';
 import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } from './udp.js';
+import { RelayCore, type RelayEvent } from '../server/relay/core.js';
+import { DEFAULT_TURN_TTL_SECONDS, type RelayLimits, type RelayPolicy } from '../server/relay/config.js';
+import { RelayDriver } from './relay.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -60,6 +63,24 @@ export interface ServerOptions {
    * src/node/datagram-port.ts.
    */
   readonly udpBackend?: UdpBackend;
+  /** The relay (docs/protocol.md, "Relay"); default: the built-in relay with its default bounds. */
+  readonly relay?: RelayServerOptions;
+}
+
+export interface RelayServerOptions {
+  /**
+   * `builtin` (default): this server relays (TURN on its main port). `none`: no relay (`--no-relay`). `turn`: pairs
+   * are sent to a TURN fleet (coturn) with minted TURN REST credentials, and the built-in relay is off. With
+   * `workers` > 1 the built-in relay is not available (a worker cannot see another's allocations): `builtin` then
+   * offers no relay; use `turn`.
+   */
+  readonly policy?: { readonly kind: 'builtin' } | { readonly kind: 'none' } | { readonly kind: 'turn'; readonly url: string; readonly secret: Uint8Array; readonly ttlSeconds?: number };
+  readonly limits?: Partial<RelayLimits>;
+  /** Relayed ports `[low, high]`; default: ports the kernel picks. */
+  readonly ports?: readonly [number, number];
+  /** The address advertised as relayed address (a server behind a 1:1 NAT); default the bound one. */
+  readonly externalAddress?: string;
+  readonly onEvent?: (event: RelayEvent) => void;
 }
 
 export interface RendezvousServer {
@@ -81,6 +102,8 @@ export interface RendezvousServer {
   readonly workerStats: readonly { readonly pid: number; readonly stats: Readonly<ServerStats> }[];
   /** Sizes of the server's tables (registrations, pending pushes, replay cache, WireGuard). */
   readonly state: ServerState;
+  /** The built-in relay in this process, if it runs here (undefined with workers). */
+  readonly relay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/core.js').RelayStats> } | undefined;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -178,6 +201,10 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   // With workers, every process that rate-limits (each worker, and this one for the alternate port and TCP) gets
   // an equal share of the limits, so that together they never exceed them.
   const processLimits = workers > 1 ? splitLimits(limits, workers + 1) : limits;
+  const requested = options.relay?.policy ?? { kind: 'builtin' as const };
+  const policy: RelayPolicy = requested.kind === 'turn'
+    ? { kind: 'turn', url: requested.url, secret: requested.secret, ttlSeconds: requested.ttlSeconds ?? DEFAULT_TURN_TTL_SECONDS }
+    : requested.kind === 'builtin' && workers > 1 ? { kind: 'none' } : requested;
   let core: ServerCore;
   let machine: ServerMachine;
   try {
@@ -190,6 +217,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       limits: processLimits,
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
+      relay: policy,
     });
     machine = new ServerMachine(core, { runner: sharedStateRunner(shared), router: shared.router, now: Date.now, onLater: (actions) => { runner.later(actions); } });
     await machine.ready;
@@ -273,6 +301,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         mainHandle: mainDgram,
         alternate: alternate?.local,
         limits: processLimits,
+        relay: policy,
         onWireGuard: (socket, from, data) => {
           feed({ type: 'wg-datagram', socket, from, data, now: Date.now() });
         },
@@ -293,9 +322,34 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     if (mainDgram) await closeUdp(mainDgram.socket);
     main = undefined;
   }
-  main?.start((from, data) => {
-    feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
-  });
+  // The built-in relay reads the main port with the rendezvous: TURN methods and ChannelData go to it (it also
+  // answers them when it is off: 403).
+  let relay: RelayDriver | undefined;
+  if (main) {
+    const port = main;
+    relay = new RelayDriver({
+      enabled: policy.kind === 'builtin',
+      networks,
+      ...(options.relay?.limits ? { limits: options.relay.limits } : {}),
+      ...(options.relay?.ports ? { ports: options.relay.ports } : {}),
+      ...(options.relay?.externalAddress ? { externalAddress: options.relay.externalAddress } : {}),
+      listenHost: host,
+      sendToClient: (to, data) => {
+        port.send(to, data);
+      },
+      lookup: (network, name, now) => shared.store.lookup(network, name, now),
+      ...(options.relay?.onEvent ? { onEvent: options.relay.onEvent } : {}),
+    });
+    const r = relay;
+    closers.push(() => {
+      r.close();
+      return Promise.resolve();
+    });
+    port.start((from, data) => {
+      if (RelayCore.claims(data)) r.fromClient(from, data);
+      else feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
+    });
+  }
   if (alternate) {
     alternate.socket.on('message', (data, rinfo) => {
       feed({ type: 'datagram', socket: 'alternate', from: endpointOf(rinfo), data, now: Date.now() });
@@ -362,6 +416,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         get networks() {
           return core.networkCount;
         },
+        ...(relay ? { relay: relayMetrics(relay) } : {}),
       });
     } catch (err) {
       await close();
@@ -389,12 +444,25 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     get state() {
       return state();
     },
+    relay: relay ? { get sessions() { return relay.sessions; }, stats: relay.core.stats } : undefined,
     setSecrets(next) {
       secrets = secretBytes(next);
       core.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
+      relay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
       pool?.setSecrets(secrets);
     },
     close,
+  };
+}
+
+function relayMetrics(relay: RelayDriver): import('./metrics.js').RelayMetricsSource {
+  return {
+    get udpSessions() {
+      return relay.sessions;
+    },
+    udp: relay.core.stats,
+    streamSessions: 0,
+    stream: { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
   };
 }
 

@@ -3,6 +3,7 @@ import type { Endpoint } from '../codec/address.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import type { KeyPair } from '../crypto/wireguard.js';
 import type { WgLimits } from './wg.js';
+import type { RelayPolicy } from './relay/config.js';
 
 export interface ServerLimits {
   /** Registration lifetime; clients refresh well within it. */
@@ -67,6 +68,11 @@ export interface ServerConfig {
    * them on (`to-wg-responder`) to the one process that holds the server's WireGuard sessions.
    */
   readonly wgResponder?: boolean;
+  /**
+   * Which relay introductions offer (the RELAY attribute, src/server/relay/config.ts). Undefined: introductions carry
+   * no RELAY attribute (clients treat that as no relay).
+   */
+  readonly relay?: RelayPolicy;
   /** Seeds the per-source hash; pass a random value. */
   readonly seed: number;
   /** Transaction ids for pushed introductions, WireGuard session indexes. */

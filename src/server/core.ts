@@ -109,6 +109,7 @@ export class ServerCore {
       conns: this.conns,
       alternate: config.alternate,
       randomBytes: config.randomBytes,
+      relay: config.relay,
     });
     this.wireguard = new WireGuard({ stats: this.stats, effects: this.effects, gate, proofKey: config.proofKey, alternate: config.alternate, responder: this.wg });
     this.setNetworks(config.networks);

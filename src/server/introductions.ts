@@ -6,6 +6,7 @@
 import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
 import { encodeMessage, type Introduction, type RegisterRequest } from '../codec/messages.js';
 import type { NetworkKeys } from '../crypto/keys.js';
+import { relayOfferFor, type RelayPolicy } from './relay/config.js';
 import type { Registration } from './store.js';
 import type { Owner } from './types.js';
 
@@ -59,25 +60,29 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
   );
 }
 
-/** What `recipient` is told about `reg`. */
-export function introductionOf(reg: Registration): Introduction {
+/**
+ * What `recipient` is told about `reg`, with the relay the pair may use (`policy`; no RELAY attribute when undefined).
+ * A TURN offer carries credentials minted for the recipient's name.
+ */
+export function introductionOf(reg: Registration, recipient: string, policy: RelayPolicy | undefined, now: number): Introduction {
   return {
     peerName: reg.name,
     peerNonce: Buffer.from(reg.nonce, 'hex'),
     peerMapped: reg.mapped,
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
+    ...(policy ? { relay: relayOfferFor(policy, recipient, now) } : {}),
   };
 }
 
 /** The INTRODUCE indication pushed to `recipient` about `reg`, authenticated with the server-to-client key. */
-export function encodePush(keys: NetworkKeys, recipient: Registration, reg: Registration, txid: Uint8Array, now: number): Uint8Array {
+export function encodePush(keys: NetworkKeys, recipient: Registration, reg: Registration, txid: Uint8Array, now: number, policy?: RelayPolicy): Uint8Array {
   return encodeMessage({
     kind: 'introduce',
     txid,
     networkId: keys.networkId,
     recipientNonce: Buffer.from(recipient.nonce, 'hex'),
     timestamp: now,
-    intro: introductionOf(reg),
-  }, { key: keys.serverToClient });
+    intro: introductionOf(reg, recipient.name, policy, now),
+  }, { key: keys.serverToClient, relayOfferKey: keys.relayOffer });
 }

@@ -27,6 +27,7 @@ import type { PushTable } from './pushes.js';
 import type { ServerStats } from './stats.js';
 import type { Registration } from './store.js';
 import type { Channel, Owner, Push } from './types.js';
+import type { RelayPolicy } from './relay/config.js';
 
 const REGISTER_POLICY: AnswerPolicy = { method: Method.REGISTER, label: 'REGISTER' };
 const REPORT_POLICY: AnswerPolicy = { method: undefined, label: 'outcome report' };
@@ -41,6 +42,8 @@ export interface RendezvousContext {
   readonly conns: ConnTable;
   readonly alternate: Endpoint | undefined;
   readonly randomBytes: (n: number) => Uint8Array;
+  /** The relay introductions offer (src/server/relay/config.ts); undefined: no RELAY attribute. */
+  readonly relay: RelayPolicy | undefined;
 }
 
 export class Rendezvous {
@@ -134,7 +137,7 @@ export class Rendezvous {
       later.event({ type: 'registered', network: net, name: msg.name, from, isNew, displaced: wasDisplaced });
       const partner = partnerOf(reg, candidate);
       if (!partner || !introductionChanged(previous, reg)) {
-        this.answer(network, msg, from, channel, partner ? introductionOf(partner) : undefined, at, later);
+        this.answer(network, msg, from, channel, partner ? introductionOf(partner, msg.name, this.ctx.relay, at) : undefined, at, later);
         return;
       }
       this.introduce(auth, msg, reg, partner, at, later);
@@ -150,13 +153,13 @@ export class Rendezvous {
       version: partner.version,
       owner: partner.owner,
       to: partner.mapped,
-      data: encodePush(network, partner, reg, this.ctx.randomBytes(12), now),
+      data: encodePush(network, partner, reg, this.ctx.randomBytes(12), now, this.ctx.relay),
     };
     this.ctx.gate.next(auth, { op: 'deliver', push }, now, out, (delivered, later, at) => {
       if (delivered) {
         this.ctx.stats.introductions++;
         later.event({ type: 'introduced', network: reg.network, a: partner.name, b: reg.name });
-        this.answer(network, msg, from, channel, introductionOf(partner), at, later);
+        this.answer(network, msg, from, channel, introductionOf(partner, msg.name, this.ctx.relay, at), at, later);
         return;
       }
       // Nobody listens for the partner's server: it is gone, and so, for us, is the partner.
@@ -176,6 +179,6 @@ export class Rendezvous {
       timestamp: now,
       alternate: this.ctx.alternate,
       intro,
-    }, { key: network.serverToClient }));
+    }, { key: network.serverToClient, relayOfferKey: network.relayOffer }));
   }
 }

@@ -200,7 +200,9 @@ describe('ChannelData', () => {
   it('rejects short, truncated, over-long and out-of-range ChannelData', () => {
     assert.deepEqual(decodeChannelData(Buffer.from('4000', 'hex')), { ok: false, reason: 'too-short' });
     assert.deepEqual(decodeChannelData(Buffer.from('3fff0000', 'hex')), { ok: false, reason: 'not-channel-data' });
-    assert.deepEqual(decodeChannelData(Buffer.from('5000000000', 'hex')), { ok: false, reason: 'not-channel-data' });
+    assert.deepEqual(decodeChannelData(Buffer.from('7fff0000', 'hex')), { ok: false, reason: 'not-channel-data' });
+    assert.deepEqual(decodeChannelData(Buffer.from('8000000000', 'hex')), { ok: false, reason: 'not-channel-data' });
+    assert.equal(decodeChannelData(Buffer.from('7ffe0000', 'hex')).ok, true); // RFC 5766's range, which coturn's clients use
     assert.deepEqual(decodeChannelData(Buffer.from('40000005aabb', 'hex')), { ok: false, reason: 'truncated' });
     assert.deepEqual(decodeChannelData(Buffer.from('40000001aa00000000', 'hex')), { ok: false, reason: 'too-long' });
     assert.throws(() => encodeChannelData(0x3fff, Buffer.alloc(1)), RangeError);

@@ -1,0 +1,108 @@
+/**
+ * The built-in relay against coturn's TURN client: `turnutils_uclient` allocates on `burrow serve`'s main port with
+ * credentials derived from the network secret (src/codec/turn.ts), creates a permission and a channel for its
+ * partner's address, and relays datagrams to `turnutils_peer` and back, by ChannelData and by Send indications.
+ * The partner ("bob") is registered from 127.0.0.1 targeting "alice", so 127.0.0.1 is the partner's address.
+ * And the refusals: wrong credentials, and a partner that is not introduced, get no relay.
+ * CI installs coturn and must run these; elsewhere they are skipped with a message if it is missing.
+ */
+import assert from 'node:assert/strict';
+import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { accessSync, constants } from 'node:fs';
+import { after, before, describe, it } from 'node:test';
+import { encodeMessage } from '../../src/codec/messages.js';
+import { builtinCredentials } from '../../src/codec/turn.js';
+import { deriveNetworkKeys } from '../../src/crypto/keys.js';
+import { startServer, type RendezvousServer } from '../../src/node/server.js';
+
+function has(program: string): boolean {
+  for (const dir of (process.env.PATH ?? '').split(':')) {
+    try {
+      accessSync(`${dir}/${program}`, constants.X_OK);
+      return true;
+    } catch {
+      // keep looking
+    }
+  }
+  return false;
+}
+
+const available = has('turnutils_uclient') && has('turnutils_peer');
+const skip = available ? false : process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn); CI runs this test';
+
+const SECRET = 'relay interop secret';
+const keys = deriveNetworkKeys(Buffer.from(SECRET));
+
+/** Registers `name` (targeting `target`) with the server from 127.0.0.1, as a Burrow peer would. */
+async function register(server: RendezvousServer, name: string, target: string): Promise<dgram.Socket> {
+  const socket = dgram.createSocket('udp4');
+  await new Promise<void>((r) => socket.bind(0, '127.0.0.1', r));
+  const msg = encodeMessage({ kind: 'register', txid: randomBytes(12), networkId: keys.networkId, name, target, sessionNonce: randomBytes(16), timestamp: Date.now(), candidates: [], mapping: 'unknown' }, { key: keys.clientToServer });
+  const answered = new Promise<void>((resolve) => socket.once('message', () => { resolve(); }));
+  socket.send(msg, server.address.port, '127.0.0.1');
+  await answered;
+  return socket;
+}
+
+function uclient(args: string[]): Promise<{ code: number; out: string }> {
+  return new Promise((resolve) => {
+    execFile('turnutils_uclient', args, { timeout: 30_000 }, (err, stdout, stderr) => {
+      resolve({ code: err ? (typeof err.code === 'number' ? err.code : 1) : 0, out: stdout + stderr });
+    });
+  });
+}
+
+describe('built-in relay interop with coturn’s turnutils_uclient', { skip }, () => {
+  let server: RendezvousServer;
+  let peer: ChildProcess;
+  let bob: dgram.Socket;
+  const peerPort = 30000 + Math.floor(Math.random() * 20000);
+
+  before(async () => {
+    // turnutils_uclient makes two allocations per run and leaves them to expire: room for every run here.
+    server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternatePort: false, tcp: false, relay: { limits: { sessionsPerPeer: 64, sessionsPerSource: 64 } } });
+    peer = spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(peerPort)], { stdio: 'ignore' });
+    bob = await register(server, 'bob', 'alice');
+    await new Promise((r) => setTimeout(r, 300)); // turnutils_peer binds
+  });
+
+  after(async () => {
+    peer.kill('SIGTERM');
+    bob.close();
+    await server.close();
+  });
+
+  const creds = (name: string, peerName: string): { username: string; password: string } =>
+    builtinCredentials(keys.relay, { expiry: Math.floor(Date.now() / 1000) + 600, networkIdHex: keys.networkIdHex, name, peer: peerName });
+
+  for (const [label, flags] of [['ChannelData', []], ['Send indications', ['-s']]] as const) {
+    it(`relays to the partner’s address and back (${label})`, async () => {
+      const { username, password } = creds('alice', 'bob');
+      const before = server.relay?.stats.bytesRelayed ?? 0;
+      const r = await uclient([...flags, '-c', '-n', '50', '-l', '500', '-z', '5', '-u', username, '-w', password, '-e', '127.0.0.1', '-r', String(peerPort), '-p', String(server.address.port), '127.0.0.1']);
+      assert.equal(r.code, 0, r.out);
+      // uclient prints e.g. "Total lost packets 0 (0.000000%)" and "Total transmit time ...".
+      assert.match(r.out, /start_mclient: tot_send_msgs=50, tot_recv_msgs=50/, r.out);
+      assert.match(r.out, /Total lost packets 0 /, r.out);
+      assert.ok((server.relay?.stats.bytesRelayed ?? 0) - before >= 2 * 50 * 500, 'the relay counted the bytes');
+    });
+  }
+
+  it('refuses wrong credentials', async () => {
+    const { username } = creds('alice', 'bob');
+    const r = await uclient(['-c', '-n', '3', '-u', username, '-w', 'not the password', '-e', '127.0.0.1', '-r', String(peerPort), '-p', String(server.address.port), '127.0.0.1']);
+    assert.notEqual(r.code, 0, r.out);
+    assert.ok((server.relay?.stats.refused['bad-credentials'] ?? 0) > 0);
+  });
+
+  it('forbids a permission for anyone but the introduced partner', async () => {
+    // carol never registered targeting alice: 127.0.0.1 is nobody's partner address for alice→carol.
+    const { username, password } = creds('alice', 'carol');
+    const forbidden = server.relay?.stats.permissionsForbidden ?? 0;
+    const r = await uclient(['-c', '-n', '3', '-u', username, '-w', password, '-e', '127.0.0.1', '-r', String(peerPort), '-p', String(server.address.port), '127.0.0.1']);
+    assert.notEqual(r.code === 0 && /tot_recv_msgs=3/.test(r.out), true, r.out);
+    assert.ok((server.relay?.stats.permissionsForbidden ?? 0) > forbidden, r.out);
+  });
+});
