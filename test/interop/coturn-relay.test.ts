@@ -126,4 +126,51 @@ describe('relaying through coturn (loopback)', { skip }, () => {
       await turn.stop();
     }
   });
+  const PROGRAM = ['--', process.execPath, HANDOFF, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS', '--remote-port', '$BURROW_REMOTE_PORT', '--timeout-ms', '6000'];
+
+  function plainPunch(server: string, side: Side, extra: string[]): ReturnType<typeof startCli> {
+    return startCli(['punch', '--server', server, '--as', side.name, '--to', side.peer, '--relay', 'only', '--format', 'json', '--timeout', '8', ...extra], { BURROW_SECRET: SECRET });
+  }
+
+  async function bothRelayed(server: string, kind: 'builtin' | 'turn', relayServer: string): Promise<void> {
+    const [ra, rb] = await Promise.all([plainPunch(server, { name: 'ivy', peer: 'jon' }, PROGRAM).done, plainPunch(server, { name: 'jon', peer: 'ivy' }, PROGRAM).done]);
+    for (const r of [ra, rb]) {
+      assert.equal(r.code, 0, `${r.stdout}\n${r.stderr}`);
+      const lines = r.stdout.trim().split('\n');
+      const first = JSON.parse(lines[0]!) as { path: string; relay: { kind: string; server: string } };
+      assert.deepEqual([first.path, first.relay.kind, first.relay.server], ['relay', kind, relayServer]);
+      assert.ok((JSON.parse(lines.at(-1)!) as { ok: boolean }).ok, lines.at(-1));
+    }
+  }
+
+  it('the relay the server offers: its built-in relay, and coturn with serve --turn (REST credentials in the introduction)', async () => {
+    assert.ok(available, 'coturn must be installed in CI');
+    const builtin = await startServe(SECRET);
+    try {
+      await bothRelayed(builtin.address, 'builtin', builtin.address);
+    } finally {
+      await builtin.stop();
+    }
+    const turn = await startCoturn();
+    const secretFile = join(dir, 'turn-secret');
+    writeFileSync(secretFile, `${turn.secret}\n`, { mode: 0o600 });
+    const fleet = await startServe(SECRET, ['--turn', turn.url, '--turn-secret-file', secretFile]);
+    try {
+      await bothRelayed(fleet.address, 'turn', `127.0.0.1:${turn.port}`);
+    } finally {
+      await fleet.stop();
+      await turn.stop();
+    }
+  });
+
+  it('serve --no-relay: relay-only peers exit 5 saying the server offers no relay', async () => {
+    const server = await startServe(SECRET, ['--no-relay']);
+    try {
+      const [ra] = await Promise.all([plainPunch(server.address, { name: 'kim', peer: 'lou' }, []).done, plainPunch(server.address, { name: 'lou', peer: 'kim' }, []).done]);
+      assert.equal(ra.code, 5, ra.stderr);
+      assert.match(ra.stderr, /offers no relay/);
+    } finally {
+      await server.stop();
+    }
+  });
 });
