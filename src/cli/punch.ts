@@ -1,6 +1,6 @@
 /** `burrow punch`: a thin shell over `punch()` with netpunch-compatible output and the handoff. */
 import { endpointKey } from '../codec/address.js';
-import { punchPath, type PathChange, type PathResult, type PunchEvent, type PunchPath, type TurnServerOption } from '../node/punch.js';
+import { punchPath, type PathChange, type PathResult, type PunchEvent, type PunchSession, type TurnServerOption } from '../node/punch.js';
 import { readSecretFile } from '../node/secret.js';
 import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { CliError } from './errors.js';
@@ -118,7 +118,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
   const verbose = values.verbose;
   const turn = await turnOption(values);
   const watch = watchServer(io, values.server, timeoutMs, 'UDP');
-  let path: PunchPath;
+  let path: PunchSession;
   try {
     path = await punchPath({
       server: values.server,

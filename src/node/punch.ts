@@ -144,7 +144,7 @@ export interface PathChange {
  * socket the caller's program binds (`result.localPort`) and the relay, moves to a direct path when one validates
  * (`onPathChange`), and runs until `close()` or until the partner leaves (`ended`).
  */
-export interface PunchPath {
+export interface PunchSession {
   readonly result: PathResult;
   readonly proxy: boolean;
   /** Called for every later move of the proxied path (relay → direct, back to relay). */
@@ -169,9 +169,9 @@ const BUILTIN_CREDENTIAL_SECONDS = 12 * 3600;
 /**
  * Punches a path to `peer`, with a relay allocated in parallel (unless `relay: 'never'`): the server's offer in the
  * introduction (its built-in relay, or the TURN server it names), or `turn` from the start. Resolves once both sides
- * agreed on a path; see `PunchPath` for what happens next.
+ * agreed on a path; see `PunchSession` for what happens next.
  */
-export async function punchPath(options: PathOptions): Promise<PunchPath> {
+export async function punchPath(options: PathOptions): Promise<PunchSession> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
   const relayMode = options.relay ?? 'auto';
