@@ -1,10 +1,12 @@
 /**
- * Relaying across emulated NATs (issue 10): coturn runs in the lab's internet core (pub, 203.0.113.9), `burrow serve`
- * beside it; a symmetric ↔ symmetric pair (no direct path exists) connects through the relay with
- * `burrow punch --turn ... -- COMMAND`, and COMMAND on each side exchanges datagrams both ways through its own socket
- * bound to $BURROW_LOCAL_PORT (Burrow's loopback proxy forwards them). Both exit 0, the JSON result comes first with
- * path "relay", and the second peer is connected within 3 s of its start. With `--relay never` the same pair keeps
- * exit 5.
+ * Relaying across emulated NATs (issue 10). `burrow serve` (with its built-in relay) in the lab's internet core, and
+ * coturn beside it (pub, 203.0.113.9) for the cases that name it by hand (`--turn`). Pairs with no direct path
+ * (symmetric ↔ symmetric through coturn, both start orders; port-restricted ↔ symmetric through the built-in relay)
+ * connect with `burrow punch ... -- COMMAND`, and COMMAND on each side exchanges datagrams both ways through its own
+ * socket bound to $BURROW_LOCAL_PORT (Burrow's loopback proxy forwards them): both exit 0, the JSON result comes first
+ * with path "relay", and the second peer is connected within 3 s of its start. `--relay never` keeps exit 5. A pair
+ * whose direct path a core rule blocks starts relayed, moves to direct when the rule goes (a 20/s stream through the
+ * proxies loses at most 1% around the move) and back to the relay when it returns.
  */
 
 import assert from 'node:assert/strict';
@@ -106,32 +108,40 @@ interface Stream {
 
 const COMMAND = ['--', process.execPath, HANDOFF, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS', '--remote-port', '$BURROW_REMOTE_PORT', '--timeout-ms', '5000'];
 
-void describe('relaying across emulated NATs (coturn in the core)', { skip }, () => {
+void describe('relaying across emulated NATs (the built-in relay, and coturn in the core)', { skip }, () => {
   before(assertLabAvailable);
 
-  for (const first of ['a', 'b'] as const) {
-    void it(`symmetric ↔ symmetric connects through coturn; -- COMMAND exchanges datagrams both ways (${first === 'a' ? 'alice' : 'bob'} first)`, async () => {
+  const cases = [
+    { a: 'symmetric', b: 'symmetric', first: 'a', relay: 'coturn' },
+    { a: 'symmetric', b: 'symmetric', first: 'b', relay: 'coturn' },
+    { a: 'port-restricted', b: 'symmetric', first: 'b', relay: 'builtin' },
+  ] as const;
+  for (const c of cases) {
+    const via = c.relay === 'coturn' ? 'coturn (--turn by hand)' : 'the built-in relay (offered in the introduction)';
+    void it(`${c.a} ↔ ${c.b} connects through ${via}; -- COMMAND exchanges datagrams both ways (${c.first === 'a' ? 'alice' : 'bob'} first)`, async () => {
       await withLab(async (env) => {
-        const turn = await startCoturn(env);
+        const turn = c.relay === 'coturn' ? await startCoturn(env) : undefined;
         const serve = await startServe(env);
-        const starts: Record<string, number> = {};
         const peers: LabProcess[] = [];
-        const order = first === 'a' ? (['alice', 'bob'] as const) : (['bob', 'alice'] as const);
+        const order = c.first === 'a' ? (['alice', 'bob'] as const) : (['bob', 'alice'] as const);
         for (const name of order) {
-          const extra = [...(await turnArgs(env, name)), ...COMMAND];
-          starts[name] = performance.now();
+          const extra = [...(turn ? await turnArgs(env, name) : []), ...COMMAND];
           peers.push(punch(env, name === 'alice' ? 'hA' : 'hB', name, name === 'alice' ? 'bob' : 'alice', extra));
           await sleep(200);
         }
         await Promise.all(peers.map((p) => exited(p, 20_000)));
-        const context = `${peers.map((p) => `${p.commandLine.split(' --secret-file')[0] ?? ''}\n stdout: ${p.stdout}\n stderr: ${p.stderr.slice(-2500)}`).join('\n')}\nserve: ${serve.stderr.slice(-1000)}\nturn: ${turn.stdout.slice(-1500)}`;
+        const context = `${peers.map((p) => `${p.commandLine.split(' --secret-file')[0] ?? ''}\n stdout: ${p.stdout}\n stderr: ${p.stderr.slice(-2500)}`).join('\n')}\nserve: ${serve.stderr.slice(-1000)}\nturn: ${turn?.stdout.slice(-1500) ?? ''}`;
+        const relayServer = turn ? `${TURN_IP}:3478` : SERVER;
         for (const p of peers) {
           assert.equal(p.exitStatus?.code, 0, context);
           const lines = p.stdout.trim().split('\n');
-          const result = JSON.parse(lines[0] ?? '') as { path: string; elapsedMs: number; localAddress: string; relay: { kind: string; server: string; relayed: string } };
+          const result = JSON.parse(lines[0] ?? '') as { path: string; elapsedMs: number; localAddress: string; relay?: { kind: string; server: string; relayed: string } };
           assert.equal(result.path, 'relay', context);
-          assert.equal(result.relay.server, `${TURN_IP}:3478`, context);
-          assert.ok(result.relay.relayed.startsWith(`${TURN_IP}:`), context);
+          // One relay is enough: a side may connect through the partner's relayed address, with no allocation of its own in use.
+          if (result.relay) {
+            assert.equal(result.relay.server, relayServer, context);
+            assert.equal(result.relay.kind, turn ? 'turn' : 'builtin', context);
+          }
           assert.equal(result.localAddress, '127.0.0.1', context);
           const report = JSON.parse(lines.at(-1) ?? '') as { ok: boolean; heard: boolean; peerHeard: boolean };
           assert.ok(report.ok && report.heard && report.peerHeard, `the program's report: ${lines.at(-1) ?? ''}\n${context}`);
@@ -140,7 +150,7 @@ void describe('relaying across emulated NATs (coturn in the core)', { skip }, ()
         const second = peers[1]!;
         const secondResult = JSON.parse(second.stdout.split('\n')[0] ?? '') as { elapsedMs: number };
         assert.ok(secondResult.elapsedMs <= 3000, `the second peer connected after ${secondResult.elapsedMs} ms\n${context}`);
-      });
+      }, { a: c.a, b: c.b });
     });
   }
 
