@@ -17,9 +17,13 @@ export type ErrorCode =
   | 'BIND_FAILED'
   | 'AUTH_FAILED'
   | 'PEER_NOT_FOUND'
+  /** The partner registered and was introduced, then left before a path was found. details: { peer, server, how } */
+  | 'PEER_LEFT'
+  /** The partner runs something that does not work with what this side runs. details: { peer, peerMode, mode, expected } */
+  | 'MODE_MISMATCH'
   | 'NO_PATH'
   | 'SERVER_UNREACHABLE'
-  /** A second registration under the same name replaced this one (server side; reserved). */
+  /** A second live registration under the same name replaced this one. details: { name, server } */
   | 'DISPLACED'
   /** The server cannot reach its registration store (reserved for shared stores). */
   | 'STORE_UNAVAILABLE'
@@ -38,7 +42,7 @@ export type ErrorCode =
 
 /** Every code, for tables and exhaustiveness tests. */
 export const ERROR_CODES: readonly ErrorCode[] = [
-  'INVALID_OPTION', 'USAGE', 'BIND_FAILED', 'AUTH_FAILED', 'PEER_NOT_FOUND', 'NO_PATH', 'SERVER_UNREACHABLE', 'DISPLACED',
+  'INVALID_OPTION', 'USAGE', 'BIND_FAILED', 'AUTH_FAILED', 'PEER_NOT_FOUND', 'PEER_LEFT', 'MODE_MISMATCH', 'NO_PATH', 'SERVER_UNREACHABLE', 'DISPLACED',
   'STORE_UNAVAILABLE', 'ABORTED', 'SOCKET', 'COMMAND_FAILED', 'STREAM_BROKEN', 'STREAM_TAMPERED', 'FILE_EXISTS', 'FILE_FAILED',
   'WG_NO_HANDSHAKE', 'WG_ONLY_SERVER_PEER', 'WG_NO_INTERFACE', 'WG_MISSING', 'WG_NOT_REACHING_SERVER',
 ];
@@ -50,11 +54,12 @@ export type DetailValue = string | number | boolean | null | readonly DetailValu
 export type ErrorDetails = Readonly<Record<string, DetailValue>>;
 
 /** What a socket was for, in BIND_FAILED's details. */
-export type BindRole = 'main' | 'alternate' | 'tcp' | 'tstun' | 'metrics' | 'local';
+export type BindRole = 'main' | 'alternate' | 'other-address' | 'tcp' | 'tstun' | 'metrics' | 'local';
 
 const ROLE_TEXT: Record<BindRole, string> = {
   main: 'the main port',
   alternate: 'the alternate port (main port + 1 unless set; it lets peers test whether their NAT is symmetric)',
+  'other-address': 'the second IP address (--alt-address, on the main and the alternate port; RFC 5780 NAT behaviour tests)',
   tcp: 'the TCP rendezvous port (the same number as the main UDP port)',
   tstun: 'the T-STUN port',
   metrics: 'the metrics port',
@@ -154,11 +159,37 @@ export class BurrowError extends Error {
     });
   }
 
-  /** Reserved (issue 9, item 1): a second live registration under our name replaced ours. */
+  /**
+   * The partner registered (we were introduced to it), then left before a path was found: it withdrew its
+   * registration (its attempt ended: its timeout, an interrupt, an error) or the registration expired (it stopped
+   * refreshing: killed, or its network went away).
+   */
+  static peerLeft(peer: string, server: string, how: 'withdrew' | 'expired' | 'gone', details: ErrorDetails = {}): BurrowError {
+    const why = how === 'withdrew'
+      ? 'it ended its attempt (its own timeout, an interrupt or an error) and withdrew its registration'
+      : how === 'expired'
+        ? `it stopped refreshing its registration with the server at ${server} (it was killed, or lost its network)`
+        : `the server at ${server} no longer holds its registration and nothing more came from it (it ended, was killed, or lost its network)`;
+    return new BurrowError('PEER_LEFT', `${peer} registered but left before a path was found: ${why}`, { details: { peer, server, how, ...details } });
+  }
+
+  /**
+   * The partner runs `peerMode`, which does not work with our `mode`: this side would have to run `expected`, or the
+   * partner `peerExpected`.
+   */
+  static modeMismatch(peer: string, peerMode: string, mode: string, expected: string, peerExpected: string, details: ErrorDetails = {}): BurrowError {
+    return new BurrowError(
+      'MODE_MISMATCH',
+      `${peer} is running \`${peerMode}\`; run \`${expected}\` here (this side runs \`${mode}\`, which does not work with \`${peerMode}\`)`,
+      { details: { peer, peerMode, mode, expected, peerExpected, ...details } },
+    );
+  }
+
+  /** A second live registration under our name replaced ours: the server said so (a NOTICE, or 409 to a refresh). */
   static displaced(name: string, server: string, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'DISPLACED',
-      `another peer registered as "${name}" with the server at ${server} and replaced this one: two peers run under the same name`,
+      `replaced: another peer registered as "${name}" with the server at ${server} and took over the name, so this one stopped: two peers run under the same name`,
       { details: { name, server, ...details } },
     );
   }

@@ -23,6 +23,8 @@ export { DEFAULT_PORT } from './codec/messages.js';
 export { startServer, type ServerOptions, type RendezvousServer } from './node/server.js';
 export type { MetricsOptions } from './node/metrics.js';
 export { stunQuery, type StunQueryOptions } from './node/stun.js';
+export { netcheck, type NetcheckOptions, type NetcheckReport, type NetcheckEvent } from './node/netcheck.js';
+export { classifyMapping, classifyFiltering, classifyAllocation, pairPath, verdict, type NatFacts, type MappingBehaviour, type FilteringBehaviour, type PeerKind } from './core/nat/classify.js';
 export { discoverWireGuard, type WireGuardOptions, type WgEvent, type WgDiscoveryResult, type WgPeerReport } from './node/wg.js';
 export { connectStream, type StreamConnectOptions, type StreamConnection } from './node/tcp-punch.js';
 export { cipherPreference, SecureStream, StreamVersionError, type SecureStreamOptions } from './node/secure-stream.js';

@@ -56,6 +56,7 @@ const FLAG_OF: Readonly<Record<string, string>> = {
   secrets: '--secret-file',
   listen: '--listen',
   alternatePort: '--alt-port',
+  alternateAddress: '--alt-address',
   tstun: '--tstun',
   metrics: '--metrics',
   'metrics.listen': '--metrics',
@@ -87,7 +88,7 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
     case 'BIND_FAILED': {
       const port = str(d.port);
       const errno = str(d.errno);
-      const flag = { main: '--listen', tcp: '--listen', alternate: '--alt-port', tstun: '--tstun', metrics: '--metrics', local: '--local' }[str(d.role)] ?? '--listen';
+      const flag = { main: '--listen', tcp: '--listen', alternate: '--alt-port', 'other-address': '--alt-address', tstun: '--tstun', metrics: '--metrics', local: '--local' }[str(d.role)] ?? '--listen';
       if (errno === 'EACCES') return `use a port above 1023 with ${flag} (or grant CAP_NET_BIND_SERVICE)`;
       if (errno === 'EADDRNOTAVAIL') return `give ${flag} an address of this machine (see \`ip address\`), or listen on every address`;
       if (d.role === 'alternate') {
@@ -102,12 +103,21 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
       return 'use the same secret on the server and on both peers (--secret-file FILE, or BURROW_SECRET_FILE); `burrow keygen --out FILE` makes a new one';
     case 'SERVER_UNREACHABLE': {
       const server = str(d.server, str(v.server, 'HOST:PORT'));
+      if (cmd === 'netcheck') return `check that the server runs and that UDP to ${server} is open; if UDP is blocked on this network, every peer needs a relay over TCP`;
       return `check that the server runs and that ${cmd === 'punch' || cmd === 'wg' || cmd === 'stun' ? 'UDP' : 'UDP and TCP'} to its port is open: \`burrow stun ${server}\` answers when it is`;
     }
     case 'PEER_NOT_FOUND':
       if (d.wg === 'not-registered') return 'run `burrow wg` on that peer too, with the same --server and secret; check that its public key is the one configured here (`wg show IFACE public-key` there)';
       if (d.wg === 'not-reaching-server') return "on that peer, check `wg show` for the server peer's handshake, and that UDP from its WireGuard port to the server is open";
       return `start the other side with --as ${str(d.peer, str(v.to, 'PEER'))} --to ${me}, the same --server and the same secret, within this side's --timeout (or give a longer --timeout)`;
+    case 'PEER_LEFT': {
+      const peer = str(d.peer, str(v.to, 'PEER'));
+      return `run both sides again (${peer} with --as ${peer} --to ${me}); the side that starts first waits for the other up to its --timeout`;
+    }
+    case 'MODE_MISMATCH': {
+      const peer = str(d.peer, str(v.to, 'PEER'));
+      return `run \`burrow ${str(d.expected, 'COMMAND')} --as ${me} --to ${peer}\` here, or have ${peer} run \`burrow ${str(d.peerExpected, cmd)}\``;
+    }
     case 'NO_PATH':
       if (d.wg === 'symmetric') return 'forward a UDP port to WireGuard on that NAT, or give one side a public address or a full-cone NAT';
       if (typeof d.relay === 'object' && d.relay !== null) {

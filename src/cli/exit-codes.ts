@@ -33,8 +33,8 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   { exit: 3, meaning: 'authentication failed: the network secret differs from the server\'s', codes: ['AUTH_FAILED'] },
   {
     exit: 4,
-    meaning: 'the peer did not appear before the timeout (wg: a peer never registered, or its WireGuard never reached the server)',
-    codes: ['PEER_NOT_FOUND'],
+    meaning: 'the peer did not appear before the timeout, or it registered but left before a path was found (wg: a peer never registered, or its WireGuard never reached the server)',
+    codes: ['PEER_NOT_FOUND', 'PEER_LEFT'],
   },
   {
     exit: 5,
@@ -48,8 +48,14 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   { exit: 10, meaning: 'the WireGuard interface does not exist or cannot be read', codes: ['WG_NO_INTERFACE'], commands: ['wg'] },
   { exit: 11, meaning: 'the `wg` tool is missing', codes: ['WG_MISSING'], commands: ['wg'] },
   { exit: 12, meaning: 'this interface\'s WireGuard never completed a handshake with the server', codes: ['WG_NOT_REACHING_SERVER'], commands: ['wg'] },
-  { exit: 13, meaning: 'a second registration under the same name replaced this one', codes: ['DISPLACED'] },
+  { exit: 13, meaning: 'a second registration under the same name replaced this one', codes: ['DISPLACED'], commands: ['punch', 'pipe', 'send', 'receive'] },
   { exit: 14, meaning: 'the server cannot reach its registration store', codes: ['STORE_UNAVAILABLE'] },
+  {
+    exit: 15,
+    meaning: 'the peer runs a command that does not pair with this one: punch pairs with punch, pipe with pipe, send with receive',
+    codes: ['MODE_MISMATCH'],
+    commands: ['punch', 'pipe', 'send', 'receive'],
+  },
   { exit: 126, meaning: 'the handoff COMMAND exists but cannot be run (not executable, permission denied)', codes: ['HANDOFF_NOT_EXECUTABLE'], commands: ['punch'] },
   { exit: 127, meaning: 'the handoff COMMAND was not found', codes: ['HANDOFF_NOT_FOUND'], commands: ['punch'] },
   { exit: 130, meaning: 'interrupted by SIGINT (Ctrl-C); serve and wg --continuous stop cleanly with 0 instead', codes: ['INTERRUPTED'] },

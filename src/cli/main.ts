@@ -153,6 +153,8 @@ async function run(parsed: Parsed<CommandName>, io: MainIo): Promise<number> {
       return (await import('./wg.js')).wgCommand(parsed as Parsed<'wg'>, io);
     case 'stun':
       return (await import('./stun.js')).stunCommand(parsed as Parsed<'stun'>, io);
+    case 'netcheck':
+      return (await import('./netcheck.js')).netcheckCommand(parsed as Parsed<'netcheck'>, io);
     case 'keygen':
       return (await import('./keygen.js')).keygenCommand(parsed as Parsed<'keygen'>, io);
     case 'serve':

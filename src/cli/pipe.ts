@@ -27,6 +27,7 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
       peer: values.to,
       timeoutMs,
       signal: io.signal,
+      purpose: 'pipe',
       ...(values.local !== undefined ? { local: values.local } : {}),
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();

@@ -130,6 +130,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
       ...(turn ? { turn } : {}),
       timeoutMs,
       signal: io.signal,
+      purpose: 'punch',
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
         const line = verbose && e.type === 'dropped' ? `dropped a datagram from ${endpointKey(e.from)}: ${e.reason}` : describe(e);

@@ -128,7 +128,7 @@ const RELAY = {
 } as const satisfies Record<string, FlagSpec>;
 
 /** Exit codes of the commands that meet a peer (the numbers are documented in src/cli/exit-codes.ts). */
-const MEET_EXITS = [3, 4, 5, 13, 14] as const;
+const MEET_EXITS = [3, 4, 5, 13, 14, 15] as const;
 
 // ---------------------------------------------------------------------------------------------------------------------
 
@@ -227,7 +227,8 @@ export const COMMANDS = {
     name: 'serve',
     summary: 'run the rendezvous server (also a STUN server)',
     description: [
-      'UDP and TCP on --listen, UDP on the alternate port (PORT+1 unless --alt-port) for NAT mapping tests. Every line of',
+      'UDP and TCP on --listen, UDP on the alternate port (PORT+1 unless --alt-port) for NAT mapping tests, and with',
+      '--alt-address the same two UDP ports on a second IP, for `burrow netcheck` and other RFC 5780 clients. Every line of',
       'the secret file is an accepted secret; SIGHUP reloads it; SIGINT or SIGTERM stop the server cleanly (exit 0).',
       'Failed authentications are logged once per source and interval, with a count.',
     ],
@@ -240,6 +241,10 @@ export const COMMANDS = {
         type: 'port',
         negatedHelp: 'no alternate port (peers then cannot tell whether their NAT is symmetric)',
         help: 'the alternate UDP port for NAT mapping tests (default: the --listen port + 1)',
+      },
+      'alt-address': {
+        value: 'ADDR',
+        help: 'a second IP address of this host: answer RFC 5780 NAT behaviour tests in full (2 IPs x 2 ports; needs a specific --listen address)',
       },
       tstun: { value: '[HOST:]PORT', optionalValue: true, type: 'bind', help: 'also serve punchhole\'s T-STUN on TCP (alone: [::]:3477)' },
       metrics: { value: 'HOST:PORT', type: 'bind', help: 'serve Prometheus metrics at http://HOST:PORT/metrics (an IP address, e.g. 127.0.0.1:9464)' },
@@ -275,6 +280,22 @@ export const COMMANDS = {
       local: LOCAL,
       timeout: TIMEOUT(5, 'give up after this long'),
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'ADDRESS:PORT, or {"address","port"}' },
+    },
+  },
+  netcheck: {
+    name: 'netcheck',
+    summary: 'what kind of NAT this host is behind, and which peers it can reach directly (RFC 5780)',
+    description: [
+      'Standard STUN, no secret: works against `burrow serve` and any STUN server. Reports whether UDP gets through, the',
+      'public IPv4 and IPv6 addresses, the NAT\'s mapping, port allocation and filtering, hairpinning, the round trip,',
+      'and a verdict. Filtering needs a server with a second IP (`burrow serve --alt-address`, coturn with two',
+      '--listening-ip); against a one-address server only the mapping is tested. Takes a few seconds (--lifetime: minutes).',
+    ],
+    flags: {
+      server: { ...SERVER, env: 'BURROW_SERVER', help: 'the STUN server (port 3478 if left out; IPv6 as [ADDR]:PORT; a name is tested over IPv4 and IPv6)' },
+      server6: { value: 'HOST:PORT', type: 'server', help: 'a STUN server to learn the public IPv6 address from, when --server has no IPv6 address (e.g. [2001:db8::1]:3478)' },
+      lifetime: { help: 'also estimate how long an idle mapping lives (trials from 5 s to 8 min: takes up to 8 minutes)' },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'a report for people, or one JSON object' },
     },
   },
   keygen: {

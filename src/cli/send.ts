@@ -39,6 +39,7 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
       peer: values.to,
       timeoutMs,
       signal: io.signal,
+      purpose: parsed.command,
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
       },

@@ -29,6 +29,8 @@ interface Socket {
 export interface ServePlan {
   readonly listen: string;
   readonly alternatePort: number | false;
+  /** The second IP address (RFC 5780), normalised. */
+  readonly alternateAddress: string | undefined;
   readonly tstun: string | undefined;
   readonly metrics: string | undefined;
   readonly workers: number;
@@ -180,6 +182,12 @@ export function planServe(values: Parsed<'serve'>['values']): ServePlan {
     }
   }
   if (alternatePort !== false) sockets.push({ transport: 'udp', host: main.host, port: alternatePort, what: values['alt-port'] !== undefined ? '--alt-port' : `the alternate port (the --listen port ${main.port} + 1)` });
+  let alternateAddress: string | undefined;
+  if (values['alt-address'] !== undefined) {
+    alternateAddress = checkAltAddress(values['alt-address'], main.host, alternatePort, values.workers);
+    sockets.push({ transport: 'udp', host: alternateAddress, port: main.port, what: '--alt-address (on the --listen port)' });
+    if (alternatePort !== false) sockets.push({ transport: 'udp', host: alternateAddress, port: alternatePort, what: '--alt-address (on the alternate port)' });
+  }
   let tstun: string | undefined;
   if (values.tstun !== undefined) {
     tstun = values.tstun === true ? `[::]:${TSTUN_PORT}` : values.tstun;
@@ -202,7 +210,21 @@ export function planServe(values: Parsed<'serve'>['values']): ServePlan {
     }
   }
   if (values.workers > 256) throw usageError(`--workers ${values.workers} is more than 256`, 'one process per core is plenty: e.g. --workers 2');
-  return { listen, alternatePort, tstun, metrics: values.metrics, workers: values.workers, sockets, relay: planRelay(values, values.workers) };
+  return { listen, alternatePort, alternateAddress, tstun, metrics: values.metrics, workers: values.workers, sockets, relay: planRelay(values, values.workers) };
+}
+
+/** --alt-address: a second IP of this host, for RFC 5780 answers (2 IPs × 2 ports). */
+function checkAltAddress(text: string, mainHost: string, alternatePort: number | false, workers: number): string {
+  const other = normaliseAddress(text);
+  if (!other) throw usageError(`--alt-address "${text}" is not an IP address`, 'give a second address of this host, e.g. --alt-address 203.0.113.2');
+  if (mainHost === '::' || mainHost === '0.0.0.0') {
+    throw usageError('--alt-address needs a specific --listen address: every answer names the address it leaves from', 'e.g. --listen 203.0.113.1:3478 --alt-address 203.0.113.2');
+  }
+  if (other.includes(':') !== mainHost.includes(':')) throw usageError(`--alt-address ${other} and --listen ${mainHost} are of different IP families`, 'give two IPv4 or two IPv6 addresses');
+  if (other === mainHost) throw usageError('--alt-address is the --listen address', 'give a second address of this host');
+  if (alternatePort === false) throw usageError('--alt-address needs the alternate port (RFC 5780 uses 2 IPs × 2 ports)', 'drop --no-alt-port');
+  if (workers > 1) throw usageError('--alt-address cannot be combined with --workers yet', 'run with --workers 1 (the default)');
+  return other;
 }
 
 export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<number> {
@@ -266,6 +288,13 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       case 'partner-unreachable':
         log.info({ event: e.type, network: e.network, peer: e.name, server: e.server }, 'partner\'s server is gone; treated as absent');
         break;
+      case 'displaced':
+        if (e.refused) log.info({ event: e.type, network: e.network, peer: e.name }, 'refresh of a replaced session refused (409)');
+        else log.info({ event: e.type, network: e.network, peer: e.name }, 'a new session took the name; the old one was told');
+        break;
+      case 'partner-left':
+        log.info({ event: e.type, network: e.network, peer: e.name, partner: e.partner }, 'peer left before a path; its waiting partner was told');
+        break;
       case 'store-error':
         log.warn({ event: e.type, op: e.op, reason: e.reason }, 'the shared store did not answer');
         break;
@@ -322,6 +351,7 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       listen: plan.listen,
       secrets,
       alternatePort: plan.alternatePort,
+      ...(plan.alternateAddress !== undefined ? { alternateAddress: plan.alternateAddress } : {}),
       ...(plan.metrics !== undefined ? { metrics: { listen: plan.metrics, ...(registry ? { registry } : {}) } } : {}),
       onEvent,
       ...(plan.workers > 1 ? { workers: plan.workers } : {}),
@@ -348,6 +378,7 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       event: 'listening',
       udp: endpointKey(server.address),
       alternateUdp: server.alternateAddress ? endpointKey(server.alternateAddress) : null,
+      ...(server.rfc5780 ? { otherAddressUdp: [endpointKey(server.rfc5780['other-ip']), endpointKey(server.rfc5780['other-ip-port'])] } : {}),
       tcp: server.tcpAddress ? endpointKey(server.tcpAddress) : null,
       tstunTcp: tstun ? endpointKey(tstun.address) : null,
       metrics: server.metricsAddress ? `http://${endpointKey(server.metricsAddress)}/metrics` : null,

@@ -31,8 +31,10 @@ export const Method = {
   INTRODUCE: 0x0b2,
   PROBE: 0x0b3,
   CLOSE: 0x0b4,
-  /** A peer's outcome report to the server (docs/protocol.md, "Outcome reports"). */
+  /** A peer's outcome report to the server (docs/protocol.md, §3 "Lifecycle"); it also withdraws the registration. */
   REPORT: 0x0b5,
+  /** The server tells a peer that its partner left, or that another registration took its name (docs/protocol.md, "Lifecycle"). */
+  NOTICE: 0x0b9,
 } as const;
 
 /** Burrow attribute types (comprehension-required range; only meaningful in Burrow methods). */
@@ -48,13 +50,54 @@ export const BurrowAttr = {
   LIFETIME: 0x4b09,
   FLAGS: 0x4b0a,
   TRANSPORT: 0x4b0b,
-  /** In an outcome report (REPORT): 1 connected, 2 failed. */
+  /** In an outcome report (REPORT): 1 connected, 2 failed, 3 withdrawn. */
   OUTCOME: 0x4b10,
   /** A transport candidate of any kind with its priority (REGISTER and introductions); see `encodeCandidate`. */
   CANDIDATE: 0x4b13,
   /** In an introduction: which relay the pair may use (`RelayOffer`); see `encodeRelayOffer`. */
   RELAY: 0x4b14,
+  /** What the sender runs (REGISTER), or the partner runs (introductions): see `PeerMode`. */
+  MODE: 0x4b1a,
+  /** REGISTER: the longest gap between the sender's refreshes, in ms; the server expires the registration after a few. */
+  REFRESH_INTERVAL: 0x4b1b,
+  /** In a NOTICE: what happened (see `NoticeKind`). */
+  NOTICE: 0x4b1c,
 } as const;
+
+/** REGISTER flags (the FLAGS attribute). */
+export const RegisterFlag = {
+  /**
+   * The sender holds a registration of this session already (an answer came back): the REGISTER refreshes it and must
+   * not take the name back from a newer session that has replaced it since (the server answers 409 instead).
+   */
+  REFRESH: 0x01,
+} as const;
+
+/**
+ * What a peer runs, so that the server can tell each side what the other runs and a mismatch is reported as such.
+ * Compatible pairs: punch↔punch, pipe↔pipe, send↔receive, wg↔wg.
+ */
+export type PeerMode = 'punch' | 'pipe' | 'send' | 'receive' | 'wg';
+/** Wire codes of the modes: the index + 1. */
+const MODE_CODES: readonly PeerMode[] = ['punch', 'pipe', 'send', 'receive', 'wg'];
+
+/** The mode the partner must run for `mode`. */
+export function partnerModeFor(mode: PeerMode): PeerMode {
+  return mode === 'send' ? 'receive' : mode === 'receive' ? 'send' : mode;
+}
+
+/** Whether two sides running `a` and `b` can work together. */
+export function modesCompatible(a: PeerMode, b: PeerMode): boolean {
+  return partnerModeFor(a) === b;
+}
+
+/**
+ * What a NOTICE says: `partner-left` (the partner withdrew its registration, or its TCP connection to the server
+ * closed: it ended its attempt, or was killed) or `displaced` (another session registered under the recipient's own
+ * name and took it over). A partner that expired is not announced: the waiting side learns it from its next refresh.
+ */
+export type NoticeKind = 'partner-left' | 'displaced';
+const NOTICE_CODES: readonly NoticeKind[] = ['partner-left', 'displaced'];
 
 /** The rendezvous server's default port (UDP and TCP), the STUN port of RFC 8489 section 18.6. */
 export const DEFAULT_PORT = 3478;
@@ -101,6 +144,17 @@ export const ProbeFlag = {
 /** How a peer's NAT maps one local port to public ports (RFC 4787 section 4.1). */
 export type NatMapping = 'unknown' | 'endpoint-independent' | 'endpoint-dependent';
 const MAPPING_CODES: readonly NatMapping[] = ['unknown', 'endpoint-independent', 'endpoint-dependent'];
+/**
+ * How a peer's NAT picks public ports for new mappings (RFC 4787 section 4.1): byte 1 of NAT-MAPPING (0 unknown,
+ * 1 preserving, 2 sequential, 3 random). Older peers send 0 and ignore it.
+ */
+export type PortAllocation = 'unknown' | 'preserving' | 'sequential' | 'random';
+const ALLOCATION_CODES: readonly PortAllocation[] = ['unknown', 'preserving', 'sequential', 'random'];
+
+/** The NAT-MAPPING value: mapping code, allocation code, two zero bytes. */
+function natMappingValue(mapping: NatMapping, allocation: PortAllocation | undefined): Uint8Array {
+  return u32((MAPPING_CODES.indexOf(mapping) << 24) | (Math.max(0, ALLOCATION_CODES.indexOf(allocation ?? 'unknown')) << 16));
+}
 
 /**
  * Which relay an introduced pair may use, sent by the server in every introduction (RELAY attribute):
@@ -135,6 +189,10 @@ export interface Introduction {
   readonly peerMapping: NatMapping;
   /** Which relay this pair may use; undefined when the server sent none (an older server). */
   readonly relay?: RelayOffer;
+  /** What the partner runs; absent when it did not say (an older client). */
+  readonly peerMode?: PeerMode;
+  /** The partner's port allocation, when it reported one. */
+  readonly peerAllocation?: PortAllocation;
 }
 
 export interface BindingRequest {
@@ -164,8 +222,16 @@ export interface RegisterRequest {
   /** The sender's candidates (its server-reflexive address is the one the server sees, so it is not among them). */
   readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
+  /** How the sender's NAT allocates ports, when it measured it (NAT-MAPPING byte 1). */
+  readonly allocation?: PortAllocation;
   /** Absent on the wire means UDP. */
   readonly transport?: Transport;
+  /** What the sender runs (MODE); absent: it does not say. */
+  readonly mode?: PeerMode;
+  /** The longest gap between the sender's refreshes in ms (REFRESH-INTERVAL); absent: the server's default lifetime applies. */
+  readonly refreshMs?: number;
+  /** RegisterFlag bits (FLAGS); absent or 0: a REGISTER that starts (or restarts) the session. */
+  readonly flags?: number;
 }
 export interface RegisterSuccess {
   readonly kind: 'register-ok';
@@ -215,9 +281,12 @@ export interface CloseIndication {
   readonly txid: Uint8Array;
   readonly timestamp: number;
 }
-/** How a punch that got an introduction ended. */
-export type Outcome = 'connected' | 'failed';
-const OUTCOME_CODES: readonly Outcome[] = ['connected', 'failed'];
+/**
+ * How an attempt ended: `connected`, `failed` (introduced, but no path at the deadline), or `withdrawn` (ended for any
+ * other reason: the timeout without a partner, cancelled, interrupted, an error).
+ */
+export type Outcome = 'connected' | 'failed' | 'withdrawn';
+const OUTCOME_CODES: readonly Outcome[] = ['connected', 'failed', 'withdrawn'];
 /**
  * A peer's report to the server of how its punch ended: a REPORT indication. Authenticated with the
  * client-to-server key and bound to the sender's registration by name and session nonce.
@@ -232,6 +301,28 @@ export interface OutcomeReport {
   readonly outcome: Outcome;
 }
 
+/**
+ * A NOTICE indication from the server to one session (SESSION-NONCE is the recipient's): its partner (PEER-NAME,
+ * PEER-NONCE) left, or another session (PEER-NONCE) took its own name (PEER-NAME). Authenticated with the
+ * server-to-client key, like an introduction.
+ */
+export interface NoticeIndication {
+  readonly kind: 'notice';
+  readonly txid: Uint8Array;
+  readonly networkId: Uint8Array;
+  readonly recipientNonce: Uint8Array;
+  readonly timestamp: number;
+  readonly notice: NoticeKind;
+  readonly peerName: string;
+  readonly peerNonce: Uint8Array;
+  /**
+   * partner-left only: how the partner's attempt ended, when it said (its REPORT): `failed` (it reached its deadline
+   * without a path: the network is the problem, and the recipient says so) or `withdrawn`. Absent: it did not say
+   * (its TCP connection closed).
+   */
+  readonly outcome?: Outcome;
+}
+
 export type BurrowMessage =
   | BindingRequest
   | BindingSuccess
@@ -242,7 +333,8 @@ export type BurrowMessage =
   | ProbeRequest
   | ProbeSuccess
   | CloseIndication
-  | OutcomeReport;
+  | OutcomeReport
+  | NoticeIndication;
 
 export type MessageDecodeError =
   | { readonly reason: StunDecodeError }
@@ -337,6 +429,11 @@ class Reader {
     if (v.length !== 4) this.fail({ reason: 'bad-attribute', detail: 'NAT-MAPPING must be 4 bytes' });
     return MAPPING_CODES[v[0] ?? 0] ?? 'unknown';
   }
+  /** NAT-MAPPING byte 1; unknown codes read as 'unknown'. */
+  allocation(): PortAllocation {
+    const v = this.optional(BurrowAttr.NAT_MAPPING);
+    return v && v.length === 4 ? ALLOCATION_CODES[v[1] ?? 0] ?? 'unknown' : 'unknown';
+  }
   transport(): Transport {
     const v = this.optional(BurrowAttr.TRANSPORT);
     if (!v) return 'udp';
@@ -346,7 +443,7 @@ class Reader {
   outcome(): Outcome {
     const v = this.fixed(BurrowAttr.OUTCOME, 'OUTCOME', 4);
     const outcome = OUTCOME_CODES[(v[0] ?? 0) - 1];
-    if (outcome === undefined) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected) or 2 (failed)' });
+    if (outcome === undefined || v[1] !== 0 || v[2] !== 0 || v[3] !== 0) return this.fail({ reason: 'bad-attribute', detail: 'OUTCOME must be 1 (connected), 2 (failed) or 3 (withdrawn)' });
     return outcome;
   }
   relay(key: Uint8Array | undefined): RelayOffer | undefined {
@@ -354,6 +451,29 @@ class Reader {
     if (!v) return undefined;
     const d = decodeRelayOffer(v, this.msg.transactionId, key);
     return d.ok ? d.offer : this.fail({ reason: 'bad-attribute', detail: `RELAY: ${d.reason}` });
+  }
+  /** A one-byte code in a 4-byte value (the rest zero), from `codes` (code = index + 1); undefined when absent. */
+  private code<T>(type: number, label: string, codes: readonly T[]): T | undefined {
+    const v = this.optional(type);
+    if (!v) return undefined;
+    const value = v.length === 4 && v[1] === 0 && v[2] === 0 && v[3] === 0 ? codes[(v[0] ?? 0) - 1] : undefined;
+    if (value === undefined) return this.fail({ reason: 'bad-attribute', detail: `${label} must be 4 bytes: a code 1..${codes.length}, then 3 zero bytes` });
+    return value;
+  }
+  mode(): PeerMode | undefined {
+    return this.code(BurrowAttr.MODE, 'MODE', MODE_CODES);
+  }
+  notice(): NoticeKind {
+    return this.code(BurrowAttr.NOTICE, 'NOTICE', NOTICE_CODES) ?? this.fail({ reason: 'missing-attribute', detail: 'NOTICE' });
+  }
+  refreshMs(): number | undefined {
+    if (!this.optional(BurrowAttr.REFRESH_INTERVAL)) return undefined;
+    const ms = this.u32(BurrowAttr.REFRESH_INTERVAL, 'REFRESH-INTERVAL');
+    if (ms === 0) return this.fail({ reason: 'bad-attribute', detail: 'REFRESH-INTERVAL must not be 0' });
+    return ms;
+  }
+  flags(): number | undefined {
+    return this.optional(BurrowAttr.FLAGS) ? this.u32(BurrowAttr.FLAGS, 'FLAGS') : undefined;
   }
   candidates(): Candidate[] {
     const values = this.all(BurrowAttr.CANDIDATE);
@@ -523,19 +643,30 @@ function candidateAttributes(candidates: readonly Candidate[], txid: Uint8Array)
   return candidates.slice(0, MAX_CANDIDATES).map((c) => ({ type: BurrowAttr.CANDIDATE, value: encodeCandidate(c, txid) }));
 }
 
+/** A one-byte code (index + 1 in its table) as a 4-byte attribute value. */
+function codeValue<T>(codes: readonly T[], value: T): Uint8Array {
+  return u32((codes.indexOf(value) + 1) << 24);
+}
+
+function modeAttributes(mode: PeerMode | undefined): AttributeInput[] {
+  return mode !== undefined ? [{ type: BurrowAttr.MODE, value: codeValue(MODE_CODES, mode) }] : [];
+}
+
 function introAttributes(intro: Introduction, txid: Uint8Array, relayOfferKey: Uint8Array | undefined): AttributeInput[] {
   return [
     { type: BurrowAttr.PEER_NAME, value: utf8(intro.peerName) },
     { type: BurrowAttr.PEER_NONCE, value: intro.peerNonce },
     { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
     ...candidateAttributes(intro.peerCandidates, txid),
-    { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(intro.peerMapping) << 24) },
+    { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(intro.peerMapping, intro.peerAllocation) },
+    ...modeAttributes(intro.peerMode),
     ...(intro.relay ? [{ type: BurrowAttr.RELAY, value: encodeRelayOffer(intro.relay, txid, relayOfferKey) }] : []),
   ];
 }
 
 function readIntro(r: Reader): Introduction {
   const relay = r.relay(r.relayOfferKey);
+  const allocation = r.allocation();
   return {
     peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
     peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
@@ -543,7 +674,13 @@ function readIntro(r: Reader): Introduction {
     peerCandidates: r.candidates(),
     peerMapping: r.mapping(),
     ...(relay ? { relay } : {}),
+    ...optionalMode(r.mode()),
+    ...(allocation !== 'unknown' ? { peerAllocation: allocation } : {}),
   };
+}
+
+function optionalMode(mode: PeerMode | undefined): { peerMode?: PeerMode } {
+  return mode !== undefined ? { peerMode: mode } : {};
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -585,8 +722,11 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
         ...candidateAttributes(msg.candidates, msg.txid),
-        { type: BurrowAttr.NAT_MAPPING, value: u32(MAPPING_CODES.indexOf(msg.mapping) << 24) },
+        { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(msg.mapping, msg.allocation) },
         ...(msg.transport === 'tcp' ? [{ type: BurrowAttr.TRANSPORT, value: u32(1 << 24) }] : []),
+        ...modeAttributes(msg.mode),
+        ...(msg.refreshMs !== undefined ? [{ type: BurrowAttr.REFRESH_INTERVAL, value: u32(msg.refreshMs) }] : []),
+        ...(msg.flags !== undefined && msg.flags !== 0 ? [{ type: BurrowAttr.FLAGS, value: u32(msg.flags) }] : []),
       ], opts);
     case 'register-ok':
       return encodeStun(Method.REGISTER, 'success', msg.txid, [
@@ -630,7 +770,17 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.PEER_NAME, value: utf8(msg.name) },
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
-        { type: BurrowAttr.OUTCOME, value: u32((OUTCOME_CODES.indexOf(msg.outcome) + 1) << 24) },
+        { type: BurrowAttr.OUTCOME, value: codeValue(OUTCOME_CODES, msg.outcome) },
+      ], opts);
+    case 'notice':
+      return encodeStun(Method.NOTICE, 'indication', msg.txid, [
+        { type: BurrowAttr.NETWORK_ID, value: msg.networkId },
+        { type: BurrowAttr.SESSION_NONCE, value: msg.recipientNonce },
+        { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
+        { type: BurrowAttr.NOTICE, value: codeValue(NOTICE_CODES, msg.notice) },
+        { type: BurrowAttr.PEER_NAME, value: utf8(msg.peerName) },
+        { type: BurrowAttr.PEER_NONCE, value: msg.peerNonce },
+        ...(msg.outcome !== undefined ? [{ type: BurrowAttr.OUTCOME, value: codeValue(OUTCOME_CODES, msg.outcome) }] : []),
       ], opts);
   }
 }
@@ -657,6 +807,11 @@ export function decodeMessage(buf: Uint8Array, options: DecodeOptions = {}): Mes
     if (e instanceof DecodeFailure) return { ok: false, ...e.error };
     throw e;
   }
+}
+
+/** `{ key: value }`, or nothing when the value is undefined (optional fields stay absent, as exactOptionalPropertyTypes wants). */
+function defined<K extends string, V>(key: K, value: V | undefined): { [P in K]?: V } {
+  return (value !== undefined ? { [key]: value } : {}) as { [P in K]?: V };
 }
 
 function interpret(stun: StunMessage, relayOfferKey: Uint8Array | undefined): BurrowMessage {
@@ -694,7 +849,11 @@ function interpret(stun: StunMessage, relayOfferKey: Uint8Array | undefined): Bu
         timestamp: r.timestamp(),
         candidates: r.candidates(),
         mapping: r.mapping(),
+        ...(r.allocation() !== 'unknown' ? { allocation: r.allocation() } : {}),
         ...(r.transport() === 'tcp' ? { transport: 'tcp' as const } : {}),
+        ...defined('mode', r.mode()),
+        ...defined('refreshMs', r.refreshMs()),
+        ...defined('flags', r.flags()),
       };
     case `${Method.REGISTER}/success`: {
       const other = r.optional(Attr.OTHER_ADDRESS);
@@ -750,6 +909,18 @@ function interpret(stun: StunMessage, relayOfferKey: Uint8Array | undefined): Bu
         sessionNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
         timestamp: r.timestamp(),
         outcome: r.outcome(),
+      };
+    case `${Method.NOTICE}/indication`:
+      return {
+        kind: 'notice',
+        txid,
+        networkId: r.fixed(BurrowAttr.NETWORK_ID, 'NETWORK-ID', NETWORK_ID_LENGTH),
+        recipientNonce: r.fixed(BurrowAttr.SESSION_NONCE, 'SESSION-NONCE', NONCE_LENGTH),
+        timestamp: r.timestamp(),
+        notice: r.notice(),
+        peerName: r.name(BurrowAttr.PEER_NAME, 'PEER-NAME'),
+        peerNonce: r.fixed(BurrowAttr.PEER_NONCE, 'PEER-NONCE', NONCE_LENGTH),
+        ...defined('outcome', r.optional(BurrowAttr.OUTCOME) ? r.outcome() : undefined),
       };
     default:
       return r.fail({ reason: 'unknown-method', detail: `method 0x${stun.method.toString(16)} class ${stun.cls}` });

@@ -20,7 +20,12 @@ export type DriverInput =
   /** A datagram (or, on a stream transport, one framed message) arrived on `transport`. */
   | { readonly type: 'datagram'; readonly transport: TransportId; readonly from: Endpoint; readonly data: Uint8Array; readonly now: number }
   /** A transport went away on its own (a stream closed by the far end, a relay allocation lost). */
-  | { readonly type: 'transport-closed'; readonly transport: TransportId; readonly reason: string; readonly now: number };
+  | { readonly type: 'transport-closed'; readonly transport: TransportId; readonly reason: string; readonly now: number }
+  /**
+   * The caller cancelled (its AbortSignal). The machine ends now, with a `fail` (ABORTED) after whatever it must say
+   * first (a punch withdraws its registration); the driver sends that, then closes the transports.
+   */
+  | { readonly type: 'abort'; readonly now: number };
 
 /** Send a datagram from `transport` to `to`; the driver never throws on a failed send (it is like a lost datagram). */
 export interface SendAction {

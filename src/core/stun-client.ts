@@ -79,6 +79,8 @@ export class StunClientMachine implements ClientMachine<StunClientInput, StunCli
         return this.onDatagram(input.transport, input.from, input.data);
       case 'transport-closed':
         return [];
+      case 'abort':
+        return this.fail(BurrowError.aborted());
       default: {
         const never: never = input;
         throw new Error(`unknown input ${String(never)}`);

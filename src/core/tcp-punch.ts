@@ -15,7 +15,7 @@
  * 4. The first connection whose authenticated handshake completes wins (`secured`); the driver closes the rest.
  */
 import { endpointKey, type Endpoint } from '../codec/address.js';
-import { decodeMessage, type Introduction } from '../codec/messages.js';
+import { decodeMessage, modesCompatible, partnerModeFor, type Introduction, type PeerMode } from '../codec/messages.js';
 import { TRANSACTION_ID_LENGTH } from '../codec/stun.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
@@ -53,6 +53,8 @@ export interface TcpPunchConfig {
   readonly sessionNonce: Uint8Array;
   readonly randomBytes: (n: number) => Uint8Array;
   readonly timing?: Partial<TcpPunchTiming>;
+  /** What this side runs (`pipe` by default): REGISTER's MODE, checked against the partner's on introduction. */
+  readonly purpose?: PeerMode;
 }
 
 /** Which connection won: one of our connect attempts, or a connection the LAN listener accepted. */
@@ -121,6 +123,10 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private readonly retries: { at: number; target: Endpoint; fromPort: number; lan: boolean }[] = [];
   private readonly incoming = new Map<number, { from: Endpoint; lan: boolean }>();
   private readonly stats = { attempts: 0, refused: 0, timedOut: 0, handshakesFailed: 0, lastError: '' };
+  /** The time of the latest input (the withdrawal's timestamp). */
+  private lastNow = 0;
+  /** The server said the partner left (withdrew, or its connection closed) while we were connecting. */
+  private partnerGone: 'withdrew' | undefined;
 
   constructor(private readonly config: TcpPunchConfig) {
     this.timing = { ...DEFAULT_TCP_TIMING, ...config.timing };
@@ -135,6 +141,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       sessionNonce: config.sessionNonce,
       newTxid: () => config.randomBytes(TRANSACTION_ID_LENGTH),
       timing: { ...DEFAULT_TIMING, waitingRefreshMs: this.timing.refreshMs, checkingRefreshMs: this.timing.refreshMs },
+      mode: config.purpose ?? 'pipe',
     });
   }
 
@@ -153,6 +160,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   handle(input: TcpPunchInput): TcpPunchAction[] {
     const out: TcpPunchAction[] = [];
     if (this.phase === 'finished') return out;
+    this.lastNow = input.now;
     switch (input.type) {
       case 'start':
         if (this.phase !== 'idle') break;
@@ -181,6 +189,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       }
       case 'attempt-failed':
         this.attemptFailed(input.attempt, input.why === 'refused' ? 'refused' : 'handshake', input.detail, input.now);
+        this.settleIfGone(out);
         break;
       case 'incoming':
         if (this.plan?.acceptLan) {
@@ -194,9 +203,13 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         this.incoming.delete(input.conn);
         this.stats.handshakesFailed++;
         this.stats.lastError = input.detail;
+        this.settleIfGone(out);
         break;
       case 'secured':
         this.secured(input.winner, input.localPort, input.now, out);
+        break;
+      case 'abort':
+        this.finish(out, { type: 'fail', error: BurrowError.aborted() });
         break;
       default: {
         const never: never = input;
@@ -208,7 +221,8 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
 
   private onTimer(now: number, out: TcpPunchAction[]): void {
     if (now >= this.deadline) {
-      this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
+      const gone = this.partnerGone;
+      this.finish(out, { type: 'fail', error: gone !== undefined ? BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), gone) : punchFailureError(this.failure()) });
       return;
     }
     this.rendezvous.onTimer(now, out);
@@ -222,6 +236,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       this.retries.splice(this.retries.indexOf(r), 1);
       this.connect(r.target, r.fromPort, r.lan, now, out);
     }
+    this.settleIfGone(out);
   }
 
   private onDatagram(transport: TransportId, from: Endpoint, data: Uint8Array, now: number, out: TcpPunchAction[]): void {
@@ -231,7 +246,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       return;
     }
     const msg = decoded.msg;
-    if (msg.kind !== 'register-ok' && msg.kind !== 'error' && msg.kind !== 'introduce') {
+    if (msg.kind !== 'register-ok' && msg.kind !== 'error' && msg.kind !== 'introduce' && msg.kind !== 'notice') {
       out.push({ type: 'event', event: { type: 'dropped', from, transport, reason: `unexpected ${msg.kind}` } });
       return;
     }
@@ -242,6 +257,20 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     switch (note.type) {
       case 'registered':
         if (note.first) out.push({ type: 'event', event: { type: 'registered', mapped: note.mapped } });
+        return;
+      case 'partner-gone':
+        // The partner's connection to the server closed (it ended, or was killed: its kernel closed the connection), or
+        // it withdrew. Before a connection won, that ends the attempt: it left.
+        // A connection that is up and being secured may still win (the partner closes its server connection the moment
+        // its side of the handshake completes), so with one in flight the verdict waits for it (`settleIfGone`).
+        if (this.intro && this.phase === 'connecting' && Buffer.from(note.peerNonce).equals(this.intro.peerNonce)) {
+          if (note.outcome === 'failed') {
+            this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
+            return;
+          }
+          this.partnerGone = 'withdrew';
+          this.settleIfGone(out);
+        }
         return;
       case 'introduced':
         this.introduced(note.intro, now, out);
@@ -261,6 +290,11 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
 
   private introduced(intro: Introduction, now: number, out: TcpPunchAction[]): void {
     if (intro.peerName !== this.config.peer || this.plan) return;
+    const mode = this.config.purpose ?? 'pipe';
+    if (intro.peerMode !== undefined && !modesCompatible(mode, intro.peerMode)) {
+      this.finish(out, { type: 'fail', error: BurrowError.modeMismatch(intro.peerName, intro.peerMode, mode, partnerModeFor(intro.peerMode), partnerModeFor(mode)) });
+      return;
+    }
     const mapped = this.rendezvous.mapped;
     if (!mapped) return; // the answer with our own mapping comes first; the server re-sends its push until acknowledged
     this.intro = intro;
@@ -279,6 +313,13 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     out.push({ type: 'event', event: { type: 'introduced', peer: intro.peerName, candidates, intro, sameNat } });
     if (lanTargets.length === 0) this.connect(peerPublic, this.config.localPort, false, now, out);
     else if (weAreLow) for (const target of lanTargets) this.connect(target, 0, target.address !== peerPublic.address, now, out);
+  }
+
+  /** The partner has gone: unless a connection is up and being secured, the attempt ends (PEER_LEFT). */
+  private settleIfGone(out: TcpPunchAction[]): void {
+    if (this.partnerGone === undefined || this.phase !== 'connecting') return;
+    const securing = this.incoming.size > 0 || [...this.attempts.values()].some((a) => a.budgetEndsAt === undefined);
+    if (!securing) this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), this.partnerGone) });
   }
 
   private connect(target: Endpoint, fromPort: number, lan: boolean, now: number, out: TcpPunchAction[]): void {
@@ -321,6 +362,12 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   }
 
   private finish(out: TcpPunchAction[], action: DoneAction<TcpPunchOutcome> | FailAction): void {
+    // Withdraw over the server connection before the driver closes it, saying how the attempt ended (the partner then
+    // learns whether we found no path either, or left); the connection closing would withdraw us anyway.
+    if (this.phase !== 'idle' && !(action.type === 'fail' && action.error.code === 'AUTH_FAILED')) {
+      const outcome = action.type === 'done' ? 'connected' : this.intro && action.error.code === 'NO_PATH' ? 'failed' : 'withdrawn';
+      this.rendezvous.report(outcome, this.lastNow, out);
+    }
     this.phase = 'finished';
     this.rendezvous.stop();
     this.attempts.clear();

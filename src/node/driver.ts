@@ -156,7 +156,10 @@ export function runMachine<I extends { readonly type: string }, X extends { read
     if (settled && !closing) void t.close();
   };
 
+  // Cancelled: the machine says its last words first (a punch withdraws its registration), then fails; the driver sends
+  // them before it closes the transports. A machine that does not end on `abort` is ended here.
   const onAbort = (): void => {
+    feed({ type: 'abort', now: clock() });
     settle({ ok: false, error: BurrowError.aborted() });
   };
 

@@ -123,6 +123,9 @@ export function registerServerMetrics(registry: Registry, source: ServerMetricsS
   counter(registry, 'burrow_introductions_total', 'Introductions pushed to a waiting peer (a pair, or a pair re-introduced after a change).', () => s().introductions);
   counter(registry, 'burrow_introductions_partner_gone_total', 'Introductions not made because the partner\'s server no longer listens (the partner counts as absent).', () => s().partnersUnreachable);
   counter(registry, 'burrow_registrations_displaced_total', 'Registrations that replaced a live registration of another session under the same name.', () => s().registrationsDisplaced);
+  counter(registry, 'burrow_registrations_refused_total', 'Refreshes answered 409: a newer session had taken the name (the old peer is told it was replaced).', () => s().registrationsRefused);
+  counter(registry, 'burrow_withdrawals_total', 'Registrations withdrawn by their peer before a path: its timeout, an interrupt or an error.', () => s().withdrawals);
+  counter(registry, 'burrow_partners_told_left_total', 'Waiting peers told that their partner withdrew or closed its connection (NOTICE partner-left).', () => s().partnersToldLeft);
   counter(registry, 'burrow_store_errors_total', 'Requests to the shared state (registrations, replay guard, router, WireGuard registry) that failed or timed out.', () => s().storeErrors);
   counter(registry, 'burrow_store_busy_drops_total', 'Authenticated requests dropped because too many requests to the shared state were in flight.', () => s().storeBusy);
   labelledCounter(registry, 'burrow_introduction_outcomes_total', 'Outcome reports from introduced peers: one per peer and punch attempt.', 'outcome', () => ({

@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { endpointKey, type Endpoint } from '../codec/address.js';
-import { checkName, DEFAULT_PORT, type RelayOffer } from '../codec/messages.js';
+import { checkName, DEFAULT_PORT, type PeerMode, type RelayOffer } from '../codec/messages.js';
 import { builtinCredentials } from '../codec/turn.js';
 import {
   candidatePriority,
@@ -43,6 +43,8 @@ export interface PunchOptions {
   /** Progress: registration, NAT finding, introduction, validated paths, connection. */
   readonly onEvent?: (event: PunchEvent) => void;
   readonly timing?: Partial<PunchTiming>;
+  /** What this side runs, told to the partner (default `punch`); an incompatible partner ends both sides with MODE_MISMATCH. */
+  readonly purpose?: PeerMode;
 }
 
 export type { PunchEvent, PunchResult };
@@ -87,6 +89,7 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
     sessionNonce: randomBytes(16),
     randomBytes: (n) => randomBytes(n),
     ...(options.timing ? { timing: options.timing } : {}),
+    ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
   });
   return runMachine(agent, { transports: { udp }, signal: options.signal, onEvent: options.onEvent }).result;
 }
@@ -197,6 +200,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
     randomBytes: (n) => randomBytes(n),
     mode: 'auto',
     relay: relayMode === 'only' ? 'only' : 'auto',
+    ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
     ...(options.timing ? { timing: options.timing } : {}),
   });
 

@@ -16,7 +16,8 @@ import { DEFAULT_LIMITS, ServerCore, type ServerLimits } from '../server/core.js
 import { ServerMachine, sharedStateRunner } from '../server/machine.js';
 import { MemorySharedState, type SharedState } from '../server/shared.js';
 import { sumStats, type ServerState, type ServerStats } from '../server/stats.js';
-import type { ServerAction, ServerEvent, ServerInput } from '../server/types.js';
+import type { Rfc5780Sockets } from '../server/config.js';
+import type { ServerAction, ServerEvent, ServerInput, ServerSocketId } from '../server/types.js';
 import { chooseBackend, openDatagramPort, type DatagramPort, type UdpBackend } from './datagram-port.js';
 import type { MetricsEndpoint, MetricsOptions } from './metrics.js';
 import { splitLimits, startWorkerPool, type MainPortSpec, type WorkerPool } from './cluster.js';
@@ -33,6 +34,12 @@ export interface ServerOptions {
   readonly secrets: readonly (string | Uint8Array)[];
   /** Second UDP port for NAT mapping tests: a number, `0` for any free port, or `false` for none. Default: main port + 1. */
   readonly alternatePort?: number | false;
+  /**
+   * A second IP address of this host (an IP literal of --listen's family). With it the server listens on 2 IPs × 2
+   * ports and answers RFC 5780 behaviour-discovery requests in full (CHANGE-REQUEST, OTHER-ADDRESS,
+   * RESPONSE-ORIGIN); it needs a specific --listen address, the alternate port, and one process (no `workers`).
+   */
+  readonly alternateAddress?: string;
   readonly limits?: Partial<ServerLimits>;
   /**
    * The state this server shares with others (registrations, replay guard, push router, WireGuard registry,
@@ -88,6 +95,8 @@ export interface RendezvousServer {
   /** The TCP rendezvous listener, when enabled. */
   readonly tcpAddress: Endpoint | undefined;
   readonly alternateAddress: Endpoint | undefined;
+  /** The RFC 5780 sockets (2 IPs × 2 ports) when started with `alternateAddress`. */
+  readonly rfc5780: Rfc5780Sockets | undefined;
   /** The metrics listener, when enabled. */
   readonly metricsAddress: Endpoint | undefined;
   /** This server's id in the shared state. */
@@ -121,7 +130,7 @@ function secretBytes(secrets: readonly (string | Uint8Array)[]): Uint8Array[] {
 const SERVER_RECV_BUFFER = 4 << 20;
 
 /** Binds `bind(host)`, falling back from the dual-stack wildcard to 0.0.0.0 where IPv6 is off. */
-async function bindWithFallback<T>(host: string, port: number, role: 'main' | 'alternate', bind: (host: string) => Promise<T>): Promise<T> {
+async function bindWithFallback<T>(host: string, port: number, role: 'main' | 'alternate' | 'other-address', bind: (host: string) => Promise<T>): Promise<T> {
   try {
     return await bind(host);
   } catch (err) {
@@ -137,7 +146,7 @@ async function bindWithFallback<T>(host: string, port: number, role: 'main' | 'a
   }
 }
 
-function bindListen(host: string, port: number, role: 'main' | 'alternate'): Promise<BoundSocket> {
+function bindListen(host: string, port: number, role: 'main' | 'alternate' | 'other-address'): Promise<BoundSocket> {
   return bindWithFallback(host, port, role, (h) => bindUdp(h, port, { dualStack: h === '::', recvBufferSize: SERVER_RECV_BUFFER }));
 }
 
@@ -158,6 +167,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const backend = chooseBackend(options.udpBackend);
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const serverId = options.serverId ?? randomBytes(8).toString('hex');
+  const otherIp = options.alternateAddress === undefined ? undefined : checkAlternateAddress(options.alternateAddress, host, options.alternatePort, workers);
 
   // The main port. Single process: this process reads it. Workers: native sockets are bound again by each worker
   // (SO_REUSEPORT; this one only learns the port, and closes once they listen); a dgram socket is handed over.
@@ -195,6 +205,21 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     const alt = alternate;
     closers.push(() => closeUdp(alt.socket));
   }
+  // RFC 5780: the second IP on the main port and on the alternate port.
+  const others: Partial<Record<'other-ip' | 'other-ip-port', BoundSocket>> = {};
+  let rfc5780: Rfc5780Sockets | undefined;
+  if (otherIp !== undefined && alternate) {
+    try {
+      others['other-ip'] = await bindListen(otherIp, mainLocal.port, 'other-address');
+      others['other-ip-port'] = await bindListen(otherIp, alternate.local.port, 'other-address');
+    } catch (err) {
+      for (const o of Object.values(others)) await closeUdp(o.socket);
+      await closeAll();
+      throw err;
+    }
+    for (const o of Object.values(others)) closers.push(() => closeUdp(o.socket));
+    rfc5780 = { main: mainLocal, alternate: alternate.local, 'other-ip': others['other-ip'].local, 'other-ip-port': others['other-ip-port'].local };
+  }
 
   const memory = options.shared ? undefined : new MemorySharedState({ limits, proofKey: generateKeyPair() });
   const shared: SharedState = options.shared ?? (memory as SharedState);
@@ -214,6 +239,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       serverId,
       proofKey,
       ...(alternate ? { alternate: alternate.local } : {}),
+      ...(rfc5780 ? { rfc5780 } : {}),
       limits: processLimits,
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
@@ -233,6 +259,9 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         case 'send':
           if (a.socket === 'alternate') {
             if (alternate) sendUdpNoCallback(alternate, a.to, a.data);
+          } else if (a.socket === 'other-ip' || a.socket === 'other-ip-port') {
+            const o = others[a.socket];
+            if (o) sendUdpNoCallback(o, a.to, a.data);
           } else if (pool) {
             pool.send(a.to, a.data);
           } else {
@@ -357,6 +386,12 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     // Unconnected UDP sockets report ICMP errors here on some systems; they are not fatal.
     alternate.socket.on('error', () => undefined);
   }
+  for (const [id, o] of Object.entries(others) as [ServerSocketId, BoundSocket][]) {
+    o.socket.on('message', (data, rinfo) => {
+      feed({ type: 'datagram', socket: id, from: endpointOf(rinfo), data, now: Date.now() });
+    });
+    o.socket.on('error', () => undefined);
+  }
   // The in-memory shared state expires its entries lazily; this keeps the counts honest when traffic is quiet.
   const sweep = memory ? setInterval(() => { memory.sweep(Date.now()); }, 1000) : undefined;
   sweep?.unref();
@@ -428,6 +463,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     address: mainLocal,
     tcpAddress: tcpBound && typeof tcpBound === 'object' ? { address: normaliseAddress(tcpBound.address) ?? tcpBound.address, port: tcpBound.port } : undefined,
     alternateAddress: alternate?.local,
+    rfc5780,
     metricsAddress: metrics?.address,
     serverId,
     udpBackend: backend,
@@ -464,6 +500,19 @@ function relayMetrics(relay: RelayDriver): import('./metrics.js').RelayMetricsSo
     streamSessions: 0,
     stream: { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
   };
+}
+
+/** Checks `alternateAddress` against the rest of the configuration; returns it normalised. */
+function checkAlternateAddress(text: string, host: string, alternatePort: number | false | undefined, workers: number): string {
+  const other = normaliseAddress(text);
+  const why = (reason: string): BurrowError => BurrowError.invalidOption('alternateAddress', reason, text);
+  if (!other) throw why('not an IP address (give a second address of this host, e.g. 203.0.113.2)');
+  if (host === '::' || host === '0.0.0.0') throw why('a second IP address needs a specific listen address (e.g. --listen 203.0.113.1:3478): answers must name the address they leave from');
+  if (other.includes(':') !== host.includes(':')) throw why(`it must be of the same family as the listen address ${host}`);
+  if (other === host) throw why('it must differ from the listen address');
+  if (alternatePort === false) throw why('RFC 5780 needs 2 IPs × 2 ports: drop --no-alt-port');
+  if (workers > 1) throw why('it cannot be combined with workers yet (the four RFC 5780 sockets live in one process)');
+  return other;
 }
 
 /** TCP rendezvous connections one source address may hold at once. */

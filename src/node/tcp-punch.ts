@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { endpointKey, type Endpoint } from '../codec/address.js';
-import { DEFAULT_PORT } from '../codec/messages.js';
+import { DEFAULT_PORT, type PeerMode } from '../codec/messages.js';
 import type { PunchEvent, PunchResult } from '../core/punch/index.js';
 import type { DriverInput } from '../core/machine.js';
 import { TcpPunchMachine, type TcpIoAction, type TcpPunchInput, type TcpPunchOutcome, type TcpWinner } from '../core/tcp-punch.js';
@@ -30,6 +30,11 @@ export interface StreamConnectOptions {
   readonly onEvent?: (event: PunchEvent) => void;
   /** Local `[ADDR:]PORT`; default any address, a free port. */
   readonly local?: string;
+  /**
+   * What this side runs (default `pipe`; `send` and `receive` pair with each other), told to the partner; an
+   * incompatible partner ends both sides with MODE_MISMATCH instead of a stream the other cannot read.
+   */
+  readonly purpose?: PeerMode;
 }
 
 export interface StreamConnection {
@@ -73,6 +78,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
     timeoutMs: Math.max(1, deadline - Date.now()),
     sessionNonce: randomBytes(16),
     randomBytes: (n) => randomBytes(n),
+    ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
   });
 
   /** Connections being handshaken or handshaken, by the machine's name for them. */

@@ -32,6 +32,7 @@ import { decodeKey, dh, encodeKey } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { bindUdp, closeUdp, endpointOf, resolveEndpoint, sendUdp, type BoundSocket } from './udp.js';
+import { classifyMapping, wireMapping } from '../core/nat/classify.js';
 
 /** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
 export const KEEPALIVE_SECONDS = 25;
@@ -410,7 +411,8 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
         if (!mappingChecked && alternate) {
           mappingChecked = true;
           const [a, b] = await Promise.all([client.binding(server), client.binding(alternate)]);
-          mapping = a && b ? (a.address === b.address && a.port === b.port ? 'endpoint-independent' : 'endpoint-dependent') : 'unknown';
+          // The one NAT classification module (src/core/nat/classify.ts), as the punch and netcheck use it.
+          mapping = a && b ? wireMapping(classifyMapping({ primary: a, otherPort: b })) : 'unknown';
         }
         if (self) {
           const before = discovery.selfInfo;

@@ -6,8 +6,13 @@ import type { WgLimits } from './wg.js';
 import type { RelayPolicy } from './relay/config.js';
 
 export interface ServerLimits {
-  /** Registration lifetime; clients refresh well within it. */
+  /**
+   * The longest registration lifetime: what a REGISTER without REFRESH-INTERVAL gets (an older client). One that
+   * declares its refresh period gets `missedRefreshes` of them, within [1 s, this].
+   */
   readonly lifetimeSeconds: number;
+  /** How many refresh periods a registration outlives its last refresh (REFRESH-INTERVAL × this). */
+  readonly missedRefreshes: number;
   readonly maxRegistrations: number;
   /** Accepted clock difference for timestamps of authenticated requests. */
   readonly timestampWindowMs: number;
@@ -35,6 +40,7 @@ export interface ServerLimits {
 
 export const DEFAULT_LIMITS: ServerLimits = {
   lifetimeSeconds: 60,
+  missedRefreshes: 3,
   maxRegistrations: 100_000,
   timestampWindowMs: 30_000,
   perSourceRate: 200,
@@ -61,6 +67,11 @@ export interface ServerConfig {
   readonly proofKey: KeyPair;
   /** Advertised in REGISTER answers (OTHER-ADDRESS) when the server listens on a second port. */
   readonly alternate?: Endpoint;
+  /**
+   * The four UDP sockets of RFC 5780 behaviour discovery (2 IP addresses x 2 ports), each by its local address, when
+   * the server has a second IP address. Without it Binding answers offer the mapping tests only (src/server/binding.ts).
+   */
+  readonly rfc5780?: Rfc5780Sockets;
   readonly limits?: Partial<ServerLimits>;
   readonly wgLimits?: Partial<WgLimits>;
   /**
@@ -78,6 +89,9 @@ export interface ServerConfig {
   /** Transaction ids for pushed introductions, WireGuard session indexes. */
   readonly randomBytes: (n: number) => Uint8Array;
 }
+
+/** The local address of each socket: main = primary IP and port, other-ip-port = the other of both. */
+export type Rfc5780Sockets = Readonly<Record<'main' | 'alternate' | 'other-ip' | 'other-ip-port', Endpoint>>;
 
 export function resolveLimits(limits: Partial<ServerLimits> | undefined): ServerLimits {
   return { ...DEFAULT_LIMITS, ...limits };

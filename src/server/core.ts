@@ -98,7 +98,7 @@ export class ServerCore {
     this.pushes = new PushTable(this.limits.maxRegistrations);
     this.wg = config.wgResponder === false ? undefined : new WgResponder([], config.randomBytes, { maxPeers: this.limits.maxRegistrations, ...config.wgLimits });
     const gate = new AuthGate(() => this.networks, this.limits.timestampWindowMs, this.stats, this.effects);
-    this.binding = new BindingResponder(this.stats, this.limits.answerBareBindings);
+    this.binding = new BindingResponder(this.stats, this.limits.answerBareBindings, config.rfc5780);
     this.rendezvous = new Rendezvous({
       serverId: config.serverId,
       limits: this.limits,
@@ -166,7 +166,7 @@ export class ServerCore {
         this.dispatchStreamMessage(input.conn, input.from, input.data, input.now, out);
         break;
       case 'stream-closed':
-        this.rendezvous.streamClosed(input.conn, input.now, out);
+        this.rendezvous.streamClosed(input.conn, input.now, out, (network) => this.networks.get(network));
         break;
       case 'push':
         this.rendezvous.deliver(input.push, input.now, out);
@@ -217,7 +217,7 @@ export class ServerCore {
     const msg = decoded.msg;
     switch (msg.kind) {
       case 'binding':
-        this.binding.answerDatagram(socket, msg, from, data.length, out);
+        this.binding.answerDatagram(socket, msg, from, data.length, out, decoded.stun, (cost) => this.limiter.allow(from.address, now, cost));
         return;
       case 'register':
         // A TCP registration must come over TCP; registrations only on the main port.
@@ -235,6 +235,7 @@ export class ServerCore {
       case 'probe':
       case 'probe-ok':
       case 'close':
+      case 'notice':
         // Other Burrow messages are for peers, not for us: drop without a word.
         this.malformed(data);
         return;
@@ -243,7 +244,8 @@ export class ServerCore {
 
   /**
    * One STUN message from a TCP rendezvous connection. TCP peers register over it and keep it open; their
-   * introductions are pushed down it. Anything but a REGISTER for TCP or a Binding closes it.
+   * introductions are pushed down it; they withdraw over it (REPORT) before closing it. Anything but a REGISTER for
+   * TCP, a REPORT or a Binding closes it.
    */
   private dispatchStreamMessage(conn: number, from: Endpoint, data: Uint8Array, now: number, out: Output): void {
     this.stats.datagramsIn++;
@@ -258,6 +260,11 @@ export class ServerCore {
     const channel = { kind: 'tcp', conn } as const;
     if (decoded.ok && decoded.msg.kind === 'binding') {
       this.binding.answerStream(channel, decoded.msg, from, out);
+      return;
+    }
+    if (decoded.ok && decoded.msg.kind === 'report') {
+      // A TCP peer's withdrawal (with its outcome), sent just before it closes the connection.
+      this.rendezvous.report(decoded.msg, decoded.stun, data, from, now, out, channel);
       return;
     }
     if (!decoded.ok || decoded.msg.kind !== 'register' || decoded.msg.transport !== 'tcp') {

@@ -4,14 +4,27 @@
  * each side about the other. No state, no effects: src/server/rendezvous.ts calls these and does the rest.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
-import { encodeMessage, type Introduction, type RegisterRequest } from '../codec/messages.js';
+import { encodeMessage, type Introduction, type NoticeKind, type Outcome, type RegisterRequest } from '../codec/messages.js';
 import type { NetworkKeys } from '../crypto/keys.js';
 import { relayOfferFor, type RelayPolicy } from './relay/config.js';
 import type { Registration } from './store.js';
 import type { Owner } from './types.js';
 
-/** The registration a REGISTER makes. */
-export function registrationOf(msg: RegisterRequest, network: string, from: Endpoint, owner: Owner, now: number, lifetimeSeconds: number): Registration {
+/** The shortest lifetime a registration gets, however short the refresh period it declares. */
+export const MIN_LIFETIME_MS = 1000;
+
+/**
+ * How long a registration lives without a refresh: `missed` of the refresh periods the peer declared
+ * (REFRESH-INTERVAL), within [MIN_LIFETIME_MS, the server's lifetime]; the server's lifetime when it declared none.
+ */
+export function lifetimeMsOf(msg: RegisterRequest, lifetimeSeconds: number, missed: number): number {
+  const max = lifetimeSeconds * 1000;
+  if (msg.refreshMs === undefined) return max;
+  return Math.min(max, Math.max(MIN_LIFETIME_MS, msg.refreshMs * missed));
+}
+
+/** The registration a REGISTER makes, living `lifetimeMs` unless refreshed. */
+export function registrationOf(msg: RegisterRequest, network: string, from: Endpoint, owner: Owner, now: number, lifetimeMs: number): Registration {
   return {
     network,
     name: msg.name,
@@ -20,15 +33,23 @@ export function registrationOf(msg: RegisterRequest, network: string, from: Endp
     mapped: from,
     candidates: msg.candidates,
     mapping: msg.mapping,
-    expiresAt: now + lifetimeSeconds * 1000,
+    ...(msg.mode !== undefined ? { mode: msg.mode } : {}),
+    ...(msg.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
+    ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
+    expiresAt: now + lifetimeMs,
     owner,
     version: Buffer.from(msg.txid).toString('hex'),
   };
 }
 
-/** `candidate` (the registration named by `reg.target`) is `reg`'s partner: it wants `reg` back. */
+/**
+ * `candidate` (the registration named by `reg.target`) is `reg`'s partner: it wants `reg` back, for the same kind of
+ * path, or both say what they run (then each side judges the pairing itself, and reports a mismatch).
+ */
 export function partnerOf(reg: Registration, candidate: Registration | undefined): Registration | undefined {
-  return candidate && candidate.target === reg.name && candidate.name !== reg.name ? candidate : undefined;
+  if (!candidate || candidate.target !== reg.name || candidate.name === reg.name) return undefined;
+  const sameTransport = (candidate.transport ?? 'udp') === (reg.transport ?? 'udp');
+  return sameTransport || (candidate.mode !== undefined && reg.mode !== undefined) ? candidate : undefined;
 }
 
 /** Whether `reg` starts a registration: a new name, or a new session (nonce) of one. */
@@ -55,6 +76,8 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
     previous.nonce !== reg.nonce ||
     previous.target !== reg.target ||
     previous.mapping !== reg.mapping ||
+    previous.mode !== reg.mode ||
+    previous.allocation !== reg.allocation ||
     !sameEndpoint(previous.mapped, reg.mapped) ||
     previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== reg.candidates.map((c) => endpointKey(c.endpoint)).join()
   );
@@ -72,6 +95,8 @@ export function introductionOf(reg: Registration, recipient: string, policy: Rel
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
     ...(policy ? { relay: relayOfferFor(policy, recipient, now) } : {}),
+    ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
+    ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
   };
 }
 
@@ -85,4 +110,22 @@ export function encodePush(keys: NetworkKeys, recipient: Registration, reg: Regi
     timestamp: now,
     intro: introductionOf(reg, recipient.name, policy, now),
   }, { key: keys.serverToClient, relayOfferKey: keys.relayOffer });
+}
+
+/**
+ * The NOTICE pushed to `recipient`'s session: its partner `about` left, or (`displaced`) the session
+ * `about` took `recipient`'s name. Authenticated with the server-to-client key and bound to the recipient's session.
+ */
+export function encodeNotice(keys: NetworkKeys, recipient: Registration, notice: NoticeKind, about: Registration, txid: Uint8Array, now: number, outcome?: Outcome): Uint8Array {
+  return encodeMessage({
+    kind: 'notice',
+    txid,
+    networkId: keys.networkId,
+    recipientNonce: Buffer.from(recipient.nonce, 'hex'),
+    timestamp: now,
+    notice,
+    peerName: about.name,
+    peerNonce: Buffer.from(about.nonce, 'hex'),
+    ...(outcome !== undefined ? { outcome } : {}),
+  }, { key: keys.serverToClient });
 }

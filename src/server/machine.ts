@@ -169,7 +169,7 @@ function answerInput(ticket: number, outcome: EffectOutcome, now: number): Serve
 export function executeEffect(s: SharedState, effect: Effect): Awaitable<EffectResults[EffectOp]> {
   switch (effect.op) {
     case 'register':
-      return s.store.register(effect.registration, effect.now);
+      return s.store.register(effect.registration, effect.now, effect.refresh === true);
     case 'lookup':
       return s.store.lookup(effect.network, effect.name, effect.now);
     case 'withdraw':

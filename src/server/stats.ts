@@ -24,6 +24,12 @@ export interface ServerStats {
   registrationsNew: number;
   /** Of those, the ones that replaced a live registration of another session under the same name. */
   registrationsDisplaced: number;
+  /** Refreshes refused (409) because a newer session had taken the name. */
+  registrationsRefused: number;
+  /** Registrations withdrawn by their peer with outcome `withdrawn` (ended before a path: timeout, interrupt, error). */
+  withdrawals: number;
+  /** Waiting partners told (NOTICE partner-left) that the peer they waited for withdrew or closed its connection. */
+  partnersToldLeft: number;
   introductions: number;
   /** Introductions not made because the partner's server did not take the push (the partner is gone). */
   partnersUnreachable: number;
@@ -51,7 +57,7 @@ export function emptyStats(): ServerStats {
     datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0,
     streamMessagesIn: 0, streamBytesIn: 0, streamMessagesOut: 0, streamBytesOut: 0, unauthBytesIn: 0, unauthBytesOut: 0,
     stunBindings: 0, stunBindingsUnanswered: 0, registrationsTotal: 0, registrationsNew: 0, registrationsDisplaced: 0,
-    introductions: 0, partnersUnreachable: 0, outcomesConnected: 0, outcomesFailed: 0, outcomesUnmatched: 0, authFailures: 0,
+    registrationsRefused: 0, withdrawals: 0, partnersToldLeft: 0, introductions: 0, partnersUnreachable: 0, outcomesConnected: 0, outcomesFailed: 0, outcomesUnmatched: 0, authFailures: 0,
     staleTimestamps: 0, replaysRejected: 0, malformed: 0, rateLimited: 0, evictions: 0, expirations: 0, wgSyncs: 0,
     storeErrors: 0, storeBusy: 0,
   };

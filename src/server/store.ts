@@ -5,11 +5,11 @@
  * the same three operations (docs/protocol.md, "Scaling out").
  */
 import type { Endpoint } from '../codec/address.js';
-import type { Candidate, NatMapping } from '../codec/messages.js';
+import type { Candidate, NatMapping, PeerMode, PortAllocation, Transport } from '../codec/messages.js';
 import type { Awaitable, Owner } from './types.js';
 
 export interface Registration {
-  /** The store's name space: the network id (hex), plus `+tcp` for TCP rendezvous. */
+  /** The store's name space: the network id (hex). UDP and TCP registrations share it (one name, one peer). */
   readonly network: string;
   readonly name: string;
   readonly target: string;
@@ -18,6 +18,19 @@ export interface Registration {
   readonly mapped: Endpoint;
   readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
+  /** What the peer runs (MODE), if it said; passed to its partner in the introduction. */
+  readonly mode?: PeerMode;
+  /**
+   * Which kind of path the registration is for (absent: UDP). Registrations of the two kinds pair only when both say
+   * what they run, so that each side can report the mismatch (a `send` facing a `punch`).
+   */
+  readonly transport?: Transport;
+  /**
+   * When it expires unless refreshed: a few of the peer's refresh periods (REFRESH-INTERVAL) after this REGISTER, so
+   * that a peer killed without a word disappears within seconds (src/server/introductions.ts `lifetimeMsOf`).
+   */
+  /** The peer's port allocation, when it reported one (passed on in introductions). */
+  readonly allocation?: PortAllocation;
   readonly expiresAt: number;
   /** The server and channel that can reach the peer (pushes go there). */
   readonly owner: Owner;
@@ -35,6 +48,11 @@ export interface RegisterResult {
   readonly partner: Registration | undefined;
   /** Registrations evicted to stay within the store's bound. */
   readonly evicted: number;
+  /**
+   * Set when a refresh (`refresh`) met a live registration of another session under the same name: nothing was
+   * written; `previous` is that newer session, which replaced the sender's.
+   */
+  readonly superseded?: boolean;
 }
 
 export interface RegistrationStore {
@@ -42,8 +60,10 @@ export interface RegistrationStore {
    * In one atomic step: stores `reg` (replacing any registration of its name), and returns what it replaced and
    * the registration of its target. Two peers registering for each other at once, on any servers, can never both
    * miss the other: whichever is stored second sees the first. (Redis: one Lua script, SET … GET then GET.)
+   * With `refresh` (the sender refreshes a session it holds), a live registration of another session under the name
+   * is left in place and nothing is written (`superseded`): a displaced peer's refresh never takes the name back.
    */
-  register(reg: Registration, now: number): Awaitable<RegisterResult>;
+  register(reg: Registration, now: number, refresh?: boolean): Awaitable<RegisterResult>;
   /** The live registration of `name`, if any. */
   lookup(network: string, name: string, now: number): Awaitable<Registration | undefined>;
   /**
@@ -59,9 +79,10 @@ export function sameOwner(a: Owner, b: Owner): boolean {
 }
 
 /**
- * In-memory store: a Map kept in refresh order (a refresh moves an entry to the end), so both expiry and
- * evictions of the oldest entry start at the front and cost O(removed). Expired entries go lazily, at the front,
- * on every write and on `sweep`. Answers at once (no promise).
+ * In-memory store: a Map kept in refresh order (a refresh moves an entry to the end), so evictions of the oldest
+ * entry start at the front and cost O(removed). Lifetimes differ per registration (a few of its own refresh periods),
+ * so every lookup checks `expiresAt`; expired entries at the front go on every write, and all of them on `sweep`
+ * (the host calls it once a second). Answers at once (no promise).
  */
 export class MemoryStore implements RegistrationStore {
   private readonly entries = new Map<string, Registration>();
@@ -76,10 +97,13 @@ export class MemoryStore implements RegistrationStore {
     return this.entries.size;
   }
 
-  register(reg: Registration, now: number): RegisterResult {
-    this.sweep(now);
+  register(reg: Registration, now: number, refresh = false): RegisterResult {
+    this.sweepFront(now);
     const key = keyOf(reg.network, reg.name);
     const previous = this.entries.get(key);
+    if (refresh && previous && previous.expiresAt > now && previous.nonce !== reg.nonce) {
+      return { previous, partner: undefined, evicted: 0, superseded: true };
+    }
     this.entries.delete(key);
     let evicted = 0;
     while (this.entries.size >= this.maxEntries) {
@@ -104,16 +128,25 @@ export class MemoryStore implements RegistrationStore {
     return r;
   }
 
-  /** Removes expired entries; returns how many. */
+  /** Removes every expired entry; returns how many. O(size): the host calls it about once a second. */
   sweep(now: number): number {
     let removed = 0;
     for (const [key, reg] of this.entries) {
-      if (reg.expiresAt > now) break;
+      if (reg.expiresAt > now) continue;
       this.entries.delete(key);
       removed++;
     }
     this.expirations += removed;
     return removed;
+  }
+
+  /** Removes the expired entries at the front (the least recently refreshed), up to the first live one. */
+  private sweepFront(now: number): void {
+    for (const [key, reg] of this.entries) {
+      if (reg.expiresAt > now) break;
+      this.entries.delete(key);
+      this.expirations++;
+    }
   }
 
   private intern(reg: Registration): Registration {

@@ -16,8 +16,11 @@ import type { ReplayVerdict } from './replay.js';
  */
 export type Awaitable<T> = T | PromiseLike<T>;
 
-/** The server's UDP sockets: the main port, and the alternate port used for NAT mapping tests. */
-export type ServerSocketId = 'main' | 'alternate';
+/**
+ * The server's UDP sockets: the main port, the alternate port used for NAT mapping tests, and, with a second IP
+ * address (RFC 5780 behaviour discovery), that address on the main port and on the alternate port.
+ */
+export type ServerSocketId = 'main' | 'alternate' | 'other-ip' | 'other-ip-port';
 
 /** Where a registration came from, and where its answers and pushes go. */
 export type Channel = { readonly kind: 'udp' } | { readonly kind: 'tcp'; readonly conn: number };
@@ -46,8 +49,13 @@ export interface Push {
   readonly owner: Owner;
   /** The recipient's address as its owner saw it. */
   readonly to: Endpoint;
-  /** The encoded INTRODUCE indication. */
+  /** The encoded INTRODUCE indication, or a NOTICE. */
   readonly data: Uint8Array;
+  /**
+   * A NOTICE (partner left, displaced): sent twice at once and not kept for re-sends, since the recipient
+   * acknowledges nothing (it stops); a lost pair is caught by its next refresh anyway (no partner, or 409).
+   */
+  readonly notice?: boolean;
 }
 
 /** What an interface announces about itself in WG-SYNC (src/server/wg-registry.ts). */
@@ -63,7 +71,8 @@ export interface WgFacts {
  * (or `effect-refused`, `effect-failed`) input.
  */
 export type Effect =
-  | { readonly op: 'register'; readonly registration: Registration; readonly now: number }
+  /** `refresh`: the sender refreshes a session it holds, so it must not displace a newer one (RegistrationStore.register). */
+  | { readonly op: 'register'; readonly registration: Registration; readonly now: number; readonly refresh?: boolean }
   | { readonly op: 'lookup'; readonly network: string; readonly name: string; readonly now: number }
   | { readonly op: 'withdraw'; readonly network: string; readonly name: string; readonly nonce: string; readonly owner: Owner | undefined; readonly now: number }
   | { readonly op: 'deliver'; readonly push: Push }
@@ -121,6 +130,10 @@ export type ServerEvent =
   | { readonly type: 'introduced'; readonly network: string; readonly a: string; readonly b: string }
   /** The partner's server did not take the push: the partner counts as absent and its registration is withdrawn. */
   | { readonly type: 'partner-unreachable'; readonly network: string; readonly name: string; readonly server: string }
+  /** A session of `name` was replaced by a newer one (told with a NOTICE), or a refresh of a replaced one refused (409). */
+  | { readonly type: 'displaced'; readonly network: string; readonly name: string; readonly refused: boolean }
+  /** `name` withdrew (or its connection closed) while its partner `partner` still waited: the partner was told. */
+  | { readonly type: 'partner-left'; readonly network: string; readonly name: string; readonly partner: string }
   | { readonly type: 'wg-endpoint'; readonly network: string; readonly key: string; readonly endpoint: Endpoint }
   | { readonly type: 'outcome'; readonly network: string; readonly name: string; readonly outcome: Outcome }
   | { readonly type: 'rejected'; readonly from: Endpoint; readonly reason: string }

@@ -5,7 +5,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fuzzRuns } from '../support/fuzz.js';
 import type { Endpoint } from '../../src/codec/address.js';
-import { decodeCandidate, decodeMessage, encodeCandidate, encodeMessage, MAX_CANDIDATES, MAX_PRIORITY, type BurrowMessage, type Candidate, type CandidateKind } from '../../src/codec/messages.js';
+import { decodeCandidate, decodeMessage, encodeCandidate, encodeMessage, MAX_CANDIDATES, MAX_PRIORITY, modesCompatible, partnerModeFor, RegisterFlag, type BurrowMessage, type Candidate, type CandidateKind, type NoticeKind, type PeerMode } from '../../src/codec/messages.js';
 import { decodeStun, verifyIntegrity } from '../../src/codec/stun.js';
 import { deriveNetworkKeys, deriveProbeKeys } from '../../src/crypto/keys.js';
 
@@ -29,7 +29,13 @@ const arbMapping = fc.constantFrom<'unknown' | 'endpoint-independent' | 'endpoin
 const KINDS: readonly CandidateKind[] = ['host', 'srflx', 'prflx', 'relayed', 'mapped', 'predicted'];
 const arbCandidate: fc.Arbitrary<Candidate> = fc.record({ kind: fc.constantFrom(...KINDS), priority: fc.integer({ min: 1, max: MAX_PRIORITY }), endpoint: arbEndpoint });
 const arbCandidates = fc.array(arbCandidate, { maxLength: MAX_CANDIDATES });
-const arbIntro = fc.record({ peerName: arbName, peerNonce: arbNonce, peerMapped: arbEndpoint, peerCandidates: arbCandidates, peerMapping: arbMapping });
+const MODES: readonly PeerMode[] = ['punch', 'pipe', 'send', 'receive', 'wg'];
+const arbMode = fc.option(fc.constantFrom(...MODES), { nil: undefined });
+/** Drops the keys whose value is undefined (optional fields are absent, never undefined: exactOptionalPropertyTypes). */
+function compact<T extends object>(o: T): { [K in keyof T]: Exclude<T[K], undefined> } {
+  return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as { [K in keyof T]: Exclude<T[K], undefined> };
+}
+const arbIntro = fc.record({ peerName: arbName, peerNonce: arbNonce, peerMapped: arbEndpoint, peerCandidates: arbCandidates, peerMapping: arbMapping, peerMode: arbMode }).map(compact);
 
 const arbMessage: fc.Arbitrary<BurrowMessage> = fc.oneof(
   fc.record({ kind: fc.constant('binding' as const), txid: arbTxid, fingerprint: fc.boolean() }),
@@ -37,7 +43,8 @@ const arbMessage: fc.Arbitrary<BurrowMessage> = fc.oneof(
   fc.record({
     kind: fc.constant('register' as const), txid: arbTxid, networkId: fc.uint8Array({ minLength: 8, maxLength: 8 }),
     name: arbName, target: arbName, sessionNonce: arbNonce, timestamp: arbTs, candidates: arbCandidates, mapping: arbMapping,
-  }),
+    mode: arbMode, refreshMs: fc.option(fc.integer({ min: 1, max: 2 ** 32 - 1 }), { nil: undefined }), flags: fc.option(fc.integer({ min: 1, max: 2 ** 32 - 1 }), { nil: undefined }),
+  }).map(compact),
   fc.record({
     kind: fc.constant('register-ok' as const), txid: arbTxid, mapped: arbEndpoint, lifetimeSeconds: fc.integer({ min: 0, max: 2 ** 32 - 1 }),
     timestamp: arbTs, alternate: fc.option(arbEndpoint, { nil: undefined }), intro: fc.option(arbIntro, { nil: undefined }),
@@ -52,8 +59,13 @@ const arbMessage: fc.Arbitrary<BurrowMessage> = fc.oneof(
   fc.record({ kind: fc.constant('close' as const), txid: arbTxid, timestamp: arbTs }),
   fc.record({
     kind: fc.constant('report' as const), txid: arbTxid, networkId: fc.uint8Array({ minLength: 8, maxLength: 8 }), name: arbName,
-    sessionNonce: arbNonce, timestamp: arbTs, outcome: fc.constantFrom('connected' as const, 'failed' as const),
+    sessionNonce: arbNonce, timestamp: arbTs, outcome: fc.constantFrom('connected' as const, 'failed' as const, 'withdrawn' as const),
   }),
+  fc.record({
+    kind: fc.constant('notice' as const), txid: arbTxid, networkId: fc.uint8Array({ minLength: 8, maxLength: 8 }), recipientNonce: arbNonce, timestamp: arbTs,
+    notice: fc.constantFrom<NoticeKind>('partner-left', 'displaced'), peerName: arbName, peerNonce: arbNonce,
+    outcome: fc.option(fc.constantFrom('failed' as const, 'withdrawn' as const), { nil: undefined }),
+  }).map(compact),
 );
 
 /** Plain data for comparison: byte arrays as hex (Buffer and Uint8Array alike), undefined as absent. */
@@ -201,6 +213,67 @@ describe('Burrow messages', () => {
     assert.ok(!d.ok && d.reason === 'bad-attribute' && d.detail === 'CANDIDATE: unsupported-version', d.ok ? '' : d.reason);
   });
 
+  it('lifecycle: REGISTER with MODE, REFRESH-INTERVAL and FLAGS, REPORT withdrawn and NOTICE have stable bytes (golden)', () => {
+    const keys = deriveNetworkKeys(Buffer.from('golden secret'));
+    const register = encodeMessage({
+      kind: 'register', txid: Buffer.alloc(12, 0xab), networkId: keys.networkId, name: 'alice', target: 'bob', sessionNonce: Buffer.alloc(16, 0xcd),
+      timestamp: 1_700_000_000_000, candidates: [], mapping: 'unknown', mode: 'send', refreshMs: 2000, flags: RegisterFlag.REFRESH,
+    }, { key: keys.clientToServer });
+    // The three new attributes, in order: MODE 0x4B1A (3 = send), REFRESH-INTERVAL 0x4B1B (2000 = 0x7d0), FLAGS 0x4B0A (REFRESH).
+    assert.ok(register.toString('hex').includes('4b1a0004030000004b1b0004000007d04b0a000400000001'));
+    const report = encodeMessage({
+      kind: 'report', txid: Buffer.alloc(12, 0xab), networkId: keys.networkId, name: 'alice', sessionNonce: Buffer.alloc(16, 0xcd), timestamp: 1_700_000_000_000, outcome: 'withdrawn',
+    }, { key: keys.clientToServer });
+    assert.ok(report.toString('hex').includes('4b10000403000000'), 'OUTCOME 3 = withdrawn');
+    const notice = encodeMessage({
+      kind: 'notice', txid: Buffer.alloc(12, 0xab), networkId: keys.networkId, recipientNonce: Buffer.alloc(16, 0xcd), timestamp: 1_700_000_000_000,
+      notice: 'displaced', peerName: 'alice', peerNonce: Buffer.alloc(16, 0xef),
+    }, { key: keys.serverToClient });
+    // NOTICE (0x0B9) indication = type 0x0279 (method bits interleaved with class 01, as REPORT 0x0B5 is 0x0275).
+    assert.equal(notice.readUInt16BE(0), 0x0279);
+    assert.deepEqual({ register: register.toString('hex'), report: report.toString('hex'), notice: notice.toString('hex') }, GOLDEN.lifecycle);
+  });
+
+  it('lifecycle attributes are strict: MODE and NOTICE codes in range with zero padding, REFRESH-INTERVAL not 0', () => {
+    const keys = deriveNetworkKeys(Buffer.from('s'));
+    const base = { kind: 'register' as const, txid: Buffer.alloc(12, 3), networkId: keys.networkId, name: 'a', target: 'b', sessionNonce: Buffer.alloc(16), timestamp: 1, candidates: [], mapping: 'unknown' as const };
+    const reg = Buffer.from(encodeMessage({ ...base, mode: 'wg', refreshMs: 5 }));
+    const at = (type: number): number => reg.indexOf(Buffer.from([type >> 8, type & 0xff, 0, 4]));
+    const mutate = (i: number, v: number): Buffer => {
+      const b = Buffer.from(reg);
+      b[i] = v;
+      return b;
+    };
+    const reject = (b: Buffer, detail: string): void => {
+      const d = decodeMessage(b);
+      assert.ok(!d.ok && d.reason === 'bad-attribute' && d.detail.startsWith(detail), d.ok ? 'accepted' : `${d.reason} ${'detail' in d ? d.detail : ''}`);
+    };
+    reject(mutate(at(0x4b1a) + 4, 0), 'MODE');
+    reject(mutate(at(0x4b1a) + 4, 6), 'MODE');
+    reject(mutate(at(0x4b1a) + 7, 1), 'MODE');
+    const zero = Buffer.from(reg);
+    zero.writeUInt32BE(0, at(0x4b1b) + 4);
+    reject(zero, 'REFRESH-INTERVAL');
+    const notice = Buffer.from(encodeMessage({ kind: 'notice', txid: Buffer.alloc(12, 3), networkId: keys.networkId, recipientNonce: Buffer.alloc(16), timestamp: 1, notice: 'partner-left', peerName: 'b', peerNonce: Buffer.alloc(16) }));
+    const n = notice.indexOf(Buffer.from([0x4b, 0x1c, 0, 4]));
+    notice[n + 4] = 3;
+    const d = decodeMessage(notice);
+    assert.ok(!d.ok && d.reason === 'bad-attribute' && d.detail.startsWith('NOTICE'));
+    // An older client's REGISTER (none of the three) still decodes, with none of them.
+    const old = decodeMessage(encodeMessage(base));
+    assert.ok(old.ok && old.msg.kind === 'register' && old.msg.mode === undefined && old.msg.refreshMs === undefined && old.msg.flags === undefined);
+  });
+
+  it('compatible modes: punch↔punch, pipe↔pipe, send↔receive, wg↔wg, and nothing else', () => {
+    for (const a of MODES) {
+      for (const b of MODES) {
+        const expected = (a === b && a !== 'send' && a !== 'receive') || (a === 'send' && b === 'receive') || (a === 'receive' && b === 'send');
+        assert.equal(modesCompatible(a, b), expected, `${a} ↔ ${b}`);
+      }
+      assert.ok(modesCompatible(a, partnerModeFor(a)));
+    }
+  });
+
   it('probe keys differ by direction, pair and session', () => {
     const keys = deriveNetworkKeys(Buffer.from('s'));
     const a = { name: 'alice', nonce: Buffer.alloc(16, 1) };
@@ -230,6 +303,14 @@ const GOLDEN = {
     '010500007e00fefc0001329ae112a648',
     '010600007e00fefb0002bd520113a9faabababababababababababaa',
   ],
+  lifecycle: {
+    register:
+      '026100842112a442abababababababababababab4b010008da10ee08f60b122c4b020005616c6963650000004b030003626f62004b040010cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd4b0600080000018bcfe568004b080004000000004b1a0004030000004b1b0004000007d04b0a000400000001001c0020e4ce9a1bca010b1d7013c3b627b278e19dfacdcd3f578fab92cc357005cbb52b',
+    report:
+      '027500642112a442abababababababababababab4b010008da10ee08f60b122c4b020005616c6963650000004b040010cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd4b0600080000018bcfe568004b10000403000000001c00209c0054268492cc2189e2de1d8662cc8b053db47a8395f87e58019c8a77eefb27',
+    notice:
+      '027900782112a442abababababababababababab4b010008da10ee08f60b122c4b040010cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd4b0600080000018bcfe568004b1c0004020000004b020005616c6963650000004b050010efefefefefefefefefefefefefefefef001c00200297342193f4998250fbca0db8fc9bc1a69c4bb66e1efa75f8b33dd67eaf5710',
+  },
   register:
     '026100802112a442abababababababababababab4b010008da10ee08f60b122c4b020005616c6963650000004b030003626f62004b040010cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd4b0600080000018bcfe568004b130010010100007effffff0001329ae112a6484b08000401000000001c00204f685fc5d2227b8d39eb7f8285c7ae7d60924e568f7c6c9f55547e288fa88b6f',
 };

@@ -209,21 +209,24 @@ describe('session mode: keep running after the first path', () => {
     assert.equal(a!.result!.path, 'direct');
   });
 
-  it('close before any path fails as aborted, without an outcome report', () => {
+  it('close before any path fails as aborted and withdraws (one REPORT, outcome withdrawn); the partner is told it left', () => {
     const net = new SimNet(1, 13);
     const t = topology('symmetric', 'symmetric', net);
     const sim = createSim(net, [
       { name: 'alice', peer: 'bob', at: t.a, mode: 'session', inputs: [{ at: 500, input: (now) => ({ type: 'close', now }) }] },
       { name: 'bob', peer: 'alice', at: t.b, timeoutMs: 1000 },
     ]);
-    const [a] = sim.run(20_000);
+    const [a, b] = sim.run(20_000);
     assert.equal(a?.error?.code, 'ABORTED');
     assert.equal(a.finishedAt, 500);
-    const reports = a.sends.filter((s) => {
+    const reports = a.sends.flatMap((s) => {
       const d = decodeMessage(s.data);
-      return d.ok && d.msg.kind === 'report';
+      return d.ok && d.msg.kind === 'report' ? [d.msg.outcome] : [];
     });
-    assert.equal(reports.length, 0);
+    assert.deepEqual(reports, ['withdrawn']);
+    // bob (no path possible: two symmetric NATs) hears that alice left, rather than blaming the network at 1000 ms.
+    assert.equal(b?.error?.code, 'PEER_LEFT');
+    assert.ok(b.finishedAt !== undefined && b.finishedAt < 600, `bob finished at ${String(b.finishedAt)}`);
   });
 });
 
@@ -380,7 +383,11 @@ describe('structured failure reasons', () => {
     const f = punchFailureOf(a.error);
     assert.ok(f, 'no details on the error');
     assert.equal(f.stage, 'no-path');
-    assert.deepEqual(f.nat, { ours: 'endpoint-independent', theirs: 'endpoint-dependent' });
+    // The partner's findings came with its REGISTER, through the introduction: its NAT picks random ports. Ours kept
+    // no port (the simulated cone NAT allocates from 40000), and one mapping cannot tell sequential from random.
+    assert.deepEqual(f.nat, { ours: 'endpoint-independent', theirs: 'endpoint-dependent', oursAllocation: 'unknown', theirsAllocation: 'random' });
+    assert.match(a.error.message, /the peer's NAT picks those ports at random, so only birthday probing or a relay can bridge it/);
+    assert.match(a.error.message, /port prediction \(birthday probing\)/);
     assert.ok(f.probes.sent > 0);
     assert.ok(f.pairs.length >= 2);
     assert.ok(f.pairs.every((p) => p.state === 'in-progress' && p.transport === 'udp'), JSON.stringify(f.pairs));

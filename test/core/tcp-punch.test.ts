@@ -165,3 +165,47 @@ describe('TCP punch (sans-IO)', () => {
     assert.equal(punchFailureOf(lonely.error)?.stage, 'no-partner');
   });
 });
+
+describe('TCP punch: a partner that leaves (issue 9)', () => {
+  const failure = (side: Side) => side.actions.find((x) => x.action.type === 'fail')?.action;
+
+  it('the partner aborts while we connect: it withdraws over its server connection, and we fail PEER_LEFT at once', () => {
+    const p = pair({ timeoutMs: 10_000 });
+    p.feed(p.alice, { type: 'start', now: p.now() });
+    p.feed(p.bob, { type: 'start', now: p.now() });
+    p.step(p.now() + 500); // attempts go on (nothing answers in this test)
+    p.feed(p.bob, { type: 'abort', now: p.now() });
+    const bobFail = failure(p.bob);
+    assert.ok(bobFail?.type === 'fail' && bobFail.error.code === 'ABORTED');
+    const aliceFail = failure(p.alice);
+    assert.ok(aliceFail?.type === 'fail', 'alice went on after bob left');
+    assert.equal(aliceFail.error.code, 'PEER_LEFT');
+    assert.match(aliceFail.error.message, /^bob registered but left before a path was found/);
+  });
+
+  it('a connection already up and being secured is waited for: the partner closing its server connection does not end it', () => {
+    const p = pair({ timeoutMs: 10_000 });
+    p.feed(p.alice, { type: 'start', now: p.now() });
+    p.feed(p.bob, { type: 'start', now: p.now() });
+    const [a] = p.connects(p.alice);
+    const [b] = p.connects(p.bob);
+    assert.ok(a && b);
+    p.feed(p.alice, { type: 'attempt-connected', attempt: a.attempt, now: p.now() + 5 });
+    p.feed(p.bob, { type: 'attempt-connected', attempt: b.attempt, now: p.now() + 5 });
+    p.feed(p.bob, { type: 'secured', winner: { attempt: b.attempt }, localPort: 50002, now: p.now() + 10 }); // bob done, reports connected
+    assert.equal(failure(p.alice), undefined, 'alice was told bob left although his side of the connection won');
+    p.feed(p.alice, { type: 'secured', winner: { attempt: a.attempt }, localPort: 50001, now: p.now() + 12 });
+    assert.ok(p.alice.actions.some((x) => x.action.type === 'done'));
+  });
+
+  it('the partner reaches its deadline without a path (REPORT failed): we say NO_PATH at once, not that it left', () => {
+    const p = pair({ timeoutMs: 10_000 });
+    p.feed(p.alice, { type: 'start', now: p.now() });
+    p.feed(p.bob, { type: 'start', now: p.now() });
+    p.step(p.now() + 10_001);
+    const bobFail = failure(p.bob);
+    const aliceFail = failure(p.alice);
+    assert.ok(bobFail?.type === 'fail' && aliceFail?.type === 'fail');
+    assert.deepEqual([bobFail.error.code, aliceFail.error.code].sort(), ['NO_PATH', 'NO_PATH']);
+  });
+});

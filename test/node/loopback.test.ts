@@ -78,6 +78,25 @@ describe('punch over loopback (real sockets)', () => {
     }
   });
 
+  it('on abort, the withdrawal leaves before the socket closes: the server holds no registration afterwards', async () => {
+    const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET] });
+    try {
+      const controller = new AbortController();
+      const p = punch({
+        server: `127.0.0.1:${server.address.port}`, secret: SECRET, name: 'alice', peer: 'nobody', local: '127.0.0.1:0', signal: controller.signal,
+        onEvent: (e) => {
+          if (e.type === 'registered') controller.abort();
+        },
+      });
+      await assert.rejects(p, (e: unknown) => e instanceof BurrowError && e.code === 'ABORTED');
+      for (let i = 0; i < 50 && server.registrations > 0; i++) await new Promise((r) => setTimeout(r, 10));
+      assert.equal(server.registrations, 0, 'the aborted punch is still registered');
+      assert.equal(server.stats.withdrawals, 1);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('reports a wrong secret as AUTH_FAILED (exit code 3)', async () => {
     const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET] });
     try {

@@ -177,8 +177,8 @@ describe('adversarial: crash inputs against the real server process (real socket
       const messages = everyMessageType(KEYS, Date.now()).map((m) => m.bytes);
       const before = (await server.snapshot()).stats.replaysRejected;
       await sendAndSettle(server, a, [...messages, ...messages, ...messages], [server.port]);
-      // The UDP REGISTER is fresh the first time, then a replay twice.
-      assert.equal((await server.snapshot()).stats.replaysRejected - before, 2);
+      // The two UDP REGISTERs (an older client's, and a current client's refresh) are fresh the first time, then replays twice.
+      assert.equal((await server.snapshot()).stats.replaysRejected - before, 4);
       checkAnswerSizes(messages, a.replies);
     } finally {
       await a.close();
@@ -280,10 +280,13 @@ describe('adversarial: replay of every authenticated message type (real server p
       t.diagnostic(`${3 * captured.length} replays (${replayedBytes} bytes) from alice’s, bob’s and a third address: ${drawn} bytes answered; replaysRejected +${s1.stats.replaysRejected - s0.stats.replaysRejected}, malformed +${s1.stats.malformed - s0.stats.malformed}`);
       assert.equal(drawn, 0, 'a replay drew an answer');
       // The registrations still point where they did: bob, re-registering with a new session, is introduced to
-      // alice at alice’s own address, not at the replaying one.
+      // alice at alice’s own address, not at the replaying one. (The old bob session, at the same address, is told
+      // it was displaced: two NOTICEs before or after the answer.)
       await bob.send(registerRequest(KEYS, { name: 'bob', target: 'alice', timestamp: Date.now() }), server.port);
-      await waitFor(() => bob.replies.length === 2, 'bob’s new answer');
-      const fresh = authenticatedAnswer(bob.replies[1]!);
+      const answerOf = (): Buffer | undefined => bob.replies.slice(1).find((r) => authenticatedAnswer(r).kind === 'register-ok');
+      await waitFor(() => answerOf() !== undefined && bob.replies.length === 4, 'bob’s new answer and the two NOTICEs to the old bob session');
+      assert.deepEqual(bob.replies.slice(1).map((r) => authenticatedAnswer(r).kind).sort(), ['notice', 'notice', 'register-ok']);
+      const fresh = authenticatedAnswer(answerOf()!);
       assert.ok(fresh.kind === 'register-ok' && fresh.intro !== undefined);
       assert.equal(endpointKey(fresh.intro.peerMapped), `127.0.0.1:${alice.port}`);
       assert.deepEqual(Buffer.from(fresh.intro.peerNonce), nonceA);

@@ -55,10 +55,10 @@ describe('outcome reports', () => {
     old.writeUInt16BE(0x0274, 0); // CLOSE (0x0B4) indication
     const reread = decodeMessage(old);
     assert.ok(reread.ok && reread.msg.kind === 'close');
-    // OUTCOME 0 or 3 is refused, with a reason.
+    // OUTCOME 0 or 4 is refused, with a reason (3 is `withdrawn`).
     const bad = Buffer.from(data);
     const at = bad.indexOf(Buffer.from([0x4b, 0x10, 0x00, 0x04]));
-    bad[at + 4] = 3;
+    bad[at + 4] = 4;
     const r = decodeMessage(bad);
     assert.ok(!r.ok && r.reason === 'bad-attribute');
   });
@@ -116,8 +116,13 @@ describe('outcome reports', () => {
     s.datagram('main', A, report('alice', 'connected', 1), T0);
     assert.equal(s.stats.outcomesUnmatched, 2, 'a second report of the session matches nothing');
     for (const out of replies) assert.equal(out.filter((x) => x.type === 'send').length, 0, 'reports are never answered');
-    // Over TCP a report is not taken: the connection is closed.
-    const tcp = s.streamMessage(1, A, report('alice', 'failed', 1), T0);
-    assert.deepEqual(tcp.map((x) => x.type), ['close-stream']);
+    // Over TCP a report is taken the same way (a TCP peer withdraws before closing its connection), never answered.
+    s.streamMessage(1, A, msg((txid) => ({
+      kind: 'register', txid, networkId: KEYS.networkId, name: 'carol', target: 'dave', sessionNonce: Buffer.alloc(16, 5), timestamp: T0, candidates: [], mapping: 'unknown', transport: 'tcp',
+    })), T0);
+    const tcp = s.streamMessage(1, A, report('carol', 'failed', 5), T0);
+    assert.deepEqual(tcp.filter((x) => x.type === 'send-stream' || x.type === 'close-stream'), []);
+    assert.equal(s.stats.outcomesFailed, 1);
+    assert.equal(s.store.size, 0);
   });
 });

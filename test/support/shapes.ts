@@ -5,7 +5,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import type { Endpoint } from '../../src/codec/address.js';
-import { decodeMessage, encodeMessage, Method, type BurrowMessage } from '../../src/codec/messages.js';
+import { decodeMessage, encodeMessage, Method, RegisterFlag, type BurrowMessage, type PeerMode } from '../../src/codec/messages.js';
 import { messageType, MAGIC_COOKIE } from '../../src/codec/stun.js';
 import { bindingRequest } from '../../src/core/stun-client.js';
 import { candidatePriority } from '../../src/core/punch/index.js';
@@ -26,6 +26,10 @@ export interface RegisterOptions {
   readonly nonce?: Uint8Array;
   readonly transport?: 'udp' | 'tcp';
   readonly hosts?: readonly Endpoint[];
+  /** MODE, REFRESH-INTERVAL and FLAGS, as current clients send them (absent: an older client's REGISTER). */
+  readonly mode?: PeerMode;
+  readonly refreshMs?: number;
+  readonly flags?: number;
 }
 
 /** A REGISTER exactly as a client sends it. */
@@ -41,6 +45,9 @@ export function registerRequest(keys: NetworkKeys, o: RegisterOptions): Buffer {
     candidates: (o.hosts ?? [{ address: '192.0.2.10', port: 5000 }]).map((endpoint, i) => ({ kind: 'host' as const, priority: candidatePriority('host', 65535 - i), endpoint })),
     mapping: 'unknown',
     ...(o.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
+    ...(o.mode !== undefined ? { mode: o.mode } : {}),
+    ...(o.refreshMs !== undefined ? { refreshMs: o.refreshMs } : {}),
+    ...(o.flags !== undefined ? { flags: o.flags } : {}),
   };
   return encodeMessage(msg, { key: keys.clientToServer });
 }
@@ -63,11 +70,15 @@ export function everyMessageType(keys: NetworkKeys, now: number): { readonly lab
     { label: 'Binding success', bytes: encodeMessage({ kind: 'binding-ok', txid: txid(), mapped: peer }) },
     { label: 'REGISTER request (UDP)', bytes: registerRequest(keys, { name: 'alice', target: 'bob', timestamp: now, nonce: a.nonce }) },
     { label: 'REGISTER request (TCP)', bytes: registerRequest(keys, { name: 'alice', target: 'bob', timestamp: now, nonce: a.nonce, transport: 'tcp' }) },
+    { label: 'REGISTER request (UDP refresh, MODE, REFRESH-INTERVAL)', bytes: registerRequest(keys, { name: 'alice', target: 'bob', timestamp: now, nonce: a.nonce, mode: 'punch', refreshMs: 2000, flags: RegisterFlag.REFRESH }) },
     {
       label: 'REGISTER success (with introduction)',
       bytes: encodeMessage({ kind: 'register-ok', txid: txid(), mapped: peer, lifetimeSeconds: 60, timestamp: now, alternate: { address: '203.0.113.1', port: 3479 }, intro }, { key: s2c }),
     },
     { label: 'REGISTER error 401', bytes: encodeMessage({ kind: 'error', method: Method.REGISTER, txid: txid(), code: 401, reason: 'Unauthenticated', timestamp: undefined }) },
+    { label: 'REGISTER error 409', bytes: encodeMessage({ kind: 'error', method: Method.REGISTER, txid: txid(), code: 409, reason: 'Displaced', timestamp: now }, { key: s2c }) },
+    { label: 'NOTICE indication (partner-left)', bytes: encodeMessage({ kind: 'notice', txid: txid(), networkId: keys.networkId, recipientNonce: a.nonce, timestamp: now, notice: 'partner-left', peerName: 'bob', peerNonce: b.nonce }, { key: s2c }) },
+    { label: 'NOTICE indication (displaced)', bytes: encodeMessage({ kind: 'notice', txid: txid(), networkId: keys.networkId, recipientNonce: a.nonce, timestamp: now, notice: 'displaced', peerName: 'alice', peerNonce: b.nonce }, { key: s2c }) },
     { label: 'REGISTER error 438', bytes: encodeMessage({ kind: 'error', method: Method.REGISTER, txid: txid(), code: 438, reason: 'Stale', timestamp: now }, { key: s2c }) },
     { label: 'INTRODUCE indication', bytes: encodeMessage({ kind: 'introduce', txid: txid(), networkId: keys.networkId, recipientNonce: a.nonce, timestamp: now, intro }, { key: s2c }) },
     { label: 'PROBE request', bytes: encodeMessage({ kind: 'probe', txid: txid(), timestamp: now, flags: 1, destination: peer }, { key: probeKey }) },
@@ -94,7 +105,7 @@ export function malformedMessages(): { readonly label: string; readonly bytes: B
   const out: { label: string; bytes: Buffer }[] = [];
   for (const cls of ['request', 'indication', 'success', 'error'] as const) {
     out.push({ label: `unknown method 0x0FEF (${cls})`, bytes: stunHeader(messageType(0x0fef, cls), 0) });
-    out.push({ label: `unknown method 0x0B9 (${cls}), one attribute`, bytes: Buffer.concat([stunHeader(messageType(0x0b9, cls), 8), Buffer.from([0x4b, 0x01, 0, 4, 1, 2, 3, 4])]) });
+    out.push({ label: `unknown method 0x0BF (${cls}), one attribute`, bytes: Buffer.concat([stunHeader(messageType(0x0bf, cls), 8), Buffer.from([0x4b, 0x01, 0, 4, 1, 2, 3, 4])]) });
   }
   out.push({ label: 'top bits set (not STUN)', bytes: stunHeader(0xc001, 0) });
   out.push({ label: 'length field 0xFFFC, 20-byte datagram', bytes: stunHeader(0x0001, 0xfffc) });

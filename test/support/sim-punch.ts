@@ -5,6 +5,7 @@
  * given times (trickled candidates, `close`).
  */
 import type { Endpoint } from '../../src/codec/address.js';
+import type { PeerMode } from '../../src/codec/messages.js';
 import { PunchAgent, udpTransport, type PunchAction, type PunchEvent, type PunchInput, type PunchMode, type PunchResult, type PunchTiming, type RelayPolicy, type TransportSpec } from '../../src/core/punch/index.js';
 import { candidatePriority } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
@@ -34,6 +35,10 @@ export interface PeerSpec {
   readonly timing?: Partial<PunchTiming>;
   /** Inputs delivered at given times (trickled candidates, close). */
   readonly inputs?: readonly { readonly at: number; readonly input: (now: number) => PunchInput }[];
+  /** What the peer runs (MODE); default the agent's (`punch`). */
+  readonly purpose?: PeerMode;
+  /** SIGKILL at this time: from then on the agent gets no input and sends nothing (and never finishes). */
+  readonly killAt?: number;
 }
 
 export interface PeerOutcome {
@@ -85,6 +90,7 @@ interface PeerState {
   readonly outcome: { result?: PunchResult; error?: BurrowError; finishedAt?: number; events: PunchEvent[]; timeline: { at: number; event: PunchEvent }[]; sends: { at: number; transport: string; to: Endpoint; data: Uint8Array }[] };
   readonly sockets: Map<string, SimSocket>;
   relaySocket: SimSocket | undefined;
+  killed: boolean;
 }
 
 export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets: readonly string[] = [SECRET]): Sim {
@@ -113,10 +119,12 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
       ...(spec.mode ? { mode: spec.mode } : {}),
       ...(spec.relay ? { relay: spec.relay } : {}),
       ...(spec.timing ? { timing: spec.timing } : {}),
+      ...(spec.purpose ? { purpose: spec.purpose } : {}),
     });
     const state: PeerState = {
       spec,
       agent,
+      killed: false,
       started: false,
       relayRequested: false,
       pendingInputs: [...(spec.inputs ?? [])],
@@ -125,7 +133,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
       relaySocket: undefined,
     };
     const feed = (input: PunchInput): void => {
-      if (state.started && !agent.isFinished) execute(state, agent.handle(input));
+      if (state.started && !state.killed && !agent.isFinished) execute(state, agent.handle(input));
     };
     [spec.at, ...extra].forEach((e, j) => {
       const id = j === 0 ? 'udp' : `udp${j}`;
@@ -193,10 +201,12 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
     },
     run(untilMs, tick) {
       for (let guard = 0; guard < 1_000_000; guard++) {
-        const pending = states.filter((s) => !s.agent.isFinished);
+        for (const s of states) if (!s.killed && s.spec.killAt !== undefined && net.now >= s.spec.killAt) s.killed = true;
+        const pending = states.filter((s) => !s.agent.isFinished && !s.killed);
         if (pending.length === 0) break;
         const times: number[] = [];
         for (const s of pending) {
+          if (s.spec.killAt !== undefined) times.push(s.spec.killAt);
           if (!s.started) times.push(s.spec.startAt ?? 0);
           else {
             const t = s.agent.nextTimeoutAt();
@@ -213,6 +223,10 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
         if (next >= untilMs && net.now >= untilMs) break;
         net.runUntil(next);
         for (const s of pending) {
+          if (s.spec.killAt !== undefined && net.now >= s.spec.killAt) {
+            s.killed = true;
+            continue;
+          }
           if (!s.started && net.now >= (s.spec.startAt ?? 0)) {
             s.started = true;
             execute(s, s.agent.handle({ type: 'start', now: net.now }));

@@ -53,7 +53,9 @@ async function usageError(p: Promise<number>, pattern: RegExp): Promise<void> {
   await assert.rejects(p, (err: unknown) => {
     assert.ok(err instanceof BurrowError, String(err));
     assert.equal(err.code, 'USAGE');
-    assert.match(err.message, pattern);
+    // The message and its hint, as the CLI prints them.
+    const hint = (err.details as { hint?: unknown }).hint;
+    assert.match(`${err.message} ${typeof hint === 'string' ? hint : ''}`, pattern);
     return true;
   });
 }

@@ -58,15 +58,21 @@
  *    - Relay policy 'only': pairs that are not relayed are never formed, and probes on them are dropped unanswered.
  * 7. Failure. At the deadline without a path the agent fails with a structured reason (failure.ts): the stage it
  *    reached (no server, no partner, no path), both NAT findings, what was sent and heard, every pair's state.
- * 8. Outcome report. A side that was introduced tells the server how it ended (connected, or no path at the
- *    deadline) in one authenticated REPORT, for the server's metrics; the server withdraws its registration.
+ * 8. Withdrawal. However the attempt ends (connected, no path, the timeout without a partner, an error, `abort`),
+ *    the agent withdraws its registration with one authenticated REPORT carrying the outcome; the server drops the
+ *    registration and tells a partner that still waits (NOTICE partner-left). A partner that leaves before a path is
+ *    found ends our attempt with PEER_LEFT, never a firewall diagnosis: on its NOTICE, or when a refresh answer sent
+ *    after the introduction no longer carries it (its registration expired: killed) and nothing was heard from it
+ *    lately. Another session registering under our own name ends ours with DISPLACED (its NOTICE, or 409 to our next
+ *    refresh). Both sides say what they run (MODE, `purpose`); an introduction to an incompatible partner ends the
+ *    attempt with MODE_MISMATCH on both sides.
  *
  * Replay protection: every message carries a timestamp checked against a window (on the server's clock, learned
  * from its answers); probe requests are remembered by transaction id and answered once; an answer is accepted only
  * for an outstanding transaction, only from the transport and address the request went to.
  */
 import { endpointKey, familyOf, type Endpoint } from '../../codec/address.js';
-import { decodeMessage, encodeMessage, ProbeFlag, type BurrowMessage, type Candidate, type Introduction, MAX_CANDIDATES } from '../../codec/messages.js';
+import { decodeMessage, encodeMessage, modesCompatible, partnerModeFor, ProbeFlag, type BurrowMessage, type Candidate, type Introduction, MAX_CANDIDATES, type Outcome } from '../../codec/messages.js';
 import { TRANSACTION_ID_LENGTH, verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import { deriveProbeKeys, type ProbeKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -97,6 +103,11 @@ type PeerMessage = Extract<BurrowMessage, { kind: 'probe' | 'probe-ok' | 'close'
 
 /** A triggered check is skipped if the pair was checked this recently (ms). */
 const TRIGGER_GAP_MS = 5;
+/**
+ * A partner whose registration is gone (a refresh answer without it) counts as gone only if nothing authenticated
+ * came from it for this long: a partner that still probes us is alive, whatever the server lost.
+ */
+const PARTNER_SILENCE_MS = 3000;
 
 export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private readonly timing: PunchTiming;
@@ -134,6 +145,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private nextAcceptedAt = Infinity;
   private acceptConfirmed = false;
   private readonly stats = { probesSent: 0, probesHeard: 0, answersHeard: 0 };
+  /** When the current partner session was introduced, and when an authenticated message of its last arrived. */
+  private introducedAt = 0;
+  private lastHeardAt = -Infinity;
 
   constructor(private readonly config: PunchConfig) {
     this.timing = { ...DEFAULT_TIMING, ...config.timing };
@@ -155,8 +169,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       sessionNonce: config.sessionNonce,
       newTxid,
       timing: this.timing,
+      mode: config.purpose ?? 'punch',
     });
-    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid);
+    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs), this.relayPolicy === 'only' ? (path) => path === 'relay' : undefined);
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
@@ -226,6 +241,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         break;
       case 'close':
         this.close(input.now, out);
+        break;
+      case 'abort':
+        this.abort(input.now, out);
         break;
       default: {
         const never: never = input;
@@ -452,6 +470,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       case 'register-ok':
       case 'error':
       case 'introduce':
+      case 'notice':
         if (!this.rendezvous.isFromServer(transport, from)) {
           this.drop(transport, from, `${msg.kind} not from the server`, out);
           return;
@@ -462,7 +481,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped);
         if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
         else if (finding !== undefined) {
-          this.rendezvous.setMapping(finding);
+          this.rendezvous.setMapping(finding, this.natProbe.allocation);
           out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding } });
         }
         return;
@@ -495,11 +514,26 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
           const request = this.natProbe.start(note.alternate, now);
           if (request) out.push(request);
         }
+        // Asked after the introduction and answered without it: the partner's registration is gone (it left, or it
+        // expired because it stopped refreshing). Unless we still hear the partner, it has gone for good.
+        if (!note.partner && this.intro && note.sentAt >= this.introducedAt && now - this.lastHeardAt > PARTNER_SILENCE_MS) this.partnerGone('gone', out);
+        return;
+      case 'partner-gone':
+        if (!this.intro || !Buffer.from(note.peerNonce).equals(this.intro.peerNonce) || this.phase !== 'checking') return;
+        // The partner checked until its own deadline and found no path either: that is the network, not a departure,
+        // and our own observations explain it (NO_PATH, at once rather than at our deadline).
+        if (note.outcome === 'failed') this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((this.lastNow - this.startedAt) / 100) / 10 }) });
+        else this.partnerGone('withdrew', out);
         return;
       case 'introduced':
         this.adoptIntroduction(note.intro, now, out);
         return;
       case 'failed':
+        // Displaced after a path was found: the path is ours still; only the name (and the server) are gone.
+        if (note.error.code === 'DISPLACED' && (this.phase === 'connected' || this.phase === 'accepted')) {
+          this.drop(this.rendezvousTransport, this.config.server, 'another session took our name; the path in use stays', out);
+          return;
+        }
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
@@ -512,9 +546,21 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     }
   }
 
+  /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
+  private partnerGone(how: 'withdrew' | 'expired' | 'gone', out: PunchAction[]): void {
+    if (this.phase !== 'checking') return;
+    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), how) });
+  }
+
   private adoptIntroduction(intro: Introduction, now: number, out: PunchAction[]): void {
     if (this.phase === 'accepted' || this.phase === 'finished') return;
     if (intro.peerName !== this.config.peer) return;
+    const mode = this.config.purpose ?? 'punch';
+    if (intro.peerMode !== undefined && !modesCompatible(mode, intro.peerMode)) {
+      // Both sides get the introduction, so both say this, each from its own side.
+      this.finish(out, { type: 'fail', error: BurrowError.modeMismatch(intro.peerName, intro.peerMode, mode, partnerModeFor(intro.peerMode), partnerModeFor(mode)) });
+      return;
+    }
     const isNew = !this.intro || !Buffer.from(this.intro.peerNonce).equals(intro.peerNonce);
     if (isNew) {
       // A new partner session (first contact, or the partner restarted): start the checks afresh.
@@ -534,6 +580,8 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.nextAcceptedAt = Infinity;
       this.phase = 'checking';
       this.checkStartedAt = now;
+      this.introducedAt = now;
+      this.lastHeardAt = -Infinity;
       // Session mode: a partner that restarted gets a full timeout again.
       if (previous) this.deadline = Math.max(this.deadline, now + this.config.timeoutMs);
       this.rendezvous.checking(now);
@@ -563,6 +611,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.drop(transport, from, `stale ${msg.kind}`, out);
       return;
     }
+    this.lastHeardAt = now;
     switch (msg.kind) {
       case 'probe':
         this.onProbe(msg, transport, from, now, out);
@@ -802,7 +851,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   /** Session mode: end it (CLOSE to the partner, outcome to the server). Before a path exists: aborted. */
   private close(now: number, out: PunchAction[]): void {
     if (this.phase !== 'connected' || !this.selected) {
-      this.finish(out, { type: 'fail', error: BurrowError.aborted() }, false);
+      this.finish(out, { type: 'fail', error: BurrowError.aborted() });
       return;
     }
     if (this.probeKeys) {
@@ -812,12 +861,21 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.finish(out, { type: 'done', result: this.result(this.selected, now) });
   }
 
-  private finish(out: PunchAction[], action: Extract<PunchAction, { type: 'done' | 'fail' }>, report = true): void {
-    // The outcome report (withdrawing our registration) goes out before the result, so the driver sends it before it
-    // closes the transport. Only an introduced attempt reports.
-    if (report && this.intro) {
-      if (action.type === 'done') this.rendezvous.report('connected', this.lastNow, out);
-      else if (action.error.code === 'NO_PATH') this.rendezvous.report('failed', this.lastNow, out);
+  /** The caller cancelled: in session mode the partner hears CLOSE; the registration is withdrawn; the run fails ABORTED. */
+  private abort(now: number, out: PunchAction[]): void {
+    if (this.phase === 'connected' && this.selected && this.probeKeys) {
+      const close: BurrowMessage = { kind: 'close', txid: this.config.randomBytes(TRANSACTION_ID_LENGTH), timestamp: this.rendezvous.serverTime(now) };
+      out.push({ type: 'send', transport: this.selected.transport.id, to: this.selected.remote.endpoint, data: encodeMessage(close, { key: this.probeKeys.send }) });
+    }
+    this.finish(out, { type: 'fail', error: BurrowError.aborted() });
+  }
+
+  private finish(out: PunchAction[], action: Extract<PunchAction, { type: 'done' | 'fail' }>): void {
+    // The withdrawal (an outcome report) goes out before the result, so the driver sends it before it closes the
+    // transport. A rejected secret withdraws nothing (the server could not read it).
+    if (this.phase !== 'idle' && !(action.type === 'fail' && action.error.code === 'AUTH_FAILED')) {
+      const outcome: Outcome = action.type === 'done' || this.phase === 'connected' ? 'connected' : this.intro && action.error.code === 'NO_PATH' ? 'failed' : 'withdrawn';
+      this.rendezvous.report(outcome, this.lastNow, out);
     }
     this.phase = 'finished';
     this.rendezvous.stop();
@@ -841,7 +899,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
-      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown' },
+      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown', oursAllocation: this.natProbe.allocation, theirsAllocation: this.intro?.peerAllocation ?? 'unknown' },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,

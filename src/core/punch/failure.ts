@@ -3,7 +3,8 @@
  * The library error carries it (`error.details`, read back with `punchFailureOf`); the prose a person reads comes
  * from `describeNoPath`, the one place that words a diagnosis (so that it can move to the CLI as it is).
  */
-import type { NatMapping } from '../../codec/messages.js';
+import type { NatMapping, PortAllocation } from '../../codec/messages.js';
+import { factsFromWire, pairPath } from '../nat/classify.js';
 import { BurrowError } from '../../errors.js';
 import type { PairState } from './checklist.js';
 import type { PunchPath } from './types.js';
@@ -55,8 +56,11 @@ export type PunchFailure = {
   /** The timeout, in seconds. */
   readonly seconds: number;
   readonly registerAttempts: number;
-  /** Our NAT's mapping behaviour as we measured it, and the partner's as it reported it. */
-  readonly nat: { readonly ours: NatMapping; readonly theirs: NatMapping };
+  /**
+   * Our NAT's mapping behaviour as we measured it at registration, and the partner's as it reported it (NAT-MAPPING,
+   * forwarded in the introduction); with the port allocation of each when known.
+   */
+  readonly nat: { readonly ours: NatMapping; readonly theirs: NatMapping; readonly oursAllocation?: PortAllocation; readonly theirsAllocation?: PortAllocation };
   readonly probes: { readonly sent: number; readonly heard: number; readonly answersHeard: number; readonly candidates: number };
   readonly pairs: readonly PairReport[];
   readonly tcp?: TcpAttemptStats;
@@ -126,16 +130,23 @@ function describeDirect(f: PunchFailure): string {
     `(sent ${f.probes.sent} probes to ${f.probes.candidates} candidate addresses; ` +
     `heard ${f.probes.heard} probes and ${f.probes.answersHeard} answers from the peer)`;
   const relay = 'a relay or port prediction is needed for this pair.';
+  // What the two NATs' classification says this pair needs (src/core/nat/classify.ts).
+  const path = pairPath(factsFromWire(mine, f.nat.oursAllocation), factsFromWire(theirs, f.nat.theirsAllocation));
+  const allocation = (who: string, a: PortAllocation | undefined, bothHard = false): string =>
+    a === 'random' ? ` ${who} NAT picks those ports at random${bothHard ? '' : ', so only birthday probing or a relay can bridge it'}.`
+      : a === 'sequential' ? ` ${who} NAT allocates those ports in sequence, so they are predictable.`
+        : '';
   if (mine === 'endpoint-dependent' && theirs === 'endpoint-dependent') {
     return `both sides' NATs allocate a new public port for every destination (symmetric NAT), so neither side can learn ` +
-      `the port the other will use; ${relay} ${traffic}`;
+      `the port the other will use; ${relay}${allocation('your', f.nat.oursAllocation, true)}${allocation("the peer's", f.nat.theirsAllocation, true)} ${traffic}`;
   }
   if (mine === 'endpoint-dependent' || theirs === 'endpoint-dependent') {
     const who = mine === 'endpoint-dependent' ? 'your' : "the peer's";
     const other = mine === 'endpoint-dependent' ? "the peer's" : 'your';
     return `${who} NAT allocates a new public port for every destination (symmetric NAT) and ${other} NAT or firewall ` +
       `only admits packets from the exact address and port it has sent to (port-restricted or stricter), so the ` +
-      `probes never match an open mapping; ${relay} ${traffic}`;
+      `probes never match an open mapping; ${path === 'birthday' ? relay.replace('port prediction', 'port prediction (birthday probing)') : relay}` +
+      `${allocation(who === 'your' ? 'your' : "the peer's", mine === 'endpoint-dependent' ? f.nat.oursAllocation : f.nat.theirsAllocation)} ${traffic}`;
   }
   if (f.probes.heard > 0 || f.probes.answersHeard > 0) {
     return `packets got through in one direction only: a firewall or NAT on one side drops the other side's probes ` +

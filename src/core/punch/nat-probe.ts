@@ -1,11 +1,14 @@
 /**
- * The NAT probe: is our public mapping independent of the destination (RFC 4787 section 4.1)? One padded Binding
- * request to the server's second port, from the socket that registered, retransmitted like any STUN transaction;
- * the mapping it reports is compared with the one the server's main port saw. The home of RFC 5780 behaviour
- * discovery (filtering, a second IP) when the server offers it.
+ * The NAT probe: every connect's cheap classification of its own NAT, as part of registration. Is our public mapping
+ * independent of the destination (RFC 4787 section 4.1), and does the NAT keep our port? One padded Binding request
+ * to the server's second port, from the socket that registered, retransmitted like any STUN transaction; the
+ * mapping it reports and the one the server's main port saw are classified by the one NAT classification module
+ * (src/core/nat/classify.ts, which `burrow netcheck` uses for the full RFC 5780 test). The findings travel to the
+ * partner in NAT-MAPPING (mapping and port allocation).
  */
-import { sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, type NatMapping } from '../../codec/messages.js';
+import type { Endpoint } from '../../codec/address.js';
+import { encodeMessage, type NatMapping, type PortAllocation } from '../../codec/messages.js';
+import { classifyAllocation, classifyMapping, isHard, wireMapping } from '../nat/classify.js';
 import type { Backoff } from '../backoff.js';
 import type { SendAction, TransportId } from '../machine.js';
 import { bindingRequest } from '../stun-client.js';
@@ -17,16 +20,24 @@ const MAX_SENDS = 4;
 export class NatProbe {
   private transaction: StunTransaction | undefined;
   private finding: NatMapping = 'unknown';
+  private allocationFinding: PortAllocation = 'unknown';
 
   constructor(
     private readonly server: Endpoint,
     private readonly transport: TransportId,
     private readonly backoff: Backoff,
     private readonly newTxid: () => Uint8Array,
+    /** The registering socket's own address (its port tells whether the NAT preserves ports). */
+    private readonly local?: Endpoint,
   ) {}
 
   get mapping(): NatMapping {
     return this.finding;
+  }
+
+  /** How the NAT allocated our public ports, as far as two mappings tell. */
+  get allocation(): PortAllocation {
+    return this.allocationFinding;
   }
 
   /**
@@ -64,7 +75,12 @@ export class NatProbe {
     if (!this.transaction?.matches(transport, from, txid)) return 'unmatched';
     this.transaction.answered();
     if (!mainMapped || this.finding !== 'unknown') return undefined;
-    this.finding = sameEndpoint(reported, mainMapped) ? 'endpoint-independent' : 'endpoint-dependent';
+    const behaviour = classifyMapping({ primary: mainMapped, otherPort: reported });
+    this.finding = wireMapping(behaviour);
+    if (this.local) {
+      const samples = [{ local: this.local, mapped: mainMapped }, ...(isHard(behaviour) ? [{ local: this.local, mapped: reported }] : [])];
+      this.allocationFinding = classifyAllocation(samples);
+    }
     return this.finding;
   }
 

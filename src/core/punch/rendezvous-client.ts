@@ -7,7 +7,7 @@
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type Transport } from '../../codec/messages.js';
+import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -28,16 +28,27 @@ export interface RendezvousConfig {
   readonly sessionNonce: Uint8Array;
   readonly newTxid: () => Uint8Array;
   readonly timing: Pick<PunchTiming, 'registerBackoffMs' | 'waitingRefreshMs' | 'checkingRefreshMs' | 'timestampWindowMs' | 'pushAckDelayMs'>;
+  /** What the owner runs (the MODE attribute), told to the partner in its introduction. */
+  readonly mode?: PeerMode | undefined;
 }
 
 /** What a server message meant, for the owner to act on. */
 export type RendezvousNote =
-  | { readonly type: 'registered'; readonly mapped: Endpoint; readonly alternate: Endpoint | undefined; readonly first: boolean }
+  /**
+   * An answer to a REGISTER sent at `sentAt`. `partner`: whether the answer carried an introduction, i.e. whether
+   * the partner held a live registration for us then (none after an introduction: it has gone since).
+   */
+  | { readonly type: 'registered'; readonly mapped: Endpoint; readonly alternate: Endpoint | undefined; readonly first: boolean; readonly partner: boolean; readonly sentAt: number }
   | { readonly type: 'introduced'; readonly intro: Introduction; readonly pushed: boolean }
+  /**
+   * The server says the partner's session `peerNonce` has gone: it withdrew (with `outcome`), or its TCP connection
+   * closed (no outcome).
+   */
+  | { readonly type: 'partner-gone'; readonly peerNonce: Uint8Array; readonly outcome: Outcome | undefined }
   | { readonly type: 'failed'; readonly error: BurrowError }
   | { readonly type: 'dropped'; readonly reason: string };
 
-type ServerMessage = Extract<BurrowMessage, { kind: 'register-ok' | 'error' | 'introduce' }>;
+type ServerMessage = Extract<BurrowMessage, { kind: 'register-ok' | 'error' | 'introduce' | 'notice' }>;
 
 export class RendezvousClient {
   private readonly backoff: Backoff;
@@ -52,6 +63,9 @@ export class RendezvousClient {
   private stopped = true;
   private candidates: readonly Candidate[] = [];
   private mapping: NatMapping = 'unknown';
+  /** Another session took our name: nothing more goes to the server (no refresh, no withdrawal of a name not ours). */
+  private displaced = false;
+  private allocation: PortAllocation = 'unknown';
 
   constructor(private readonly config: RendezvousConfig) {
     this.backoff = new Backoff(config.timing.registerBackoffMs);
@@ -116,8 +130,9 @@ export class RendezvousClient {
   }
 
   /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping): void {
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown'): void {
     this.mapping = mapping;
+    this.allocation = allocation;
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
@@ -129,6 +144,21 @@ export class RendezvousClient {
   /** Handles a message from the server (the owner checked `isFromServer`). */
   handle(msg: ServerMessage, data: Uint8Array, stun: StunMessage, now: number, out: Outbox<SendAction>): RendezvousNote[] {
     const { keys } = this.config;
+    if (msg.kind === 'notice') {
+      // Authenticated by the server, for this session only (SESSION-NONCE), within the timestamp window: neither a
+      // forgery nor a replay into another session can end an attempt. A replay into this same session can only repeat
+      // what already ended it.
+      if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'notice failed authentication' }];
+      if (!Buffer.from(msg.networkId).equals(keys.networkId)) return [{ type: 'dropped', reason: 'notice for another network' }];
+      if (!Buffer.from(msg.recipientNonce).equals(this.config.sessionNonce)) return [{ type: 'dropped', reason: 'notice for another session' }];
+      if (!this.isFresh(msg.timestamp, now)) return [{ type: 'dropped', reason: 'stale notice' }];
+      if (msg.notice === 'displaced') {
+        if (msg.peerName !== this.config.name) return [{ type: 'dropped', reason: 'displaced notice for another name' }];
+        return this.displacedNow();
+      }
+      if (msg.peerName !== this.config.peer) return [{ type: 'dropped', reason: `notice about ${msg.peerName}, not our partner` }];
+      return [{ type: 'partner-gone', peerNonce: msg.peerNonce, outcome: msg.outcome }];
+    }
     if (msg.kind === 'introduce') {
       if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'introduction failed authentication' }];
       if (!Buffer.from(msg.networkId).equals(keys.networkId)) return [{ type: 'dropped', reason: 'introduction for another network' }];
@@ -139,7 +169,8 @@ export class RendezvousClient {
       if (!this.stopped) this.nextRegisterAt = Math.min(this.nextRegisterAt, now + this.config.timing.pushAckDelayMs);
       return [{ type: 'introduced', intro: msg.intro, pushed: true }];
     }
-    if (!this.outstanding.claim(msg.txid, this.config.transport, this.config.server, 'register')) {
+    const request = this.outstanding.claim(msg.txid, this.config.transport, this.config.server, 'register');
+    if (!request) {
       return [{ type: 'dropped', reason: `${msg.kind} for no outstanding request` }];
     }
     if (msg.kind === 'error') return this.onError(msg, data, stun, now, out);
@@ -149,18 +180,20 @@ export class RendezvousClient {
     this.isRegistered = true;
     this.ourMapped = msg.mapped;
     if (first && this.cadence === 'waiting') this.nextRegisterAt = now + this.config.timing.waitingRefreshMs;
-    const notes: RendezvousNote[] = [{ type: 'registered', mapped: msg.mapped, alternate: msg.alternate, first }];
+    const notes: RendezvousNote[] = [{ type: 'registered', mapped: msg.mapped, alternate: msg.alternate, first, partner: msg.intro !== undefined, sentAt: request.sentAt ?? now }];
     if (msg.intro) notes.push({ type: 'introduced', intro: msg.intro, pushed: false });
     return notes;
   }
 
   /**
-   * Tells the server how an introduced attempt ended (docs/protocol.md, "Outcome reports"), for its metrics; the
-   * server also drops our registration (it is withdrawn). One datagram, best effort, queued before the result so the
-   * driver sends it before it closes the transport.
+   * Withdraws our registration and tells the server how the attempt ended (docs/protocol.md, §3 "Lifecycle"):
+   * `connected` and `failed` (introduced, no path) count in its metrics, `withdrawn` is any other end. The server
+   * drops the registration and tells a partner that waits for us that we left. One datagram, best effort, queued
+   * before the result so the driver sends it before it closes the transport; sent whenever a REGISTER went out (its
+   * answer may have been lost), never after another session took our name.
    */
   report(outcome: Outcome, now: number, out: Outbox<SendAction>): void {
-    if (!this.isRegistered) return;
+    if (this.sent === 0 || this.displaced) return;
     const report: BurrowMessage = {
       kind: 'report',
       txid: this.config.newTxid(),
@@ -173,7 +206,19 @@ export class RendezvousClient {
     out.push(this.send(encodeMessage(report, { key: this.config.keys.clientToServer })));
   }
 
+  private displacedNow(): RendezvousNote[] {
+    this.displaced = true;
+    this.stopped = true;
+    return [{ type: 'failed', error: BurrowError.displaced(this.config.name, endpointKey(this.config.server)) }];
+  }
+
   private onError(msg: Extract<BurrowMessage, { kind: 'error' }>, data: Uint8Array, stun: StunMessage, now: number, out: Outbox<SendAction>): RendezvousNote[] {
+    if (msg.code === 409) {
+      // Our refresh met a newer session under our name: the server answers 409, authenticated (only a holder of the
+      // secret can stop us this way), and tied to our REGISTER by its random transaction id.
+      if (verifyIntegrity(data, stun, this.config.keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: '409 answer failed authentication' }];
+      return this.displacedNow();
+    }
     if (msg.code === 401) {
       // Unauthenticated by nature (the server could not verify us), but it echoes our random transaction id, so an
       // off-path attacker cannot forge it.
@@ -202,9 +247,14 @@ export class RendezvousClient {
       timestamp: this.serverTime(now),
       candidates: this.candidates,
       mapping: this.mapping,
+      ...(this.allocation !== 'unknown' ? { allocation: this.allocation } : {}),
       ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
+      ...(this.config.mode !== undefined ? { mode: this.config.mode } : {}),
+      // The longest gap between our refreshes: the server expires the registration after a few of them without one.
+      refreshMs: Math.max(this.config.timing.waitingRefreshMs, this.config.timing.checkingRefreshMs),
+      ...(this.isRegistered ? { flags: RegisterFlag.REFRESH } : {}),
     };
-    this.outstanding.track(txid, { transport: this.config.transport, to: this.config.server, purpose: 'register', flags: 0 });
+    this.outstanding.track(txid, { transport: this.config.transport, to: this.config.server, purpose: 'register', flags: 0, sentAt: now });
     out.push(this.send(encodeMessage(msg, { key: this.config.keys.clientToServer })));
     this.sent++;
     const { timing } = this.config;

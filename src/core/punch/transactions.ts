@@ -16,6 +16,8 @@ export interface Outstanding {
   readonly purpose: TransactionPurpose;
   /** For probes: the flags it carried (NOMINATE, ACCEPTED). */
   readonly flags: number;
+  /** When it was sent (REGISTER: whether its answer can know about a partner we heard of since). */
+  readonly sentAt?: number;
 }
 
 /** Upper bound on outstanding transactions: one per retransmission over the timeout, trimmed oldest first. */

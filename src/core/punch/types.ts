@@ -3,7 +3,7 @@
  * See agent.ts for the theory of operation.
  */
 import type { Endpoint } from '../../codec/address.js';
-import type { Candidate, Introduction, NatMapping } from '../../codec/messages.js';
+import type { Candidate, Introduction, NatMapping, PeerMode } from '../../codec/messages.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import type { DoneAction, DriverInput, EventAction, FailAction, SendAction, TransportId } from '../machine.js';
 
@@ -122,6 +122,11 @@ export interface PunchConfig {
   readonly mode?: PunchMode;
   /** Default 'auto'. */
   readonly relay?: RelayPolicy;
+  /**
+   * What this side runs (`punch` by default), sent to the server in REGISTER (MODE) and passed to the partner in its
+   * introduction. A partner that runs something incompatible ends the attempt on both sides with MODE_MISMATCH.
+   */
+  readonly purpose?: PeerMode;
 }
 
 /** Which kind of path a pair is: a LAN address of the partner, a direct path through NATs, or through a relay. */
