@@ -266,7 +266,12 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
   const run = runMachine(agent, { transports: { udp }, signal: abort.signal, onEvent });
-  void run.result.then(() => undefined, () => undefined).finally(() => options.signal?.removeEventListener('abort', onAbort));
+  void run.result.then(() => undefined, () => undefined).finally(() => {
+    options.signal?.removeEventListener('abort', onAbort);
+    // An allocation still under way when the run ended is not among the run's transports: stop it here (its
+    // retransmission timer would otherwise keep the process alive for seconds).
+    void relay?.close();
+  });
 
   function startRelay(endpoint: Endpoint, kind: RelayInfo['kind'], label: string, credentials: { username: string; password: string }): void {
     if (run.settled) return;
