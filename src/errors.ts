@@ -161,15 +161,13 @@ export class BurrowError extends Error {
 
   /**
    * The partner registered (we were introduced to it), then left before a path was found: it withdrew its
-   * registration (its attempt ended: its timeout, an interrupt, an error) or the registration expired (it stopped
-   * refreshing: killed, or its network went away).
+   * registration (`withdrew`: its attempt ended, by its timeout, an interrupt or an error), or the server no longer
+   * holds it and nothing more came from the partner (`gone`: it stopped refreshing, killed or cut off, and expired).
    */
-  static peerLeft(peer: string, server: string, how: 'withdrew' | 'expired' | 'gone', details: ErrorDetails = {}): BurrowError {
+  static peerLeft(peer: string, server: string, how: 'withdrew' | 'gone', details: ErrorDetails = {}): BurrowError {
     const why = how === 'withdrew'
       ? 'it ended its attempt (its own timeout, an interrupt or an error) and withdrew its registration'
-      : how === 'expired'
-        ? `it stopped refreshing its registration with the server at ${server} (it was killed, or lost its network)`
-        : `the server at ${server} no longer holds its registration and nothing more came from it (it ended, was killed, or lost its network)`;
+      : `the server at ${server} no longer holds its registration and nothing more came from it (it was killed, lost its network, or ended without a word)`;
     return new BurrowError('PEER_LEFT', `${peer} registered but left before a path was found: ${why}`, { details: { peer, server, how, ...details } });
   }
 

@@ -90,9 +90,10 @@ function describe(e: PunchEvent): string | undefined {
     case 'registered':
       return `registered with the server; our public address is ${endpointKey(e.mapped)}`;
     case 'nat-mapping':
-      return e.mapping === 'endpoint-dependent'
+      return (e.mapping === 'endpoint-dependent'
         ? 'our NAT allocates a new public port per destination (symmetric): only cone-NAT peers can reach us directly'
-        : 'our NAT keeps one public port for all destinations (good for punching)';
+        : 'our NAT keeps one public port for all destinations (good for punching)') +
+        (e.allocation === 'random' ? '; it picks ports at random' : e.allocation === 'sequential' ? '; it picks ports in sequence' : e.allocation === 'preserving' ? '; it keeps our local port' : '');
     case 'introduced':
       return `found ${e.peer}; probing ${e.candidates.map(endpointKey).join(', ')}`;
     case 'path-valid':

@@ -242,8 +242,11 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
     // A dry run for service managers and deploy scripts (`ExecStartPre=burrow serve --check ...`): every option,
     // the secret file and the ports' clashes are checked; nothing is bound.
     const opens = plan.sockets.map((s) => `${s.transport.toUpperCase()} ${s.host.includes(':') ? `[${s.host}]` : s.host}:${s.port} (${s.what})`).join(', ');
+    const relayLine = plan.relay.mode === 'builtin'
+      ? `relay: built-in (TURN on the --listen UDP port, relayed UDP ports ${plan.relay.ports ? `${plan.relay.ports[0]}-${plan.relay.ports[1]}` : 'picked by the kernel'}; streams on the TCP port)`
+      : plan.relay.mode === 'turn' ? `relay: ${plan.relay.turnUrl ?? ''} (coturn; the built-in relay is off)` : `relay: none${plan.relay.offForWorkers ? ` (the built-in relay does not run with --workers ${plan.workers})` : ''}`;
     io.stdout.write(`burrow serve: options and ${secrets.length} secret${secrets.length === 1 ? '' : 's'} OK; not started (--check)\n` +
-      `would open: ${opens}; ports held by another program show only at a real start\n`);
+      `would open: ${opens}; ports held by another program show only at a real start\n${relayLine}\n`);
     return 0;
   }
   // pino is loaded here only, so `burrow punch` starts fast.

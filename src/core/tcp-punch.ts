@@ -22,7 +22,7 @@ import { BurrowError } from '../errors.js';
 import { Backoff } from './backoff.js';
 import type { ClientMachine, DoneAction, DriverInput, EventAction, FailAction, SendAction, TransportId } from './machine.js';
 import { asHostCandidates } from './punch/candidates.js';
-import { punchFailureError, type PunchFailure } from './punch/failure.js';
+import { MIN_CHECKING_FOR_DIAGNOSIS_MS, punchFailureError, type PunchFailure } from './punch/failure.js';
 import { RendezvousClient, type RendezvousNote } from './punch/rendezvous-client.js';
 import { DEFAULT_TIMING, type PunchEvent, type PunchResult } from './punch/types.js';
 
@@ -123,8 +123,9 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private readonly retries: { at: number; target: Endpoint; fromPort: number; lan: boolean }[] = [];
   private readonly incoming = new Map<number, { from: Endpoint; lan: boolean }>();
   private readonly stats = { attempts: 0, refused: 0, timedOut: 0, handshakesFailed: 0, lastError: '' };
-  /** The time of the latest input (the withdrawal's timestamp). */
+  /** The time of the latest input (the withdrawal's timestamp), and of the introduction. */
   private lastNow = 0;
+  private introducedAt = 0;
   /** The server said the partner left (withdrew, or its connection closed) while we were connecting. */
   private partnerGone: 'withdrew' | undefined;
 
@@ -264,7 +265,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         // A connection that is up and being secured may still win (the partner closes its server connection the moment
         // its side of the handshake completes), so with one in flight the verdict waits for it (`settleIfGone`).
         if (this.intro && this.phase === 'connecting' && Buffer.from(note.peerNonce).equals(this.intro.peerNonce)) {
-          if (note.outcome === 'failed') {
+          if (note.outcome === 'failed' && now - this.introducedAt >= MIN_CHECKING_FOR_DIAGNOSIS_MS) {
             this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
             return;
           }
@@ -298,6 +299,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     const mapped = this.rendezvous.mapped;
     if (!mapped) return; // the answer with our own mapping comes first; the server re-sends its push until acknowledged
     this.intro = intro;
+    this.introducedAt = now;
     this.phase = 'connecting';
     this.rendezvous.checking(now);
     const sameNat = intro.peerMapped.address === mapped.address;

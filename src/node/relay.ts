@@ -13,7 +13,7 @@ import type { NetworkKeys } from '../crypto/keys.js';
 import type { Registration } from '../server/store.js';
 import type { Awaitable } from '../server/types.js';
 import { isPromiseLike } from '../server/machine.js';
-import { endpointOf } from './udp.js';
+import { chooseBackend, openDatagramPort, type DatagramPort } from './datagram-port.js';
 
 export interface RelayDriverOptions {
   readonly enabled: boolean;
@@ -32,19 +32,22 @@ export interface RelayDriverOptions {
   readonly sendToClient: (to: Endpoint, data: Uint8Array) => void;
   readonly lookup: (network: string, name: string, now: number) => Awaitable<Registration | undefined>;
   readonly onEvent?: (event: RelayEvent) => void;
-}
-
-interface Relayed {
-  readonly socket: dgram.Socket;
-  readonly dualStack: boolean;
+  /** Never answer unauthenticated requests with more bytes than they carried (the server's strict mode). */
+  readonly strict?: boolean;
 }
 
 /** Tries this many ports of the range before an Allocate fails with 508. */
 const PORT_ATTEMPTS = 40;
+/**
+ * Relayed sockets that use the native batched socket (src/node/datagram-port.ts: up to 64 datagrams per system call
+ * each way, about 256 KiB of buffers each); the allocations beyond them get Node's dgram socket.
+ */
+const NATIVE_RELAYED_PORTS = 64;
 
 export class RelayDriver {
   readonly core: RelayCore;
-  private readonly sockets = new Map<number, Relayed>();
+  private readonly sockets = new Map<number, DatagramPort>();
+  private readonly backend: 'native' | 'dgram';
   private readonly timer: NodeJS.Timeout;
   private closed = false;
 
@@ -54,13 +57,7 @@ export class RelayDriver {
         options.sendToClient(to, data);
       },
       toPeer: (alloc, to, data) => {
-        const r = this.sockets.get(alloc);
-        if (!r) return;
-        try {
-          r.socket.send(data, to.port, r.dualStack && familyOf(to.address) === 4 ? `::ffff:${to.address}` : to.address);
-        } catch {
-          // closed meanwhile
-        }
+        this.sockets.get(alloc)?.send(to, data);
       },
       bind: (alloc, client, family) => {
         void this.bind(alloc, client, family);
@@ -68,11 +65,7 @@ export class RelayDriver {
       release: (alloc) => {
         const r = this.sockets.get(alloc);
         this.sockets.delete(alloc);
-        try {
-          r?.socket.close();
-        } catch {
-          // already closed
-        }
+        void r?.close();
       },
       lookup: (ticket, network, name) => {
         let answer: Awaitable<Registration | undefined>;
@@ -90,7 +83,8 @@ export class RelayDriver {
       },
       event: (e) => options.onEvent?.(e),
     };
-    this.core = new RelayCore({ enabled: options.enabled, ...(options.limits ? { limits: options.limits } : {}), nonceKey: randomBytes(32), seed: randomInt(0, 2 ** 31) }, sink);
+    this.backend = chooseBackend(undefined);
+    this.core = new RelayCore({ enabled: options.enabled, ...(options.limits ? { limits: options.limits } : {}), nonceKey: randomBytes(32), seed: randomInt(0, 2 ** 31), strict: options.strict === true }, sink);
     this.core.setNetworks(options.networks);
     this.timer = setInterval(() => { this.core.timer(Date.now()); }, 1000);
     this.timer.unref();
@@ -113,13 +107,7 @@ export class RelayDriver {
     this.closed = true;
     clearInterval(this.timer);
     this.core.close();
-    for (const r of this.sockets.values()) {
-      try {
-        r.socket.close();
-      } catch {
-        // already closed
-      }
-    }
+    for (const r of this.sockets.values()) void r.close();
     this.sockets.clear();
   }
 
@@ -127,16 +115,22 @@ export class RelayDriver {
     let relayed: Endpoint | undefined;
     try {
       const host = await this.bindHost(client, family);
-      relayed = await this.bindPort(alloc, host, family);
+      relayed = await this.bindPort(alloc, host);
     } catch {
       relayed = undefined;
     }
     if (this.closed) {
-      this.sockets.get(alloc)?.socket.close();
+      void this.sockets.get(alloc)?.close();
       this.sockets.delete(alloc);
       return;
     }
     this.core.bound(alloc, relayed, Date.now());
+  }
+
+  private nativeCount(): number {
+    let n = 0;
+    for (const p of this.sockets.values()) if (p.backend === 'native') n++;
+    return n;
   }
 
   /** The address to bind: the listen address when specific, else the one the kernel would answer `client` from. */
@@ -146,36 +140,23 @@ export class RelayDriver {
     return routeSource(client, family);
   }
 
-  private async bindPort(alloc: number, host: string, family: Family): Promise<Endpoint | undefined> {
+  private async bindPort(alloc: number, host: string): Promise<Endpoint | undefined> {
     const range = this.options.ports;
     const attempts = range ? Math.min(PORT_ATTEMPTS, range[1] - range[0] + 1) : 1;
     for (let i = 0; i < attempts; i++) {
       const port = range ? range[0] + randomInt(0, range[1] - range[0] + 1) : 0;
-      const socket = dgram.createSocket({ type: family === 6 ? 'udp6' : 'udp4', ipv6Only: family === 6 });
-      const ok = await new Promise<boolean>((resolve) => {
-        socket.once('error', () => {
-          resolve(false);
-        });
-        socket.bind(port, host, () => {
-          resolve(true);
-        });
-      });
-      if (!ok) {
-        try {
-          socket.close();
-        } catch {
-          // never bound
-        }
-        continue;
+      const backend = this.backend === 'native' && this.nativeCount() < NATIVE_RELAYED_PORTS ? 'native' : 'dgram';
+      let socket: DatagramPort;
+      try {
+        socket = await openDatagramPort(backend, { address: host, port, dualStack: false, recvBufferSize: 1 << 20 });
+      } catch {
+        continue; // in use: another port of the range
       }
-      socket.removeAllListeners('error');
-      socket.on('error', () => undefined); // ICMP errors from peers that went away
-      socket.on('message', (data, rinfo) => {
-        this.core.fromPeer(alloc, endpointOf(rinfo), data, Date.now());
+      socket.start((from, data) => {
+        this.core.fromPeer(alloc, from, data, Date.now());
       });
-      this.sockets.set(alloc, { socket, dualStack: false });
-      const a = socket.address();
-      return { address: this.options.externalAddress ?? normaliseAddress(a.address) ?? a.address, port: a.port };
+      this.sockets.set(alloc, socket);
+      return { address: this.options.externalAddress ?? socket.local.address, port: socket.local.port };
     }
     return undefined;
   }

@@ -26,6 +26,8 @@ import { bindUdp, closeUdp, endpointOf, sendUdpNoCallback, type BoundSocket } fr
 import { RelayCore, type RelayEvent } from '../server/relay/core.js';
 import { DEFAULT_TURN_TTL_SECONDS, type RelayLimits, type RelayPolicy } from '../server/relay/config.js';
 import { RelayDriver } from './relay.js';
+import { StreamRelayDriver } from './stream-relay.js';
+import { StreamRelayCore } from '../server/relay/stream.js';
 
 export interface ServerOptions {
   /** `HOST:PORT` to listen on (UDP); default `[::]:3478`, dual-stack, falling back to 0.0.0.0. */
@@ -113,6 +115,8 @@ export interface RendezvousServer {
   readonly state: ServerState;
   /** The built-in relay in this process, if it runs here (undefined with workers). */
   readonly relay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/core.js').RelayStats> } | undefined;
+  /** The stream relay (TCP splice), when the TCP listener runs. */
+  readonly streamRelay: { readonly sessions: number; readonly stats: Readonly<import('../server/relay/stream.js').StreamRelayStats> } | undefined;
   /** Replaces the accepted secrets (used on SIGHUP). */
   setSecrets(secrets: readonly (string | Uint8Array)[]): void;
   close(): Promise<void>;
@@ -300,9 +304,19 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   });
 
   let tcpServer: net.Server | undefined;
+  // The stream relay shares the TCP listener; it answers 403 when the built-in relay is off.
+  const streamRelay = options.tcp !== false ? new StreamRelayDriver({ enabled: policy.kind === 'builtin', networks, ...(options.relay?.limits ? { limits: options.relay.limits } : {}) }) : undefined;
+  if (streamRelay) {
+    const sr = streamRelay;
+    closers.push(() => {
+      sr.close();
+      return Promise.resolve();
+    });
+  }
   if (options.tcp !== false) {
     try {
       tcpServer = await listenTcp(mainDualStack ? '::' : mainLocal.address, mainLocal.port, {
+        ...(streamRelay ? { streamRelay } : {}),
         maxConnections: options.maxTcpConnections ?? 10_000,
         idleMs: options.tcpIdleMs ?? 120_000,
         feed,
@@ -363,6 +377,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       ...(options.relay?.ports ? { ports: options.relay.ports } : {}),
       ...(options.relay?.externalAddress ? { externalAddress: options.relay.externalAddress } : {}),
       listenHost: host,
+      strict: !limits.answerBareBindings,
       sendToClient: (to, data) => {
         port.send(to, data);
       },
@@ -375,8 +390,11 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       return Promise.resolve();
     });
     port.start((from, data) => {
-      if (RelayCore.claims(data)) r.fromClient(from, data);
-      else feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
+      if (RelayCore.claims(data)) {
+        core.stats.datagramsIn++;
+        core.stats.bytesIn += data.length;
+        r.fromClient(from, data);
+      } else feed({ type: 'datagram', socket: 'main', from, data, now: Date.now() });
     });
   }
   if (alternate) {
@@ -400,6 +418,11 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const stats = (): ServerStats => {
     const total = sumStats([core.stats, ...(pool?.reports().map((r) => r.stats) ?? [])]);
     total.expirations = memory?.store.expirations ?? 0;
+    if (relay) {
+      total.unauthBytesIn += relay.core.stats.unauthBytesIn;
+      total.malformed += relay.core.stats.malformed;
+      total.unauthBytesOut += relay.core.stats.unauthBytesOut;
+    }
     return total;
   };
   const state = (): ServerState => {
@@ -451,7 +474,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         get networks() {
           return core.networkCount;
         },
-        ...(relay ? { relay: relayMetrics(relay) } : {}),
+        ...(relay ? { relay: relayMetrics(relay, streamRelay) } : {}),
       });
     } catch (err) {
       await close();
@@ -481,24 +504,28 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       return state();
     },
     relay: relay ? { get sessions() { return relay.sessions; }, stats: relay.core.stats } : undefined,
+    streamRelay: streamRelay ? { get sessions() { return streamRelay.sessions; }, stats: streamRelay.core.stats } : undefined,
     setSecrets(next) {
       secrets = secretBytes(next);
       core.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
       relay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
+      streamRelay?.setNetworks(secrets.map((s) => deriveNetworkKeys(s)));
       pool?.setSecrets(secrets);
     },
     close,
   };
 }
 
-function relayMetrics(relay: RelayDriver): import('./metrics.js').RelayMetricsSource {
+function relayMetrics(relay: RelayDriver, stream: StreamRelayDriver | undefined): import('./metrics.js').RelayMetricsSource {
   return {
     get udpSessions() {
       return relay.sessions;
     },
     udp: relay.core.stats,
-    streamSessions: 0,
-    stream: { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
+    get streamSessions() {
+      return stream?.sessions ?? 0;
+    },
+    stream: stream?.core.stats ?? { sessionsTotal: 0, bytesRelayed: 0, refused: {} },
   };
 }
 
@@ -521,6 +548,8 @@ const MAX_TCP_PER_SOURCE = 64;
 const TCP_FIRST_MESSAGE_MS = 10_000;
 
 interface TcpContext {
+  /** Takes over connections whose first message is a stream relay request. */
+  readonly streamRelay?: StreamRelayDriver;
   readonly maxConnections: number;
   readonly idleMs: number;
   readonly feed: (input: ServerInput) => void;
@@ -557,6 +586,14 @@ async function listenTcp(host: string, port: number, ctx: TcpContext): Promise<n
         return;
       }
       pending = split.rest;
+      const first = split.messages[0];
+      if (!heard && ctx.streamRelay && first && StreamRelayCore.claims(first)) {
+        // A stream relay connection: no longer the rendezvous core's.
+        socket.removeAllListeners('data');
+        ctx.streams.delete(id);
+        ctx.streamRelay.handOver(socket, from, split.messages, split.rest);
+        return;
+      }
       if (!heard && split.messages.length > 0) {
         heard = true;
         socket.setTimeout(ctx.idleMs);

@@ -25,7 +25,7 @@
  */
 import type { Endpoint } from '../codec/address.js';
 import { encodeMessage, type BindingRequest } from '../codec/messages.js';
-import { readRfc5780Request } from '../codec/rfc5780.js';
+import { readRfc5780Request, type Rfc5780Request } from '../codec/rfc5780.js';
 import { Attr, encodeErrorCode, encodePlainAddress, encodeStun, encodeXorAddress, type StunMessage } from '../codec/stun.js';
 import type { Output } from './channels.js';
 import type { Rfc5780Sockets } from './config.js';
@@ -57,7 +57,7 @@ export class BindingResponder {
       return;
     }
     if (behaviour?.request.asked || (this.rfc5780 !== undefined && behaviour !== undefined)) {
-      this.answerBehaviour(socket, msg, from, requestLength, out, behaviour.request.change, behaviour.request.responsePort, budget);
+      this.answerBehaviour(socket, msg, from, requestLength, out, behaviour.request, budget);
       return;
     }
     const reply = encodeMessage({ kind: 'binding-ok', txid: msg.txid, mapped: from }, { fingerprint: msg.fingerprint });
@@ -75,10 +75,10 @@ export class BindingResponder {
     from: Endpoint,
     requestLength: number,
     out: Output,
-    change: { ip: boolean; port: boolean },
-    responsePort: number | undefined,
+    request: Rfc5780Request,
     budget: ExtraBudget | undefined,
   ): void {
+    const { change, responsePort } = request;
     const to = { address: from.address, port: responsePort ?? from.port };
     const sockets = this.rfc5780;
     // The four sockets are of one family; a request of the other family (a dual-stack wildcard) gets mapping only.
@@ -104,6 +104,15 @@ export class BindingResponder {
         { type: Attr.RESPONSE_ORIGIN, value: encodePlainAddress(sockets[via]) },
         { type: Attr.OTHER_ADDRESS, value: encodePlainAddress(sockets[other]) },
       ], { fingerprint: msg.fingerprint });
+    }
+    if (reply.length > requestLength && !this.answerBare && !request.asked) {
+      // Strict mode: a plain Binding (Burrow's own clients pad theirs to 44 bytes) still gets the minimal answer if that
+      // is no longer than the request; RFC 5780 clients are answered only if they pad to the full answer.
+      const minimal = encodeMessage({ kind: 'binding-ok', txid: msg.txid, mapped: from }, { fingerprint: msg.fingerprint });
+      if (minimal.length <= requestLength) {
+        reply = minimal;
+        via = socket;
+      }
     }
     if (reply.length > requestLength && (!this.answerBare || (budget !== undefined && !budget(1)))) {
       this.stats.stunBindingsUnanswered++;

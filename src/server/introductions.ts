@@ -94,9 +94,9 @@ export function introductionOf(reg: Registration, recipient: string, policy: Rel
     peerMapped: reg.mapped,
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
-    ...(policy ? { relay: relayOfferFor(policy, recipient, now) } : {}),
     ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
     ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
+    ...(policy ? { relay: relayOfferFor(policy, recipient, now) } : {}),
   };
 }
 

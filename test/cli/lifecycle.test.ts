@@ -163,6 +163,18 @@ describe('a second live registration under the same name', () => {
   });
 });
 
+describe('a second live registration under the same name, over TCP', () => {
+  it('pipe: the first alice is told she was replaced and exits 13', async () => {
+    const first = startCli(['pipe', '--server', server.address, '--as', 'alice-t', '--to', 'bob-t', '--timeout', '20'], ENV, Buffer.alloc(0));
+    await sleep(1000); // the TCP commands print nothing until they connect
+    const second = startCli(['pipe', '--server', server.address, '--as', 'alice-t', '--to', 'bob-t', '--timeout', '2'], ENV, Buffer.alloc(0));
+    const r1 = await first.done;
+    assert.equal(r1.code, 13, r1.stderr);
+    assert.match(errorLine(r1), /replaced: another peer registered as "alice-t"/);
+    assert.equal((await second.done).code, 4);
+  });
+});
+
 describe('both sides say what they run', () => {
   it('send facing punch: both sides report the mismatch (exit 15) and what to run instead', async () => {
     const file = join(dir, 'hello.txt');

@@ -115,6 +115,19 @@ describe('a partner that leaves before a path is found', () => {
     assert.equal(d.error.details.seconds, 4);
   });
 
+  it('gave up at its own deadline after checking with us for only 1 s: that is a departure (PEER_LEFT), not a network verdict', () => {
+    const net = new SimNet(1, 35);
+    const t = topology('symmetric', 'symmetric', net);
+    const sim = createSim(net, [
+      { name: 'carol', peer: 'dave', at: t.a, timeoutMs: 5000 },
+      { name: 'dave', peer: 'carol', at: t.b, timeoutMs: 30_000, startAt: 4000 },
+    ]);
+    const [c, d] = sim.run(40_000);
+    assert.equal(c?.error?.code, 'NO_PATH');
+    assert.equal(d?.error?.code, 'PEER_LEFT', d?.error?.message);
+    assert.ok(d.finishedAt !== undefined && d.finishedAt <= 5100);
+  });
+
   it('killed (SIGKILL, no word): its registration expires after 3 refresh periods (6 s) and the waiting side fails PEER_LEFT, never NO_PATH', () => {
     for (const startAt of [1000, 2000, 3000]) {
       const net = new SimNet(1, 32 + startAt);

@@ -1,7 +1,8 @@
 /**
  * `burrow netcheck` classifies every lab NAT kind (src/lab/nat-rules.ts) right against a 2-IP `burrow serve
  * --alt-address` in the lab's internet namespace (203.0.113.1 and .2), and coturn's `turnutils_natdiscovery -m -f`
- * (plain, unpadded requests) agrees with it against the same server. The binding lifetime estimate is checked
+ * (plain, unpadded requests) agrees with it against the same server, and netcheck against coturn's turnserver with two
+ * listening IPs classifies the same. The binding lifetime estimate is checked
  * against a router whose conntrack UDP timeouts are cut to 3 s.
  */
 import assert from 'node:assert/strict';
@@ -37,10 +38,10 @@ const EXPECTED: Record<NatKind, { mapping: string; filtering: string; allocation
   firewall: { mapping: 'no-nat', filtering: 'address-and-port-dependent', hairpinning: true },
 };
 
-function hasNatdiscovery(): boolean {
+function hasNatdiscovery(program = 'turnutils_natdiscovery'): boolean {
   return (process.env.PATH ?? '').split(':').some((dir) => {
     try {
-      accessSync(`${dir}/turnutils_natdiscovery`, constants.X_OK);
+      accessSync(`${dir}/${program}`, constants.X_OK);
       return true;
     } catch {
       return false;
@@ -62,15 +63,15 @@ async function withServer<T>(lab: Lab, body: () => Promise<T>): Promise<T> {
   return body();
 }
 
-async function netcheck(lab: Lab, extra: string[] = [], timeoutMs = 30_000): Promise<Report> {
-  const r = await lab.exec('hA', process.execPath, [CLI, 'netcheck', '--server', SERVER, '--server6', SERVER6, '--format', 'json', ...extra], { timeoutMs });
+async function netcheck(lab: Lab, extra: string[] = [], timeoutMs = 30_000, server = SERVER): Promise<Report> {
+  const r = await lab.exec('hA', process.execPath, [CLI, 'netcheck', '--server', server, '--server6', SERVER6, '--format', 'json', ...extra], { timeoutMs });
   assert.equal(r.code, 0, `netcheck failed: ${r.stderr}`);
   return JSON.parse(r.stdout) as Report;
 }
 
 describe('burrow netcheck in the NAT lab, against a 2-IP burrow serve', { skip: labSkip }, () => {
   for (const kind of Object.keys(EXPECTED) as NatKind[]) {
-    it(`classifies ${kind}, and turnutils_natdiscovery agrees`, async () => {
+    it(`classifies ${kind}; turnutils_natdiscovery agrees, and so does netcheck against coturn`, async () => {
       assertLabAvailable();
       const lab = await createLab({ a: kind, b: 'port-restricted', ipv6: true });
       try {
@@ -89,14 +90,26 @@ describe('burrow netcheck in the NAT lab, against a 2-IP burrow serve', { skip: 
           if (kind === 'symmetric') assert.deepEqual(r.verdict.relay, ['symmetric']);
           if (kind === 'full-cone') assert.equal(r.verdict.line, 'direct to every kind of peer');
 
-          assert.ok(hasNatdiscovery() || process.env.CI !== 'true', 'coturn must be installed in CI');
-          if (!hasNatdiscovery()) return;
-          await lab.flushConntrack('natA');
-          const out = await lab.exec('hA', 'turnutils_natdiscovery', ['-m', '-f', '-p', '3478', '203.0.113.1'], { timeoutMs: 30_000 });
+          assert.ok((hasNatdiscovery() && hasNatdiscovery('turnserver')) || process.env.CI !== 'true', 'coturn must be installed in CI');
+          if (!hasNatdiscovery() || !hasNatdiscovery('turnserver')) return;
+          // Both at once (their own sockets, their own mappings): coturn's client against our server, and ours
+          // against coturn's turnserver with two listening IPs (-c /dev/null: Debian's config says no-rfc5780).
+          const theirs = lab.exec('hA', 'turnutils_natdiscovery', ['-m', '-f', '-p', '3478', '203.0.113.1'], { timeoutMs: 30_000 });
+          lab.spawn('pub', 'turnserver', ['-c', '/dev/null', '--stun-only', '--listening-ip', '203.0.113.1', '--listening-ip', '203.0.113.2', '--listening-port', '3490', '--no-cli', '--log-file', 'stdout', '--simple-log', '--no-tls', '--no-dtls'], {});
+          const againstCoturn = (async () => {
+            let ready = await lab.exec('hA', process.execPath, [CLI, 'stun', '203.0.113.1:3490', '--timeout', '1']);
+            for (let i = 0; i < 10 && ready.code !== 0; i++) ready = await lab.exec('hA', process.execPath, [CLI, 'stun', '203.0.113.1:3490', '--timeout', '1']);
+            return netcheck(lab, [], 30_000, '203.0.113.1:3490');
+          })();
+          const [out, c] = await Promise.all([theirs, againstCoturn]);
           const text = out.stdout + out.stderr;
           // coturn never compares with the local address: no NAT shows as endpoint-independent mapping.
           assert.equal(coturnVerdict(text, 'Mapping'), r.mapping === 'no-nat' ? 'endpoint-independent' : r.mapping, text);
           assert.equal(coturnVerdict(text, 'Filtering'), r.filtering, text);
+          assert.deepEqual(c.otherAddress, { address: '203.0.113.2', port: 3491 }, 'coturn answers RFC 5780');
+          assert.equal(c.mapping, want.mapping, `mapping against coturn (${JSON.stringify(c.tests)})`);
+          assert.equal(c.filtering, want.filtering, `filtering against coturn (${JSON.stringify(c.tests)})`);
+          if (want.allocation) assert.equal(c.allocation, want.allocation, 'allocation against coturn');
         });
       } finally {
         const runId = lab.runId;

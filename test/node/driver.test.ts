@@ -137,6 +137,21 @@ describe('runMachine', () => {
     assert.equal(never.inputs.length, 0);
   });
 
+  it('on abort the machine says its last words (a withdrawal) and they leave before the transports close', async () => {
+    const log: string[] = [];
+    const controller = new AbortController();
+    const machine = scripted((input, self) => {
+      if (input.type === 'start') self.next = Date.now() + 60_000;
+      if (input.type === 'abort') return [send('withdraw'), { type: 'fail', error: BurrowError.aborted({ by: 'machine' }) }];
+      return [];
+    });
+    const run = runMachine(machine, { transports: { a: new FakeTransport(log, 'a') }, signal: controller.signal });
+    controller.abort();
+    await assert.rejects(run.result, (e: unknown) => e instanceof BurrowError && e.code === 'ABORTED' && e.details.by === 'machine');
+    assert.deepEqual(log, ['a sent withdraw', 'a closed']);
+    assert.deepEqual(machine.inputs.map((i) => i.type), ['start', 'abort']);
+  });
+
   it('a transport error fails the run with SOCKET; a machine that throws fails it instead of escaping a handler', async () => {
     const log: string[] = [];
     const a = new FakeTransport(log, 'a');

@@ -105,6 +105,35 @@ describe('server with worker processes (real sockets)', () => {
     }
   });
 
+  it('lifecycle across workers: a second alice displaces the first (DISPLACED), a withdrawn partner is announced (PEER_LEFT)', async () => {
+    const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], workers: 2 });
+    const addr = `127.0.0.1:${server.address.port}`;
+    try {
+      // Each punch() has its own socket, so the kernel spreads them over the workers (SO_REUSEPORT).
+      let onRegistered: () => void = () => undefined;
+      const isRegistered = new Promise<void>((resolve) => { onRegistered = resolve; });
+      const first = punch({ server: addr, secret: SECRET, name: 'alice', peer: 'bob', local: '127.0.0.1:0', timeoutMs: 10_000, onEvent: (e) => { if (e.type === 'registered') onRegistered(); } });
+      const firstFailed = assert.rejects(first, (e: unknown) => e instanceof Error && 'code' in e && e.code === 'DISPLACED');
+      await isRegistered;
+      const second = punch({ server: addr, secret: SECRET, name: 'alice', peer: 'bob', local: '127.0.0.1:0', timeoutMs: 1000 });
+      await firstFailed;
+      await assert.rejects(second, (e: unknown) => e instanceof Error && 'code' in e && e.code === 'PEER_NOT_FOUND');
+      // carol leaves (aborts) after the introduction; dave, waiting, is told.
+      const controller = new AbortController();
+      const dave = punch({ server: addr, secret: SECRET, name: 'dave', peer: 'carol', local: '127.0.0.1:0', timeoutMs: 10_000, timing: { probeBackoffMs: [60_000] } });
+      const daveFailed = assert.rejects(dave, (e: unknown) => e instanceof Error && 'code' in e && e.code === 'PEER_LEFT');
+      await sleep(300);
+      const carol = punch({
+        server: addr, secret: SECRET, name: 'carol', peer: 'dave', local: '127.0.0.1:0', timeoutMs: 10_000, signal: controller.signal, timing: { probeBackoffMs: [60_000] },
+        onEvent: (e) => { if (e.type === 'introduced') controller.abort(); },
+      });
+      await assert.rejects(carol, (e: unknown) => e instanceof Error && 'code' in e && e.code === 'ABORTED');
+      await daveFailed;
+    } finally {
+      await server.close();
+    }
+  });
+
   it('burrow serve --workers 2: SIGTERM stops the server and every worker, exit 0', async () => {
     const serve = await startServe(SECRET, ['--workers', '2', '--no-alt-port']);
     const pid = serve.cli.child.pid ?? -1;

@@ -73,7 +73,10 @@ describe('metrics endpoint (loopback, real traffic)', () => {
       assert.equal(m0.get('burrow_registrations'), 0);
       assert.equal(m0.get('burrow_networks'), 1);
       assert.equal(m0.get('burrow_stun_binding_requests_total'), 0);
-      for (const name of ['burrow_store_errors_total', 'burrow_store_busy_drops_total', 'burrow_introductions_partner_gone_total', 'burrow_registrations_displaced_total']) assert.equal(m0.get(name), 0, name);
+      for (const name of [
+        'burrow_store_errors_total', 'burrow_store_busy_drops_total', 'burrow_introductions_partner_gone_total', 'burrow_registrations_displaced_total',
+        'burrow_registrations_refused_total', 'burrow_withdrawals_total', 'burrow_partners_told_left_total',
+      ]) assert.equal(m0.get(name), 0, name);
 
       // A STUN Binding request.
       await stunQuery({ server: addr, local: '127.0.0.1:0', timeoutMs: 3000 });
@@ -98,6 +101,13 @@ describe('metrics endpoint (loopback, real traffic)', () => {
       assert.equal(m2.get('burrow_registrations'), 0, 'the outcome reports ended both registrations');
       assert.equal(d2('burrow_auth_failures_total'), 0);
       assert.equal(d2('burrow_malformed_packets_total'), 0);
+      assert.equal(d2('burrow_withdrawals_total'), 0, 'connected peers withdraw as connected');
+
+      // A peer that gives up without a partner withdraws (burrow_withdrawals_total), and its name is free at once.
+      await assert.rejects(punch({ server: addr, secret: SECRET, name: 'lonely', peer: 'nobody', local: '127.0.0.1:0', timeoutMs: 300 }));
+      const mw = await scrapeUntil(url, (m) => delta(m2, m)('burrow_withdrawals_total') >= 1);
+      assert.equal(delta(m2, mw)('burrow_withdrawals_total'), 1);
+      assert.equal(mw.get('burrow_registrations'), 0);
 
       // Crafted traffic from one socket: junk, a REGISTER under the wrong secret, a REGISTER and an
       // outcome report each sent twice (the copies are replays), and a report for no registration.
@@ -123,8 +133,8 @@ describe('metrics endpoint (loopback, real traffic)', () => {
         });
         await new Promise((r) => setTimeout(r, 5)); // in order: the report after its registration
       }
-      const m3 = await scrapeUntil(url, (m) => delta(m2, m)('burrow_outcome_reports_unmatched_total') >= 1 && answers >= 2);
-      const d3 = delta(m2, m3);
+      const m3 = await scrapeUntil(url, (m) => delta(mw, m)('burrow_outcome_reports_unmatched_total') >= 1 && answers >= 2);
+      const d3 = delta(mw, m3);
       assert.equal(d3('burrow_malformed_packets_total'), junk.length);
       assert.equal(d3('burrow_auth_failures_total'), 1);
       assert.equal(d3('burrow_replays_rejected_total'), 2);

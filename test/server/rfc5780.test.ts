@@ -10,6 +10,8 @@ import { Attr, decodeErrorCode, decodeStun, encodeStun, findAttribute } from '..
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import type { Rfc5780Sockets } from '../../src/server/config.js';
 import type { ServerLimits, ServerSocketId } from '../../src/server/core.js';
+import { encodeMessage } from '../../src/codec/messages.js';
+import { bindingRequest } from '../../src/core/stun-client.js';
 import { counterBytes } from '../support/simnet.js';
 import { sends, TestServer } from './harness.js';
 
@@ -116,6 +118,16 @@ describe('RFC 5780 answers with two IPs × two ports', () => {
     assert.equal(answered, 40);
     // Strict mode: a bare request, whose answer would be longer, is not answered.
     assert.equal(sends(s.datagram('main', { address: '198.51.100.9', port: 1 }, encodeStun(1, 'request', TXID, []), 0)).length, 0);
+  });
+
+  it('strict mode: Burrow\'s own 44-byte Binding (punch, stun, the registration NAT probe) gets the minimal answer', () => {
+    const s = server({ limits: { answerBareBindings: false } });
+    const request = encodeMessage(bindingRequest(TXID));
+    assert.equal(request.length, 44);
+    const a = answer(s, 'alternate', request);
+    assert.equal(a.socket, 'alternate');
+    assert.equal(a.data.length, 32);
+    assert.deepEqual(read(a.data), { ok: true, answer: { mapped: CLIENT, origin: undefined, other: undefined } });
   });
 });
 

@@ -80,7 +80,7 @@ import { Backoff } from '../backoff.js';
 import type { ClientMachine, TransportId } from '../machine.js';
 import { candidatePriority, LocalTransport, RemoteCandidates, type RemoteCandidate } from './candidates.js';
 import { Checklist, nextCheckAt, Pacer, PATH_RANK, wantsCheck, type Pair } from './checklist.js';
-import { punchFailureError, type PunchFailure } from './failure.js';
+import { MIN_CHECKING_FOR_DIAGNOSIS_MS, punchFailureError, type PunchFailure } from './failure.js';
 import { NatProbe } from './nat-probe.js';
 import { ControlledSelector, ControllingSelector, type NominationContext } from './nomination.js';
 import { RendezvousClient, type RendezvousNote } from './rendezvous-client.js';
@@ -108,6 +108,7 @@ const TRIGGER_GAP_MS = 5;
  * came from it for this long: a partner that still probes us is alive, whatever the server lost.
  */
 const PARTNER_SILENCE_MS = 3000;
+
 
 export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private readonly timing: PunchTiming;
@@ -482,7 +483,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
         else if (finding !== undefined) {
           this.rendezvous.setMapping(finding, this.natProbe.allocation);
-          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding } });
+          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding, allocation: this.natProbe.allocation } });
         }
         return;
       }
@@ -520,10 +521,12 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         return;
       case 'partner-gone':
         if (!this.intro || !Buffer.from(note.peerNonce).equals(this.intro.peerNonce) || this.phase !== 'checking') return;
-        // The partner checked until its own deadline and found no path either: that is the network, not a departure,
-        // and our own observations explain it (NO_PATH, at once rather than at our deadline).
-        if (note.outcome === 'failed') this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((this.lastNow - this.startedAt) / 100) / 10 }) });
-        else this.partnerGone('withdrew', out);
+        // The partner checked until its own deadline and found no path either, and we checked alongside long enough:
+        // that is the network, not a departure, and our own observations explain it (NO_PATH, at once rather than at
+        // our deadline). After a short overlap it just left.
+        if (note.outcome === 'failed' && now - this.checkStartedAt >= MIN_CHECKING_FOR_DIAGNOSIS_MS) {
+          this.finish(out, { type: 'fail', error: punchFailureError({ ...this.failure(), seconds: Math.round((now - this.startedAt) / 100) / 10 }) });
+        } else this.partnerGone('withdrew', out);
         return;
       case 'introduced':
         this.adoptIntroduction(note.intro, now, out);
@@ -547,7 +550,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   }
 
   /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
-  private partnerGone(how: 'withdrew' | 'expired' | 'gone', out: PunchAction[]): void {
+  private partnerGone(how: 'withdrew' | 'gone', out: PunchAction[]): void {
     if (this.phase !== 'checking') return;
     this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), how) });
   }

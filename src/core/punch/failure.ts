@@ -9,6 +9,13 @@ import { BurrowError } from '../../errors.js';
 import type { PairState } from './checklist.js';
 import type { PunchPath } from './types.js';
 
+/**
+ * A partner that gave up at its own deadline without a path (its REPORT `failed`) lets the other side blame the network
+ * only if both checked together at least this long; after a shorter overlap it simply left (a direct path usually
+ * validates within a second or two), and the other side says so (PEER_LEFT).
+ */
+export const MIN_CHECKING_FOR_DIAGNOSIS_MS = 3000;
+
 /** How far the attempt got: never answered by the server, never introduced to the partner, or no path to it. */
 export type FailureStage = 'no-server' | 'no-partner' | 'no-path';
 

@@ -3,7 +3,7 @@
  * See agent.ts for the theory of operation.
  */
 import type { Endpoint } from '../../codec/address.js';
-import type { Candidate, Introduction, NatMapping, PeerMode } from '../../codec/messages.js';
+import type { Candidate, Introduction, NatMapping, PeerMode, PortAllocation } from '../../codec/messages.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import type { DoneAction, DriverInput, EventAction, FailAction, SendAction, TransportId } from '../machine.js';
 
@@ -151,7 +151,8 @@ export type PathChangeReason = 'upgrade' | 'renominated' | 'consent-lost' | 'tra
 
 export type PunchEvent =
   | { readonly type: 'registered'; readonly mapped: Endpoint }
-  | { readonly type: 'nat-mapping'; readonly mapping: NatMapping }
+  /** Our NAT as the registration probe classified it (src/core/nat/classify.ts); also sent to the partner. */
+  | { readonly type: 'nat-mapping'; readonly mapping: NatMapping; readonly allocation?: PortAllocation }
   | { readonly type: 'introduced'; readonly peer: string; readonly candidates: readonly Endpoint[]; readonly intro: Introduction; readonly sameNat: boolean }
   | { readonly type: 'path-valid'; readonly remote: Endpoint; readonly transport: TransportId; readonly path: PunchPath }
   /** The first path both sides agreed on (in handoff mode the result follows). */

@@ -25,11 +25,9 @@
  * partner B is handed to B as if it had arrived on B's socket from A's relayed address, without a system call.
  */
 import { endpointKey, familyOf, type Endpoint, type Family } from '../../codec/address.js';
-import { checkName } from '../../codec/messages.js';
 import { Attr } from '../../codec/stun.js';
 import {
   BUILTIN_REALM,
-  builtinCredentials,
   decodeChannelData,
   decodeTurn,
   encodeChannelData,
@@ -37,11 +35,9 @@ import {
   looksLikeChannelData,
   MAX_CHANNEL,
   MIN_CHANNEL,
-  parseBuiltinUsername,
   TRANSPORT_UDP,
   TurnError,
   TurnMethod,
-  verifyTurnIntegrity,
   type BuiltinIdentity,
   type TurnFields,
   type TurnMessage,
@@ -50,6 +46,7 @@ import type { NetworkKeys } from '../../crypto/keys.js';
 import { SourceRateLimiter, TokenBucket } from '../limits.js';
 import type { Registration } from '../store.js';
 import { resolveRelayLimits, type RelayLimits } from './config.js';
+import { checkBuiltin } from './credentials.js';
 import { NonceIssuer } from './nonce.js';
 
 /** Why an Allocate was refused (the `reason` label of the refused-allocations metric). */
@@ -85,8 +82,11 @@ export interface RelayStats {
   droppedTooLarge: number;
   /** TURN requests dropped by the per-source request rate. */
   requestsRateLimited: number;
-  /** Undecodable TURN messages. */
+  /** Undecodable TURN messages, and ChannelData from an address without an allocation. */
   malformed: number;
+  /** Bytes of requests answered without authentication (challenges, errors) or dropped, and of those answers. */
+  unauthBytesIn: number;
+  unauthBytesOut: number;
 }
 
 function emptyRelayStats(): RelayStats {
@@ -101,6 +101,8 @@ function emptyRelayStats(): RelayStats {
     droppedTooLarge: 0,
     requestsRateLimited: 0,
     malformed: 0,
+    unauthBytesIn: 0,
+    unauthBytesOut: 0,
   };
 }
 
@@ -133,6 +135,11 @@ export interface RelayConfig {
   readonly nonceKey: Uint8Array;
   /** Seeds the per-source table. */
   readonly seed: number;
+  /**
+   * Strict (the server's answerBareBindings off): an unauthenticated request is answered only when the answer is no
+   * longer than the request (a client pads its first Allocate with SOFTWARE to get its 401 challenge).
+   */
+  readonly strict?: boolean;
 }
 
 interface Allocation {
@@ -173,6 +180,7 @@ export class RelayCore {
   readonly stats: RelayStats = emptyRelayStats();
   readonly limits: RelayLimits;
   private enabled: boolean;
+  private readonly strict: boolean;
   private networks: ReadonlyMap<string, NetworkKeys> = new Map();
   private readonly nonces: NonceIssuer;
   private readonly limiter: SourceRateLimiter;
@@ -193,6 +201,7 @@ export class RelayCore {
   ) {
     this.limits = resolveRelayLimits(config.limits);
     this.enabled = config.enabled;
+    this.strict = config.strict === true;
     this.nonces = new NonceIssuer(config.nonceKey, this.limits.nonceSeconds);
     this.limiter = new SourceRateLimiter(1 << 12, this.limits.controlRate, this.limits.controlBurst, config.seed);
     this.total = new TokenBucket(this.limits.totalRateBytesPerSecond, Math.max(this.limits.totalRateBytesPerSecond / 4, 1 << 20));
@@ -227,7 +236,12 @@ export class RelayCore {
   fromClient(from: Endpoint, data: Uint8Array, now: number): void {
     if (looksLikeChannelData(data)) {
       const a = this.byClient.get(clientKeyOf(from));
-      if (!a) return;
+      if (!a) {
+        // Junk that starts like ChannelData ("hello", "GET /"), or data after an allocation ended.
+        this.stats.malformed++;
+        this.stats.unauthBytesIn += data.length;
+        return;
+      }
       const d = decodeChannelData(data);
       if (!d.ok) {
         this.stats.malformed++;
@@ -245,11 +259,13 @@ export class RelayCore {
     const isSend = data[0] === 0x00 && data[1] === 0x16;
     if (!isSend && !this.limiter.allow(from.address, now)) {
       this.stats.requestsRateLimited++;
+      this.stats.unauthBytesIn += data.length;
       return;
     }
     const d = decodeTurn(data);
     if (!d.ok) {
       this.stats.malformed++;
+      this.stats.unauthBytesIn += data.length;
       return;
     }
     const m = d.msg;
@@ -649,20 +665,9 @@ export class RelayCore {
     }
     const fresh = this.nonces.check(m.nonce, from.address, now);
     if (fresh !== 'fresh') return challenge('unauthenticated', `${fresh} nonce`, { code: TurnError.STALE_NONCE, reason: 'Stale Nonce' });
-    if (m.realm !== BUILTIN_REALM) return challenge('bad-credentials', `realm "${m.realm}"`);
-    const id = parseBuiltinUsername(m.username);
-    if (!id) return challenge('bad-credentials', 'not a Burrow relay username');
-    const network = this.networks.get(id.networkIdHex);
-    if (!network) return challenge('bad-credentials', 'unknown network');
-    if (checkName(id.name) !== undefined || checkName(id.peer) !== undefined || id.name === id.peer) return challenge('bad-credentials', 'bad peer names');
-    const { key } = builtinCredentials(network.relay, id);
-    if (verifyTurnIntegrity(data, m, key) !== 'valid') return challenge('bad-credentials', 'MESSAGE-INTEGRITY does not verify');
-    // The expiry bounds when an allocation can be made; an allocation, once made, lives by its lifetime and Refresh.
-    if (kind === 'other') return { id, key };
-    const nowSeconds = Math.floor(now / 1000);
-    if (id.expiry <= nowSeconds) return challenge('expired-credentials', 'credentials expired');
-    if (id.expiry > nowSeconds + this.limits.maxCredentialSeconds) return challenge('expired-credentials', 'credentials valid for too long');
-    return { id, key };
+    const c = checkBuiltin(this.networks, m, data, now, kind === 'allocate', this.limits.maxCredentialSeconds);
+    if (!c.ok) return challenge(c.reason, c.detail);
+    return { id: c.id, key: c.key };
   }
 
   /** Runs `then` for a request on an existing allocation with valid credentials (its own username). */
@@ -711,7 +716,15 @@ export class RelayCore {
 
   private error(to: Endpoint, m: TurnMessage, error: { code: number; reason: string }, key?: Uint8Array, extra: TurnFields = {}): void {
     const fingerprint = m.stun.attributes.some((x) => x.type === Attr.FINGERPRINT);
-    this.sink.toClient(to, encodeTurn(m.method, 'error', m.transactionId, { error, ...extra }, { ...(key ? { key } : {}), fingerprint }));
+    const bytes = encodeTurn(m.method, 'error', m.transactionId, { error, ...extra }, { ...(key ? { key } : {}), fingerprint });
+    if (!key) {
+      // Unauthenticated: counted, and in strict mode never longer than what it answers.
+      const requestLength = 20 + m.stun.attributes.reduce((n, a) => n + 4 + ((a.value.length + 3) & ~3), 0);
+      this.stats.unauthBytesIn += requestLength;
+      if (this.strict && bytes.length > requestLength) return;
+      this.stats.unauthBytesOut += bytes.length;
+    }
+    this.sink.toClient(to, bytes);
   }
 
   /** Transaction ids of Data indications: unique enough, never secret (indications are not answered). */
