@@ -2,7 +2,7 @@
  * `npm run bench:server`: how much the rendezvous server takes, against coturn, on this machine.
  *
  *   node dist/bench/server.js [--rounds N] [--seconds S] [--window W] [--pairs N] [--request bare|fingerprint]
- *                             [--profile] [--skip-multi]
+ *                             [--profile] [--skip-multi] [--redis-only]
  *
  * - STUN Binding throughput: what every standard STUN client sends, a bare RFC 8489 Binding request (20 bytes;
  *   `--request fingerprint` adds FINGERPRINT), from 1,000 loopback source addresses. `burrow serve` with its
@@ -16,12 +16,16 @@
  * - Introductions/s and REGISTER latency: authenticated REGISTER pairs; each pair's second REGISTER makes the server
  *   push INTRODUCE to the first, which acknowledges it with a refresh REGISTER, as Burrow's client does. One process
  *   (pinned to core 0), then `--workers 2` (all cores, load generator included).
+ * - Over Redis (when redis-server is installed; `--redis-only` measures only this): introductions/s and REGISTER
+ *   latency with one `burrow serve --redis`, then two sharing one redis-server with each pair's peers on different
+ *   servers; the CPU each process spends per introduction; Redis memory per registration (20,000 registrations).
  *
  * Every process started here is stopped by its PID; every loop is bounded in count and time.
  */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
+import net from 'node:net';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -160,6 +164,8 @@ interface ScriptRecord {
   readonly pair: number;
   readonly kind: 1 | 2 | 3;
   readonly bytes: Uint8Array;
+  /** Which server it goes to: 0 (--port), or 1 (--port2: a second server over the same Redis). */
+  readonly target?: 0 | 1;
 }
 
 function writeScript(path: string, records: readonly ScriptRecord[]): void {
@@ -173,6 +179,7 @@ function writeScript(path: string, records: readonly ScriptRecord[]): void {
     h.writeUInt32BE(r.source, 0);
     h.writeUInt32BE(r.pair, 4);
     h.writeUInt8(r.kind, 8);
+    h.writeUInt8(r.target ?? 0, 9);
     h.writeUInt16BE(r.bytes.length, 10);
     parts.push(h, Buffer.from(r.bytes));
   }
@@ -206,7 +213,7 @@ function registrationScript(count: number): ScriptRecord[] {
  * sends it when that side receives INTRODUCE). Nonces start with the pair number and the side: that is
  * how the generator attributes an INTRODUCE to its pair.
  */
-function introductionScript(pairs: number): ScriptRecord[] {
+function introductionScript(pairs: number, twoServers = false): ScriptRecord[] {
   const sides = (p: number) => [0, 1].map((side) => {
     const nonce = randomBytes(16);
     nonce.writeUInt32BE(p, 0);
@@ -218,7 +225,7 @@ function introductionScript(pairs: number): ScriptRecord[] {
   for (const kind of [1, 2] as const) {
     for (const [p, pair] of all.entries()) {
       for (const s of pair) {
-        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side, 2 * p + s.side) });
+        records.push({ source: s.source, pair: p, kind: kind === 1 ? 1 : s.side === 0 ? 2 : 3, bytes: register(records.length, s.name, s.partner, s.nonce, 40000 + s.side, 2 * p + s.side), ...(twoServers && s.side === 1 ? { target: 1 as const } : {}) });
       }
     }
   }
@@ -298,8 +305,9 @@ interface IntroResult {
 
 async function introductions(loadgen: string, dir: string, cpus: string, loadCpus: string, pairs: number, workers: number, backend: Backend): Promise<IntroResult> {
   const script = join(dir, `intro-${workers}.bls`);
-  writeScript(script, introductionScript(pairs));
   const server = await startBurrow(dir, cpus, backend, workers > 1 ? ['--workers', String(workers)] : []);
+  // Built after the server started: it refuses REGISTERs timestamped before its start (a restart forgets replays).
+  writeScript(script, introductionScript(pairs));
   try {
     const pids = processTree(server.pid);
     const before = pids.map(cpuSeconds);
@@ -313,11 +321,97 @@ async function introductions(loadgen: string, dir: string, cpus: string, loadCpu
   }
 }
 
+/** redis-server on 127.0.0.1 (nothing on disk), pinned to `cpus`, once it accepts connections. */
+async function startRedisServer(cpus: string): Promise<Server & { url: string }> {
+  const port = await freePort();
+  const child = spawn('taskset', ['-c', cpus, 'redis-server', '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--loglevel', 'warning'], { stdio: ['ignore', 'ignore', 'ignore'] });
+  const url = `redis://127.0.0.1:${port}`;
+  for (let i = 0; i < 100; i++) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const sock = net.connect(port, '127.0.0.1');
+      sock.once('connect', () => { sock.destroy(); resolve(true); });
+      sock.once('error', () => { sock.destroy(); resolve(false); });
+    });
+    if (ok) return { name: 'redis-server', port, pid: child.pid ?? -1, url, stop: () => stopChild(child) };
+    await sleep(50);
+  }
+  await stopChild(child);
+  throw new Error(`redis-server did not start on port ${port}`);
+}
+
+interface RedisIntroResult extends IntroResult {
+  /** CPU milliseconds per introduction of redis-server. */
+  readonly redisCpuMs: number;
+}
+
+/**
+ * Introductions through `servers` burrow serve processes sharing one Redis: with two, each pair's first peer talks
+ * to server 1 and its second to server 2, so every introduction crosses servers (store, then PUBLISH to the owner).
+ */
+async function redisIntroductions(loadgen: string, dir: string, cpus: string, pairs: number, servers: 1 | 2, backend: Backend, workers = 1): Promise<RedisIntroResult> {
+  const script = join(dir, `intro-redis-${servers}.bls`);
+  const redis = await startRedisServer(cpus);
+  const burrows: Server[] = [];
+  try {
+    const prof = process.env.BENCH_REDIS_PROFILE === '1' ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, `prof-redis-${servers}`)}`] : [];
+    for (let i = 0; i < servers; i++) burrows.push(await startBurrow(dir, cpus, backend, ['--redis', redis.url, '--server-id', `bench-${i + 1}`, ...(workers > 1 ? ['--workers', String(workers)] : [])], prof));
+    writeScript(script, introductionScript(pairs, servers === 2));
+    const pids = burrows.flatMap((b) => processTree(b.pid));
+    const before = pids.map(cpuSeconds);
+    const redisBefore = cpuSeconds(redis.pid);
+    const r = runLoad(loadgen, cpus, ['--mode', 'script', '--port', String(burrows[0]?.port ?? 0), ...(servers === 2 ? ['--port2', String(burrows[1]?.port ?? 0)] : []), '--script', script, '--window', '128',
+      '--sources', String(SOURCES), '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+    const intros = Math.max(1, r.introductions ?? 0);
+    const cpu = pids.map((p, i) => (1000 * (cpuSeconds(p) - (before[i] ?? 0))) / intros);
+    if (r.errors > 0 || r.unmatched > 0) throw new Error(`introductions over Redis: ${r.errors} error answers, ${r.unmatched} unmatched datagrams`);
+    return { load: r, cpuMsPerIntro: cpu, redisCpuMs: (1000 * (cpuSeconds(redis.pid) - redisBefore)) / intros };
+  } finally {
+    for (const b of burrows) await b.stop();
+    await redis.stop();
+  }
+}
+
+/** Redis memory per registration: 20,000 REGISTERs (partners never come) through one `burrow serve --redis`. */
+async function redisMemory(loadgen: string, dir: string, backend: Backend): Promise<{ perRegistration: number; regKey: number; replayKey: number; keys: number; answered: number }> {
+  const { createClient } = await import('redis');
+  const redis = await startRedisServer('1');
+  const server = await startBurrow(dir, '0', backend, ['--redis', redis.url, '--server-id', 'bench-mem']);
+  const client = createClient({ url: redis.url });
+  client.on('error', () => undefined);
+  try {
+    await client.connect();
+    const used = async (): Promise<number> => Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1] ?? 0);
+    const before = await used();
+    // Fewer than the in-memory run: sent at the slower rate over Redis, 100,000 would outlast the timestamp window.
+    const count = 20_000;
+    const regScript = join(dir, 'registrations-redis.bls');
+    writeScript(regScript, registrationScript(count));
+    const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '128', '--sources', String(SOURCES),
+      '--duration-ms', '60000', '--timeout-ms', '2000'], 90_000);
+    if (regs.errors > 0 || regs.unmatched > 0) throw new Error(`registrations over Redis: ${regs.errors} error answers, ${regs.unmatched} unmatched`);
+    const after = await used();
+    const [regKey] = await client.keys('burrow:reg:*:peer-1');
+    const [replayKey] = (await client.scan('0', { MATCH: 'burrow:replay:*', COUNT: 1000 })).keys;
+    return {
+      // Per registration stored: a registration key and its REGISTER's replay fingerprint key.
+      perRegistration: (after - before) / Math.max(1, regs.answered),
+      regKey: regKey ? Number(await client.memoryUsage(regKey)) : Number.NaN,
+      replayKey: replayKey ? Number(await client.memoryUsage(replayKey)) : Number.NaN,
+      keys: await client.dbSize(),
+      answered: regs.answered,
+    };
+  } finally {
+    client.destroy();
+    await server.stop();
+    await redis.stop();
+  }
+}
+
 async function main(): Promise<number> {
   const { values } = parseArgs({ options: {
     rounds: { type: 'string', default: '3' }, seconds: { type: 'string', default: '3' }, window: { type: 'string', default: '128' },
     pairs: { type: 'string', default: '10000' }, request: { type: 'string', default: 'bare' }, profile: { type: 'boolean', default: false },
-    'skip-multi': { type: 'boolean', default: false },
+    'skip-multi': { type: 'boolean', default: false }, 'redis-only': { type: 'boolean', default: false },
   } });
   const rounds = Number(values.rounds);
   const seconds = Number(values.seconds);
@@ -367,6 +461,7 @@ async function main(): Promise<number> {
     out.push(`bench:server — Node ${process.version}, ${cpus} CPUs (${cpuModel()}); one-core runs: servers on core 0, load generator (C, sendmmsg/recvmmsg) on core 1;`);
     out.push(`${window} requests outstanding; STUN rates are medians of ${rounds} interleaved runs of ${seconds} s`);
 
+    if (!values['redis-only']) {
     // 1. STUN Binding, one core each.
     process.stderr.write(`STUN Binding throughput (${request} requests from ${STUN_SOURCES} sources), one core:\n`);
     const single: Server[] = [];
@@ -393,8 +488,8 @@ async function main(): Promise<number> {
     const regScript = join(dir, 'registrations.bls');
     const memory: { label: string; perReg: number; before: number; after: number; regs: LoadResult }[] = [];
     for (const [label, nodeArgs] of [['V8 defaults', []], ['young generation capped (--max-semi-space-size=1)', ['--max-semi-space-size=1']]] as const) {
-      writeScript(regScript, registrationScript(100_000));
       const server = track(await startBurrow(dir, '0', best, [], [...nodeArgs]));
+      writeScript(regScript, registrationScript(100_000));
       await sleep(500);
       const before = rssKiB(server.pid);
       const regs = runLoad(loadgen, '1', ['--mode', 'script', '--port', String(server.port), '--script', regScript, '--window', '128', '--sources', String(SOURCES),
@@ -426,6 +521,31 @@ async function main(): Promise<number> {
       out.push(`(with --workers 2 the ${cpus} cores are shared by the primary, 2 workers and the load generator; the CPU cost per`);
       out.push(' introduction of each process says what each would sustain on a core of its own)');
     }
+    }
+    // 4. Several servers sharing one Redis.
+    if (has('redis-server')) {
+      const all = `0-${cpus - 1}`;
+      process.stderr.write('introductions over Redis:\n');
+      const viaRedis1 = await redisIntroductions(loadgen, dir, all, pairs, 1, best);
+      if (process.env.BENCH_REDIS_PROFILE === '1') process.stderr.write(`${profileSummary(join(dir, 'prof-redis-1'), 25).join('\n')}\n`);
+      const viaRedis2 = await redisIntroductions(loadgen, dir, all, pairs, 2, best);
+      const viaRedisWorkers = await redisIntroductions(loadgen, dir, all, pairs, 1, best, 2);
+      out.push('', `introductions with --redis (redis-server and the load generator share all ${cpus} cores with the servers; ${pairs} pairs):`);
+      out.push(introLine('one server over Redis', viaRedis1, pairs) + `; redis-server ${viaRedis1.redisCpuMs.toFixed(3)}`);
+      out.push(introLine('two servers over Redis, pairs split', viaRedis2, pairs, ' (server 1 + server 2)') + `; redis-server ${viaRedis2.redisCpuMs.toFixed(3)}`);
+      out.push(introLine('one server over Redis, --workers 2', viaRedisWorkers, pairs) + `; redis-server ${viaRedisWorkers.redisCpuMs.toFixed(3)}`);
+      const perCore = (cpuMs: number): string => fmtRate(1000 / cpuMs);
+      out.push(`each on a core of its own, by its CPU per introduction: one server over Redis ${perCore(viaRedis1.cpuMsPerIntro[0] ?? Number.NaN)}/s; two servers ` +
+        `${perCore(viaRedis2.cpuMsPerIntro[0] ?? Number.NaN)}/s + ${perCore(viaRedis2.cpuMsPerIntro[1] ?? Number.NaN)}/s; redis-server ${perCore(viaRedis2.redisCpuMs)}/s`);
+      out.push('(in the two-server run each pair\'s peers register with different servers: every introduction crosses servers, through the');
+      out.push(' store and a PUBLISH to the partner\'s server, which sends the push)');
+      process.stderr.write('Redis memory per registration:\n');
+      const mem = await redisMemory(loadgen, dir, best);
+      out.push(`Redis memory per registration: ${mem.perRegistration.toFixed(0)} bytes of used_memory (delta / ${mem.answered} registrations answered of 20,000 sent; ${mem.keys} keys); ` +
+        `MEMORY USAGE: registration key ${mem.regKey} bytes, replay fingerprint key ${mem.replayKey} bytes (one per request, expires after 2 × the timestamp window)`);
+    } else {
+      process.stderr.write('note: redis-server is not installed (apt-get install redis-server); the figures over Redis are skipped.\n');
+    }
     process.stdout.write(`${out.join('\n')}\n`);
     return 0;
   } finally {
@@ -434,10 +554,10 @@ async function main(): Promise<number> {
   }
 }
 
-function introLine(label: string, result: IntroResult, pairs: number): string {
+function introLine(label: string, result: IntroResult, pairs: number, processes = ' (primary + workers)'): string {
   const r = result.load;
   const cpu = result.cpuMsPerIntro.map((c) => c.toFixed(3)).join(' + ');
-  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}  CPU ms per introduction: ${cpu}${result.cpuMsPerIntro.length > 1 ? ' (primary + workers)' : ''}`;
+  return `${label.padEnd(34)} ${fmtRate(r.introRate ?? 0).padStart(7)}/s  (${r.introductions ?? 0} of ${pairs} pairs, lost ${r.lost})  REGISTER p50 ${ms(r.p50us)}  p99 ${ms(r.p99us)}  CPU ms per introduction: ${cpu}${result.cpuMsPerIntro.length > 1 ? processes : ''}`;
 }
 
 function cpuModel(): string {

@@ -27,7 +27,8 @@
  *           REGISTER of that side (acknowledging the push).
  *
  * Script file: "BLS1", u32 count, then per record: u32 source index, u32 pair, u8 kind (1 initial,
- * 2 acknowledgement of side 0, 3 of side 1), u8 pad, u16 length, bytes (all integers big-endian).
+ * 2 acknowledgement of side 0, 3 of side 1), u8 target (0: --port, 1: --port2, for two servers sharing a
+ * store), u16 length, bytes (all integers big-endian).
  *
  * Output: one JSON object on stdout.
  */
@@ -94,7 +95,7 @@ struct slot {
 
 struct record {
   uint32_t source, pair;
-  uint8_t kind;
+  uint8_t kind, target;
   uint16_t len;
   uint8_t *bytes;
 };
@@ -103,6 +104,7 @@ static struct {
   int fd;
   uint16_t local_port;
   struct sockaddr_in target;
+  struct sockaddr_in target2; /* script mode: a second server (--port2) */
   uint32_t sources;
   /* counters */
   uint64_t sent, answered, lost, unmatched, errors, send_failures, intros, dup_intros;
@@ -138,15 +140,19 @@ static uint8_t out_buf[BATCH][MAX_DGRAM];
 static char out_ctl[BATCH][CMSG_SPACE(sizeof(struct in_pktinfo))];
 static int out_n;
 
+static uint8_t *batch_add_to(struct sockaddr_in *to, uint32_t source, const uint8_t *bytes, size_t len);
 static uint8_t *batch_add(uint32_t source, const uint8_t *bytes, size_t len) {
+  return batch_add_to(&g.target, source, bytes, len);
+}
+static uint8_t *batch_add_to(struct sockaddr_in *to, uint32_t source, const uint8_t *bytes, size_t len) {
   int i = out_n++;
   memcpy(out_buf[i], bytes, len);
   out_iov[i].iov_base = out_buf[i];
   out_iov[i].iov_len = len;
   struct msghdr *h = &out_msgs[i].msg_hdr;
   memset(h, 0, sizeof *h);
-  h->msg_name = &g.target;
-  h->msg_namelen = sizeof g.target;
+  h->msg_name = to;
+  h->msg_namelen = sizeof *to;
   h->msg_iov = &out_iov[i];
   h->msg_iovlen = 1;
   h->msg_control = out_ctl[i];
@@ -388,6 +394,7 @@ static struct record *load_script(const char *path, uint32_t *count) {
     r[i].source = rd32(h);
     r[i].pair = rd32(h + 4);
     r[i].kind = h[8];
+    r[i].target = h[9];
     r[i].len = rd16(h + 10);
     if (r[i].len < 20 || r[i].len > MAX_DGRAM) die("bad record length");
     r[i].bytes = malloc(r[i].len);
@@ -438,7 +445,7 @@ static void run_script(const char *path, uint32_t window, uint64_t duration_ns, 
         i = next++;
         if (rec[i].kind != 1) continue; /* acknowledgements wait for their introduction */
       }
-      batch_add(rec[i].source, rec[i].bytes, rec[i].len);
+      batch_add_to(rec[i].target == 1 && g.target2.sin_port != 0 ? &g.target2 : &g.target, rec[i].source, rec[i].bytes, rec[i].len);
       sent_at[i] = now_ns();
       outstanding++;
       g.sent++;
@@ -513,12 +520,13 @@ static int hexval(char c) {
 
 int main(int argc, char **argv) {
   const char *mode = "stun", *hex = NULL, *script = NULL, *request = NULL;
-  uint32_t port = 0, window = 256, warmup_ms = 300, duration_ms = 3000, timeout_ms = 500, sources = 4096;
+  uint32_t port = 0, port2 = 0, window = 256, warmup_ms = 300, duration_ms = 3000, timeout_ms = 500, sources = 4096;
   uint64_t max_requests = 100000000ull;
   for (int i = 1; i + 1 < argc; i += 2) {
     const char *k = argv[i], *v = argv[i + 1];
     if (!strcmp(k, "--mode")) mode = v;
     else if (!strcmp(k, "--port")) port = parse_u32(v, k);
+    else if (!strcmp(k, "--port2")) port2 = parse_u32(v, k);
     else if (!strcmp(k, "--request-hex")) hex = v;
     else if (!strcmp(k, "--request")) request = v;
     else if (!strcmp(k, "--script")) script = v;
@@ -533,10 +541,10 @@ int main(int argc, char **argv) {
       return 2;
     }
   }
-  if (port == 0 || port > 65535 || window == 0 || window > 65536 || sources == 0 || sources > 65536 ||
+  if (port == 0 || port > 65535 || port2 > 65535 || window == 0 || window > 65536 || sources == 0 || sources > 65536 ||
       duration_ms == 0 || duration_ms > 600000 || timeout_ms == 0 || timeout_ms > 10000) {
     fprintf(stderr,
-            "usage: stunload --port P [--mode stun (--request bare|fingerprint | --request-hex HEX) | --mode script --script FILE]\n"
+            "usage: stunload --port P [--port2 P] [--mode stun (--request bare|fingerprint | --request-hex HEX) | --mode script --script FILE]\n"
             "       [--window N] [--sources N] [--duration-ms MS] [--warmup-ms MS] [--timeout-ms MS] [--max-requests N]\n");
     return 2;
   }
@@ -564,6 +572,8 @@ int main(int argc, char **argv) {
   g.target.sin_family = AF_INET;
   g.target.sin_port = htons((uint16_t)port);
   g.target.sin_addr.s_addr = htonl(INADDR_LOOPBACK); /* 127.0.0.1 only */
+  g.target2 = g.target;
+  g.target2.sin_port = htons((uint16_t)port2); /* 0: none */
 
   if (!strcmp(mode, "stun")) {
     uint8_t req[MAX_DGRAM];

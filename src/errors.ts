@@ -147,8 +147,8 @@ export class BurrowError extends Error {
   static peerNotFound(peer: string, server: string, seconds: number, details: ErrorDetails = {}): BurrowError {
     return new BurrowError(
       'PEER_NOT_FOUND',
-      `peer "${peer}" did not appear within ${seconds} s: it never registered with the server at ${server}. ` +
-        'Likely causes: it is not running yet, it uses other names, another server or another secret',
+      `peer "${peer}" did not appear within ${seconds} s: it never registered with the server at ${server} while this side waited ` +
+        '(a run of it that ended earlier has left). Likely causes: it is not running yet, it uses other names, another server or another secret',
       { details: { peer, server, seconds, ...details } },
     );
   }

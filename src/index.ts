@@ -35,7 +35,8 @@ export { startTstunServer } from './node/tstun.js';
 export { generateSecret, readSecretFile } from './node/secret.js';
 export { BurrowError, ERROR_CODES, isBurrowError, type BindRole, type DetailValue, type ErrorCode, type ErrorDetails } from './errors.js';
 export type { Endpoint } from './codec/address.js';
-export type { Candidate, CandidateKind, NatMapping } from './codec/messages.js';
+export type { Candidate, CandidateKind, NatMapping, NoticeKind, Outcome, PeerMode } from './codec/messages.js';
+export { modesCompatible, partnerModeFor } from './codec/messages.js';
 export {
   PunchAgent,
   punchFailureOf,

@@ -130,6 +130,7 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
     case 'DISPLACED':
       return `another process registered as "${str(d.name, me)}" with this server: give each peer its own --as name, or stop the other one`;
     case 'STORE_UNAVAILABLE':
+      if (cmd === 'serve') return 'start redis-server at that address, or fix --redis (redis://HOST:PORT[/DB]); `redis-cli -u URL ping` answers PONG when it is reachable';
       return "try again later; the server's operator should check its registration store";
     case 'ABORTED':
       return `run \`burrow ${cmd}\` again`;

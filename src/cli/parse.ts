@@ -204,7 +204,8 @@ function checkValue(name: string, flag: FlagSpec, text: string, envName: string 
       return n;
     }
     case 'server':
-      checkServerAddress(what, text);
+      // Several servers of one deployment: HOST:PORT,HOST:PORT.
+      for (const part of text.split(',')) checkServerAddress(what, part.trim());
       return text;
     case 'bind':
       checkBindAddress(what, text, name === 'metrics');

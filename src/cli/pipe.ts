@@ -3,6 +3,7 @@
  * the peer, the peer's bytes go to stdout; EOF on stdin half-closes, and the process exits 0 only once
  * the peer has confirmed it wrote out every byte we sent and we wrote out every byte it sent.
  */
+import type { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
 import { humanLine } from './punch.js';
@@ -45,13 +46,35 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
     stream.once('finish', resolve);
     stream.once('error', reject);
   });
+  // The pieces of one record arrive in one tick: corked, they leave in one writev() (a pipe or a
+  // file as stdout is written synchronously, so this is one system call per record instead of four).
+  const out = io.stdout as NodeJS.WritableStream & Partial<Pick<Writable, 'cork' | 'uncork' | 'writableNeedDrain'>>;
+  let corked = false;
+  const flush = (): void => {
+    corked = false;
+    out.uncork?.();
+    if (out.writableNeedDrain === true) {
+      stream.pause();
+      out.once('drain', () => stream.resume());
+    }
+  };
   const receiveDone = new Promise<void>((resolve, reject) => {
     stream.once('error', reject);
     stream.on('data', (chunk: Buffer) => {
-      if (!values['send-only'] && !io.stdout.write(chunk)) {
-        stream.pause();
-        io.stdout.once('drain', () => stream.resume());
+      if (values['send-only']) return;
+      if (out.cork === undefined) {
+        if (!out.write(chunk)) {
+          stream.pause();
+          out.once('drain', () => stream.resume());
+        }
+        return;
       }
+      if (!corked) {
+        corked = true;
+        out.cork();
+        process.nextTick(flush);
+      }
+      out.write(chunk);
     });
     stream.once('end', () => {
       // An empty write completes after everything written before it: then confirm delivery.

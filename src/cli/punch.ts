@@ -1,5 +1,6 @@
 /** `burrow punch`: a thin shell over `punch()` with netpunch-compatible output and the handoff. */
 import { endpointKey } from '../codec/address.js';
+import type { NatMapping, PortAllocation } from '../codec/messages.js';
 import { punchPath, type PathChange, type PathResult, type PunchEvent, type PunchSession, type TurnServerOption } from '../node/punch.js';
 import { readSecretFile } from '../node/secret.js';
 import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
@@ -85,6 +86,14 @@ export function substitute(arg: string, env: Record<string, string>): string {
   return arg.replace(/\$\{(BURROW_[A-Z_]+)\}|\$(BURROW_[A-Z_]+)/g, (whole, a: string | undefined, b: string | undefined) => env[a ?? b ?? ''] ?? whole);
 }
 
+/** The partner's NAT as it reported it (NAT-MAPPING in the introduction), for the progress line. */
+function peerNat(mapping: NatMapping, allocation: PortAllocation | undefined): string {
+  if (mapping === 'unknown') return '';
+  const how = mapping === 'endpoint-dependent' ? 'a new public port per destination' : 'one public port for all destinations';
+  const ports = allocation === 'random' ? ', random ports' : allocation === 'sequential' ? ', ports in sequence' : allocation === 'preserving' ? ', its local port kept' : '';
+  return ` (its NAT: ${how}${ports})`;
+}
+
 function describe(e: PunchEvent): string | undefined {
   switch (e.type) {
     case 'registered':
@@ -93,9 +102,10 @@ function describe(e: PunchEvent): string | undefined {
       return (e.mapping === 'endpoint-dependent'
         ? 'our NAT allocates a new public port per destination (symmetric): only cone-NAT peers can reach us directly'
         : 'our NAT keeps one public port for all destinations (good for punching)') +
-        (e.allocation === 'random' ? '; it picks ports at random' : e.allocation === 'sequential' ? '; it picks ports in sequence' : e.allocation === 'preserving' ? '; it keeps our local port' : '');
+        (e.allocation === 'random' ? '; it picks ports at random' : e.allocation === 'sequential' ? '; it picks ports in sequence' : e.allocation === 'preserving' ? '; it keeps our local port' : '') +
+        (e.filtering === 'endpoint-independent' ? '; it admits anyone to an open mapping' : e.filtering === 'address-dependent' ? '; it admits only addresses we sent to' : e.filtering === 'address-and-port-dependent' ? '; it admits only the exact address and port we sent to' : '');
     case 'introduced':
-      return `found ${e.peer}; probing ${e.candidates.map(endpointKey).join(', ')}`;
+      return `found ${e.peer}; probing ${e.candidates.map(endpointKey).join(', ')}${peerNat(e.intro.peerMapping, e.intro.peerAllocation)}`;
     case 'path-valid':
       return `path to ${endpointKey(e.remote)} works in both directions`;
     case 'connected':
@@ -106,6 +116,8 @@ function describe(e: PunchEvent): string | undefined {
       return `path to ${endpointKey({ address: e.previous.remoteAddress, port: e.previous.remotePort })} lost (${e.reason})`;
     case 'partner-left':
       return 'the peer ended the session';
+    case 'failover':
+      return `the server at ${endpointKey(e.from)} stopped answering; registering with ${endpointKey(e.to)}`;
     case 'dropped':
       return undefined;
   }

@@ -76,7 +76,7 @@ const SERVER = {
   type: 'server',
   env: 'BURROW_SERVER',
   required: true,
-  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT)',
+  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (punch moves to the next when one stops answering)',
 } as const satisfies FlagSpec;
 
 const SECRET_FILE = {
@@ -221,7 +221,7 @@ export const COMMANDS = {
       timeout: TIMEOUT(30, 'give up after this long (without --continuous)'),
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result: one line per peer, or one JSON object' },
     },
-    exits: [3, 4, 5, 8, 9, 10, 11, 12],
+    exits: [3, 4, 5, 8, 9, 10, 11, 12, 14],
   },
   serve: {
     name: 'serve',
@@ -267,6 +267,9 @@ export const COMMANDS = {
       turn: { value: 'URL', conflicts: ['relay'], help: 'send pairs to this TURN server (coturn) instead: turn:HOST:PORT; needs --turn-secret-file' },
       'turn-secret-file': { value: 'FILE', help: 'coturn\'s --static-auth-secret (first line): the server mints TURN REST credentials with it' },
       'turn-ttl': { value: 'SECONDS', type: 'seconds', default: '86400', help: 'how long minted TURN credentials stay valid' },
+      redis: { value: 'URL', type: 'string', help: 'share registrations with other servers through Redis: redis://HOST:PORT[/DB] (see "Running several servers")' },
+      'server-id': { value: 'ID', type: 'string', help: 'this server\'s id among those sharing a Redis (default: random; unique per server)' },
+      'redis-prefix': { value: 'PREFIX', type: 'string', default: 'burrow', help: 'the prefix of every Redis key and channel (servers of one network use the same)' },
       'log-format': { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'log lines on stderr: text, or one JSON object per line' },
       'log-level': { value: 'LEVEL', choices: ['debug', 'info', 'warn', 'error'], default: 'info', help: 'the least severe level logged (--quiet: error)' },
       check: { help: 'check every option, the secret file and the ports for clashes, then exit without listening' },

@@ -210,6 +210,8 @@ export function planServe(values: Parsed<'serve'>['values']): ServePlan {
     }
   }
   if (values.workers > 256) throw usageError(`--workers ${values.workers} is more than 256`, 'one process per core is plenty: e.g. --workers 2');
+  if (values.redis !== undefined && !/^rediss?:\/\//.test(values.redis)) throw usageError(`--redis "${values.redis}" is not a Redis URL`, 'e.g. --redis redis://127.0.0.1:6379/0');
+  if (values['server-id'] !== undefined && !/^[A-Za-z0-9._-]{1,64}$/.test(values['server-id'])) throw usageError(`--server-id "${values['server-id']}" is not 1 to 64 letters, digits, ".", "_" or "-"`, 'e.g. --server-id fra-1');
   return { listen, alternatePort, alternateAddress, tstun, metrics: values.metrics, workers: values.workers, sockets, relay: planRelay(values, values.workers) };
 }
 
@@ -359,6 +361,19 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       onEvent,
       ...(plan.workers > 1 ? { workers: plan.workers } : {}),
       relay,
+      ...(values['server-id'] !== undefined ? { serverId: values['server-id'] } : {}),
+      ...(values.redis !== undefined
+        ? {
+            redis: {
+              url: values.redis,
+              prefix: values['redis-prefix'],
+              onStatus: (status: 'down' | 'up', detail: string) => {
+                if (status === 'down') log.error({ event: 'store-down', reason: detail }, 'lost the Redis store: registrations are refused (503) until it is back; STUN is still answered');
+                else log.info({ event: 'store-up', url: detail }, 'Redis store reachable');
+              },
+            },
+          }
+        : {}),
     });
   } catch (err) {
     clearInterval(authTimer);
@@ -388,6 +403,9 @@ export async function serveCommand(parsed: Parsed<'serve'>, io: Io): Promise<num
       workers: server.workerPids.length,
       networks: secrets.length,
       relay: plan.relay.mode === 'turn' ? plan.relay.turnUrl : plan.relay.mode,
+      serverId: server.serverId,
+      // The store, when shared (its password never logged).
+      redis: values.redis !== undefined ? values.redis.replace(/\/\/([^@/]*:)[^@/]*@/, '//$1***@') : null,
     },
     'listening',
   );

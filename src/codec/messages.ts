@@ -151,9 +151,20 @@ const MAPPING_CODES: readonly NatMapping[] = ['unknown', 'endpoint-independent',
 export type PortAllocation = 'unknown' | 'preserving' | 'sequential' | 'random';
 const ALLOCATION_CODES: readonly PortAllocation[] = ['unknown', 'preserving', 'sequential', 'random'];
 
-/** The NAT-MAPPING value: mapping code, allocation code, two zero bytes. */
-function natMappingValue(mapping: NatMapping, allocation: PortAllocation | undefined): Uint8Array {
-  return u32((MAPPING_CODES.indexOf(mapping) << 24) | (Math.max(0, ALLOCATION_CODES.indexOf(allocation ?? 'unknown')) << 16));
+/**
+ * Which unsolicited senders a peer's NAT admits to an open mapping (RFC 4787 section 5): byte 2 of NAT-MAPPING (0
+ * unknown, 1 endpoint-independent, 2 address-dependent, 3 address-and-port-dependent). Older peers send 0.
+ */
+export type NatFiltering = 'unknown' | 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent';
+const FILTERING_CODES: readonly NatFiltering[] = ['unknown', 'endpoint-independent', 'address-dependent', 'address-and-port-dependent'];
+
+/** The NAT-MAPPING value: mapping code, allocation code, filtering code, a zero byte. */
+function natMappingValue(mapping: NatMapping, allocation: PortAllocation | undefined, filtering?: NatFiltering): Uint8Array {
+  return u32(
+    (MAPPING_CODES.indexOf(mapping) << 24) |
+      (Math.max(0, ALLOCATION_CODES.indexOf(allocation ?? 'unknown')) << 16) |
+      (Math.max(0, FILTERING_CODES.indexOf(filtering ?? 'unknown')) << 8),
+  );
 }
 
 /**
@@ -189,10 +200,12 @@ export interface Introduction {
   readonly peerMapping: NatMapping;
   /** Which relay this pair may use; undefined when the server sent none (an older server). */
   readonly relay?: RelayOffer;
-  /** What the partner runs; absent when it did not say (an older client). */
-  readonly peerMode?: PeerMode;
   /** The partner's port allocation, when it reported one. */
   readonly peerAllocation?: PortAllocation;
+  /** The partner's filtering, when it measured it (a server with a second IP). */
+  readonly peerFiltering?: NatFiltering;
+  /** What the partner runs; absent when it did not say (an older client). */
+  readonly peerMode?: PeerMode;
 }
 
 export interface BindingRequest {
@@ -224,6 +237,8 @@ export interface RegisterRequest {
   readonly mapping: NatMapping;
   /** How the sender's NAT allocates ports, when it measured it (NAT-MAPPING byte 1). */
   readonly allocation?: PortAllocation;
+  /** How the sender's NAT filters, when it measured it (NAT-MAPPING byte 2). */
+  readonly filtering?: NatFiltering;
   /** Absent on the wire means UDP. */
   readonly transport?: Transport;
   /** What the sender runs (MODE); absent: it does not say. */
@@ -430,6 +445,10 @@ class Reader {
     return MAPPING_CODES[v[0] ?? 0] ?? 'unknown';
   }
   /** NAT-MAPPING byte 1; unknown codes read as 'unknown'. */
+  filtering(): NatFiltering {
+    const v = this.optional(BurrowAttr.NAT_MAPPING);
+    return v && v.length === 4 ? FILTERING_CODES[v[2] ?? 0] ?? 'unknown' : 'unknown';
+  }
   allocation(): PortAllocation {
     const v = this.optional(BurrowAttr.NAT_MAPPING);
     return v && v.length === 4 ? ALLOCATION_CODES[v[1] ?? 0] ?? 'unknown' : 'unknown';
@@ -658,7 +677,7 @@ function introAttributes(intro: Introduction, txid: Uint8Array, relayOfferKey: U
     { type: BurrowAttr.PEER_NONCE, value: intro.peerNonce },
     { type: Attr.XOR_PEER_ADDRESS, value: encodeXorAddress(intro.peerMapped, txid) },
     ...candidateAttributes(intro.peerCandidates, txid),
-    { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(intro.peerMapping, intro.peerAllocation) },
+    { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(intro.peerMapping, intro.peerAllocation, intro.peerFiltering) },
     ...modeAttributes(intro.peerMode),
     ...(intro.relay ? [{ type: BurrowAttr.RELAY, value: encodeRelayOffer(intro.relay, txid, relayOfferKey) }] : []),
   ];
@@ -674,8 +693,9 @@ function readIntro(r: Reader): Introduction {
     peerCandidates: r.candidates(),
     peerMapping: r.mapping(),
     ...(relay ? { relay } : {}),
-    ...optionalMode(r.mode()),
     ...(allocation !== 'unknown' ? { peerAllocation: allocation } : {}),
+    ...(r.filtering() !== 'unknown' ? { peerFiltering: r.filtering() } : {}),
+    ...optionalMode(r.mode()),
   };
 }
 
@@ -722,7 +742,7 @@ export function encodeMessage(msg: BurrowMessage, auth: AuthOptions = {}): Buffe
         { type: BurrowAttr.SESSION_NONCE, value: msg.sessionNonce },
         { type: BurrowAttr.TIMESTAMP, value: u64(msg.timestamp) },
         ...candidateAttributes(msg.candidates, msg.txid),
-        { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(msg.mapping, msg.allocation) },
+        { type: BurrowAttr.NAT_MAPPING, value: natMappingValue(msg.mapping, msg.allocation, msg.filtering) },
         ...(msg.transport === 'tcp' ? [{ type: BurrowAttr.TRANSPORT, value: u32(1 << 24) }] : []),
         ...modeAttributes(msg.mode),
         ...(msg.refreshMs !== undefined ? [{ type: BurrowAttr.REFRESH_INTERVAL, value: u32(msg.refreshMs) }] : []),
@@ -850,6 +870,7 @@ function interpret(stun: StunMessage, relayOfferKey: Uint8Array | undefined): Bu
         candidates: r.candidates(),
         mapping: r.mapping(),
         ...(r.allocation() !== 'unknown' ? { allocation: r.allocation() } : {}),
+        ...(r.filtering() !== 'unknown' ? { filtering: r.filtering() } : {}),
         ...(r.transport() === 'tcp' ? { transport: 'tcp' as const } : {}),
         ...defined('mode', r.mode()),
         ...defined('refreshMs', r.refreshMs()),

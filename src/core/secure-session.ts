@@ -137,12 +137,20 @@ export class SecureSession {
     return [{ type: 'send', data: this.ourHello }];
   }
 
-  /** Bytes from the transport. Data outputs are views of fresh buffers, valid for as long as anyone holds them. */
-  receive(chunk: Uint8Array): SessionOutput[] {
+  /**
+   * Bytes from the transport. Data outputs are views of fresh buffers, valid for as long as anyone
+   * holds them. `transient`: the caller reuses `chunk` once this returns (a socket reading into one
+   * buffer), so whatever is not processed now is copied.
+   */
+  receive(chunk: Uint8Array, transient = false): SessionOutput[] {
     if (this.state === 'failed' || chunk.length === 0) return [];
     this.inbox.push(Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength));
     this.inboxBytes += chunk.length;
-    return this.process();
+    const out = this.process();
+    // The record layer copies headers and tags and decrypts bodies into fresh buffers; only the
+    // inbox (a HELLO in pieces, bytes behind FINISHED until drain()) can still point into `chunk`.
+    if (transient && this.inbox.length > 0) this.inbox = this.inbox.map((b) => (b.buffer === chunk.buffer ? Buffer.from(b) : b));
+    return out;
   }
 
   /** Processes bytes already received (after 'established'). */

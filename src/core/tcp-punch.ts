@@ -282,6 +282,8 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       case 'dropped':
         out.push({ type: 'event', event: { type: 'dropped', from: this.config.server, transport: this.config.serverTransport, reason: note.reason } });
         return;
+      case 'failover':
+        return; // one TCP connection to one server: no fallbacks are given
       default: {
         const never: never = note;
         throw new Error(`unknown note ${String(never)}`);

@@ -36,7 +36,8 @@ import type { CoreState } from '../server/core.js';
 import { ServerCore } from '../server/core.js';
 import type { RelayPolicy } from '../server/relay/config.js';
 import type { ServerLimits } from '../server/config.js';
-import { ServerMachine, sharedStateRunner } from '../server/machine.js';
+import { ServerMachine, sharedStateRunner, type EffectRunner } from '../server/machine.js';
+import type { Router } from '../server/router.js';
 import type { SharedState } from '../server/shared.js';
 import { emptyStats, type ServerStats } from '../server/stats.js';
 import type { ServerAction, ServerEvent, ServerSocketId } from '../server/types.js';
@@ -73,6 +74,8 @@ type ToWorker =
       readonly alternate: Endpoint | undefined;
       readonly main: MainPortSpec;
       readonly relay: RelayPolicy | undefined;
+      /** With Redis: the worker opens its own connection and is a server of its own over it (see `redis` below). */
+      readonly redis: { readonly url: string; readonly prefix: string | undefined } | undefined;
     }
   | { readonly type: 'answers'; readonly batch: string }
   | { readonly type: 'send'; readonly batch: readonly Datagram[] }
@@ -112,6 +115,12 @@ export interface WorkerPoolOptions {
   readonly limits: ServerLimits;
   /** The relay introductions offer (the built-in relay does not run in workers). */
   readonly relay?: RelayPolicy;
+  /**
+   * With Redis: each worker connects to it itself and runs as a server of its own id (`<serverId>.w<pid>`), owning the
+   * UDP registrations it takes; pushes for them are PUBLISHed to that worker, which sends from the shared port. The
+   * IPC link then carries only WireGuard packets, events and counters. One design for one machine and for many.
+   */
+  readonly redis?: { readonly url: string; readonly prefix: string | undefined };
   /** A WireGuard-shaped datagram a worker read, for this process's responder. */
   readonly onWireGuard: (socket: ServerSocketId, from: Endpoint, data: Uint8Array) => void;
   readonly onEvent: (event: ServerEvent) => void;
@@ -200,7 +209,7 @@ export async function startWorkerPool(options: WorkerPoolOptions): Promise<Worke
           reject(new BurrowError('SOCKET', `cannot start a server worker: ${err.message}`, { cause: err }));
         });
       }));
-      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main, relay: options.relay };
+      const init: ToWorker = { type: 'init', serverId: options.serverId, secrets: options.secrets, proofKey, limits: options.limits, alternate: options.alternate, main: options.main, redis: options.redis, relay: options.relay };
       if (options.main.kind === 'dgram' && options.mainHandle) child.send(init, options.mainHandle.socket);
       else child.send(init);
     }
@@ -256,6 +265,7 @@ export function runServerWorker(): void {
   let core: ServerCore | undefined;
   let machine: ServerMachine | undefined;
   let link: IpcEffects | undefined;
+  let redisState: { close(): void } | undefined;
   let runner: MachineRunner | undefined;
   let wgQueue: Datagram[] = [];
   let events: ServerEvent[] = [];
@@ -304,6 +314,8 @@ export function runServerWorker(): void {
     runner?.stop();
     machine?.close();
     link?.fail('the server is stopping');
+    redisState?.close();
+    redisState = undefined;
   };
   const stop = (): void => {
     report();
@@ -348,20 +360,37 @@ export function runServerWorker(): void {
 
   async function start(init: Extract<ToWorker, { type: 'init' }>, handle: dgram.Socket | undefined): Promise<void> {
     const proofKey = importKeyPair(init.proofKey);
-    const ipc = new IpcEffects((batch) => { send({ type: 'calls', batch }); }, init.serverId);
-    link = ipc;
+    let effects: EffectRunner;
+    let router: Pick<Router, 'listen'>;
+    let serverId = init.serverId;
+    if (init.redis) {
+      const { RedisSharedState } = await import('./redis/shared-state.js');
+      const shared = await RedisSharedState.connect({ url: init.redis.url, ...(init.redis.prefix !== undefined ? { prefix: init.redis.prefix } : {}), secrets: init.secrets, timestampWindowMs: init.limits.timestampWindowMs });
+      redisState = shared;
+      effects = sharedStateRunner(shared);
+      router = shared.router;
+      serverId = `${init.serverId}.w${process.pid}`;
+    } else {
+      const ipc = new IpcEffects((batch) => { send({ type: 'calls', batch }); }, init.serverId);
+      link = ipc;
+      effects = ipc;
+      router = ipc;
+    }
     core = new ServerCore({
       networks: init.secrets.map((s) => deriveNetworkKeys(s)),
-      serverId: init.serverId,
+      serverId,
       proofKey,
       ...(init.alternate ? { alternate: init.alternate } : {}),
       limits: init.limits,
       wgResponder: false,
+      // A request captured before this process started may have been seen by a guard that has forgotten it since.
+      notBefore: Date.now(),
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
       ...(init.relay ? { relay: init.relay } : {}),
     });
-    machine = new ServerMachine(core, { runner: ipc, router: ipc, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
+    machine = new ServerMachine(core, { runner: effects, router, now: Date.now, onLater: (actions) => { runner?.later(actions); } });
+    await machine.ready;
     const r = new MachineRunner(machine, execute, (err) => {
       execute([{ type: 'event', event: { type: 'rejected', from: { address: '0.0.0.0', port: 0 }, reason: `internal error: ${String(err)}` } }]);
     });

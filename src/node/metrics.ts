@@ -134,7 +134,8 @@ export function registerServerMetrics(registry: Registry, source: ServerMetricsS
   }));
   counter(registry, 'burrow_outcome_reports_unmatched_total', 'Authenticated outcome reports that matched no current registration (already reported, expired or evicted).', () => s().outcomesUnmatched);
   counter(registry, 'burrow_stun_binding_requests_total', 'STUN Binding requests received (UDP main and alternate port, and TCP).', () => s().stunBindings);
-  counter(registry, 'burrow_stun_binding_unanswered_total', 'Bare STUN Binding requests left unanswered because the server runs in strict mode (answerBareBindings off).', () => s().stunBindingsUnanswered);
+  counter(registry, 'burrow_stun_binding_unanswered_total', 'STUN Binding requests left unanswered because the answer would exceed the request: strict mode (answerBareBindings off), or an RFC 5780 answer beyond its source\'s budget.', () => s().stunBindingsUnanswered);
+  counter(registry, 'burrow_stun_rfc5780_answers_total', 'STUN Binding answers for RFC 5780 NAT behaviour discovery (with --alt-address), and 420 answers to CHANGE-REQUEST without it.', () => s().stunRfc5780Answers);
   counter(registry, 'burrow_auth_failures_total', 'Messages that failed authentication: unknown network (secret differs) or bad MESSAGE-INTEGRITY-SHA256.', () => s().authFailures);
   counter(registry, 'burrow_stale_timestamps_total', 'Authenticated messages whose TIMESTAMP was outside the accepted window.', () => s().staleTimestamps);
   counter(registry, 'burrow_replays_rejected_total', 'Authenticated messages refused by the replay cache (a replay, or the cache was full).', () => s().replaysRejected);

@@ -25,10 +25,14 @@ import { runMachine } from './driver.js';
 import { RelayAllocationError, RelayTransport } from './relay-transport.js';
 import { UdpTransport, type DatagramTransport } from './transport.js';
 import { UdpProxy } from './udp-proxy.js';
-import { parseLocal, resolveEndpoint } from './udp.js';
+import { parseLocal, resolveEndpoint, resolveServers } from './udp.js';
 
 export interface PunchOptions {
-  /** The rendezvous server, `HOST:PORT` (port defaults to 3478). */
+  /**
+   * The rendezvous server, `HOST:PORT` (port defaults to 3478); or several servers sharing one store,
+   * `HOST:PORT,HOST:PORT…` (a name may also resolve to several addresses): registered with in order, moving to the
+   * next when one stops answering.
+   */
   readonly server: string;
   /** The network secret (text as read from the secret file, or raw bytes). */
   readonly secret: string | Uint8Array;
@@ -70,7 +74,10 @@ export function secretBytes(secret: string | Uint8Array): Uint8Array {
 export async function punch(options: PunchOptions): Promise<PunchResult> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
-  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  const [first, ...fallbacks] = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  if (!first) throw BurrowError.invalidOption('server', 'no server given', options.server);
+  // The built-in relay is the first server's (a failover to another server keeps the allocation already made).
+  const server: Endpoint = first;
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const secret = secretBytes(options.secret);
   let udp: UdpTransport;
@@ -84,6 +91,7 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
     peer: options.peer,
     keys: deriveNetworkKeys(secret),
     server,
+    ...(fallbacks.length > 0 ? { fallbacks } : {}),
     transports: [udpTransport(udp.local, hostCandidates(udp.local, udp.bound.family, server), 'udp')],
     timeoutMs: options.timeoutMs ?? 30_000,
     sessionNonce: randomBytes(16),
@@ -178,7 +186,10 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
   const relayMode = options.relay ?? 'auto';
-  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  const [first, ...fallbacks] = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  if (!first) throw BurrowError.invalidOption('server', 'no server given', options.server);
+  // The built-in relay is the first server's (a failover to another server keeps the allocation already made).
+  const server: Endpoint = first;
   const manualTurn = options.turn && relayMode !== 'never' ? await resolveEndpoint(parseTurnUrl(options.turn.url), DEFAULT_PORT, 'turn') : undefined;
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const secret = secretBytes(options.secret);
@@ -194,6 +205,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
     peer: options.peer,
     keys,
     server,
+    ...(fallbacks.length > 0 ? { fallbacks } : {}),
     transports: [udpTransport(udp.local, relayMode === 'only' ? [] : hostCandidates(udp.local, udp.bound.family, server), 'udp')],
     timeoutMs: options.timeoutMs ?? 30_000,
     sessionNonce: randomBytes(16),
@@ -247,6 +259,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
       case 'path-lost':
       case 'partner-left':
       case 'dropped':
+      case 'failover':
         break;
       default: {
         const never: never = e;

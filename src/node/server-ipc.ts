@@ -80,11 +80,11 @@ function effectFromWire(effect: Wire<Effect>): Effect {
 }
 
 export function encodeCalls(batch: readonly Call[]): string {
-  return JSON.stringify(batch.map((c) => ({ id: c.id, effect: effectToWire(c.effect), guard: c.guard ? { fingerprint: b64(c.guard.fingerprint), now: c.guard.now } : undefined })));
+  return JSON.stringify(batch.map((c) => ({ id: c.id, effect: effectToWire(c.effect), guard: c.guard ? { fingerprint: b64(c.guard.fingerprint), now: c.guard.now, timestamp: c.guard.timestamp } : undefined })));
 }
 
 export function decodeCalls(text: string): Call[] {
-  return (JSON.parse(text) as Wire<Call>[]).map((c) => ({ id: c.id, effect: effectFromWire(c.effect), guard: c.guard ? { fingerprint: bytes(c.guard.fingerprint), now: c.guard.now } : undefined }));
+  return (JSON.parse(text) as Wire<Call>[]).map((c) => ({ id: c.id, effect: effectFromWire(c.effect), guard: c.guard ? { fingerprint: bytes(c.guard.fingerprint), now: c.guard.now, ...(c.guard.timestamp !== undefined ? { timestamp: c.guard.timestamp } : {}) } : undefined }));
 }
 
 /** WireGuard lookups answer with keys (bytes); everything else is strings and numbers already. */

@@ -15,6 +15,7 @@ import { BurrowError } from '../errors.js';
 import { DEFAULT_LIMITS, ServerCore, type ServerLimits } from '../server/core.js';
 import { ServerMachine, sharedStateRunner } from '../server/machine.js';
 import { MemorySharedState, type SharedState } from '../server/shared.js';
+import type { RedisSharedState } from './redis/shared-state.js';
 import { sumStats, type ServerState, type ServerStats } from '../server/stats.js';
 import type { Rfc5780Sockets } from '../server/config.js';
 import type { ServerAction, ServerEvent, ServerInput, ServerSocketId } from '../server/types.js';
@@ -49,6 +50,13 @@ export interface ServerOptions {
    * Not with `workers` (their processes reach the primary's in-memory state).
    */
   readonly shared?: SharedState;
+  /**
+   * Share state with other servers through Redis (src/node/redis/shared-state.ts): `url` is
+   * redis://HOST:PORT[/DB], `prefix` starts every key (default "burrow"). An unreachable Redis fails the start at once.
+   * Not with `shared`. With `workers`, each worker connects to Redis itself and is a server of its own id
+   * (`<serverId>.w<pid>`) sharing the port; this process keeps TCP, the alternate port and WireGuard handshakes.
+   */
+  readonly redis?: { readonly url: string; readonly prefix?: string; readonly onStatus?: (status: 'down' | 'up', detail: string) => void };
   /** This server's id among those sharing state; default random. Pushes for its peers are routed to it by id. */
   readonly serverId?: string;
   readonly onEvent?: (event: ServerEvent) => void;
@@ -172,6 +180,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
   const limits: ServerLimits = { ...DEFAULT_LIMITS, ...options.limits };
   const serverId = options.serverId ?? randomBytes(8).toString('hex');
   const otherIp = options.alternateAddress === undefined ? undefined : checkAlternateAddress(options.alternateAddress, host, options.alternatePort, workers);
+  const startedAt = Date.now();
 
   // The main port. Single process: this process reads it. Workers: native sockets are bound again by each worker
   // (SO_REUSEPORT; this one only learns the port, and closes once they listen); a dgram socket is handed over.
@@ -225,8 +234,23 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
     rfc5780 = { main: mainLocal, alternate: alternate.local, 'other-ip': others['other-ip'].local, 'other-ip-port': others['other-ip-port'].local };
   }
 
-  const memory = options.shared ? undefined : new MemorySharedState({ limits, proofKey: generateKeyPair() });
-  const shared: SharedState = options.shared ?? (memory as SharedState);
+  let redis: RedisSharedState | undefined;
+  if (options.redis) {
+    const { RedisSharedState: Redis } = await import('./redis/shared-state.js');
+    try {
+      redis = await Redis.connect({ url: options.redis.url, ...(options.redis.prefix !== undefined ? { prefix: options.redis.prefix } : {}), secrets, timestampWindowMs: limits.timestampWindowMs, ...(options.redis.onStatus ? { onStatus: options.redis.onStatus } : {}) });
+    } catch (err) {
+      await closeAll();
+      throw err;
+    }
+    const r = redis;
+    closers.push(() => {
+      r.close();
+      return Promise.resolve();
+    });
+  }
+  const memory = options.shared || redis ? undefined : new MemorySharedState({ limits, proofKey: generateKeyPair() });
+  const shared: SharedState = options.shared ?? redis ?? (memory as SharedState);
   // With workers, every process that rate-limits (each worker, and this one for the alternate port and TCP) gets
   // an equal share of the limits, so that together they never exceed them.
   const processLimits = workers > 1 ? splitLimits(limits, workers + 1) : limits;
@@ -245,6 +269,8 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       ...(alternate ? { alternate: alternate.local } : {}),
       ...(rfc5780 ? { rfc5780 } : {}),
       limits: processLimits,
+      // A REGISTER captured before this start is refused after it (its replay guard may have forgotten it).
+      notBefore: startedAt,
       seed: randomInt(0, 2 ** 31),
       randomBytes: pooledRandomBytes(),
       relay: policy,
@@ -345,6 +371,7 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
         alternate: alternate?.local,
         limits: processLimits,
         relay: policy,
+        ...(options.redis ? { redis: { url: options.redis.url, prefix: options.redis.prefix } } : {}),
         onWireGuard: (socket, from, data) => {
           feed({ type: 'wg-datagram', socket, from, data, now: Date.now() });
         },

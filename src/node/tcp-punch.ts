@@ -16,9 +16,9 @@ import { BurrowError, isBurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { runMachine, type MachineRun } from './driver.js';
 import { secretBytes, validateNames } from './punch.js';
-import { SecureStream, StreamVersionError } from './secure-stream.js';
+import { connectReusingReads, SecureStream, StreamVersionError } from './secure-stream.js';
 import { StreamTransport } from './transport.js';
-import { endpointOf, parseLocal, resolveEndpoint } from './udp.js';
+import { endpointOf, parseLocal, resolveServers } from './udp.js';
 
 export interface StreamConnectOptions {
   readonly server: string;
@@ -50,7 +50,9 @@ const SERVER = 'server';
 export async function connectStream(options: StreamConnectOptions): Promise<StreamConnection> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
-  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
+  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
   const family = server.address.includes(':') ? 6 : 4;
   const local = parseLocal(options.local, family);
   const keys = deriveNetworkKeys(secretBytes(options.secret));
@@ -170,7 +172,8 @@ class ConnectIo {
 
   private connect(attempt: number, target: Endpoint, fromPort: number, context: Uint8Array, run: Run): void {
     const key = this.keyOf({ attempt });
-    const socket = net.connect({ host: target.address, port: target.port, localAddress: this.localAddress, localPort: fromPort, allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: 15_000 });
+    // The stream reads straight from the socket's reused buffer (no allocation per 64 KiB read).
+    const socket = connectReusingReads({ host: target.address, port: target.port, localAddress: this.localAddress, localPort: fromPort, allowHalfOpen: true, noDelay: true, keepAlive: true, keepAliveInitialDelay: 15_000 });
     this.sockets.set(key, socket);
     let failed = false;
     const fail = (why: 'refused' | 'handshake', detail: string): void => {

@@ -129,6 +129,39 @@ export async function resolveEndpoint(text: string, defaultPort: number, what: s
   }
 }
 
+/**
+ * Several servers of one deployment: `HOST:PORT[,HOST:PORT…]`, where a host name counts once per address it resolves
+ * to. In the order given (a name's addresses in the resolver's order, IPv4 first), without duplicates, and of the
+ * first one's address family only (one socket talks to all of them).
+ */
+export async function resolveServers(text: string, defaultPort: number, what: string): Promise<Endpoint[]> {
+  const out: Endpoint[] = [];
+  for (const part of text.split(',').map((p) => p.trim()).filter((p) => p !== '')) {
+    const parsed = parseHostPort(part, defaultPort);
+    if (!parsed.ok) throw BurrowError.invalidOption(what, `not HOST:PORT (${parsed.reason})`, part);
+    if (parsed.host === '') throw BurrowError.invalidOption(what, 'no host', part);
+    const literal = normaliseAddress(parsed.host);
+    let addresses: string[];
+    if (literal) {
+      addresses = [literal];
+    } else {
+      try {
+        const { lookup } = await import('node:dns/promises');
+        addresses = (await lookup(parsed.host, { family: 0, order: 'ipv4first', all: true })).map((r) => normaliseAddress(r.address) ?? r.address);
+      } catch (err) {
+        throw BurrowError.invalidOption(what, `cannot resolve the host "${parsed.host}" (${err instanceof Error ? err.message : String(err)})`, part);
+      }
+    }
+    for (const address of addresses) {
+      const e = { address, port: parsed.port };
+      if (!out.some((o) => o.address === e.address && o.port === e.port)) out.push(e);
+    }
+  }
+  const first = out[0];
+  if (!first) throw BurrowError.invalidOption(what, 'no server given', text);
+  return out.filter((e) => familyOf(e.address) === familyOf(first.address));
+}
+
 /** Parses `--local [ADDR:]PORT` against the family the server needs. */
 export function parseLocal(text: string | undefined, family: Family): Endpoint {
   const wildcard = family === 6 ? '::' : '0.0.0.0';

@@ -31,7 +31,7 @@ import { deriveNetworkKeys, type NetworkKeys } from '../crypto/keys.js';
 import { decodeKey, dh, encodeKey } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
-import { bindUdp, closeUdp, endpointOf, resolveEndpoint, sendUdp, type BoundSocket } from './udp.js';
+import { bindUdp, closeUdp, endpointOf, resolveServers, sendUdp, type BoundSocket } from './udp.js';
 import { classifyMapping, wireMapping } from '../core/nat/classify.js';
 
 /** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
@@ -247,6 +247,7 @@ class SyncClient {
         this.clockOffset = err.msg.timestamp - Date.now();
         continue;
       }
+      if (err.msg.code === 503 && verifyIntegrity(answer, err.stun, this.keys.serverToClient) === 'valid') throw BurrowError.storeUnavailable(serverText);
       throw BurrowError.socket(`the server at ${serverText} refused WG-SYNC`, `${err.msg.code} ${err.msg.reason}`);
     }
     throw BurrowError.socket(`the server at ${serverText} kept refusing WG-SYNC`, 'no valid answer to three requests (stale clock, or answers that do not authenticate)');
@@ -295,7 +296,9 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const timeoutMs = options.timeoutMs ?? 30_000;
   const iface = options.interface;
   if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.invalidOption('interface', 'not a valid interface name (1–15 letters, digits, _ . = + -)', iface);
-  const server = await resolveEndpoint(options.server, DEFAULT_PORT, 'server');
+  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
+  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
   const serverText = endpointKey(server);
   const keys = deriveNetworkKeys(typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret);
   const serverKey = encodeKey(keys.wireguard.publicKey);

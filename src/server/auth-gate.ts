@@ -59,6 +59,8 @@ export class AuthGate {
     private readonly timestampWindowMs: number,
     private readonly stats: ServerStats,
     private readonly effects: EffectTable,
+    /** Timestamps older than this are stale whatever the window says (the server's start: ServerConfig.notBefore). */
+    private readonly notBefore = -Infinity,
   ) {}
 
   /** Network, MAC and timestamp; `then` continues at once with a request that passed, whose first effect is guarded. */
@@ -74,18 +76,25 @@ export class AuthGate {
       }
       return;
     }
-    if (Math.abs(req.timestamp - now) > this.timestampWindowMs) {
-      this.stats.staleTimestamps++;
-      // Authenticated with the server key, so only a holder of the secret can set its clock by it; still no longer
-      // than the request, because a stale request may be a replay from anyone.
-      if (policy.method !== undefined) {
-        out.replyUnauthenticated(channel, from, data.length, encodeMessage({ kind: 'error', method: policy.method, txid: req.txid, code: 438, reason: 'Stale', timestamp: now }, { key: network.serverToClient }));
-      }
+    // Older than the server's start: the replay guard has forgotten what came before, so it could be a replay.
+    if (Math.abs(req.timestamp - now) > this.timestampWindowMs || req.timestamp < this.notBefore) {
+      this.stale(network, req, from, channel, policy, data.length, now, out);
       return;
     }
     // The first 8 bytes of the MAC identify the message; the core keeps the datagram unchanged meanwhile.
     const fingerprint = findAttribute(stun, Attr.MESSAGE_INTEGRITY_SHA256)?.value.subarray(0, 8) ?? NO_MAC;
-    then({ network, guard: { fingerprint, now }, req, from, channel, policy, length: data.length });
+    then({ network, guard: { fingerprint, now, timestamp: req.timestamp }, req, from, channel, policy, length: data.length });
+  }
+
+  /**
+   * 438 with the server's clock. Authenticated with the server key, so only a holder of the secret can set its clock
+   * by it; still no longer than the request, because a stale request may be a replay from anyone.
+   */
+  private stale(network: NetworkKeys, req: AuthRequest, from: Endpoint, channel: Channel, policy: AnswerPolicy, length: number, now: number, out: Output): void {
+    this.stats.staleTimestamps++;
+    if (policy.method !== undefined) {
+      out.replyUnauthenticated(channel, from, length, encodeMessage({ kind: 'error', method: policy.method, txid: req.txid, code: 438, reason: 'Stale', timestamp: now }, { key: network.serverToClient }));
+    }
   }
 
   /** The request's first effect, carried out only if the request is fresh; `resume` runs only then. */
@@ -105,6 +114,11 @@ export class AuthGate {
           resume(answer.value, later, at);
           return;
         case 'refused':
+          if (answer.verdict === 'stale') {
+            // Older than the shared guard's memory (its store was emptied since): the client corrects its clock.
+            this.stale(auth.network, auth.req, auth.from, auth.channel, auth.policy, auth.length, at, later);
+            return;
+          }
           this.stats.replaysRejected++;
           this.stats.unauthBytesIn += auth.length;
           later.rejected(auth.from, answer.verdict === 'replay' ? `${auth.policy.label}: replayed message` : `${auth.policy.label}: replay cache full`);

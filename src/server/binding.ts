@@ -119,6 +119,7 @@ export class BindingResponder {
       return;
     }
     this.stats.unauthBytesOut += reply.length;
+    if (usable || change.ip || change.port) this.stats.stunRfc5780Answers++;
     out.send(via, to, reply);
   }
 

@@ -84,6 +84,12 @@ export interface ServerConfig {
    * no RELAY attribute (clients treat that as no relay).
    */
   readonly relay?: RelayPolicy;
+  /**
+   * Requests whose TIMESTAMP is older than this are refused as stale (438, with the server's clock): the time the
+   * server started, so that a request captured before a restart (when the replay guard forgot everything) cannot be
+   * replayed after it. Default: none (tests on a fake clock).
+   */
+  readonly notBefore?: number;
   /** Seeds the per-source hash; pass a random value. */
   readonly seed: number;
   /** Transaction ids for pushed introductions, WireGuard session indexes. */

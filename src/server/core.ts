@@ -97,7 +97,7 @@ export class ServerCore {
     this.effects = new EffectTable(this.limits.maxPendingEffects, this.limits.effectTimeoutMs);
     this.pushes = new PushTable(this.limits.maxRegistrations);
     this.wg = config.wgResponder === false ? undefined : new WgResponder([], config.randomBytes, { maxPeers: this.limits.maxRegistrations, ...config.wgLimits });
-    const gate = new AuthGate(() => this.networks, this.limits.timestampWindowMs, this.stats, this.effects);
+    const gate = new AuthGate(() => this.networks, this.limits.timestampWindowMs, this.stats, this.effects, config.notBefore);
     this.binding = new BindingResponder(this.stats, this.limits.answerBareBindings, config.rfc5780);
     this.rendezvous = new Rendezvous({
       serverId: config.serverId,

@@ -33,9 +33,10 @@ export function registrationOf(msg: RegisterRequest, network: string, from: Endp
     mapped: from,
     candidates: msg.candidates,
     mapping: msg.mapping,
+    ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
+    ...(msg.filtering !== undefined ? { filtering: msg.filtering } : {}),
     ...(msg.mode !== undefined ? { mode: msg.mode } : {}),
     ...(msg.transport === 'tcp' ? { transport: 'tcp' as const } : {}),
-    ...(msg.allocation !== undefined ? { allocation: msg.allocation } : {}),
     expiresAt: now + lifetimeMs,
     owner,
     version: Buffer.from(msg.txid).toString('hex'),
@@ -76,8 +77,9 @@ export function introductionChanged(previous: Registration | undefined, reg: Reg
     previous.nonce !== reg.nonce ||
     previous.target !== reg.target ||
     previous.mapping !== reg.mapping ||
-    previous.mode !== reg.mode ||
     previous.allocation !== reg.allocation ||
+    previous.filtering !== reg.filtering ||
+    previous.mode !== reg.mode ||
     !sameEndpoint(previous.mapped, reg.mapped) ||
     previous.candidates.map((c) => endpointKey(c.endpoint)).join() !== reg.candidates.map((c) => endpointKey(c.endpoint)).join()
   );
@@ -94,9 +96,10 @@ export function introductionOf(reg: Registration, recipient: string, policy: Rel
     peerMapped: reg.mapped,
     peerCandidates: reg.candidates,
     peerMapping: reg.mapping,
-    ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
     ...(reg.allocation !== undefined ? { peerAllocation: reg.allocation } : {}),
     ...(policy ? { relay: relayOfferFor(policy, recipient, now) } : {}),
+    ...(reg.filtering !== undefined ? { peerFiltering: reg.filtering } : {}),
+    ...(reg.mode !== undefined ? { peerMode: reg.mode } : {}),
   };
 }
 

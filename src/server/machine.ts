@@ -33,8 +33,10 @@ export function sharedStateRunner(shared: SharedState): EffectRunner {
   return {
     run(effect, guard) {
       if (!guard) return then(executeEffect(shared, effect), (value) => ({ value }));
+      const combined = shared.guarded?.(effect, guard);
+      if (combined !== undefined) return combined;
       // The replay guard first, then (only if fresh) the effect: one step for the caller.
-      return then(shared.replays.checkAndInsert(guard.fingerprint, guard.now), (verdict): Awaitable<EffectOutcome> =>
+      return then(shared.replays.checkAndInsert(guard.fingerprint, guard.now, guard.timestamp), (verdict): Awaitable<EffectOutcome> =>
         verdict === 'fresh' ? then(executeEffect(shared, effect), (value) => ({ value })) : { refused: verdict });
     },
   };

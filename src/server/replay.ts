@@ -8,16 +8,22 @@
 
 import type { Awaitable } from './types.js';
 
-/** 'fresh' the first time; 'replay' when seen within the window; 'full' when the guard cannot remember more. */
-export type ReplayVerdict = 'fresh' | 'replay' | 'full';
+/**
+ * 'fresh' the first time; 'replay' when seen within the window; 'full' when the guard cannot remember more; 'stale'
+ * when the request is older than the guard's memory itself (a shared guard that found its store emptied, e.g. a
+ * Redis restarted without its data, refuses every timestamp older than that moment: it cannot tell replays from
+ * fresh requests before it). A stale request is answered 438 with the server's clock, as a stale timestamp is.
+ */
+export type ReplayVerdict = 'fresh' | 'replay' | 'full' | 'stale';
 
 export interface ReplayGuard {
   /**
    * Atomically: records `fingerprint` (8 bytes, the start of the request's MAC) and says whether it was new. The
    * guard must remember it for at least 2 × the timestamp window (a request is accepted while |timestamp − now| ≤
-   * window, so for up to 2 × window after it is first seen).
+   * window, so for up to 2 × window after it is first seen). `timestamp`: the request's own; a guard that has
+   * forgotten what came before some moment (a shared store found emptied) answers 'stale' for older ones.
    */
-  checkAndInsert(fingerprint: Uint8Array, now: number): Awaitable<ReplayVerdict>;
+  checkAndInsert(fingerprint: Uint8Array, now: number, timestamp?: number): Awaitable<ReplayVerdict>;
 }
 
 /**

@@ -14,7 +14,8 @@ import type { ServerLimits } from './config.js';
 import { ReplayCache, type ReplayGuard } from './replay.js';
 import { LocalRouter, type Router } from './router.js';
 import { MemoryStore, type RegistrationStore } from './store.js';
-import type { Awaitable } from './types.js';
+import type { EffectOutcome } from './machine.js';
+import type { Awaitable, Effect, Guard } from './types.js';
 import { DEFAULT_WG_LIMITS, type WgLimits } from './wg.js';
 import { MemoryWgRegistry, type WgRegistry } from './wg-registry.js';
 
@@ -29,6 +30,11 @@ export interface SharedState {
    * secret: every member knows those, and could then forge any interface's proof.
    */
   proofKey(): Awaitable<KeyPair>;
+  /**
+   * Optional: carries out a guarded effect in one step with its replay guard (a Redis script does both in one round
+   * trip); undefined when it cannot for this effect, and the guard and effect are then asked one after the other.
+   */
+  guarded?(effect: Effect, guard: Guard): Awaitable<EffectOutcome> | undefined;
 }
 
 export interface MemorySharedStateOptions {

@@ -16,8 +16,13 @@ export interface ServerStats {
   unauthBytesIn: number;
   unauthBytesOut: number;
   stunBindings: number;
-  /** Bare Binding requests left unanswered because `answerBareBindings` is off (strict mode). */
+  /**
+   * Binding requests left unanswered because the answer would be longer than the request: `answerBareBindings` is off
+   * (strict mode), or (RFC 5780 answers) the source's per-source budget for them is spent.
+   */
   stunBindingsUnanswered: number;
+  /** Binding answers with RFC 5780 attributes or from another socket (`--alt-address`), and 420s to CHANGE-REQUEST. */
+  stunRfc5780Answers: number;
   /** Authenticated REGISTER requests accepted, refreshes included. */
   registrationsTotal: number;
   /** Of those, the ones that started a registration: a new name, or a new session (nonce) of a name. */
@@ -56,7 +61,7 @@ export function emptyStats(): ServerStats {
   return {
     datagramsIn: 0, bytesIn: 0, datagramsOut: 0, bytesOut: 0,
     streamMessagesIn: 0, streamBytesIn: 0, streamMessagesOut: 0, streamBytesOut: 0, unauthBytesIn: 0, unauthBytesOut: 0,
-    stunBindings: 0, stunBindingsUnanswered: 0, registrationsTotal: 0, registrationsNew: 0, registrationsDisplaced: 0,
+    stunBindings: 0, stunBindingsUnanswered: 0, stunRfc5780Answers: 0, registrationsTotal: 0, registrationsNew: 0, registrationsDisplaced: 0,
     registrationsRefused: 0, withdrawals: 0, partnersToldLeft: 0, introductions: 0, partnersUnreachable: 0, outcomesConnected: 0, outcomesFailed: 0, outcomesUnmatched: 0, authFailures: 0,
     staleTimestamps: 0, replaysRejected: 0, malformed: 0, rateLimited: 0, evictions: 0, expirations: 0, wgSyncs: 0,
     storeErrors: 0, storeBusy: 0,

@@ -5,7 +5,7 @@
  * the same three operations (docs/protocol.md, "Scaling out").
  */
 import type { Endpoint } from '../codec/address.js';
-import type { Candidate, NatMapping, PeerMode, PortAllocation, Transport } from '../codec/messages.js';
+import type { Candidate, NatFiltering, NatMapping, PeerMode, PortAllocation, Transport } from '../codec/messages.js';
 import type { Awaitable, Owner } from './types.js';
 
 export interface Registration {
@@ -18,6 +18,10 @@ export interface Registration {
   readonly mapped: Endpoint;
   readonly candidates: readonly Candidate[];
   readonly mapping: NatMapping;
+  /** The peer's port allocation, when it reported one (passed on in introductions). */
+  readonly allocation?: PortAllocation;
+  /** The peer's filtering, when it reported one (passed on in introductions). */
+  readonly filtering?: NatFiltering;
   /** What the peer runs (MODE), if it said; passed to its partner in the introduction. */
   readonly mode?: PeerMode;
   /**
@@ -29,8 +33,6 @@ export interface Registration {
    * When it expires unless refreshed: a few of the peer's refresh periods (REFRESH-INTERVAL) after this REGISTER, so
    * that a peer killed without a word disappears within seconds (src/server/introductions.ts `lifetimeMsOf`).
    */
-  /** The peer's port allocation, when it reported one (passed on in introductions). */
-  readonly allocation?: PortAllocation;
   readonly expiresAt: number;
   /** The server and channel that can reach the peer (pushes go there). */
   readonly owner: Owner;

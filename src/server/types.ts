@@ -87,6 +87,8 @@ export type Effect =
 export interface Guard {
   readonly fingerprint: Uint8Array;
   readonly now: number;
+  /** The request's own TIMESTAMP: a shared guard refuses one older than its memory ('stale'). */
+  readonly timestamp?: number;
 }
 
 /** The answer to each effect, by `op`. */

@@ -2,7 +2,8 @@
  * The disk side of a transfer, shaped for throughput: the receiver's background file writer and the
  * sender's reusable read buffers. Both keep memory bounded (a few MiB per transfer).
  */
-import type { FileHandle } from 'node:fs/promises';
+import { constants as fsConstants } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 
 /** Bytes queued for the disk before `write` makes the receiver wait (its only buffer of file data). */
 const WRITE_HIGH_WATER = 8 * 1024 * 1024;
@@ -13,10 +14,30 @@ const WRITE_HIGH_WATER = 8 * 1024 * 1024;
  */
 const SYNC_EVERY = 64 * 1024 * 1024;
 
+/** Bytes gathered in the aligned buffer per direct write (see FileWriter). */
+const DIRECT_BYTES = 4 * 1024 * 1024;
+/** O_DIRECT alignment of buffer address, length and file offset that any Linux block device accepts. */
+const DIRECT_ALIGN = 4096;
+
+export interface FileWriterOptions {
+  /** Try O_DIRECT for the bulk of the file (default true; Linux only, falls back by itself). */
+  readonly direct?: boolean;
+}
+
 /**
- * Writes one file sequentially in the background, several queued buffers per writev(), so decrypting
- * the next chunks overlaps the disk. `write` waits only while WRITE_HIGH_WATER bytes are queued, and
- * then only for the batch in flight: that is the backpressure, all the way to the sender.
+ * Writes one file sequentially in the background, so decrypting the next chunks overlaps the disk.
+ * `write` waits only while WRITE_HIGH_WATER bytes are queued, and then only for the batch in flight:
+ * that is the backpressure, all the way to the sender.
+ *
+ * Direct I/O: on Linux the file is reopened through /proc/self/fd with O_DIRECT and the data is
+ * copied into one page-aligned 4 MiB buffer (WebAssembly memory, which is mapped page-aligned) and
+ * written from there, 4 MiB per pwrite. This skips the page cache: no kernel copy into freshly
+ * allocated page-cache pages (measured on this project's VMs at 1.5–3 s of system time per GiB when
+ * those pages are new to the guest, against 0.15 s direct), no writeback afterwards, and the final
+ * fdatasync has almost nothing left to flush. Whatever does not fill an aligned block (an unaligned
+ * resume offset's head, the file's tail) goes through the ordinary descriptor. Where O_DIRECT is not
+ * available (another OS, a file system without it, a refused alignment) the writer falls back to
+ * buffered writev() batches with a background fdatasync every SYNC_EVERY bytes.
  */
 export class FileWriter {
   private queue: Buffer[] = [];
@@ -31,13 +52,27 @@ export class FileWriter {
 
   /** The file offset the next queued byte goes to. */
   private position: number;
+  /** 'try' until the first aligned block is due; then 'direct' or, for good, 'buffered'. */
+  private directState: 'try' | 'direct' | 'buffered';
+  private directHandle: FileHandle | undefined;
+  /** The aligned buffer: bytes [0, filled) belong at file offset `position`. */
+  private aligned: Buffer | undefined;
+  private filled = 0;
+  private aborted = false;
 
   /** Writes from byte `start` of the file on (a resumed file continues where its prefix ends). */
   constructor(
     private readonly handle: FileHandle,
     start = 0,
+    options: FileWriterOptions = {},
   ) {
     this.position = start;
+    this.directState = options.direct === false || process.platform !== 'linux' || !('O_DIRECT' in fsConstants) ? 'buffered' : 'try';
+  }
+
+  /** How the bulk of the data is written: 'direct' (O_DIRECT), 'buffered', or not decided yet ('try'). */
+  get mode(): 'try' | 'direct' | 'buffered' {
+    return this.directState;
   }
 
   /** Queues `data` (which must not change afterwards); waits only when the queue is full. */
@@ -62,6 +97,8 @@ export class FileWriter {
     await this.running;
     await this.syncing;
     this.throwIfFailed();
+    await this.writeTail();
+    this.throwIfFailed();
     await this.handle.datasync();
   }
 
@@ -69,14 +106,18 @@ export class FileWriter {
   async settle(): Promise<void> {
     await this.running?.catch(() => undefined);
     await this.syncing?.catch(() => undefined);
+    await this.writeTail().catch(() => undefined);
   }
 
   /** Waits for the I/O in flight and drops the rest; never rejects. */
   async abort(): Promise<void> {
+    this.aborted = true;
     this.queue = [];
     this.queued = 0;
     await this.running?.catch(() => undefined);
     await this.syncing?.catch(() => undefined);
+    this.filled = 0;
+    await this.closeDirect();
   }
 
   private async drain(): Promise<void> {
@@ -89,24 +130,11 @@ export class FileWriter {
           this.batchDone = resolve;
         });
         try {
-          await writeAll(this.handle, batch, bytes, this.position);
-          this.position += bytes;
+          if (this.directState === 'buffered') await this.writeBuffered(batch, bytes);
+          else await this.writeAligned(batch);
         } finally {
           this.queued -= bytes;
           this.batchDone?.();
-        }
-        this.sinceSync += bytes;
-        if (this.sinceSync >= SYNC_EVERY && this.syncing === undefined) {
-          this.sinceSync = 0;
-          this.syncing = this.handle.datasync().then(
-            () => {
-              this.syncing = undefined;
-            },
-            (err: unknown) => {
-              this.syncing = undefined;
-              this.fail(err);
-            },
-          );
         }
       }
     } catch (err) {
@@ -116,11 +144,120 @@ export class FileWriter {
     }
   }
 
+  private async writeBuffered(batch: Buffer[], bytes: number): Promise<void> {
+    await writeAll(this.handle, batch, bytes, this.position);
+    this.position += bytes;
+    this.sinceSync += bytes;
+    if (this.sinceSync >= SYNC_EVERY && this.syncing === undefined) {
+      this.sinceSync = 0;
+      this.syncing = this.handle.datasync().then(
+        () => {
+          this.syncing = undefined;
+        },
+        (err: unknown) => {
+          this.syncing = undefined;
+          this.fail(err);
+        },
+      );
+    }
+  }
+
+  /** Copies `batch` into the aligned buffer, writing it out each time it is full. */
+  private async writeAligned(batch: Buffer[]): Promise<void> {
+    for (const [i, piece] of batch.entries()) {
+      if (this.aborted) return;
+      let at = 0;
+      // An unaligned start (a resumed prefix): its head goes through the ordinary descriptor.
+      if (this.filled === 0 && this.position % DIRECT_ALIGN !== 0) {
+        const head = Math.min(piece.length, DIRECT_ALIGN - (this.position % DIRECT_ALIGN));
+        await writeAll(this.handle, [piece.subarray(0, head)], head, this.position);
+        this.position += head;
+        at = head;
+      }
+      while (at < piece.length) {
+        this.aligned ??= Buffer.from(new WebAssembly.Memory({ initial: DIRECT_BYTES / 65536 }).buffer);
+        const n = piece.copy(this.aligned, this.filled, at);
+        this.filled += n;
+        at += n;
+        if (this.filled === DIRECT_BYTES) await this.flushAligned(DIRECT_BYTES);
+        if (this.directState === 'buffered') {
+          // Fallen back: the rest of this batch goes the ordinary way.
+          const rest = [piece.subarray(at), ...batch.slice(i + 1)].filter((b) => b.length > 0);
+          await this.writeBuffered(rest, rest.reduce((n, b) => n + b.length, 0));
+          return;
+        }
+      }
+    }
+  }
+
+  /** Writes the first `bytes` (a multiple of DIRECT_ALIGN) of the aligned buffer at `position`. */
+  private async flushAligned(bytes: number): Promise<void> {
+    const aligned = this.aligned;
+    if (aligned === undefined || bytes === 0) return;
+    let done = 0;
+    if (this.directState === 'try') {
+      try {
+        this.directHandle = await open(`/proc/self/fd/${this.handle.fd}`, fsConstants.O_WRONLY | fsConstants.O_DIRECT);
+        this.directState = 'direct';
+      } catch {
+        this.directState = 'buffered';
+      }
+    }
+    if (this.directHandle !== undefined) {
+      try {
+        while (done < bytes) {
+          const { bytesWritten } = await this.directHandle.write(aligned, done, bytes - done, this.position + done);
+          if (bytesWritten === 0 || bytesWritten % DIRECT_ALIGN !== 0) {
+            done += bytesWritten;
+            break;
+          }
+          done += bytesWritten;
+        }
+      } catch (err) {
+        // EINVAL: this file system or device refuses the alignment. Anything else is a real failure.
+        if (errnoOf(err) !== 'EINVAL') throw err;
+        this.directState = 'buffered';
+        await this.closeDirect();
+      }
+    }
+    // Whatever direct I/O did not take (fallback, or a short write) goes the ordinary way.
+    if (done < bytes) await writeAll(this.handle, [aligned.subarray(done, bytes)], bytes - done, this.position + done);
+    const left = this.filled - bytes;
+    if (left > 0) aligned.copy(aligned, 0, bytes, this.filled);
+    this.filled = left;
+    this.position += bytes;
+  }
+
+  /** The aligned buffer's last bytes (less than a block is never written direct) and the direct descriptor closed. */
+  private async writeTail(): Promise<void> {
+    try {
+      const whole = this.directState === 'direct' ? this.filled - (this.filled % DIRECT_ALIGN) : 0;
+      await this.flushAligned(whole);
+      if (this.filled > 0 && this.aligned !== undefined) {
+        await writeAll(this.handle, [this.aligned.subarray(0, this.filled)], this.filled, this.position);
+        this.position += this.filled;
+        this.filled = 0;
+      }
+    } finally {
+      await this.closeDirect();
+    }
+  }
+
+  private async closeDirect(): Promise<void> {
+    const direct = this.directHandle;
+    this.directHandle = undefined;
+    await direct?.close().catch(() => undefined);
+  }
+
   private fail(err: unknown): void {
     this.failure ??= err instanceof Error ? err : new Error(String(err));
     this.queue = [];
     this.queued = 0;
   }
+}
+
+function errnoOf(err: unknown): string | undefined {
+  return typeof err === 'object' && err !== null && 'code' in err && typeof err.code === 'string' ? err.code : undefined;
 }
 
 /** writev() at `position` until every byte is written (it may write fewer, and takes at most IOV_MAX buffers). */

@@ -174,6 +174,33 @@ describe('secure session', () => {
     );
   });
 
+  it('receive(transient): bytes it keeps (a HELLO in pieces, records behind FINISHED) are copies, so the caller may reuse its buffer', () => {
+    const a = party('alice', 'bob');
+    const b = party('bob', 'alice', KEYS.streamAuth, CONTEXT, 2);
+    const helloA = sent(a.start());
+    const helloB = sent(b.start());
+    // One reused buffer, as a socket reading into it would deliver: B's HELLO in two pieces.
+    const reused = Buffer.alloc(256 * 1024);
+    const feed = (session: SecureSession, bytes: Buffer): SessionOutput[] => {
+      bytes.copy(reused);
+      const out = session.receive(reused.subarray(0, bytes.length), true);
+      reused.fill(0xee);
+      return out;
+    };
+    assert.deepEqual(feed(a, helloB.subarray(0, 10)), []);
+    const finishedA = sent(feed(a, helloB.subarray(10)));
+    const finishedB = sent(b.receive(helloA));
+    assert.equal(of(b.receive(finishedA), 'established').length, 1);
+    // B's FINISHED with data records right behind it: A stops after FINISHED and keeps the rest.
+    const payload = Buffer.alloc(100_000).map((_, i) => i % 251);
+    const out = feed(a, Buffer.concat([finishedB, sent(b.write(payload)), sent(b.end())]));
+    assert.equal(of(out, 'established').length, 1);
+    assert.equal(of(out, 'data').length, 0);
+    const rest = a.drain();
+    assert.ok(Buffer.concat(of(rest, 'data').map((d) => d.data)).equals(payload));
+    assert.deepEqual(of(rest, 'peer-eof'), [{ type: 'peer-eof', bytes: payload.length }]);
+  });
+
   it('a peer on stream protocol 1 (Burrow 0.1) gets a clear version error, not a tampering alarm', () => {
     const a = party('alice', 'bob');
     a.start();

@@ -5,7 +5,7 @@
  */
 import assert from 'node:assert/strict';
 import { after, describe, it } from 'node:test';
-import { BurrowError, netcheck, startServer } from '../../src/index.js';
+import { BurrowError, netcheck, punch, startServer } from '../../src/index.js';
 import { runCli, startServe } from '../support/cli.js';
 
 const SECRET = 'netcheck loopback secret';
@@ -90,6 +90,20 @@ describe('netcheck over loopback (real sockets)', () => {
       const p = netcheck({ server: `127.0.0.1:${server.address.port}`, lifetime: true, signal: controller.signal });
       setTimeout(() => { controller.abort(); }, 50);
       await assert.rejects(p, (e: unknown) => e instanceof BurrowError && e.code === 'ABORTED');
+    } finally {
+      await server.close();
+    }
+  });
+
+  it('every connect tests its own filtering at registration when the server has a second IP', async () => {
+    const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternateAddress: '127.0.0.2' });
+    try {
+      const findings: unknown[] = [];
+      // A peer that never comes: the registration and its NAT tests run their course, then PEER_NOT_FOUND.
+      const lonely = punch({ server: `127.0.0.1:${server.address.port}`, secret: SECRET, timeoutMs: 1500, name: 'nc-a', peer: 'nc-nobody', onEvent: (e) => { if (e.type === 'nat-mapping') findings.push(e); } });
+      await assert.rejects(lonely, (e: unknown) => e instanceof BurrowError && e.code === 'PEER_NOT_FOUND');
+      // Loopback: no NAT, so every port is kept and anyone may answer.
+      assert.deepEqual(findings.at(-1), { type: 'nat-mapping', mapping: 'endpoint-independent', allocation: 'preserving', filtering: 'endpoint-independent' });
     } finally {
       await server.close();
     }

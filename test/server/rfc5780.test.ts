@@ -10,7 +10,7 @@ import { Attr, decodeErrorCode, decodeStun, encodeStun, findAttribute } from '..
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import type { Rfc5780Sockets } from '../../src/server/config.js';
 import type { ServerLimits, ServerSocketId } from '../../src/server/core.js';
-import { encodeMessage } from '../../src/codec/messages.js';
+import { decodeMessage, encodeMessage } from '../../src/codec/messages.js';
 import { bindingRequest } from '../../src/core/stun-client.js';
 import { counterBytes } from '../support/simnet.js';
 import { sends, TestServer } from './harness.js';
@@ -61,6 +61,7 @@ describe('RFC 5780 answers with two IPs × two ports', () => {
     const d = decodeStun(a.data);
     assert.ok(d.ok);
     assert.deepEqual(d.msg.attributes.map((x) => x.type), [Attr.XOR_MAPPED_ADDRESS, Attr.RESPONSE_ORIGIN, Attr.OTHER_ADDRESS]);
+    assert.equal(s.stats.stunRfc5780Answers, 1);
   });
 
   const cases: [ServerSocketId, { ip: boolean; port: boolean }, ServerSocketId, ServerSocketId][] = [
@@ -106,6 +107,12 @@ describe('RFC 5780 answers with two IPs × two ports', () => {
     // One second later: 10 tokens more, 5 answers.
     for (let i = 0; i < 200; i++) answered += sends(s.datagram('main', CLIENT, encodeStun(1, 'request', TXID, []), 1000)).length;
     assert.equal(answered, 25);
+    assert.equal(s.stats.stunRfc5780Answers, 25);
+    // A datagram that passes the rate limit with the bucket's last token gets no RFC 5780 answer: it needs two.
+    const odd = server({ limits: { perSourceRate: 1, perSourceBurst: 3 } });
+    assert.equal(sends(odd.datagram('main', CLIENT, encodeStun(1, 'request', TXID, []), 0)).length, 1);
+    assert.equal(sends(odd.datagram('main', CLIENT, encodeStun(1, 'request', TXID, []), 0)).length, 0);
+    assert.equal(odd.stats.stunBindingsUnanswered, 1);
     // Another source has its own budget.
     assert.equal(sends(s.datagram('main', { address: '198.51.100.8', port: 1 }, encodeStun(1, 'request', TXID, []), 1000)).length, 1);
   });
@@ -162,5 +169,30 @@ describe('RFC 5780 without a second IP: mapping tests only', () => {
   it('RESPONSE-PORT works without a second IP', () => {
     const a = answer(server({ rfc5780: false }), 'main', encodeTestRequest(TXID, { responsePort: 1234 }));
     assert.deepEqual(a.to, { address: CLIENT.address, port: 1234 });
+  });
+});
+
+describe('NAT findings travel from REGISTER to the partner\'s introduction', () => {
+  it('mapping, port allocation and filtering (NAT-MAPPING bytes 0-2) reach the partner', () => {
+    const s = server();
+    const now = 1_700_000_000_000;
+    const register = (name: string, target: string, n: number, facts: object): Uint8Array =>
+      encodeMessage({
+        kind: 'register', txid: Buffer.alloc(12, n), networkId: KEYS.networkId, name, target, sessionNonce: Buffer.alloc(16, n),
+        timestamp: now, candidates: [], mapping: 'endpoint-dependent', ...facts,
+      }, { key: KEYS.clientToServer });
+    const alice: Endpoint = { address: '198.51.100.1', port: 1111 };
+    const bob: Endpoint = { address: '198.51.100.2', port: 2222 };
+    sends(s.datagram('main', alice, register('alice', 'bob', 1, { allocation: 'random', filtering: 'address-and-port-dependent' }), now));
+    const toBob = sends(s.datagram('main', bob, register('bob', 'alice', 2, {}), now)).filter((a) => a.to.port === bob.port);
+    const intros = toBob.map((a) => decodeMessage(a.data)).filter((d) => d.ok && d.msg.kind === 'register-ok');
+    const first = intros[0];
+    assert.ok(first?.ok && first.msg.kind === 'register-ok' && first.msg.intro);
+    assert.equal(first.msg.intro.peerMapping, 'endpoint-dependent');
+    assert.equal(first.msg.intro.peerAllocation, 'random');
+    assert.equal(first.msg.intro.peerFiltering, 'address-and-port-dependent');
+    // Golden: NAT-MAPPING 02 03 03 00.
+    const bytes = Buffer.from(register('alice', 'bob', 1, { allocation: 'random', filtering: 'address-and-port-dependent' })).toString('hex');
+    assert.ok(bytes.includes('4b08000402030300'));
   });
 });

@@ -6,7 +6,7 @@
  * WireGuard endpoint discovery (src/core/wg-discovery.ts).
  */
 import { sameEndpoint, type Endpoint } from '../../codec/address.js';
-import type { NatMapping, PortAllocation } from '../../codec/messages.js';
+import type { NatFiltering, NatMapping, PortAllocation } from '../../codec/messages.js';
 
 /**
  * How a NAT maps one local socket to public addresses (RFC 4787 section 4.1, RFC 5780 section 4.3).
@@ -22,7 +22,7 @@ export type MappingBehaviour =
   | 'unknown';
 
 /** Which unsolicited senders the NAT or firewall lets through to an open mapping (RFC 4787 section 5). */
-export type FilteringBehaviour = 'endpoint-independent' | 'address-dependent' | 'address-and-port-dependent' | 'unknown';
+export type FilteringBehaviour = NatFiltering;
 
 export type { PortAllocation };
 
@@ -126,9 +126,9 @@ export function wireMapping(m: MappingBehaviour): NatMapping {
 }
 
 /** The facts a partner reported (NAT-MAPPING), as well as they can be known. */
-export function factsFromWire(mapping: NatMapping, allocation: PortAllocation = 'unknown'): NatFacts {
+export function factsFromWire(mapping: NatMapping, allocation: PortAllocation = 'unknown', filtering: NatFiltering = 'unknown'): NatFacts {
   const m: MappingBehaviour = mapping === 'endpoint-dependent' ? 'endpoint-dependent' : mapping;
-  return { mapping: m, filtering: 'unknown', allocation };
+  return { mapping: m, filtering, allocation };
 }
 
 /** How a pair can connect: a plain punch, birthday probing (one hard side), or only through a relay. */

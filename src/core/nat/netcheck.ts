@@ -37,6 +37,8 @@ import {
 /** Retransmissions of every test: 250 ms doubling to 1 s, four sends, given up 2.75 s after the first. */
 export const NETCHECK_BACKOFF = Backoff.exponential(250, 1000);
 export const NETCHECK_SENDS = 4;
+/** The hairpin test crosses only our own NAT: two sends, given up after 750 ms. */
+export const HAIRPIN_SENDS = 2;
 
 /** Default lifetime trials: seconds after the mapping was made. */
 export const DEFAULT_LIFETIME_TRIALS_MS: readonly number[] = [5_000, 15_000, 30_000, 60_000, 120_000, 240_000, 480_000];
@@ -97,6 +99,8 @@ interface Probe {
   readonly data: Uint8Array;
   /** Hairpin: the probe is answered by our own request arriving, not by a server's answer. */
   self: boolean;
+  /** Sends before giving up (NETCHECK_SENDS; fewer for the hairpin test, which crosses only our own NAT). */
+  maxSends: number;
   /** Lifetime trial: the answer arrives on this other transport. */
   readonly answerOn: TransportId;
   sends: number;
@@ -205,7 +209,7 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
       ...(responsePort !== undefined ? { responsePort } : {}),
       padTo: rfc5780AnswerLength(family),
     });
-    const probe: Probe = { name, transport, to, txid, data, self: false, answerOn: answerOn ?? transport, sends: 0, firstAt: 0, nextAt: 0, state: 'pending', answer: undefined, from: undefined, errorCode: undefined, rtt: undefined };
+    const probe: Probe = { name, transport, to, txid, data, self: false, maxSends: NETCHECK_SENDS, answerOn: answerOn ?? transport, sends: 0, firstAt: 0, nextAt: 0, state: 'pending', answer: undefined, from: undefined, errorCode: undefined, rtt: undefined };
     this.results.set(name, probe);
     return probe;
   }
@@ -213,6 +217,7 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
   private hairpin(to: Endpoint): Probe {
     const probe = this.test('hairpin', 'a', to);
     probe.self = true;
+    probe.maxSends = HAIRPIN_SENDS;
     return probe;
   }
 
@@ -251,7 +256,7 @@ export class NetcheckMachine implements ClientMachine<NetcheckInput, NetcheckAct
   private onTimer(now: number, out: NetcheckAction[]): void {
     for (const p of this.probes) {
       if (p.state !== 'pending' || now < p.nextAt) continue;
-      if (p.sends >= NETCHECK_SENDS) {
+      if (p.sends >= p.maxSends) {
         p.state = 'timed-out';
         out.push({ type: 'event', event: { type: 'test', name: p.name, answered: false } });
         this.settled(p, now, out);

@@ -74,6 +74,7 @@
 import { endpointKey, familyOf, type Endpoint } from '../../codec/address.js';
 import { decodeMessage, encodeMessage, modesCompatible, partnerModeFor, ProbeFlag, type BurrowMessage, type Candidate, type Introduction, MAX_CANDIDATES, type Outcome } from '../../codec/messages.js';
 import { TRANSACTION_ID_LENGTH, verifyIntegrity, type StunMessage } from '../../codec/stun.js';
+import { readRfc5780Answer } from '../../codec/rfc5780.js';
 import { deriveProbeKeys, type ProbeKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
 import { Backoff } from '../backoff.js';
@@ -165,6 +166,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       peer: config.peer,
       keys: config.keys,
       server: config.server,
+      ...(config.fallbacks ? { fallbacks: config.fallbacks } : {}),
       transport: this.rendezvousTransport,
       wire: 'udp',
       sessionNonce: config.sessionNonce,
@@ -172,7 +174,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       timing: this.timing,
       mode: config.purpose ?? 'punch',
     });
-    this.natProbe = new NatProbe(config.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
+    this.natProbe = new NatProbe(() => this.rendezvous.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs), this.relayPolicy === 'only' ? (path) => path === 'relay' : undefined);
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
@@ -281,9 +283,10 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.failAtDeadline(out);
       return;
     }
-    this.rendezvous.onTimer(now, out);
-    const natRetry = this.natProbe.onTimer(now);
-    if (natRetry) out.push(natRetry);
+    for (const note of this.rendezvous.onTimer(now, out)) this.onRendezvous(note, now, out);
+    const nat = this.natProbe.onTimer(now);
+    out.push(...nat.sends);
+    if (nat.filtering) this.natFinding(out);
     if (this.phase === 'connected') {
       this.expireConsent(now, out);
       if (!this.controlling && !this.acceptConfirmed) this.repeatAcceptance(now, out);
@@ -479,11 +482,15 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         for (const note of this.rendezvous.handle(msg, data, decoded.stun, now, out)) this.onRendezvous(note, now, out);
         return;
       case 'binding-ok': {
-        const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped);
-        if (finding === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
-        else if (finding !== undefined) {
-          this.rendezvous.setMapping(finding, this.natProbe.allocation);
-          out.push({ type: 'event', event: { type: 'nat-mapping', mapping: finding, allocation: this.natProbe.allocation } });
+        const answer = readRfc5780Answer(decoded.stun);
+        const finding = this.natProbe.handle(transport, from, msg.txid, msg.mapped, this.rendezvous.mapped, answer.ok ? answer.answer.other : undefined);
+        if (finding === 'unmatched') {
+          if (this.natProbe.handleFilter(transport, msg.txid) === 'unmatched') this.drop(transport, from, 'binding answer for no outstanding request', out);
+          else this.natFinding(out);
+        } else if (finding !== undefined) {
+          this.natFinding(out);
+          const filter = this.natProbe.startFiltering(now);
+          if (filter) out.push(filter);
         }
         return;
       }
@@ -502,6 +509,13 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         throw new Error(`unknown message ${String(never)}`);
       }
     }
+  }
+
+  /** Our NAT's findings so far go to the partner with the next REGISTER, and to the caller as an event. */
+  private natFinding(out: PunchAction[]): void {
+    const p = this.natProbe;
+    this.rendezvous.setMapping(p.mapping, p.allocation, p.filtering);
+    out.push({ type: 'event', event: { type: 'nat-mapping', mapping: p.mapping, allocation: p.allocation, ...(p.filtering !== 'unknown' ? { filtering: p.filtering } : {}) } });
   }
 
   private onRendezvous(note: RendezvousNote, now: number, out: PunchAction[]): void {
@@ -540,7 +554,10 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
-        this.drop(this.rendezvousTransport, this.config.server, note.reason, out);
+        this.drop(this.rendezvousTransport, this.rendezvous.server, note.reason, out);
+        return;
+      case 'failover':
+        out.push({ type: 'event', event: { type: 'failover', from: note.from, to: note.to } });
         return;
       default: {
         const never: never = note;
@@ -552,7 +569,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   /** The partner left before a path was found: say so (never a diagnosis of the network). After a path: nothing to do. */
   private partnerGone(how: 'withdrew' | 'gone', out: PunchAction[]): void {
     if (this.phase !== 'checking') return;
-    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), how) });
+    this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), how) });
   }
 
   private adoptIntroduction(intro: Introduction, now: number, out: PunchAction[]): void {
@@ -898,11 +915,18 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       kind: 'punch-failure',
       stage,
       transport: 'udp',
-      server: endpointKey(this.config.server),
+      server: this.rendezvous.serverList.map(endpointKey).join(', '),
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
-      nat: { ours: this.natProbe.mapping, theirs: this.intro?.peerMapping ?? 'unknown', oursAllocation: this.natProbe.allocation, theirsAllocation: this.intro?.peerAllocation ?? 'unknown' },
+      nat: {
+        ours: this.natProbe.mapping,
+        theirs: this.intro?.peerMapping ?? 'unknown',
+        oursAllocation: this.natProbe.allocation,
+        theirsAllocation: this.intro?.peerAllocation ?? 'unknown',
+        ...(this.natProbe.filtering !== 'unknown' ? { oursFiltering: this.natProbe.filtering } : {}),
+        ...(this.intro?.peerFiltering !== undefined ? { theirsFiltering: this.intro.peerFiltering } : {}),
+      },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,

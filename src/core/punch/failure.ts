@@ -3,7 +3,7 @@
  * The library error carries it (`error.details`, read back with `punchFailureOf`); the prose a person reads comes
  * from `describeNoPath`, the one place that words a diagnosis (so that it can move to the CLI as it is).
  */
-import type { NatMapping, PortAllocation } from '../../codec/messages.js';
+import type { NatFiltering, NatMapping, PortAllocation } from '../../codec/messages.js';
 import { factsFromWire, pairPath } from '../nat/classify.js';
 import { BurrowError } from '../../errors.js';
 import type { PairState } from './checklist.js';
@@ -67,7 +67,14 @@ export type PunchFailure = {
    * Our NAT's mapping behaviour as we measured it at registration, and the partner's as it reported it (NAT-MAPPING,
    * forwarded in the introduction); with the port allocation of each when known.
    */
-  readonly nat: { readonly ours: NatMapping; readonly theirs: NatMapping; readonly oursAllocation?: PortAllocation; readonly theirsAllocation?: PortAllocation };
+  readonly nat: {
+    readonly ours: NatMapping;
+    readonly theirs: NatMapping;
+    readonly oursAllocation?: PortAllocation;
+    readonly theirsAllocation?: PortAllocation;
+    readonly oursFiltering?: NatFiltering;
+    readonly theirsFiltering?: NatFiltering;
+  };
   readonly probes: { readonly sent: number; readonly heard: number; readonly answersHeard: number; readonly candidates: number };
   readonly pairs: readonly PairReport[];
   readonly tcp?: TcpAttemptStats;
@@ -138,7 +145,7 @@ function describeDirect(f: PunchFailure): string {
     `heard ${f.probes.heard} probes and ${f.probes.answersHeard} answers from the peer)`;
   const relay = 'a relay or port prediction is needed for this pair.';
   // What the two NATs' classification says this pair needs (src/core/nat/classify.ts).
-  const path = pairPath(factsFromWire(mine, f.nat.oursAllocation), factsFromWire(theirs, f.nat.theirsAllocation));
+  const path = pairPath(factsFromWire(mine, f.nat.oursAllocation, f.nat.oursFiltering), factsFromWire(theirs, f.nat.theirsAllocation, f.nat.theirsFiltering));
   const allocation = (who: string, a: PortAllocation | undefined, bothHard = false): string =>
     a === 'random' ? ` ${who} NAT picks those ports at random${bothHard ? '' : ', so only birthday probing or a relay can bridge it'}.`
       : a === 'sequential' ? ` ${who} NAT allocates those ports in sequence, so they are predictable.`

@@ -7,7 +7,7 @@
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
 import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
-import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
+import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatFiltering, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
@@ -16,18 +16,37 @@ import type { Outbox, SendAction, TransportId } from '../machine.js';
 import { TransactionTable } from './transactions.js';
 import type { PunchTiming } from './types.js';
 
+/**
+ * With several servers: how long the current one may leave every REGISTER unanswered before we move to the next (a
+ * few of the waiting refreshes; long enough for a lost datagram or two, short enough for a peer waiting for us).
+ */
+export const DEFAULT_FAILOVER_MS = 3000;
+
+/**
+ * How long the server may answer 503 ("cannot reach its registration store") before we give up with STORE_UNAVAILABLE
+ * (exit 14): long enough to ride out a server reconnecting to a Redis that just came back (it retries every second at
+ * most), short enough to say so within 3 s.
+ */
+export const STORE_DOWN_GRACE_MS = 2000;
+
 export interface RendezvousConfig {
   readonly name: string;
   readonly peer: string;
   readonly keys: NetworkKeys;
+  /** The server registered with first. */
   readonly server: Endpoint;
+  /**
+   * Other servers of the same deployment (sharing one store), tried in order when the current one stops answering:
+   * no answer to any REGISTER for `timing.failoverMs`. Either peer may use any of them.
+   */
+  readonly fallbacks?: readonly Endpoint[];
   /** The owner's transport that reaches the server. */
   readonly transport: TransportId;
   /** What the registration is for (the wire's TRANSPORT attribute): UDP and TCP registrations never pair. */
   readonly wire: Transport;
   readonly sessionNonce: Uint8Array;
   readonly newTxid: () => Uint8Array;
-  readonly timing: Pick<PunchTiming, 'registerBackoffMs' | 'waitingRefreshMs' | 'checkingRefreshMs' | 'timestampWindowMs' | 'pushAckDelayMs'>;
+  readonly timing: Pick<PunchTiming, 'registerBackoffMs' | 'waitingRefreshMs' | 'checkingRefreshMs' | 'timestampWindowMs' | 'pushAckDelayMs'> & { readonly failoverMs?: number };
   /** What the owner runs (the MODE attribute), told to the partner in its introduction. */
   readonly mode?: PeerMode | undefined;
 }
@@ -46,6 +65,8 @@ export type RendezvousNote =
    */
   | { readonly type: 'partner-gone'; readonly peerNonce: Uint8Array; readonly outcome: Outcome | undefined }
   | { readonly type: 'failed'; readonly error: BurrowError }
+  /** The server stopped answering: registering with the next one of the list now. */
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
   | { readonly type: 'dropped'; readonly reason: string };
 
 type ServerMessage = Extract<BurrowMessage, { kind: 'register-ok' | 'error' | 'introduce' | 'notice' }>;
@@ -63,12 +84,23 @@ export class RendezvousClient {
   private stopped = true;
   private candidates: readonly Candidate[] = [];
   private mapping: NatMapping = 'unknown';
+  private allocation: PortAllocation = 'unknown';
+  private filtering: NatFiltering = 'unknown';
   /** Another session took our name: nothing more goes to the server (no refresh, no withdrawal of a name not ours). */
   private displaced = false;
-  private allocation: PortAllocation = 'unknown';
+  /** The servers, in order (the first is `config.server`), and which one we register with. */
+  private readonly servers: readonly Endpoint[];
+  private current = 0;
+  /** REGISTERs sent to the current server (its first registration's retransmissions follow the backoff). */
+  private sentHere = 0;
+  /** When the first REGISTER still unanswered by the current server went out. */
+  private unansweredSince: number | undefined;
+  /** Since when the server has answered only 503 (its store unreachable). */
+  private storeDownSince: number | undefined;
 
   constructor(private readonly config: RendezvousConfig) {
     this.backoff = new Backoff(config.timing.registerBackoffMs);
+    this.servers = [config.server, ...(config.fallbacks ?? []).filter((e) => !sameEndpoint(e, config.server))];
   }
 
   get registered(): boolean {
@@ -85,8 +117,14 @@ export class RendezvousClient {
     return this.sent;
   }
 
+  /** The server we register with now. */
   get server(): Endpoint {
-    return this.config.server;
+    return this.servers[this.current] ?? this.config.server;
+  }
+
+  /** Every server we may register with, in order. */
+  get serverList(): readonly Endpoint[] {
+    return this.servers;
   }
 
   /** The server's clock, as far as we know it: every timestamp we send uses it. */
@@ -101,7 +139,7 @@ export class RendezvousClient {
 
   /** Whether a datagram came from the server, on the transport that reaches it. */
   isFromServer(transport: TransportId, from: Endpoint): boolean {
-    return transport === this.config.transport && sameEndpoint(from, this.config.server);
+    return transport === this.config.transport && sameEndpoint(from, this.server);
   }
 
   start(now: number, candidates: readonly Candidate[], out: Outbox<SendAction>): void {
@@ -114,8 +152,22 @@ export class RendezvousClient {
     return this.stopped ? undefined : this.nextRegisterAt;
   }
 
-  onTimer(now: number, out: Outbox<SendAction>): void {
-    if (!this.stopped && now >= this.nextRegisterAt) this.sendRegister(now, out);
+  onTimer(now: number, out: Outbox<SendAction>): RendezvousNote[] {
+    if (this.stopped) return [];
+    const failoverMs = this.config.timing.failoverMs ?? DEFAULT_FAILOVER_MS;
+    if (this.servers.length > 1 && this.unansweredSince !== undefined && now - this.unansweredSince >= failoverMs) {
+      // The server stopped answering: register with the next one, as a new registration there (our registration
+      // on the silent one expires by itself; a partner on any server of the deployment finds us on the new one).
+      const from = this.server;
+      this.current = (this.current + 1) % this.servers.length;
+      this.isRegistered = false;
+      this.sentHere = 0;
+      this.unansweredSince = undefined;
+      this.sendRegister(now, out);
+      return [{ type: 'failover', from, to: this.server }];
+    }
+    if (now >= this.nextRegisterAt) this.sendRegister(now, out);
+    return [];
   }
 
   /** Checking has begun: refresh at the checking cadence from now on. */
@@ -130,9 +182,10 @@ export class RendezvousClient {
   }
 
   /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown'): void {
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown', filtering: NatFiltering = 'unknown'): void {
     this.mapping = mapping;
     this.allocation = allocation;
+    this.filtering = filtering;
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */
@@ -169,10 +222,13 @@ export class RendezvousClient {
       if (!this.stopped) this.nextRegisterAt = Math.min(this.nextRegisterAt, now + this.config.timing.pushAckDelayMs);
       return [{ type: 'introduced', intro: msg.intro, pushed: true }];
     }
-    const request = this.outstanding.claim(msg.txid, this.config.transport, this.config.server, 'register');
+    const request = this.outstanding.claim(msg.txid, this.config.transport, this.server, 'register');
     if (!request) {
       return [{ type: 'dropped', reason: `${msg.kind} for no outstanding request` }];
     }
+    // The server answers (whatever it says): it is alive.
+    this.unansweredSince = undefined;
+    if (msg.kind !== 'error' || msg.code !== 503) this.storeDownSince = undefined;
     if (msg.kind === 'error') return this.onError(msg, data, stun, now, out);
     if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'register answer failed authentication' }];
     this.clockOffset = msg.timestamp - now;
@@ -209,7 +265,7 @@ export class RendezvousClient {
   private displacedNow(): RendezvousNote[] {
     this.displaced = true;
     this.stopped = true;
-    return [{ type: 'failed', error: BurrowError.displaced(this.config.name, endpointKey(this.config.server)) }];
+    return [{ type: 'failed', error: BurrowError.displaced(this.config.name, endpointKey(this.server)) }];
   }
 
   private onError(msg: Extract<BurrowMessage, { kind: 'error' }>, data: Uint8Array, stun: StunMessage, now: number, out: Outbox<SendAction>): RendezvousNote[] {
@@ -222,7 +278,7 @@ export class RendezvousClient {
     if (msg.code === 401) {
       // Unauthenticated by nature (the server could not verify us), but it echoes our random transaction id, so an
       // off-path attacker cannot forge it.
-      return [{ type: 'failed', error: BurrowError.authFailed(endpointKey(this.config.server)) }];
+      return [{ type: 'failed', error: BurrowError.authFailed(endpointKey(this.server)) }];
     }
     if (msg.code === 438 && msg.timestamp !== undefined) {
       // Our clock is off: adopt the server's, but only if it proves it holds the secret.
@@ -230,6 +286,15 @@ export class RendezvousClient {
       this.clockOffset = msg.timestamp - now;
       this.sendRegister(now, out);
       return [];
+    }
+    if (msg.code === 503) {
+      // The server is up but cannot reach its registration store (a shared one, e.g. Redis): not "peer absent". Only
+      // a holder of the secret can say so (authenticated), tied to our REGISTER by its random transaction id. A blip
+      // (the server reconnecting) is ridden out: we keep sending, and give up once it has lasted STORE_DOWN_GRACE_MS.
+      if (verifyIntegrity(data, stun, this.config.keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: '503 answer failed authentication' }];
+      this.storeDownSince ??= now;
+      if (now - this.storeDownSince < STORE_DOWN_GRACE_MS) return [{ type: 'dropped', reason: 'the server cannot reach its store (503); trying again' }];
+      return [{ type: 'failed', error: BurrowError.storeUnavailable(endpointKey(this.server)) }];
     }
     // 429 and anything else: keep retransmitting on the normal schedule.
     return [{ type: 'dropped', reason: `server answered ${msg.code} ${msg.reason}` }];
@@ -248,21 +313,24 @@ export class RendezvousClient {
       candidates: this.candidates,
       mapping: this.mapping,
       ...(this.allocation !== 'unknown' ? { allocation: this.allocation } : {}),
+      ...(this.filtering !== 'unknown' ? { filtering: this.filtering } : {}),
       ...(this.config.wire === 'tcp' ? { transport: 'tcp' as const } : {}),
       ...(this.config.mode !== undefined ? { mode: this.config.mode } : {}),
       // The longest gap between our refreshes: the server expires the registration after a few of them without one.
       refreshMs: Math.max(this.config.timing.waitingRefreshMs, this.config.timing.checkingRefreshMs),
       ...(this.isRegistered ? { flags: RegisterFlag.REFRESH } : {}),
     };
-    this.outstanding.track(txid, { transport: this.config.transport, to: this.config.server, purpose: 'register', flags: 0, sentAt: now });
+    this.outstanding.track(txid, { transport: this.config.transport, to: this.server, purpose: 'register', flags: 0, sentAt: now });
     out.push(this.send(encodeMessage(msg, { key: this.config.keys.clientToServer })));
     this.sent++;
+    this.sentHere++;
+    this.unansweredSince ??= now;
     const { timing } = this.config;
-    const delay = !this.isRegistered ? this.backoff.delayAfter(this.sent) : this.cadence === 'waiting' ? timing.waitingRefreshMs : timing.checkingRefreshMs;
+    const delay = !this.isRegistered ? this.backoff.delayAfter(this.sentHere) : this.cadence === 'waiting' ? timing.waitingRefreshMs : timing.checkingRefreshMs;
     this.nextRegisterAt = now + delay;
   }
 
   private send(data: Uint8Array): SendAction {
-    return { type: 'send', transport: this.config.transport, to: this.config.server, data };
+    return { type: 'send', transport: this.config.transport, to: this.server, data };
   }
 }

@@ -3,7 +3,7 @@
  * See agent.ts for the theory of operation.
  */
 import type { Endpoint } from '../../codec/address.js';
-import type { Candidate, Introduction, NatMapping, PeerMode, PortAllocation } from '../../codec/messages.js';
+import type { Candidate, Introduction, NatFiltering, NatMapping, PeerMode, PortAllocation } from '../../codec/messages.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import type { DoneAction, DriverInput, EventAction, FailAction, SendAction, TransportId } from '../machine.js';
 
@@ -109,6 +109,11 @@ export interface PunchConfig {
   readonly keys: NetworkKeys;
   /** The rendezvous server (resolved to an IP literal). */
   readonly server: Endpoint;
+  /**
+   * Other servers sharing its store (`--server S1,S3`, or a name with several addresses), in order: registered with
+   * when the current one stops answering (timing.failoverMs).
+   */
+  readonly fallbacks?: readonly Endpoint[];
   /** The local transports at the start; more can be added later (`add-transport`). At least one. */
   readonly transports: readonly TransportSpec[];
   /** The transport that talks to the rendezvous server. Default: the first. */
@@ -152,7 +157,7 @@ export type PathChangeReason = 'upgrade' | 'renominated' | 'consent-lost' | 'tra
 export type PunchEvent =
   | { readonly type: 'registered'; readonly mapped: Endpoint }
   /** Our NAT as the registration probe classified it (src/core/nat/classify.ts); also sent to the partner. */
-  | { readonly type: 'nat-mapping'; readonly mapping: NatMapping; readonly allocation?: PortAllocation }
+  | { readonly type: 'nat-mapping'; readonly mapping: NatMapping; readonly allocation?: PortAllocation; readonly filtering?: NatFiltering }
   | { readonly type: 'introduced'; readonly peer: string; readonly candidates: readonly Endpoint[]; readonly intro: Introduction; readonly sameNat: boolean }
   | { readonly type: 'path-valid'; readonly remote: Endpoint; readonly transport: TransportId; readonly path: PunchPath }
   /** The first path both sides agreed on (in handoff mode the result follows). */
@@ -163,7 +168,9 @@ export type PunchEvent =
   | { readonly type: 'path-lost'; readonly previous: PunchResult; readonly reason: 'consent-lost' | 'transport-closed' | 'partner-restarted' }
   /** Session mode: the partner ended the session (its CLOSE). */
   | { readonly type: 'partner-left' }
-  | { readonly type: 'dropped'; readonly from: Endpoint; readonly transport: TransportId; readonly reason: string };
+  | { readonly type: 'dropped'; readonly from: Endpoint; readonly transport: TransportId; readonly reason: string }
+  /** The server stopped answering (no answer for timing.failoverMs): registering with the next one now. */
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint };
 
 export type PunchInput =
   | DriverInput
