@@ -157,8 +157,8 @@ void describe('relaying across emulated NATs (the built-in relay, and coturn in 
   void it('symmetric ↔ symmetric with --relay never keeps exit 5', async () => {
     await withLab(async (env) => {
       await startServe(env);
-      const a = punch(env, 'hA', 'alice', 'bob', ['--relay', 'never', '--timeout', '3']);
-      const b = punch(env, 'hB', 'bob', 'alice', ['--relay', 'never', '--timeout', '3']);
+      const a = punch(env, 'hA', 'alice', 'bob', ['--relay', 'never', '--timeout', '5']);
+      const b = punch(env, 'hB', 'bob', 'alice', ['--relay', 'never', '--timeout', '5']);
       await Promise.all([exited(a, 10_000), exited(b, 10_000)]);
       for (const p of [a, b]) {
         assert.equal(p.exitStatus?.code, 5, p.stderr);
