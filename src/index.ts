@@ -2,7 +2,23 @@
  * Burrow's library API. Quiet: nothing here prints or exits; results and typed errors come back through
  * promises, progress through `onEvent`, and every call takes an AbortSignal.
  */
-export { punch, type PunchOptions, type PunchEvent, type PunchResult } from './node/punch.js';
+export {
+  punch,
+  punchPath,
+  parseTurnUrl,
+  type PunchOptions,
+  type PunchEvent,
+  type PunchResult,
+  type PathOptions,
+  type PathResult,
+  type PathChange,
+  type PunchSession,
+  type RelayInfo,
+  type RelayMode,
+  type TurnServerOption,
+} from './node/punch.js';
+export { TurnClient, DEFAULT_TURN_TIMING, type TurnAction, type TurnInput, type TurnClientConfig, type TurnCredentials, type TurnFailure, type TurnTiming } from './core/turn/client.js';
+export { RelayTransport, RelayAllocationError, type Allocation } from './node/relay-transport.js';
 export { DEFAULT_PORT } from './codec/messages.js';
 export { startServer, type ServerOptions, type RendezvousServer } from './node/server.js';
 export type { MetricsOptions } from './node/metrics.js';
@@ -32,6 +48,8 @@ export {
   type PunchPath,
   type PunchTiming,
   type PunchFailure,
+  type RelayReport,
+  type RelayPolicy,
   type FailureStage,
   type TransportSpec,
   type Pair,

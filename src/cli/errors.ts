@@ -120,6 +120,12 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
     }
     case 'NO_PATH':
       if (d.wg === 'symmetric') return 'forward a UDP port to WireGuard on that NAT, or give one side a public address or a full-cone NAT';
+      if (typeof d.relay === 'object' && d.relay !== null) {
+        const r = d.relay as { state?: string; server?: string };
+        if (r.state === 'disabled') return 'run both sides without --relay never to relay through the server, or forward a UDP port on one NAT (and --local that port)';
+        if (r.state === 'none-offered') return 'the server offers no relay: run `burrow serve` without --no-relay (or with --turn), or give this side --turn URL --turn-user U --turn-password-file F';
+        return `check that the relay ${r.server ?? ''} is running and reachable over UDP from here, and its credentials (--turn-user/--turn-password-file, or the server's --turn-secret-file); or run with --relay never to see the direct path's diagnosis alone`;
+      }
       return 'a direct path needs UDP between the peers: try from another network, forward a UDP port on one NAT (and --local that port), or give one side a public address';
     case 'DISPLACED':
       return `another process registered as "${str(d.name, me)}" with this server: give each peer its own --as name, or stop the other one`;

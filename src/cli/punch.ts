@@ -1,19 +1,37 @@
 /** `burrow punch`: a thin shell over `punch()` with netpunch-compatible output and the handoff. */
 import { endpointKey } from '../codec/address.js';
 import type { NatMapping, PortAllocation } from '../codec/messages.js';
-import { punch, type PunchEvent, type PunchResult } from '../node/punch.js';
+import { punchPath, type PathChange, type PathResult, type PunchEvent, type PunchSession, type TurnServerOption } from '../node/punch.js';
+import { readSecretFile } from '../node/secret.js';
 import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { CliError } from './errors.js';
+import { usageError } from './parse.js';
 import type { Parsed } from './schema.js';
 
-export function resultEnv(r: PunchResult): Record<string, string> {
+export function resultEnv(r: PathResult): Record<string, string> {
   return {
     BURROW_LOCAL_ADDRESS: r.localAddress,
     BURROW_LOCAL_PORT: String(r.localPort),
     BURROW_REMOTE_ADDRESS: r.remoteAddress,
     BURROW_REMOTE_PORT: String(r.remotePort),
     BURROW_PATH: r.path,
+    ...(r.relay ? { BURROW_RELAY_SERVER: r.relay.server, BURROW_RELAYED_ADDRESS: r.relay.relayed } : {}),
   };
+}
+
+/** The TURN server given by hand (--turn, --turn-user, --turn-password-file), checked as a set. */
+export async function turnOption(values: { turn?: string | undefined; 'turn-user'?: string | undefined; 'turn-password-file'?: string | undefined; relay: string }): Promise<TurnServerOption | undefined> {
+  const url = values.turn;
+  const user = values['turn-user'];
+  const file = values['turn-password-file'];
+  if (url === undefined) {
+    if (user !== undefined || file !== undefined) throw usageError('--turn-user and --turn-password-file need --turn URL', 'give --turn turn:HOST[:PORT] as well, or leave them out to use the relay the server offers');
+    return undefined;
+  }
+  if (values.relay === 'never') throw usageError('--turn and --relay never contradict each other', 'leave out --turn, or use --relay auto or only');
+  if (user === undefined || file === undefined) throw usageError('--turn needs --turn-user NAME and --turn-password-file FILE', 'give both (coturn\'s TURN REST credentials, or a static user of turnserver)');
+  const [password = ''] = await readSecretFile(file);
+  return { url, username: user, password };
 }
 
 function isWildcard(a: string): boolean {
@@ -21,19 +39,30 @@ function isWildcard(a: string): boolean {
 }
 
 /** netpunch's line, kept byte-compatible so scripts that parse it keep working. */
-export function netpunchLine(r: PunchResult): string {
+export function netpunchLine(r: PathResult): string {
   const lhost = isWildcard(r.localAddress) ? 'n/a' : r.localAddress;
   const laddr = isWildcard(r.localAddress) ? `:${r.localPort}` : endpointKey({ address: r.localAddress, port: r.localPort });
   const raddr = endpointKey({ address: r.remoteAddress, port: r.remotePort });
   return `LADDR/LHOST/LPORT/RADDR/RHOST/RPORT: ${laddr} ${lhost} ${r.localPort} ${raddr} ${r.remoteAddress} ${r.remotePort}`;
 }
 
-export function humanLine(r: PunchResult): string {
+export function humanLine(r: PathResult): string {
+  if (r.path === 'relay') {
+    const via = r.relay ? `the relay at ${r.relay.server} (our relayed address ${r.relay.relayed})` : `the peer's relay at ${r.upstream ?? '?'}`;
+    return `connected to ${r.peer} through ${via} in ${r.elapsedMs} ms; proxying: bind 127.0.0.1:${r.localPort} and send to ` +
+      endpointKey({ address: r.remoteAddress, port: r.remotePort });
+  }
   const how = r.path === 'lan' ? 'over the LAN' : 'directly';
   return `connected to ${r.peer} at ${endpointKey({ address: r.remoteAddress, port: r.remotePort })} ${how} from local port ${r.localPort} in ${r.elapsedMs} ms`;
 }
 
-export function formatResult(r: PunchResult, format: 'text' | 'env' | 'json'): string {
+/** One line for a later move of a proxied path (`--format json`: {"event":"path",...}). */
+export function formatPathChange(c: PathChange, format: 'text' | 'env' | 'json'): string {
+  if (format === 'json') return JSON.stringify({ event: 'path', path: c.path, upstream: c.upstream, reason: c.reason, elapsedMs: c.elapsedMs }) + '\n';
+  return `path moved to ${c.path} (${c.upstream}, ${c.reason}) after ${c.elapsedMs} ms`;
+}
+
+export function formatResult(r: PathResult, format: 'text' | 'env' | 'json'): string {
   switch (format) {
     case 'text':
       return `${humanLine(r)}\n${netpunchLine(r)}\n`;
@@ -47,6 +76,7 @@ export function formatResult(r: PunchResult, format: 'text' | 'env' | 'json'): s
         remotePort: r.remotePort,
         path: r.path,
         elapsedMs: r.elapsedMs,
+        ...(r.path === 'relay' ? { relay: r.relay ?? null, upstream: r.upstream ?? null } : {}),
       }) + '\n';
   }
 }
@@ -79,7 +109,7 @@ function describe(e: PunchEvent): string | undefined {
     case 'path-valid':
       return `path to ${endpointKey(e.remote)} works in both directions`;
     case 'connected':
-      return `connected: ${e.path === 'lan' ? 'LAN' : e.path} path to ${endpointKey(e.remote)}`;
+      return `connected: ${e.path === 'lan' ? 'LAN' : e.path} path to ${endpointKey(e.remote)}${e.transport === 'relay' ? ' through our relay allocation' : ''}`;
     case 'path-changed':
       return `path moved to ${e.result.path} ${endpointKey({ address: e.result.remoteAddress, port: e.result.remotePort })} (${e.reason})`;
     case 'path-lost':
@@ -99,15 +129,18 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
   const [secret] = await resolveSecrets(io, values, parsed.sources['secret-file'] === 'env');
   const timeoutMs = ms(values.timeout);
   const verbose = values.verbose;
+  const turn = await turnOption(values);
   const watch = watchServer(io, values.server, timeoutMs, 'UDP');
-  let result: PunchResult;
+  let path: PunchSession;
   try {
-    result = await punch({
+    path = await punchPath({
       server: values.server,
       secret: secret ?? '',
       name: values.as,
       peer: values.to,
       ...(values.local !== undefined ? { local: values.local } : {}),
+      relay: values.relay,
+      ...(turn ? { turn } : {}),
       timeoutMs,
       signal: io.signal,
       purpose: 'punch',
@@ -121,19 +154,51 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
   } finally {
     watch.stop();
   }
+  const result = path.result;
+  if (!path.proxy) {
+    if (parsed.handoff === undefined) {
+      io.stdout.write(formatResult(result, values.format));
+      return 0;
+    }
+    if (values.format === 'json') io.stdout.write(formatResult(result, 'json'));
+    say(io, humanLine(result));
+    return handOff(parsed.handoff, result, io);
+  }
+  // A relayed path: stay on as its proxy.
+  path.onPathChange((c) => {
+    if (values.format === 'json') io.stdout.write(formatPathChange(c, 'json'));
+    else say(io, formatPathChange(c, 'text'));
+  });
+  void path.ended.then(() => {
+    if (!io.signal.aborted) say(io, `the relayed session with ${result.peer} ended`);
+  });
   if (parsed.handoff === undefined) {
     io.stdout.write(formatResult(result, values.format));
+    say(io, humanLine(result));
+    say(io, 'staying on as the proxy until SIGINT or SIGTERM (or until the peer ends the session)');
+    await Promise.race([
+      path.ended,
+      new Promise<void>((resolve) => {
+        io.signal.addEventListener('abort', () => { resolve(); }, { once: true });
+      }),
+    ]);
+    await path.close();
     return 0;
   }
+  if (values.format === 'json') io.stdout.write(formatResult(result, 'json'));
   say(io, humanLine(result));
-  return handOff(parsed.handoff, result, io);
+  try {
+    return await handOff(parsed.handoff, result, io);
+  } finally {
+    await path.close();
+  }
 }
 
 /**
  * Runs COMMAND on the punched port (our socket is already closed) and returns its exit status: 127 when it
  * does not exist, 126 when it cannot be run, 128+N when signal N ended it.
  */
-async function handOff(command: readonly string[], result: PunchResult, io: Io): Promise<number> {
+async function handOff(command: readonly string[], result: PathResult, io: Io): Promise<number> {
   const env = resultEnv(result);
   const [file = '', ...args] = command.map((a) => substitute(a, env));
   const { spawn } = await import('node:child_process');

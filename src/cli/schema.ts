@@ -114,6 +114,19 @@ const CONNECT = {
   timeout: TIMEOUT(30, 'give up after this long, waiting for the peer included'),
 } as const;
 
+/** Relay flags (issue 10): whether to relay, and a TURN server given by hand. */
+const RELAY = {
+  relay: {
+    value: 'MODE',
+    choices: ['auto', 'never', 'only'],
+    default: 'auto',
+    help: 'auto: relay when no direct path works within 0.5 s, keep trying direct; never: direct paths only; only: relayed paths only',
+  },
+  turn: { value: 'URL', help: 'relay through this TURN server (turn:HOST[:PORT], UDP) instead of the one the server offers' },
+  'turn-user': { value: 'NAME', help: 'with --turn: the TURN username' },
+  'turn-password-file': { value: 'FILE', help: 'with --turn: a file whose first line is the TURN password' },
+} as const satisfies Record<string, FlagSpec>;
+
 /** Exit codes of the commands that meet a peer (the numbers are documented in src/cli/exit-codes.ts). */
 const MEET_EXITS = [3, 4, 5, 13, 14, 15] as const;
 
@@ -128,11 +141,16 @@ export const COMMANDS = {
       'progress and diagnostics to stderr. With `-- COMMAND ARGS...`, burrow closes its socket and runs COMMAND with',
       'BURROW_LOCAL_ADDRESS, BURROW_LOCAL_PORT, BURROW_REMOTE_ADDRESS, BURROW_REMOTE_PORT and BURROW_PATH in its',
       'environment ($BURROW_… in its arguments is replaced too), and exits with its status.',
+      'A relayed path (BURROW_PATH=relay) is handed over through a loopback proxy: burrow stays on, forwarding between',
+      '127.0.0.1:BURROW_LOCAL_PORT (bind it) and 127.0.0.1:BURROW_REMOTE_PORT, moves to a direct path when one appears,',
+      'and exits with COMMAND\'s status; without COMMAND it stays in the foreground until SIGINT or SIGTERM (exit 0).',
+      'With --format json each later move adds a line {"event":"path",...}. Use --relay never for one-shot behaviour.',
     ],
     handoff: true,
     flags: {
       ...CONNECT,
       local: LOCAL,
+      ...RELAY,
       format: {
         value: 'FORMAT',
         choices: ['text', 'env', 'json'],

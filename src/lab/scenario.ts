@@ -67,6 +67,8 @@ export interface PunchScenarioOptions {
   readonly cliPath?: string;
   /** Aborting kills the peers and tears the lab down. */
   readonly signal?: AbortSignal;
+  /** More `burrow punch` flags for both peers (e.g. `--relay never`). */
+  readonly peerArgs?: readonly string[];
 }
 
 /** What `burrow punch --format json` prints on success. */
@@ -212,6 +214,7 @@ interface PeerPlan {
   readonly node: HostNode;
   readonly secretFile: string;
   readonly local: string | undefined;
+  readonly extra: readonly string[];
 }
 
 interface RunningPeer {
@@ -236,6 +239,7 @@ function startPeer(lab: Lab, cli: string, plan: PeerPlan, timeoutSeconds: number
   const args = [cli, 'punch', '--server', SERVER_ENDPOINT, '--secret-file', plan.secretFile, '--as', plan.name, '--to', plan.peerName];
   args.push('--timeout', String(timeoutSeconds), '--format', 'json');
   if (plan.local !== undefined) args.push('--local', plan.local);
+  args.push(...plan.extra);
   const child = lab.spawn(plan.node, process.execPath, args);
   child.endInput();
   return { plan, child, killed: exitWithin(child, timeoutSeconds * 1000 + PEER_GRACE_MS) };
@@ -284,8 +288,8 @@ export async function runPunchScenario(options: PunchScenarioOptions): Promise<P
     await writeFile(wrongSecretFile, `${newSecret()}\n`, { mode: 0o600 });
     const secretOf = (side: PeerSide): string => (options.wrongSecret === side ? wrongSecretFile : secretFile);
     const plans: Record<PeerSide, PeerPlan> = {
-      a: { side: 'a', name: 'alice', peerName: 'bob', node: 'hA', secretFile: secretOf('a'), local: options.local?.a },
-      b: { side: 'b', name: 'bob', peerName: 'alice', node: options.sameNat === true ? 'hA2' : 'hB', secretFile: secretOf('b'), local: options.local?.b },
+      a: { side: 'a', name: 'alice', peerName: 'bob', node: 'hA', secretFile: secretOf('a'), local: options.local?.a, extra: options.peerArgs ?? [] },
+      b: { side: 'b', name: 'bob', peerName: 'alice', node: options.sameNat === true ? 'hA2' : 'hB', secretFile: secretOf('b'), local: options.local?.b, extra: options.peerArgs ?? [] },
     };
 
     const active = await createLab({ a: options.a, b: options.b });

@@ -63,7 +63,11 @@ export function runMachine<I extends { readonly type: string }, X extends { read
     if (timer) clearTimeout(timer);
     options.signal?.removeEventListener('abort', onAbort);
     const finish = (): void => {
-      void Promise.all([...transports.values()].map((t) => t.close())).then(() => {
+      // Last attached first: a relay allocation sends its deallocation through the socket it shares before that closes.
+      const closeAll = async (): Promise<void> => {
+        for (const t of [...transports.values()].reverse()) await t.close();
+      };
+      void closeAll().then(() => {
         if (outcome.ok) resolveRun(outcome.value);
         else rejectRun(outcome.error);
       });

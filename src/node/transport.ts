@@ -35,6 +35,11 @@ export interface TransportHandlers {
 /** A bound UDP socket. */
 export class UdpTransport implements DatagramTransport {
   readonly description = 'the UDP socket';
+  /**
+   * Datagrams for another user of this socket (a relay allocation's TURN traffic, a proxy's data): when it returns
+   * true the datagram is taken and not delivered to the listener.
+   */
+  readonly intercepts: ((from: Endpoint, data: Uint8Array) => boolean)[] = [];
 
   constructor(readonly bound: BoundSocket) {}
 
@@ -53,7 +58,9 @@ export class UdpTransport implements DatagramTransport {
 
   listen(handlers: TransportHandlers): void {
     this.bound.socket.on('message', (data, rinfo) => {
-      handlers.onDatagram(endpointOf(rinfo), data);
+      const from = endpointOf(rinfo);
+      for (const take of this.intercepts) if (take(from, data)) return;
+      handlers.onDatagram(from, data);
     });
     this.bound.socket.on('error', handlers.onError);
   }

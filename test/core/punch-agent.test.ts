@@ -411,3 +411,65 @@ describe('structured failure reasons', () => {
     assert.ok(f.registerAttempts >= 4);
   });
 });
+
+describe('auto mode and relay policy', () => {
+  it('auto mode hands off a direct path (both finish) but stays on as a session over a relayed one', () => {
+    const net = new SimNet(1, 31);
+    const t = topology('port-restricted', 'port-restricted', net);
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: t.a, relayAt: 0, mode: 'auto' },
+      { name: 'bob', peer: 'alice', at: t.b, relayAt: 0, mode: 'auto' },
+    ]);
+    const [a, b] = sim.run(20_000);
+    connected(a, b);
+    assert.equal(a!.result!.path, 'direct');
+    assert.equal(b!.result!.path, 'direct');
+
+    const net2 = new SimNet(1, 32);
+    const t2 = topology('symmetric', 'symmetric', net2);
+    const sim2 = createSim(net2, [
+      { name: 'alice', peer: 'bob', at: t2.a, relayAt: 0, mode: 'auto', timeoutMs: 5000 },
+      { name: 'bob', peer: 'alice', at: t2.b, relayAt: 0, mode: 'auto', timeoutMs: 5000 },
+    ]);
+    const [a2, b2] = sim2.run(8000);
+    for (const o of [a2!, b2!]) {
+      assert.equal(o.error, undefined, o.error?.message);
+      assert.equal(firstEvent(o, 'connected')?.event.path, 'relay');
+      assert.equal(o.result, undefined, 'a relayed path must not end the agent');
+    }
+    assert.ok(sim2.agents.every((x) => !x.isFinished));
+  });
+
+  it('auto mode upgrades a relayed session to direct once the block is lifted', () => {
+    const net = new SimNet(1, 33);
+    const t = topology('port-restricted', 'port-restricted', net);
+    let blocked = true;
+    blockDirect(net, () => blocked);
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: t.a, relayAt: 0, mode: 'auto' },
+      { name: 'bob', peer: 'alice', at: t.b, relayAt: 0, mode: 'auto' },
+    ]);
+    const [a, b] = sim.run(6000, (now) => {
+      if (now >= 2000) blocked = false;
+    });
+    for (const o of [a!, b!]) {
+      assert.equal(firstEvent(o, 'connected')?.event.path, 'relay');
+      const up = o.timeline.find((e) => e.event.type === 'path-changed' && e.event.reason === 'upgrade');
+      assert.ok(up?.event.type === 'path-changed' && up.event.result.path === 'direct' && up.at >= 2000, JSON.stringify(up));
+    }
+  });
+
+  it("relay 'only': no direct pair is formed or answered even where one would work, and the relay carries the path", () => {
+    const net = new SimNet(1, 34);
+    const t = topology('full-cone', 'full-cone', net);
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: t.a, relayAt: 0, mode: 'auto', relay: 'only' },
+      { name: 'bob', peer: 'alice', at: t.b, relayAt: 0, mode: 'auto' },
+    ]);
+    const [a, b] = sim.run(5000);
+    for (const o of [a!, b!]) assert.equal(firstEvent(o, 'connected')?.event.path, 'relay');
+    assert.ok(sim.agents[0]!.pairs.every((p) => p.path === 'relay'));
+    assert.ok(probes(a!).every((p) => p.transport === 'relay' || p.to.address === RELAY.address), 'alice probed a direct address');
+    assert.ok(!a!.sends.some((s) => s.transport === 'udp' && kindOf(s.data) === 'probe-ok' && s.to.address !== RELAY.address), 'alice answered a direct probe');
+  });
+});

@@ -6,7 +6,7 @@
  */
 import type { Endpoint } from '../../src/codec/address.js';
 import type { PeerMode } from '../../src/codec/messages.js';
-import { PunchAgent, udpTransport, type PunchAction, type PunchEvent, type PunchInput, type PunchMode, type PunchResult, type PunchTiming, type TransportSpec } from '../../src/core/punch/index.js';
+import { PunchAgent, udpTransport, type PunchAction, type PunchEvent, type PunchInput, type PunchMode, type PunchResult, type PunchTiming, type RelayPolicy, type TransportSpec } from '../../src/core/punch/index.js';
 import { candidatePriority } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import type { BurrowError } from '../../src/errors.js';
@@ -31,6 +31,7 @@ export interface PeerSpec {
   readonly secret?: string;
   readonly timeoutMs?: number;
   readonly mode?: PunchMode;
+  readonly relay?: RelayPolicy;
   readonly timing?: Partial<PunchTiming>;
   /** Inputs delivered at given times (trickled candidates, close). */
   readonly inputs?: readonly { readonly at: number; readonly input: (now: number) => PunchInput }[];
@@ -116,6 +117,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
       sessionNonce: counterBytes(`nonce-${spec.name}-${i}`)(16),
       randomBytes: counterBytes(`tx-${spec.name}-${i}`),
       ...(spec.mode ? { mode: spec.mode } : {}),
+      ...(spec.relay ? { relay: spec.relay } : {}),
       ...(spec.timing ? { timing: spec.timing } : {}),
       ...(spec.purpose ? { purpose: spec.purpose } : {}),
     });

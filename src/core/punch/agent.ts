@@ -53,6 +53,9 @@
  *      and both move to it once it is accepted (`path-changed`, an upgrade: relay → direct); when the selected pair
  *      fails, each side falls back to its best valid pair (`path-changed`, consent-lost) or reports `path-lost`. The
  *      session ends on `close` (CLOSE to the partner) or on the partner's CLOSE (`partner-left`).
+ *    - Auto mode (what the CLI uses): handoff when the agreed pair is LAN or direct, session when it is relayed, so a
+ *      relayed path can be proxied and later upgraded. Both sides agree on one pair, so both take the same branch.
+ *    - Relay policy 'only': pairs that are not relayed are never formed, and probes on them are dropped unanswered.
  * 7. Failure. At the deadline without a path the agent fails with a structured reason (failure.ts): the stage it
  *    reached (no server, no partner, no path), both NAT findings, what was sent and heard, every pair's state.
  * 8. Withdrawal. However the attempt ends (connected, no path, the timeout without a partner, an error, `abort`),
@@ -92,6 +95,7 @@ import {
   type PunchMode,
   type PunchResult,
   type PunchTiming,
+  type RelayPolicy,
   type TransportSpec,
 } from './types.js';
 
@@ -111,6 +115,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private readonly timing: PunchTiming;
   private readonly controlling: boolean;
   private readonly mode: PunchMode;
+  private readonly relayPolicy: RelayPolicy;
   private phase: Phase = 'idle';
   private startedAt = 0;
   private deadline = 0;
@@ -150,6 +155,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.timing = { ...DEFAULT_TIMING, ...config.timing };
     this.controlling = config.name < config.peer;
     this.mode = config.mode ?? 'handoff';
+    this.relayPolicy = config.relay ?? 'auto';
     const first = config.transports[0];
     if (!first) throw new RangeError('the punch agent needs at least one transport');
     for (const spec of config.transports) this.transports.set(spec.id, new LocalTransport(spec));
@@ -169,7 +175,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       mode: config.purpose ?? 'punch',
     });
     this.natProbe = new NatProbe(() => this.rendezvous.server, this.rendezvousTransport, new Backoff(this.timing.natProbeBackoffMs), newTxid, this.transports.get(this.rendezvousTransport)?.local);
-    this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs));
+    this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs), this.relayPolicy === 'only' ? (path) => path === 'relay' : undefined);
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
   }
@@ -303,7 +309,10 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   /** Our candidates as registered with the server: active transports only, best first, within the wire's limit. */
   private advertised(): Candidate[] {
     const all: Candidate[] = [];
-    for (const t of this.transports.values()) if (!t.passive) all.push(...t.candidates.filter((c) => c.kind !== 'srflx' && c.kind !== 'prflx'));
+    const only = this.relayPolicy === 'only';
+    for (const t of this.transports.values()) {
+      if (!t.passive) all.push(...t.candidates.filter((c) => c.kind !== 'srflx' && c.kind !== 'prflx' && (!only || c.kind === 'relayed')));
+    }
     return all.sort((a, b) => b.priority - a.priority).slice(0, MAX_CANDIDATES);
   }
 
@@ -455,7 +464,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.drop(transport, from, 'datagram on a transport the agent does not have', out);
       return;
     }
-    const decoded = decodeMessage(data);
+    const decoded = decodeMessage(data, { relayOfferKey: this.config.keys.relayOffer });
     if (!decoded.ok) {
       this.drop(transport, from, `malformed: ${decoded.reason}`, out);
       return;
@@ -649,9 +658,15 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.drop(transport, from, 'replayed probe', out);
       return;
     }
+    const known = this.remotes.get(from);
+    if (this.relayPolicy === 'only' && this.transports.get(transport)?.kind !== 'relay' && known?.kind !== 'relayed') {
+      // Not a relayed pair: answering would validate a direct path for the partner (and reveal this address).
+      this.drop(transport, from, 'probe on a direct path while relayed paths only were asked for', out);
+      return;
+    }
     this.stats.probesHeard++;
     const active = this.phase === 'checking' || this.phase === 'connected';
-    let remote = this.remotes.get(from);
+    let remote = known;
     if (!remote && active && this.hasFamily(from.address)) remote = this.remotes.addPeerReflexive(from);
     // A peer-reflexive candidate is paired only with the transport it arrived on (RFC 8445 section 7.3.1.4); a known
     // candidate arriving on a pair we lack (a frozen birthday socket, a new transport) gets that pair now.
@@ -767,7 +782,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private accept(pair: Pair, now: number, out: PunchAction[]): void {
     this.nextAcceptedAt = now + this.timing.acceptedRepeatMs;
     this.acceptConfirmed = false;
-    if (this.mode === 'handoff') {
+    if (this.phase !== 'connected' && !this.staysOn(pair)) {
       this.phase = 'accepted';
       this.selected = pair;
       this.selectedAt = now;
@@ -785,7 +800,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
 
   /** Controlling side: the controlled side accepted our nomination of `pair`. */
   private connectControlling(pair: Pair, now: number, out: PunchAction[]): void {
-    if (this.mode === 'session') {
+    if (this.staysOn(pair)) {
       this.select(pair, now, out);
       return;
     }
@@ -798,6 +813,11 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     }
     this.emitConnected(pair, now, out);
     this.finish(out, { type: 'done', result: this.result(pair, now) });
+  }
+
+  /** Whether agreeing on `pair` starts a session (rather than a handoff): session mode, or a relayed pair in auto mode. */
+  private staysOn(pair: Pair): boolean {
+    return this.mode === 'session' || (this.mode === 'auto' && pair.path === 'relay');
   }
 
   /** Session mode: `pair` becomes the path (the first one, or a move). */

@@ -81,6 +81,8 @@ export class Checklist {
   constructor(
     private readonly controlling: boolean,
     readonly probeBackoff: Backoff,
+    /** Which kinds of path may be paired at all (relayed only, for a relay-only agent); default all. */
+    private readonly admits: (path: PunchPath) => boolean = () => true,
   ) {}
 
   get(transport: TransportId, remote: Endpoint): Pair | undefined {
@@ -105,13 +107,18 @@ export class Checklist {
     const key = pairKey(transport.id, remote.endpoint);
     const existing = this.byKey.get(key);
     if (existing) return existing;
+    const path = pathOf(transport, remote);
+    if (!this.admits(path)) return undefined;
+    // A relay cannot reach the partner's LAN (host) addresses, and coturn tears down the whole allocation when its
+    // relay socket gets an error (an unroutable private address): never check a host candidate through a relay.
+    if (transport.kind === 'relay' && remote.kind === 'host') return undefined;
     const [g, d] = this.controlling ? [transport.priority, remote.priority] : [remote.priority, transport.priority];
     const pair: Pair = {
       key,
       transport,
       remote,
       priority: pairPriority(g, d),
-      path: pathOf(transport, remote),
+      path,
       state: transport.passive ? 'frozen' : 'waiting',
       checks: 0,
       nextCheckAt: transport.passive ? Infinity : now,

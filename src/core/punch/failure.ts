@@ -37,6 +37,20 @@ export type TcpAttemptStats = {
   readonly lastError: string;
 };
 
+/**
+ * What became of the relay: turned off by the caller ('disabled'), none offered by the server ('none-offered'), its
+ * allocation failed or was lost ('failed'; `server` names it, `code` is the TURN error code or 0 for no answer), or
+ * still being allocated at the deadline ('pending').
+ */
+export type RelayReport = {
+  readonly state: 'disabled' | 'none-offered' | 'failed' | 'pending';
+  readonly server?: string;
+  readonly code?: number;
+  readonly reason: string;
+  /** Only relayed paths were allowed: the direct checks say nothing. */
+  readonly only?: boolean;
+};
+
 /** Plain JSON values throughout, so that it can be an error's `details` as it is. */
 export type PunchFailure = {
   readonly kind: 'punch-failure';
@@ -64,6 +78,8 @@ export type PunchFailure = {
   readonly probes: { readonly sent: number; readonly heard: number; readonly answersHeard: number; readonly candidates: number };
   readonly pairs: readonly PairReport[];
   readonly tcp?: TcpAttemptStats;
+  /** Set by a caller that tried (or was told not to try) a relay. */
+  readonly relay?: RelayReport;
 };
 
 /** The structured reason of a failed punch, if `error` carries one (in its `details`). */
@@ -88,8 +104,33 @@ export function punchFailureError(f: PunchFailure): BurrowError {
   }
 }
 
-/** Explains a failed check phase from what both sides observed about their NATs and what got through. */
+/** Says why there is no relayed path either. */
+export function describeRelay(r: RelayReport): string {
+  switch (r.state) {
+    case 'disabled':
+      return 'relaying was turned off for this attempt';
+    case 'none-offered':
+      return r.reason;
+    case 'failed':
+      return r.reason;
+    case 'pending':
+      return `the relay at ${r.server ?? 'the server'} had not answered by the deadline`;
+    default: {
+      const never: never = r.state;
+      throw new Error(`unknown relay state ${String(never)}`);
+    }
+  }
+}
+
+/** Explains a failed check phase, and the relay's failure when one was tried. */
 export function describeNoPath(f: PunchFailure): string {
+  if (f.relay?.only === true) return `only relayed paths were allowed, and there is no relay: ${describeRelay(f.relay)}.`;
+  const direct = describeDirect(f);
+  return f.relay ? `${direct} No relay either: ${describeRelay(f.relay)}.` : direct;
+}
+
+/** Explains a failed check phase from what both sides observed about their NATs and what got through. */
+function describeDirect(f: PunchFailure): string {
   if (f.tcp) {
     const s = f.tcp;
     return `${s.attempts} TCP connection attempts failed (${s.refused} refused or reset, ${s.timedOut} unanswered, ` +

@@ -4,4 +4,4 @@ export * from './types.js';
 export { candidatePriority, asHostCandidates, pairPriority, pathOf, udpTransport, TYPE_PREFERENCE, MAX_PEER_REFLEXIVE, type RemoteCandidate } from './candidates.js';
 export { PATH_RANK, type Pair, type PairState } from './checklist.js';
 export { acceptanceWait } from './nomination.js';
-export { describeNoPath, punchFailureOf, type FailureStage, type PairReport, type PunchFailure, type TcpAttemptStats } from './failure.js';
+export { describeNoPath, describeRelay, punchFailureError, punchFailureOf, type RelayReport, type FailureStage, type PairReport, type PunchFailure, type TcpAttemptStats } from './failure.js';

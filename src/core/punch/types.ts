@@ -90,8 +90,18 @@ export interface TransportSpec {
  * 'handoff' (default): finish once both sides know the path, so that the caller can close the socket and hand its
  * port to another program. 'session': keep running after the first path: consent checks, upgrade to a better path,
  * fall back when the selected one stops answering, `path-changed` events; end on a `close` input or the partner's CLOSE.
+ * 'auto': handoff when the agreed path is LAN or direct, session when it is relayed (the caller then proxies the
+ * relayed path and keeps the session for an upgrade). Both sides agree on the pair, so both take the same branch.
  */
-export type PunchMode = 'handoff' | 'session';
+export type PunchMode = 'handoff' | 'session' | 'auto';
+
+/**
+ * Which paths the agent may use. 'auto' (default): every kind, relayed ones only when nothing better validates.
+ * 'only': relayed paths only; probes on direct and LAN pairs are neither sent nor answered, and no host address is
+ * advertised (for tests, and for users who do not want to reveal their address to the peer). Whether a relay is
+ * allocated at all ('never') is the caller's business: the agent just has no relay transport then.
+ */
+export type RelayPolicy = 'auto' | 'only';
 
 export interface PunchConfig {
   readonly name: string;
@@ -115,6 +125,8 @@ export interface PunchConfig {
   readonly randomBytes: (n: number) => Uint8Array;
   readonly timing?: Partial<PunchTiming>;
   readonly mode?: PunchMode;
+  /** Default 'auto'. */
+  readonly relay?: RelayPolicy;
   /**
    * What this side runs (`punch` by default), sent to the server in REGISTER (MODE) and passed to the partner in its
    * introduction. A partner that runs something incompatible ends the attempt on both sides with MODE_MISMATCH.
