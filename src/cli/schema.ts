@@ -263,6 +263,7 @@ export const COMMANDS = {
       'relay-rate': { value: 'BYTES', default: '16MiB', help: 'bytes per second one relay session may carry (suffixes KiB, MiB, GiB)' },
       'relay-total-rate': { value: 'BYTES', default: '512MiB', help: 'bytes per second all relay sessions together may carry' },
       'relay-idle': { value: 'SECONDS', type: 'seconds', default: '60', help: 'a relay session that carries nothing this long ends' },
+      'relay-open-challenge': { help: 'also answer bare (unpadded) TURN Allocates of standard clients (browsers, turnutils_uclient) with the 401 challenge, which is longer than they are, within the per-source request rate; by default unauthenticated traffic never gets more bytes back' },
       'relay-lifetime': { value: 'SECONDS', type: 'seconds', default: '3600', help: 'the longest relay lifetime granted per Allocate or Refresh (clients refresh)' },
       turn: { value: 'URL', conflicts: ['relay'], help: 'send pairs to this TURN server (coturn) instead: turn:HOST:PORT; needs --turn-secret-file' },
       'turn-secret-file': { value: 'FILE', help: 'coturn\'s --static-auth-secret (first line): the server mints TURN REST credentials with it' },

@@ -49,6 +49,7 @@ export interface RelayPlan {
   readonly limits: Partial<RelayLimits>;
   readonly ports: readonly [number, number] | undefined;
   readonly externalAddress: string | undefined;
+  readonly openChallenge: boolean;
 }
 
 /** `16MiB`, `512KiB`, `1GiB`, `1000000`: bytes. */
@@ -115,6 +116,7 @@ function planRelay(values: Parsed<'serve'>['values'], workers: number): RelayPla
     },
     ports,
     externalAddress,
+    openChallenge: values['relay-open-challenge'],
   };
 }
 
@@ -140,6 +142,7 @@ function relayOptions(plan: RelayPlan, onEvent: (e: RelayEvent) => void): RelayS
     limits: plan.limits,
     ...(plan.ports ? { ports: plan.ports } : {}),
     ...(plan.externalAddress !== undefined ? { externalAddress: plan.externalAddress } : {}),
+    ...(plan.openChallenge ? { openChallenge: true } : {}),
     onEvent,
   };
 }

@@ -32,8 +32,12 @@ export interface RelayDriverOptions {
   readonly sendToClient: (to: Endpoint, data: Uint8Array) => void;
   readonly lookup: (network: string, name: string, now: number) => Awaitable<Registration | undefined>;
   readonly onEvent?: (event: RelayEvent) => void;
-  /** Never answer unauthenticated requests with more bytes than they carried (the server's strict mode). */
-  readonly strict?: boolean;
+  /**
+   * Answer the 401/438 challenge to an unauthenticated request even when it is shorter than the answer (standard TURN
+   * clients such as turnutils_uclient or browsers send a bare Allocate), within the per-source request rate. Off by
+   * default: burrow's own client pads its first Allocate, and unauthenticated traffic never gets more bytes back.
+   */
+  readonly openChallenge?: boolean;
 }
 
 /** Tries this many ports of the range before an Allocate fails with 508. */
@@ -84,7 +88,7 @@ export class RelayDriver {
       event: (e) => options.onEvent?.(e),
     };
     this.backend = chooseBackend(undefined);
-    this.core = new RelayCore({ enabled: options.enabled, ...(options.limits ? { limits: options.limits } : {}), nonceKey: randomBytes(32), seed: randomInt(0, 2 ** 31), strict: options.strict === true }, sink);
+    this.core = new RelayCore({ enabled: options.enabled, ...(options.limits ? { limits: options.limits } : {}), nonceKey: randomBytes(32), seed: randomInt(0, 2 ** 31), openChallenge: options.openChallenge === true }, sink);
     this.core.setNetworks(options.networks);
     this.timer = setInterval(() => { this.core.timer(Date.now()); }, 1000);
     this.timer.unref();

@@ -98,6 +98,12 @@ export interface RelayServerOptions {
   /** The address advertised as relayed address (a server behind a 1:1 NAT); default the bound one. */
   readonly externalAddress?: string;
   readonly onEvent?: (event: RelayEvent) => void;
+  /**
+   * Answer the 401/438 challenge to an unauthenticated request even when it is shorter than the answer (standard TURN
+   * clients such as turnutils_uclient or browsers send a bare Allocate), within the per-source request rate. Off by
+   * default: burrow's own client pads its first Allocate, and unauthenticated traffic never gets more bytes back.
+   */
+  readonly openChallenge?: boolean;
 }
 
 export interface RendezvousServer {
@@ -403,8 +409,8 @@ export async function startServer(options: ServerOptions): Promise<RendezvousSer
       ...(options.relay?.limits ? { limits: options.relay.limits } : {}),
       ...(options.relay?.ports ? { ports: options.relay.ports } : {}),
       ...(options.relay?.externalAddress ? { externalAddress: options.relay.externalAddress } : {}),
+      ...(options.relay?.openChallenge === true ? { openChallenge: true } : {}),
       listenHost: host,
-      strict: !limits.answerBareBindings,
       sendToClient: (to, data) => {
         port.send(to, data);
       },

@@ -61,8 +61,9 @@ describe('built-in relay interop with coturn’s turnutils_uclient', { skip }, (
   const peerPort = 30000 + Math.floor(Math.random() * 20000);
 
   before(async () => {
-    // turnutils_uclient makes two allocations per run and leaves them to expire: room for every run here.
-    server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternatePort: false, tcp: false, relay: { limits: { sessionsPerPeer: 64, sessionsPerSource: 64 } } });
+    // turnutils_uclient makes two allocations per run and leaves them to expire: room for every run here. Its first
+    // Allocate is bare (shorter than the 401 challenge), so the server answers it only with --relay-open-challenge.
+    server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternatePort: false, tcp: false, relay: { openChallenge: true, limits: { sessionsPerPeer: 64, sessionsPerSource: 64 } } });
     peer = spawn('turnutils_peer', ['-L', '127.0.0.1', '-p', String(peerPort)], { stdio: 'ignore' });
     bob = await register(server, 'bob', 'alice');
     await new Promise((r) => setTimeout(r, 300)); // turnutils_peer binds

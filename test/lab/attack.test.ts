@@ -33,8 +33,8 @@ function vmRss(pid: number): number {
 }
 
 async function punchPair(lab: Lab, env: NodeJS.ProcessEnv): Promise<void> {
-  const alice = lab.spawn('hA', process.execPath, [CLI, 'punch', '--server', '203.0.113.1:3478', '--as', 'alice', '--to', 'bob', '--timeout', '10', '--format', 'json'], { env });
-  const bob = lab.spawn('hB', process.execPath, [CLI, 'punch', '--server', '203.0.113.1:3478', '--as', 'bob', '--to', 'alice', '--timeout', '10', '--format', 'json'], { env });
+  const alice = lab.spawn('hA', process.execPath, [CLI, 'punch', '--server', '203.0.113.1:3478', '--as', 'alice', '--to', 'bob', '--timeout', '10', '--format', 'json', '--relay', 'never'], { env });
+  const bob = lab.spawn('hB', process.execPath, [CLI, 'punch', '--server', '203.0.113.1:3478', '--as', 'bob', '--to', 'alice', '--timeout', '10', '--format', 'json', '--relay', 'never'], { env });
   const [ea, eb] = await Promise.all([alice.exited, bob.exited]);
   assert.equal(ea.code, 0, `alice: ${alice.stderr}`);
   assert.equal(eb.code, 0, `bob: ${bob.stderr}`);

@@ -25,6 +25,10 @@ import { RelayCore, type RelayEvent, type RelaySink } from '../../src/server/rel
 import type { RelayLimits } from '../../src/server/relay/config.js';
 import type { Registration } from '../../src/server/store.js';
 
+/** A first (unauthenticated) Allocate is padded, as clients do: the server never answers it with more bytes than it carried. */
+const PAD = 'burrow'.padEnd(88, ' ');
+const PADDED: TurnFields = { requestedTransport: 17, software: PAD };
+
 const T0 = 1_800_000_000_000;
 const KEYS = deriveNetworkKeys(Buffer.from('relay core test secret'));
 const OTHER = deriveNetworkKeys(Buffer.from('another network entirely'));
@@ -112,7 +116,7 @@ class Client {
 
   /** Allocate: the unauthenticated first try (401, learns the nonce), then the signed one. */
   allocate(fields: TurnFields = { requestedTransport: 17 }): TurnMessage {
-    this.h.core.fromClient(this.from, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), fields), this.h.now);
+    this.h.core.fromClient(this.from, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), { ...fields, software: PAD }), this.h.now);
     const challenge = this.h.last(this.from).msg;
     assert.equal(challenge.error?.code, 401);
     assert.equal(challenge.realm, 'burrow');
@@ -151,9 +155,20 @@ describe('relay core: authentication', () => {
     assert.equal(h.core.stats.refused.unauthenticated, 1);
   });
 
+  it('an unauthenticated Allocate shorter than its 401 gets no answer (no amplification), and is counted', () => {
+    const h = new Harness();
+    const bare = encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), { requestedTransport: 17 }, { fingerprint: true });
+    h.core.fromClient(MALLORY, bare, h.now);
+    assert.equal(h.toClients.length, 0);
+    assert.equal(h.core.stats.unauthDropped, 1);
+    h.core.fromClient(MALLORY, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), PADDED, { fingerprint: true }), h.now);
+    assert.equal(h.toClients.length, 1);
+    assert.ok(h.core.stats.unauthBytesOut <= h.core.stats.unauthBytesIn, 'never more out than in');
+  });
+
   it('the 401 challenge is answered to a bare Allocate at most a few times per second per source', () => {
     const h = new Harness({ controlRate: 5, controlBurst: 10 });
-    for (let i = 0; i < 100; i++) h.core.fromClient(MALLORY, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), { requestedTransport: 17 }), h.now);
+    for (let i = 0; i < 100; i++) h.core.fromClient(MALLORY, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), PADDED), h.now);
     assert.equal(h.toClients.length, 10);
     assert.equal(h.core.stats.requestsRateLimited, 90);
   });
@@ -199,7 +214,7 @@ describe('relay core: authentication', () => {
 
   it('a server with the relay off answers 403 and allocates nothing', () => {
     const h = new Harness({}, false);
-    h.core.fromClient(ALICE, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), { requestedTransport: 17 }), h.now);
+    h.core.fromClient(ALICE, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), PADDED), h.now);
     const msg = h.last(ALICE).msg;
     assert.equal(msg.error?.code, 403);
     assert.ok(msg.error);
@@ -210,7 +225,7 @@ describe('relay core: authentication', () => {
   it('answers a retransmitted Allocate again, and 437 to a new one on the same address', () => {
     const h = new Harness();
     const alice = new Client(h, ALICE, 'alice', 'bob');
-    alice.h.core.fromClient(ALICE, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), { requestedTransport: 17 }), h.now);
+    alice.h.core.fromClient(ALICE, encodeTurn(TurnMethod.ALLOCATE, 'request', randomBytes(12), PADDED), h.now);
     alice.nonce = h.last(ALICE).msg.nonce ?? '';
     const txid = randomBytes(12);
     const first = alice.request(TurnMethod.ALLOCATE, { requestedTransport: 17 }, txid);

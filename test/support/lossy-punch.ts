@@ -50,7 +50,7 @@ async function oneRun(lab: Lab, env: NodeJS.ProcessEnv, index: number, timeoutSe
   await Promise.all([lab.flushConntrack('natA'), lab.flushConntrack('natB')]);
   const tag = `${String(index)}-${randomBytes(3).toString('hex')}`;
   const peer = (node: 'hA' | 'hB', name: string, other: string) =>
-    lab.spawn(node, process.execPath, [CLI, 'punch', '--server', '203.0.113.1:3478', '--as', name, '--to', other, '--timeout', String(timeoutSeconds), '--format', 'json'], { env });
+    lab.spawn(node, process.execPath, [CLI, 'punch', '--server', '203.0.113.1:3478', '--as', name, '--to', other, '--timeout', String(timeoutSeconds), '--format', 'json', '--relay', 'never'], { env });
   const alice = peer('hA', `alice-${tag}`, `bob-${tag}`);
   const bob = peer('hB', `bob-${tag}`, `alice-${tag}`);
   const [ea, eb] = await Promise.all([alice.exited, bob.exited]);

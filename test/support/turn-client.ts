@@ -64,7 +64,9 @@ export class TestTurnClient {
     }
     const txid = randomBytes(12);
     const auth = signed && this.nonce !== undefined ? { username: this.creds.username, realm: this.realm ?? '', nonce: this.nonce } : {};
-    const bytes = encodeTurn(method, 'request', txid, { ...fields, ...auth }, signed && this.key ? { key: this.key, fingerprint: true } : {});
+    // Without credentials, padded as real clients do: burrow serve never answers with more bytes than it was sent.
+    const pad = 'username' in auth ? {} : { software: 'burrow test'.padEnd(88, ' ') };
+    const bytes = encodeTurn(method, 'request', txid, { ...pad, ...fields, ...auth }, signed && this.key ? { key: this.key, fingerprint: true } : {});
     const answer = new Promise<TurnMessage>((resolve, reject) => {
       let tries = 0;
       const send = (): void => {

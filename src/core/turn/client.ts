@@ -48,6 +48,9 @@ import {
 } from '../../codec/turn.js';
 import { Backoff } from '../backoff.js';
 
+/** SOFTWARE length of an unauthenticated request: 44 + 4 + 88 = 136 bytes, more than a 401 with a 24-char nonce (88). */
+const UNAUTHENTICATED_SOFTWARE_LENGTH = 88;
+
 export interface TurnCredentials {
   readonly username: string;
   readonly password: string;
@@ -220,7 +223,12 @@ export class TurnClient {
   }
 
   private encode(method: number, txid: Uint8Array, fields: TurnFields): Uint8Array {
-    const all: TurnFields = { ...fields, ...this.authFields(), ...(this.config.software ? { software: this.config.software } : {}) };
+    const auth = this.authFields();
+    // A request without credentials is padded with SOFTWARE to at least the length of the server's 401/438 answer
+    // (REALM, a NONCE, an ERROR-CODE): a server that never answers unauthenticated traffic with more bytes than it
+    // carried (burrow serve) otherwise drops it.
+    const software = this.config.software ?? 'burrow';
+    const all: TurnFields = { ...fields, ...auth, software: auth.username === undefined ? software.padEnd(UNAUTHENTICATED_SOFTWARE_LENGTH, ' ') : software };
     return encodeTurn(method, 'request', txid, all, { ...(this.key ? { key: this.key } : {}), fingerprint: true });
   }
 

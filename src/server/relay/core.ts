@@ -87,6 +87,8 @@ export interface RelayStats {
   /** Bytes of requests answered without authentication (challenges, errors) or dropped, and of those answers. */
   unauthBytesIn: number;
   unauthBytesOut: number;
+  /** Unauthenticated requests left unanswered because the answer would be longer than they were. */
+  unauthDropped: number;
 }
 
 function emptyRelayStats(): RelayStats {
@@ -103,6 +105,7 @@ function emptyRelayStats(): RelayStats {
     malformed: 0,
     unauthBytesIn: 0,
     unauthBytesOut: 0,
+    unauthDropped: 0,
   };
 }
 
@@ -133,13 +136,14 @@ export interface RelayConfig {
   readonly limits?: Partial<RelayLimits>;
   /** Keys the stateless nonces; pass 32 random bytes. */
   readonly nonceKey: Uint8Array;
+  /**
+   * Answer the 401/438 challenge to an unauthenticated request even when it is shorter than the answer (standard TURN
+   * clients such as turnutils_uclient or browsers send a bare Allocate), within the per-source request rate. Off by
+   * default: burrow's own client pads its first Allocate, and unauthenticated traffic never gets more bytes back.
+   */
+  readonly openChallenge?: boolean;
   /** Seeds the per-source table. */
   readonly seed: number;
-  /**
-   * Strict (the server's answerBareBindings off): an unauthenticated request is answered only when the answer is no
-   * longer than the request (a client pads its first Allocate with SOFTWARE to get its 401 challenge).
-   */
-  readonly strict?: boolean;
 }
 
 interface Allocation {
@@ -180,9 +184,9 @@ export class RelayCore {
   readonly stats: RelayStats = emptyRelayStats();
   readonly limits: RelayLimits;
   private enabled: boolean;
-  private readonly strict: boolean;
   private networks: ReadonlyMap<string, NetworkKeys> = new Map();
   private readonly nonces: NonceIssuer;
+  private readonly openChallenge: boolean;
   private readonly limiter: SourceRateLimiter;
   private readonly total: TokenBucket;
   private readonly byId = new Map<number, Allocation>();
@@ -201,8 +205,8 @@ export class RelayCore {
   ) {
     this.limits = resolveRelayLimits(config.limits);
     this.enabled = config.enabled;
-    this.strict = config.strict === true;
     this.nonces = new NonceIssuer(config.nonceKey, this.limits.nonceSeconds);
+    this.openChallenge = config.openChallenge === true;
     this.limiter = new SourceRateLimiter(1 << 12, this.limits.controlRate, this.limits.controlBurst, config.seed);
     this.total = new TokenBucket(this.limits.totalRateBytesPerSecond, Math.max(this.limits.totalRateBytesPerSecond / 4, 1 << 20));
   }
@@ -718,10 +722,15 @@ export class RelayCore {
     const fingerprint = m.stun.attributes.some((x) => x.type === Attr.FINGERPRINT);
     const bytes = encodeTurn(m.method, 'error', m.transactionId, { error, ...extra }, { ...(key ? { key } : {}), fingerprint });
     if (!key) {
-      // Unauthenticated: counted, and in strict mode never longer than what it answers.
+      // Unauthenticated: counted, and never longer than what it answers (no amplification: only a bare Binding may get
+      // more than it carried). Clients pad their first Allocate with SOFTWARE to get the challenge; --relay-open-challenge
+      // answers standard clients' bare Allocates too (within the per-source request rate).
       const requestLength = 20 + m.stun.attributes.reduce((n, a) => n + 4 + ((a.value.length + 3) & ~3), 0);
       this.stats.unauthBytesIn += requestLength;
-      if (this.strict && bytes.length > requestLength) return;
+      if (bytes.length > requestLength && !this.openChallenge) {
+        this.stats.unauthDropped++;
+        return;
+      }
       this.stats.unauthBytesOut += bytes.length;
     }
     this.sink.toClient(to, bytes);
