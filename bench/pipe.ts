@@ -277,7 +277,7 @@ async function main(): Promise<number> {
         await lab.destroy();
       }
       results.push(run);
-      const line = TOOLS.map((t) => {
+      const line = chosen.map((t) => {
         const m = run.find((x) => x.tool === t);
         return `${t} ${m ? f0(mbps(m)) : '?'}`;
       }).join(', ');
@@ -297,7 +297,7 @@ async function main(): Promise<number> {
   out.push(`rate = bytes / wall time from starting the sender until both sides exited (Burrow's includes start-up, punch, handshake)`);
   out.push('');
   out.push(`${'MB/s per run'.padEnd(32)}${results.map((_, i) => `run ${i + 1}`.padStart(9)).join('')}      min   median`);
-  for (const t of TOOLS) {
+  for (const t of chosen) {
     const rs = results.map((run) => rate(run, t));
     const s = summary(rs);
     out.push(`${LABEL[t].padEnd(32)}${rs.map((r) => f0(r).padStart(9)).join('')} ${f0(s.min).padStart(8)} ${f0(s.median).padStart(8)}`);
@@ -310,14 +310,14 @@ async function main(): Promise<number> {
     { label: 'socat TLS / socat plaintext', target: Number.NaN, values: results.map((r) => rate(r, 'socat-tls') / rate(r, 'socat')) },
   ];
   out.push(`${'ratio (same run)'.padEnd(32)}${results.map((_, i) => `run ${i + 1}`.padStart(9)).join('')}      min   median   target`);
-  for (const r of ratios) {
+  for (const r of ratios.filter((x) => x.values.some(Number.isFinite))) {
     const s = summary(r.values);
     const verdict = Number.isNaN(r.target) ? '' : `≥ ${r.target.toFixed(1)}  ${s.median >= r.target ? 'met' : 'MISSED'} (median)`;
     out.push(`${r.label.padEnd(32)}${r.values.map((v) => f2(v).padStart(9)).join('')} ${f2(s.min).padStart(8)} ${f2(s.median).padStart(8)}   ${verdict}`);
   }
   out.push('');
   out.push(`${'per side (max over runs)'.padEnd(32)}${'peak RSS sender'.padStart(17)}${'receiver'.padStart(10)}${'CPU s sender'.padStart(14)}${'receiver'.padStart(10)}`);
-  for (const t of TOOLS) {
+  for (const t of chosen) {
     const ms = results.map((run) => of(run, t)).filter((m): m is Measurement => m !== undefined);
     const max = (f: (m: Measurement) => number): number => Math.max(...ms.map(f));
     const med = (f: (m: Measurement) => number): number => summary(ms.map(f)).median;
