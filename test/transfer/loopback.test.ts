@@ -473,7 +473,7 @@ describe('file transfer v3 over a loopback SecureStream', () => {
   }
 
   /** A hostile (but authenticated) sender: frames made by hand, as the encoder refuses such manifests. */
-  function rawManifest(entries: { kind: number; path: string; size?: bigint; mode?: number }[]): Buffer {
+  function rawManifest(entries: { kind: number; path: string; size?: bigint; mode?: number }[], version = 3): Buffer {
     const parts = entries.map((e) => {
       const p = Buffer.from(e.path);
       const b = Buffer.alloc(3 + p.length + 10);
@@ -486,7 +486,8 @@ describe('file transfer v3 over a loopback SecureStream', () => {
     });
     const count = Buffer.alloc(4);
     count.writeUInt32BE(entries.length);
-    const payload = Buffer.concat([Buffer.from('BRWF'), Buffer.from([3]), Buffer.alloc(32, 9), count, ...parts]);
+    // Version 2 (the previous release) had no check key.
+    const payload = Buffer.concat([Buffer.from('BRWF'), Buffer.from([version]), version === 3 ? Buffer.alloc(32, 9) : Buffer.alloc(0), count, ...parts]);
     const header = Buffer.from([FrameType.MANIFEST, 0, 0, 0, 0]);
     header.writeUInt32BE(payload.length, 1);
     return Buffer.concat([header, payload]);
@@ -515,6 +516,26 @@ describe('file transfer v3 over a loopback SecureStream', () => {
       }
     });
   }
+
+  it('refuses a manifest of transfer protocol version 2 (the previous release) with a clear message, and tells the sender', async () => {
+    const out = await scratch();
+    try {
+      const pair = await securePair();
+      pair.sender.write(rawManifest([{ kind: 0, path: 'old.txt', size: 3n }], 2));
+      const answer = new Promise<Buffer>((resolve) => pair.sender.once('data', resolve));
+      const re = await rejection(receiveFiles(pair.receiver, { outDir: out.dir, peer: 'alice', lingerMs: 200 }));
+      assert.equal(re.code, 'STREAM_BROKEN');
+      assert.match(re.message, /another version of the transfer protocol \(update both sides\)/);
+      const fail = decodeFrame(await answer);
+      assert.ok(fail.ok && fail.frame.type === 'fail');
+      assert.equal(fail.frame.reason, 'protocol');
+      pair.sender.destroy();
+      await pair.closed();
+      assert.deepEqual(await listDir(out.dir), []);
+    } finally {
+      await out.remove();
+    }
+  });
 
   it('never writes through a symbolic link in --out: a directory entry that is a symlink is refused', async () => {
     const out = await scratch();
