@@ -200,6 +200,67 @@ describe('stream relay on loopback', () => {
   });
 });
 
+describe('stream relay pairing core: bounds (fake clock)', () => {
+  const now = 1_800_000_000_000;
+  /** Opens `conn` from `from` and authenticates it as NAME→PEER; returns the actions of the signed request. */
+  const join = (core: StreamRelayCore, conn: number, from: string, name: string, peer: string): StreamAction[] => {
+    core.opened(conn, { address: from, port: 40000 + conn });
+    const challenge = decodeTurn(sendOf(core.message(conn, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), {}), now)));
+    assert.ok(challenge.ok && challenge.msg.nonce);
+    const { username, password } = builtinCredentials(keys.relay, { expiry: now / 1000 + 60, networkIdHex: keys.networkIdHex, name, peer });
+    const key = longTermKey(username, 'burrow', password);
+    return core.message(conn, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), { username, realm: 'burrow', nonce: challenge.msg.nonce }, { key }), now);
+  };
+  const errorCode = (actions: readonly StreamAction[]): number | undefined => {
+    const d = decodeTurn(sendOf(actions));
+    return d.ok ? d.msg.error?.code : undefined;
+  };
+
+  it('abuse: one source address holds at most sessions-per-source connections (486), the rest of the world is unaffected', () => {
+    const core = new StreamRelayCore({ enabled: true, nonceKey: new Uint8Array(32), limits: { sessionsPerSource: 2 } });
+    core.setNetworks([keys]);
+    assert.deepEqual(join(core, 1, '198.51.100.7', 'a1', 'b1'), []);
+    assert.deepEqual(join(core, 2, '198.51.100.7', 'a2', 'b2'), []);
+    const refused = join(core, 3, '198.51.100.7', 'a3', 'b3');
+    assert.equal(errorCode(refused), 486);
+    assert.ok(refused.some((x) => x.type === 'close' && x.conn === 3));
+    assert.equal(core.stats.refused['quota-source'], 1);
+    // Another address pairs with a waiting one: spliced.
+    assert.ok(join(core, 4, '198.51.100.8', 'b1', 'a1').some((x) => x.type === 'splice'));
+    // A closed connection frees its slot.
+    core.closed(2);
+    assert.deepEqual(join(core, 5, '198.51.100.7', 'a5', 'b5'), []);
+  });
+
+  it('abuse: the relay holds at most --relay-sessions pairs in total (508), waiting connections counted', () => {
+    const core = new StreamRelayCore({ enabled: true, nonceKey: new Uint8Array(32), limits: { sessions: 1 } });
+    core.setNetworks([keys]);
+    assert.deepEqual(join(core, 1, '198.51.100.1', 'alice', 'bob'), []);
+    assert.ok(join(core, 2, '198.51.100.2', 'bob', 'alice').some((x) => x.type === 'splice'));
+    assert.equal(core.sessions, 1);
+    assert.equal(errorCode(join(core, 3, '198.51.100.3', 'carol', 'dave')), 508);
+    assert.equal(core.stats.refused.capacity, 1);
+    core.closed(1);
+    core.closed(2);
+    assert.equal(core.sessions, 0);
+    assert.deepEqual(join(core, 4, '198.51.100.3', 'carol', 'dave'), []);
+  });
+
+  it('abuse: a connection that never authenticates gets 400 after 3 requests; a non-request is refused at once', () => {
+    const core = new StreamRelayCore({ enabled: true, nonceKey: new Uint8Array(32) });
+    core.setNetworks([keys]);
+    core.opened(1, { address: '198.51.100.1', port: 1 });
+    for (let i = 0; i < 3; i++) assert.equal(errorCode(core.message(1, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), {}), now)), 401);
+    const fourth = core.message(1, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), {}), now);
+    assert.equal(errorCode(fourth), 400);
+    assert.ok(fourth.some((x) => x.type === 'close'));
+    core.opened(2, { address: '198.51.100.1', port: 2 });
+    const indication = core.message(2, encodeTurn(STREAM_RELAY_METHOD, 'success', randomBytes(12), {}), now);
+    assert.ok(indication.some((x) => x.type === 'close' && x.conn === 2));
+    assert.ok(!core.isAuthenticated(1) && !core.isAuthenticated(2));
+  });
+});
+
 function sendOf(actions: readonly StreamAction[]): Uint8Array {
   for (const a of actions) if (a.type === 'send') return a.data;
   assert.fail('no send');
