@@ -67,6 +67,12 @@ export interface StreamConnection {
 
 type Run = MachineRun<TcpPunchOutcome, TcpPunchInput | DriverInput>;
 
+/**
+ * A relayed stream sends an empty record after this long without one, so that the server's stream relay (idle timeout
+ * `--relay-idle`, 60 s by default) never ends a quiet session (a prompt, an idle ssh).
+ */
+export const RELAY_KEEPALIVE_MS = 20_000;
+
 /** The id of the stream transport to the server, as the machine names it. */
 const SERVER = 'server';
 
@@ -147,6 +153,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
     const stream = streams.get(key);
     release(key);
     if (!stream) throw BurrowError.socket('the winning TCP connection vanished', key);
+    if (outcome.relay) stream.keepAlive(RELAY_KEEPALIVE_MS);
     const result: StreamResult = outcome.relay ? { ...outcome.result, relay: { kind: 'builtin', server: endpointKey(outcome.relay.server) } } : outcome.result;
     return { stream, result };
   } catch (err) {

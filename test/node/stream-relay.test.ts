@@ -13,6 +13,7 @@ import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { startServer, type RendezvousServer } from '../../src/node/server.js';
 import { connectStreamRelay, StreamRelayError } from '../../src/node/stream-relay-client.js';
 import { STREAM_RELAY_METHOD, StreamRelayCore, type StreamAction } from '../../src/server/relay/stream.js';
+import { SecureStream } from '../../src/node/secure-stream.js';
 
 const SECRET = 'stream relay secret, long enough';
 const keys = deriveNetworkKeys(Buffer.from(SECRET));
@@ -194,6 +195,41 @@ describe('stream relay on loopback', () => {
       const a = await waiting;
       a.destroy();
       b.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('a SecureStream over the stream relay', () => {
+  it('keepalive records keep a quiet stream alive past the relay\'s idle timeout; without them the relay ends it', async () => {
+    const server = await serve({ limits: { idleSeconds: 1 } });
+    try {
+      const open = async (keepalive: boolean, a: string, b: string): Promise<[SecureStream, SecureStream]> => {
+        const [sa, sb] = await pair(server, a, b);
+        const context = Buffer.from(`keepalive test ${a}`);
+        const streams = await Promise.all([
+          SecureStream.open(sa, { name: a, peer: b, authKey: keys.streamAuth, context }),
+          SecureStream.open(sb, { name: b, peer: a, authKey: keys.streamAuth, context }),
+        ]);
+        for (const s of streams) {
+          s.on('error', () => undefined);
+          if (keepalive) s.keepAlive(200);
+        }
+        return streams;
+      };
+      const [ka, kb] = await open(true, 'alice', 'bob');
+      const [qa, qb] = await open(false, 'carol', 'dave');
+      const quietClosed = new Promise<void>((resolve) => qb.once('close', resolve));
+      // Quiet for 2.5 s: more than the 1 s idle timeout plus the relay's 1 s check.
+      await new Promise((r) => setTimeout(r, 2500));
+      const got = new Promise<string>((resolve) => kb.once('data', (c: Buffer) => { resolve(c.toString()); }));
+      ka.write('still here');
+      assert.equal(await got, 'still here');
+      assert.equal(kb.bytesReceived, 'still here'.length, 'keepalive records count as no data');
+      await quietClosed;
+      assert.ok(qa.destroyed || qb.destroyed);
+      for (const s of [ka, kb, qa, qb]) s.destroy();
     } finally {
       await server.close();
     }
