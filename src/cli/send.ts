@@ -6,7 +6,7 @@
 import { connectStream, type StreamConnection, type StreamConnectOptions } from '../node/tcp-punch.js';
 import type { TransferSummary } from '../transfer/driver.js';
 import { prepareSend, sendEntries } from '../transfer/send.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { parseCommand, usageError } from './parse.js';
 import { formatBytes, formatDuration, formatRate, ProgressReporter } from './progress.js';
 import { humanLine } from './punch.js';
@@ -42,6 +42,7 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
       purpose: parsed.command,
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {

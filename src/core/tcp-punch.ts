@@ -42,6 +42,12 @@ export interface TcpPunchConfig {
   readonly peer: string;
   readonly keys: NetworkKeys;
   readonly server: Endpoint;
+  /**
+   * Other servers of the same deployment, moved to when the current one stops answering or its connection closes
+   * before the introduction (src/core/server-list.ts). The stream transport follows: a REGISTER addressed to another
+   * server makes it connect there, from the same local port.
+   */
+  readonly fallbacks?: readonly Endpoint[];
   /** The stream transport to the server: REGISTER goes down it, answers and pushes come up it. */
   readonly serverTransport: TransportId;
   /** Our local address, and the local port of the connection to the server: every simultaneous open leaves from it. */
@@ -137,6 +143,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       peer: config.peer,
       keys: config.keys,
       server: config.server,
+      ...(config.fallbacks ? { fallbacks: config.fallbacks } : {}),
       transport: config.serverTransport,
       wire: 'tcp',
       sessionNonce: config.sessionNonce,
@@ -177,10 +184,15 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         this.onDatagram(input.transport, input.from, input.data, input.now, out);
         break;
       case 'transport-closed':
-        // Before the introduction the server is all we have; afterwards its connection only kept the registration.
+        // Before the introduction the server is all we have (with others to move to, the next timer moves on);
+        // afterwards its connection only kept the registration.
         if (input.transport === this.config.serverTransport && !this.plan) {
+          if (this.rendezvous.hasFallbacks) {
+            this.rendezvous.serverLost(input.now);
+            break;
+          }
           const seconds = Math.round((input.now - this.startedAt) / 100) / 10;
-          this.finish(out, { type: 'fail', error: BurrowError.serverUnreachable(endpointKey(this.config.server), 1, seconds) });
+          this.finish(out, { type: 'fail', error: BurrowError.serverUnreachable(endpointKey(this.rendezvous.server), 1, seconds) });
         }
         break;
       case 'attempt-connected': {
@@ -223,10 +235,11 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private onTimer(now: number, out: TcpPunchAction[]): void {
     if (now >= this.deadline) {
       const gone = this.partnerGone;
-      this.finish(out, { type: 'fail', error: gone !== undefined ? BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), gone) : punchFailureError(this.failure()) });
+      this.finish(out, { type: 'fail', error: gone !== undefined ? BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), gone) : punchFailureError(this.failure()) });
       return;
     }
-    this.rendezvous.onTimer(now, out);
+    for (const note of this.rendezvous.onTimer(now, out)) this.onRendezvous(note, now, out);
+    if (this.phase === 'finished') return;
     for (const [id, a] of this.attempts) {
       if (a.budgetEndsAt === undefined || now < a.budgetEndsAt) continue;
       out.push({ type: 'abandon', attempt: id });
@@ -280,10 +293,11 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
-        out.push({ type: 'event', event: { type: 'dropped', from: this.config.server, transport: this.config.serverTransport, reason: note.reason } });
+        out.push({ type: 'event', event: { type: 'dropped', from: this.rendezvous.server, transport: this.config.serverTransport, reason: note.reason } });
         return;
       case 'failover':
-        return; // one TCP connection to one server: no fallbacks are given
+        out.push({ type: 'event', event: { type: 'failover', from: note.from, to: note.to } });
+        return;
       default: {
         const never: never = note;
         throw new Error(`unknown note ${String(never)}`);
@@ -323,7 +337,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private settleIfGone(out: TcpPunchAction[]): void {
     if (this.partnerGone === undefined || this.phase !== 'connecting') return;
     const securing = this.incoming.size > 0 || [...this.attempts.values()].some((a) => a.budgetEndsAt === undefined);
-    if (!securing) this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), this.partnerGone) });
+    if (!securing) this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), this.partnerGone) });
   }
 
   private connect(target: Endpoint, fromPort: number, lan: boolean, now: number, out: TcpPunchAction[]): void {
@@ -386,7 +400,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       kind: 'punch-failure',
       stage,
       transport: 'tcp',
-      server: endpointKey(this.config.server),
+      server: endpointKey(this.rendezvous.server),
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
