@@ -5,7 +5,7 @@
  * server would be dropped by the port-restricted NAT, so a connection proves that each push left from its owner.
  *
  *  1. Port-restricted ↔ port-restricted: a punch, `burrow wg` (wireguard-go) and a file across servers; failover from
- *     a SIGKILLed S1 to S3 for a punch and for a send; Redis down (punch exit 14, every server up and answering
+ *     a SIGKILLed S1 to S3 for a punch, for WireGuard discovery and for a send; Redis down (punch exit 14, every server up and answering
  *     STUN); Redis back (a pair punches within 5 s).
  *  2. Symmetric ↔ symmetric: no direct path; each side allocates on its own server's built-in relay and they connect
  *     relay to relay (docs/protocol.md, "Relaying across servers"), datagrams both ways through the proxies.
@@ -20,7 +20,7 @@ import type { LabProcess } from '../../src/lab/process.js';
 import { createLab, type Lab } from '../../src/lab/topology.js';
 import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
 import { CLI, peerEnv } from './peers.js';
-import { addPeer, assertNoWgLeft, startWg, stopWg, wgAvailable, type WgHost } from './wg-lab.js';
+import { addPeer, assertNoWgLeft, restartWg, startWg, stopWg, wgAvailable, wgPeers, type WgHost } from './wg-lab.js';
 
 const SECRET = 'redis lab secret, shared by all servers';
 const env = (): NodeJS.ProcessEnv => peerEnv(SECRET);
@@ -56,7 +56,7 @@ describe('several servers over one Redis, behind real NATs (lab)', { skip: labSk
     assertLabAvailable();
   });
 
-  it('port-restricted: punch, wg and send across servers; failover of punch and send from a killed S1 to S3; Redis down (exit 14, STUN answered) and back (punch within 5 s)', async (t) => {
+  it('port-restricted: punch, wg and send across servers; failover of punch, wg and send from a killed S1 to S3; Redis down (exit 14, STUN answered) and back (punch within 5 s)', async (t) => {
     const lab = await createLab({ a: 'port-restricted', b: 'port-restricted' });
     const out = await mkdtemp(join(tmpdir(), 'burrow-redis-lab-'));
     const wg: WgHost[] = [];
@@ -117,6 +117,23 @@ describe('several servers over one Redis, behind real NATs (lab)', { skip: labSk
       assert.equal(rfa.code, 0, fa.stderr);
       assert.equal(rfb.code, 0, fb.stderr);
 
+      // 4b. Failover of WireGuard discovery: both interfaces restarted on new ports (their endpoints now stale); A is
+      // given S1,S3 with S1 dead: WG-SYNC to S1 goes unanswered, WireGuard's server peer and WG-SYNC move to S3, and A
+      // and B (on S2) find each other again.
+      if (withWg) {
+        const [wa, wb] = wg as [WgHost, WgHost];
+        await restartWg(lab, wa, 51821, [wb]);
+        await restartWg(lab, wb, 51822, [wa]);
+        const ga = lab.spawn('hA', process.execPath, [CLI, 'wg', '--interface', wa.name, '--server', `${S1},${S3}`, '--timeout', '20', '--format', 'json'], { env: env() });
+        const gb = lab.spawn('hB', process.execPath, [CLI, 'wg', '--interface', wb.name, '--server', S2, '--timeout', '20', '--format', 'json'], { env: env() });
+        const [rga, rgb] = await Promise.all([ga.exited, gb.exited]);
+        assert.match(ga.stderr, /the server at 203\.0\.113\.1:3478 stopped answering; registering with 203\.0\.113\.1:3490/);
+        assert.equal(rga.code, 0, ga.stderr);
+        assert.equal(rgb.code, 0, gb.stderr);
+        const peers = await wgPeers(lab, wa);
+        assert.equal(peers.find((p) => p.key === wb.publicKey)?.endpoint.endsWith(':51822'), true, JSON.stringify(peers));
+      }
+
       // 5. Failover of a send (TCP): S1 back; the sender waits on S1 with S1,S3; S1 is killed; its connection to S3
       // leaves from the same port; the receiver on S2 gets the file.
       const [again] = await startServers(lab, [[S1, 's1']]);
@@ -173,7 +190,7 @@ describe('several servers over one Redis, behind real NATs (lab)', { skip: labSk
     }
   });
 
-  it('symmetric ↔ symmetric on different servers: each relays through its own server, relay to relay; datagrams flow both ways', async () => {
+  it('symmetric ↔ symmetric on different servers: each relays through its own server, relay to relay; datagrams flow both ways', async (t) => {
     const lab = await createLab({ a: 'symmetric', b: 'symmetric' });
     try {
       await startRedis(lab);
@@ -188,6 +205,7 @@ describe('several servers over one Redis, behind real NATs (lab)', { skip: labSk
       assert.equal(rb.code, 0, context);
       for (const [p, own] of [[a, S1], [b, S2]] as const) {
         const lines = p.stdout.trim().split('\n');
+        t.diagnostic(`${p === a ? 'A' : 'B'}: ${lines[0] ?? ''}`);
         const result = JSON.parse(lines[0] ?? '') as { path: string; relay?: { kind: string; server: string } };
         assert.equal(result.path, 'relay', context);
         // Each side's allocation is on the server it registered with (its own relay): the credentials in its
