@@ -121,6 +121,11 @@ export interface PathOptions extends PunchOptions {
   readonly relay?: RelayMode;
   /** Use this TURN server, allocated from the start, instead of the server's offer. */
   readonly turn?: TurnServerOption;
+  /**
+   * For a relayed path: the program's address the proxy exchanges datagrams with (default: a free loopback port,
+   * `result.localPort`, for the program to bind). `burrow wg` gives WireGuard's listen port on 127.0.0.1.
+   */
+  readonly proxyProgram?: Endpoint;
 }
 
 /** The relay a relayed path goes through. */
@@ -354,7 +359,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   }
   // Relayed: become the proxy.
   proxying = true;
-  const p = await UdpProxy.open();
+  const p = await UdpProxy.open(options.proxyProgram);
   proxied.proxy = p;
   udp.intercepts.push(p.tap('udp'));
   relay?.intercepts.push(p.tap('relay'));

@@ -63,13 +63,17 @@ export class UdpProxy {
     socket.socket.on('error', () => undefined);
   }
 
-  /** Binds the proxy's socket (127.0.0.1:P) and picks a free port for the program (127.0.0.1:Q). */
-  static async open(): Promise<UdpProxy> {
+  /**
+   * Binds the proxy's socket (127.0.0.1:P) and picks a free port for the program (127.0.0.1:Q), or takes the
+   * program's address as given (`burrow wg`: WireGuard's listen port, which WireGuard has bound already).
+   */
+  static async open(program?: Endpoint): Promise<UdpProxy> {
+    if (program) return new UdpProxy(await bindUdp('127.0.0.1', 0), program);
     const probe = await bindUdp('127.0.0.1', 0);
-    const program = probe.local;
+    const chosen = probe.local;
     await closeUdp(probe.socket);
     const socket = await bindUdp('127.0.0.1', 0);
-    return new UdpProxy(socket, program);
+    return new UdpProxy(socket, chosen);
   }
 
   /** The proxy's own address: what the program sends to. */
