@@ -234,6 +234,8 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   const transports: Record<string, DatagramTransport> = { udp };
   /** Every path selected so far, the current one last (the proxy forwards through it, and accepts from all). */
   const selections: { transport: string; remote: Endpoint }[] = [];
+  /** Every pair validated so far: the proxy takes the partner's data from these too. */
+  const validated: { transport: string; remote: Endpoint }[] = [];
   const selectUpstream = (transport: string, remote: Endpoint): void => {
     selections.push({ transport, remote });
     const t = transports[transport];
@@ -258,9 +260,14 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
           for (const l of listeners) l(change);
         }
         break;
+      case 'path-valid':
+        if (validated.length < 64) {
+          validated.push({ transport: e.transport, remote: e.remote });
+          proxied.proxy?.allow(e.transport, e.remote);
+        }
+        break;
       case 'registered':
       case 'nat-mapping':
-      case 'path-valid':
       case 'path-lost':
       case 'partner-left':
       case 'dropped':
@@ -363,6 +370,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   proxied.proxy = p;
   udp.intercepts.push(p.tap('udp'));
   relay?.intercepts.push(p.tap('relay'));
+  for (const v of validated) p.allow(v.transport, v.remote);
   for (const sel of selections) {
     const t = transports[sel.transport];
     if (t) p.setUpstream(sel.transport, t, sel.remote);

@@ -88,6 +88,16 @@ export class UdpProxy {
   }
 
   /**
+   * Also takes the partner's data from `remote` on transport `id`: a pair the agent validated (the partner answered
+   * an authenticated probe from there). The two sides may select different pairs of one relayed path for a moment
+   * (each sees the other's end differently: a relayed address, or a socket's mapping through an allocation), and the
+   * partner's first datagrams then arrive on a pair that is valid here but not selected.
+   */
+  allow(id: string, remote: Endpoint): void {
+    this.partners.add(`${id}|${endpointKey(remote)}`);
+  }
+
+  /**
    * An intercept for a transport (`UdpTransport.intercepts`, `RelayTransport.intercepts`): takes the partner's data
    * on a path in use (or used before) to the program, and leaves the agent's probes alone.
    */
