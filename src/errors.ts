@@ -252,7 +252,7 @@ export class BurrowError extends Error {
         'destination (symmetric, endpoint-dependent mapping), so the port the server sees is not the one the other side ' +
         'must use and WireGuard cannot reach it directly. ' +
         (relayable
-          ? 'The relay can carry this peer, but the relay needs --continuous: burrow must stay on as the local proxy WireGuard sends through'
+          ? "The server's relay can carry this peer, but the relay needs --continuous: burrow must stay on as the local proxy WireGuard sends through"
           : 'It works when the other side has a public address or a full-cone NAT, or with a forwarded UDP port on that NAT'),
       { details: { peers, whose, seconds, wg: 'symmetric', ...(relayable ? { relay: 'needs-continuous' } : {}), ...details } },
     );

@@ -36,13 +36,15 @@ export interface WgRelayTiming {
   readonly relayAfterMs: number;
   /** A direct endpoint tried while relayed must bring a handshake within this long, else the proxy comes back. */
   readonly trialMs: number;
-  /** A relay session that failed or ended is started again after this long. */
+  /** A relay session that failed or ended is started again after this long, doubled after each failure in a row. */
   readonly retryMs: number;
+  /** The longest pause between attempts. */
+  readonly maxRetryMs: number;
 }
 
 /** The defaults for a WG-SYNC interval of `intervalMs`: the two sides learn each other's endpoints up to one interval apart. */
 export function defaultWgRelayTiming(intervalMs: number): WgRelayTiming {
-  return { relayAfterMs: intervalMs + 5000, trialMs: intervalMs + 5000, retryMs: 5000 };
+  return { relayAfterMs: intervalMs + 5000, trialMs: intervalMs + 5000, retryMs: 5000, maxRetryMs: 60_000 };
 }
 
 /** The registration name for the relay session from `own` to `peer` (base64 WireGuard keys): 'wg-' and 22 characters. */
@@ -95,6 +97,8 @@ interface PeerPlan {
   trialEndpoint: Endpoint | undefined;
   /** The path was relayed before (a new session is a restoration, not a first relay). */
   wasRelayed: boolean;
+  /** Sessions in a row that ended without a path (the partner does not relay, the server offers no relay). */
+  failures: number;
 }
 
 export interface WgRelayInput {
@@ -150,18 +154,20 @@ export class WgRelayPlanner {
     if (!p?.session) return;
     p.proxy = proxy;
     p.proxies.add(endpointKey(proxy));
+    p.failures = 0;
   }
 
   /** The session for `key` failed, or ended (the partner left, the relay was lost). */
   sessionEnded(key: string, now: number): void {
     const p = this.plans.get(key);
     if (!p) return;
+    if (p.state === 'relaying' && !p.proxy) p.failures++;
     p.session = false;
     p.proxy = undefined;
     if (p.state === 'relayed' || p.state === 'trial' || p.state === 'relaying') {
       p.wasRelayed ||= p.state !== 'relaying';
       p.state = 'relaying';
-      p.retryAt = now + this.timing.retryMs;
+      p.retryAt = now + Math.min(this.timing.maxRetryMs, this.timing.retryMs * 2 ** Math.max(0, p.failures - 1));
     }
   }
 
@@ -181,7 +187,7 @@ export class WgRelayPlanner {
       const key = peer.publicKey;
       let p = this.plans.get(key);
       if (!p) {
-        p = { state: 'direct', unconnectedSince: undefined, session: false, proxy: undefined, proxies: new Set(), retryAt: -Infinity, facts: '', trialStart: 0, trialEndpoint: undefined, wasRelayed: false };
+        p = { state: 'direct', unconnectedSince: undefined, session: false, proxy: undefined, proxies: new Set(), retryAt: -Infinity, facts: '', trialStart: 0, trialEndpoint: undefined, wasRelayed: false, failures: 0 };
         this.plans.set(key, p);
       }
       const info = input.infoOf(key);

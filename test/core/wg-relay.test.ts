@@ -9,7 +9,7 @@ import { WgRelayPlanner, wgRelayName, type WgRelayAction, type WgRelayMode } fro
 
 const k = (n: number): string => Buffer.alloc(32, n).toString('base64');
 const T = 1_800_000_000_000;
-const TIMING = { relayAfterMs: 6000, trialMs: 6000, retryMs: 5000 };
+const TIMING = { relayAfterMs: 6000, trialMs: 6000, retryMs: 5000, maxRetryMs: 12_000 };
 const DIRECT: Endpoint = { address: '198.51.100.6', port: 51820 };
 const PROXY: Endpoint = { address: '127.0.0.1', port: 40001 };
 const PROXY2: Endpoint = { address: '127.0.0.1', port: 40002 };
@@ -94,6 +94,23 @@ describe('WireGuard over the relay: decisions', () => {
     assert.deepEqual(types(sym(25_000, onProxy)), ['start-session']);
     p.sessionReady(k(2), PROXY2);
     assert.deepEqual(types(sym(25_500, onProxy)), ['set:40002', 'path:relay:relay-restored']);
+  });
+
+  it('sessions that keep failing are retried less and less often (5, 10, 12, 12 s), and a path resets the pause', () => {
+    const { p, at } = planner();
+    const sym = (ms: number): WgRelayAction[] => at(ms, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }), 'endpoint-dependent');
+    let t = 0;
+    assert.deepEqual(types(sym(t)), ['start-session']);
+    for (const pause of [5000, 10_000, 12_000, 12_000]) {
+      p.sessionEnded(k(2), T + t);
+      assert.deepEqual(sym(t + pause - 1), []);
+      assert.deepEqual(types(sym(t + pause)), ['start-session'], `after ${pause} ms`);
+      t += pause;
+    }
+    p.sessionReady(k(2), PROXY);
+    sym(t + 100);
+    p.sessionEnded(k(2), T + t + 1000);
+    assert.deepEqual(types(sym(t + 6000)), ['start-session']);
   });
 
   it('WireGuard roaming to the peer\'s own address with a fresh handshake moves the peer to direct (auto)', () => {
