@@ -365,18 +365,45 @@ async function coturnDatagrams(lab: Lab): Promise<number> {
   return Number(match[1]);
 }
 
-const SCRAPE = `fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then((r) => r.text()).then((t) => process.stdout.write(t), (e) => { process.stderr.write(String(e)); process.exitCode = 1; });`;
+/**
+ * Reads the built-in relay's count of relayed datagrams from serve's metrics, through one long-lived process in pub
+ * (a Node start per reading would take longer than a whole exchange through the relay): each line on its stdin asks
+ * for one reading, answered by one line on its stdout.
+ */
+const SCRAPER = `process.stdin.setEncoding('utf8').on('data', (d) => { for (const _ of d.split('\\n').slice(1)) {
+  fetch('http://127.0.0.1:${METRICS_PORT}/metrics').then((r) => r.text()).then((t) => { const m = /^burrow_relay_datagrams_total (\\d+)/m.exec(t);
+  process.stdout.write((m ? m[1] : 'missing') + '\\n'); }, (e) => process.stdout.write('error ' + String(e).replace(/\\n/g, ' ') + '\\n')); } });`;
 
-/** The built-in relay's datagrams relayed so far, from serve's metrics. */
-async function builtinDatagrams(lab: Lab): Promise<number> {
-  const text = await execChecked(lab, 'reading the relay metrics', process.execPath, ['-e', SCRAPE]);
-  const match = /^burrow_relay_datagrams_total (\d+)/m.exec(text);
-  if (match === null) throw new LabError('LAB_COMMAND_FAILED', 'burrow_relay_datagrams_total is missing from serve\'s metrics');
-  return Number(match[1]);
+class MetricsReader {
+  readonly #child: LabProcess;
+  #asked = 0;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(lab: Lab) {
+    this.#child = lab.spawn('pub', process.execPath, ['-e', SCRAPER]);
+  }
+
+  read(): Promise<number> {
+    const next = this.#queue.then(async () => {
+      const wanted = ++this.#asked;
+      this.#child.write('\n');
+      const text = await this.#child.waitForOutput('stdout', (t) => t.split('\n').length > wanted, 5_000);
+      const line = text.split('\n')[wanted - 1] ?? '';
+      if (!/^\d+$/.test(line)) throw new LabError('LAB_COMMAND_FAILED', `reading serve's metrics: ${line}`);
+      return Number(line);
+    });
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async close(): Promise<void> {
+    this.#child.endInput();
+    await exitWithin(this.#child, 2_000);
+  }
 }
 
-function relayCount(lab: Lab, relay: MatrixRelay): Promise<number> | null {
-  if (relay === 'builtin') return builtinDatagrams(lab);
+function relayCount(lab: Lab, relay: MatrixRelay, metrics: MetricsReader | undefined): Promise<number> | null {
+  if (relay === 'builtin' && metrics !== undefined) return metrics.read();
   if (relay === 'coturn') return coturnDatagrams(lab);
   return null;
 }
@@ -431,7 +458,7 @@ function peerResult(s: Started, resultAt: number | null): MatrixPeer {
 }
 
 /** One run in a lab whose server (and coturn) already run. */
-async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeoutSeconds: number, delayMs: number, signal?: AbortSignal): Promise<MatrixRun> {
+async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeoutSeconds: number, delayMs: number, metrics: MetricsReader | undefined, signal?: AbortSignal): Promise<MatrixRun> {
   await Promise.all([lab.flushConntrack('natA'), lab.flushConntrack('natB')]);
   const tag = randomBytes(3).toString('hex');
   // The first starter is behind router A (hA) in position 'a', behind router B (hB) in position 'b'.
@@ -439,7 +466,7 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
   const secondNode: HostNode = spec.position === 'a' ? 'hB' : 'hA';
   const firstName = `first-${tag}`;
   const secondName = `second-${tag}`;
-  const before = await relayCount(lab, spec.relay);
+  const before = await relayCount(lab, spec.relay, metrics);
   const limitMs = timeoutSeconds * 1000 + HANDOFF_TIMEOUT_MS + PEER_GRACE_MS;
   const start = (name: string, peer: string, kind: NatKind, node: HostNode): Started => {
     const args = [cli, 'punch', '--server', SERVER_ENDPOINT, '--secret-file', files.secretFile, '--as', name, '--to', peer];
@@ -462,7 +489,7 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
     await sleep(delayMs, undefined, signal === undefined ? {} : { signal });
     started.push(start(secondName, firstName, spec.second, secondNode));
     // The relay's count once both have printed their result: what it carries from then on is COMMAND's traffic.
-    const middle = Promise.all(started.map((s) => s.resultAt)).then(() => relayCount(lab, spec.relay));
+    const middle = Promise.all(started.map((s) => s.resultAt)).then(() => relayCount(lab, spec.relay, metrics));
     await Promise.all(started.map((s) => exitWithin(s.child, limitMs)));
     atResult = await middle.catch(() => null);
     signal?.throwIfAborted();
@@ -473,7 +500,7 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
   const [fAt, sAt] = await Promise.all([f.resultAt, s.resultAt]);
   const first = peerResult(f, fAt);
   const second = peerResult(s, sAt);
-  const after = await relayCount(lab, spec.relay);
+  const after = await relayCount(lab, spec.relay, metrics);
   const path = runPath(first, second);
   const connected = path !== 'failed';
   const probes = [first.birthday?.probes, second.birthday?.probes].filter((p): p is number => p !== undefined);
@@ -558,10 +585,12 @@ async function runLab(a: NatKind, b: NatKind, specs: readonly RunSpec[], files: 
       const relay = group[0]?.relay ?? 'builtin';
       const timeoutSeconds = options.timeoutSeconds ?? (relayAvailable(relay) ? 8 : 5);
       let serve: LabProcess | undefined;
+      let metrics: MetricsReader | undefined;
       let setupError: unknown = labError ?? (relay === 'coturn' || relay === 'coturn-stopped' ? turnError : undefined);
       if (lab !== undefined && setupError === undefined) {
         try {
           serve = await startServe(lab, cli, relay, files);
+          if (relay === 'builtin') metrics = new MetricsReader(lab);
         } catch (err) {
           setupError = err;
         }
@@ -572,7 +601,7 @@ async function runLab(a: NatKind, b: NatKind, specs: readonly RunSpec[], files: 
           run = harnessFailure(spec, lab?.runId ?? '-', setupError);
         } else {
           try {
-            run = await runOnce(lab, cli, spec, files, timeoutSeconds, options.delayMs ?? DEFAULT_DELAY_MS, options.signal);
+            run = await runOnce(lab, cli, spec, files, timeoutSeconds, options.delayMs ?? DEFAULT_DELAY_MS, metrics, options.signal);
           } catch (err) {
             options.signal?.throwIfAborted();
             run = harnessFailure(spec, lab.runId, err);
@@ -581,6 +610,7 @@ async function runLab(a: NatKind, b: NatKind, specs: readonly RunSpec[], files: 
         out.push(run);
         options.onRun?.(run);
       }
+      await metrics?.close();
       if (serve !== undefined) await stop(serve);
     }
     if (turn !== undefined) await stop(turn);
