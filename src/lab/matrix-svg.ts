@@ -13,7 +13,7 @@ const LABEL_W = 150;
 const HEAD_H = 40;
 const MARGIN = 16;
 const GRID_GAP = 28;
-const TITLE_H = 64;
+const TITLE_H = 74;
 const LEGEND_H = 86;
 const FONT = 'system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif';
 
@@ -97,7 +97,7 @@ function gridHeight(kinds: readonly NatKind[]): number {
 /** The whole picture. `note` is a line under the title (e.g. where and when it was made). Pure. */
 export function renderMatrixSvg(result: MatrixResult, note = ''): string {
   const kinds = result.kinds;
-  const width = Math.max(MARGIN * 2 + LABEL_W + kinds.length * CELL_W, 720);
+  const width = Math.max(MARGIN * 2 + LABEL_W + kinds.length * CELL_W, 760);
   const grids = result.relays.length;
   const height = TITLE_H + grids * gridHeight(kinds) + (grids - 1) * GRID_GAP + LEGEND_H;
   const out: string[] = [];

@@ -102,6 +102,8 @@ export interface MatrixPeer {
   readonly birthday: { readonly role: string; readonly probes: number } | null;
   /** Later path moves ({"event":"path"} lines) while Burrow proxied. */
   readonly moves: readonly string[];
+  /** On a relayed path: the relay server of this side's allocation, or (relaying through the partner's) its upstream. */
+  readonly relayServer: string | null;
   /** COMMAND heard the other side, and the other side said it heard us. */
   readonly exchanged: boolean;
   /** Milliseconds from this peer's spawn to its first line on stdout (the result), on the harness's clock. */
@@ -230,6 +232,7 @@ interface ParsedPeerOutput {
   readonly elapsedMs: number | null;
   readonly birthday: { readonly role: string; readonly probes: number } | null;
   readonly moves: string[];
+  readonly relayServer: string | null;
   readonly exchanged: boolean;
   readonly error: string | null;
 }
@@ -259,9 +262,11 @@ export function parsePeerOutput(stdout: string): ParsedPeerOutput {
   const b: unknown = result?.birthday;
   const birthday = typeof b === 'object' && b !== null ? { role: String((b as { role?: unknown }).role), probes: Number((b as { probes?: unknown }).probes ?? 0) } : null;
   const moves = lines.filter((l) => l.event === 'path').map((l) => String(l.path));
+  const relay: unknown = result?.relay;
+  const relayServer = typeof relay === 'object' && relay !== null ? String((relay as { server?: unknown }).server) : typeof result?.upstream === 'string' ? result.upstream : null;
   const report = lines.at(-1);
   const exchanged = lines.length >= 2 && report !== undefined && report.ok === true && report.heard === true && report.peerHeard === true;
-  return { path, elapsedMs, birthday, moves, exchanged, error };
+  return { path, elapsedMs, birthday, moves, relayServer, exchanged, error };
 }
 
 /** The path a run took, from both peers' results. Pure. */
@@ -449,6 +454,7 @@ function peerResult(s: Started, resultAt: number | null): MatrixPeer {
     elapsedMs: parsed.elapsedMs,
     birthday: parsed.birthday,
     moves: parsed.moves,
+    relayServer: parsed.relayServer,
     exchanged: parsed.exchanged,
     resultAfterMs: resultAt === null ? null : resultAt - s.child.startedAt,
     error: exit.code === 0 && parsed.exchanged ? null : (parsed.error ?? (lastLines(s.child.stderr, 3) || `exit ${String(exit.code ?? exit.signal)}`)),
@@ -519,7 +525,7 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
 }
 
 function failedPeer(name: string, kind: NatKind, node: HostNode, error: string): MatrixPeer {
-  return { name, kind, node, exitCode: null, signal: null, path: null, elapsedMs: null, birthday: null, moves: [], exchanged: false, resultAfterMs: null, error, stdout: '', stderr: '' };
+  return { name, kind, node, exitCode: null, signal: null, path: null, elapsedMs: null, birthday: null, moves: [], relayServer: null, exchanged: false, resultAfterMs: null, error, stdout: '', stderr: '' };
 }
 
 function harnessFailure(spec: RunSpec, runId: string, err: unknown): MatrixRun {
