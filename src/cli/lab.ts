@@ -88,8 +88,9 @@ function describeRun(run: MatrixRun): string {
   const where = `${run.relay}: ${run.first} first → ${run.second} (first behind router ${run.position.toUpperCase()}, run ${run.index + 1})`;
   if (run.connected) {
     const relayed = run.relayDatagrams === null ? '' : `; relay carried ${run.relayDatagrams} datagrams, ${run.relayDatagramsAfterResult ?? '?'} after both connected`;
-    const probes = run.probes === null ? '' : `; ${run.probes} birthday probes`;
-    return `${where}: ${run.path} in ${formatMs(run.connectMs)}${probes}${relayed}`;
+    const probes = run.probes === null && run.sockets === null ? '' : `; birthday: ${String(run.probes ?? '?')} probes, ${String(run.sockets ?? '?')} sockets`;
+    const moved = run.initialPath !== run.path ? ` (${run.initialPath} first, then moved)` : '';
+    return `${where}: ${run.path}${moved} in ${formatMs(run.connectMs)}${probes}${relayed}`;
   }
   const exits = `exit ${String(run.peers.first.exitCode ?? run.peers.first.signal)} / ${String(run.peers.second.exitCode ?? run.peers.second.signal)}`;
   const errors = [...new Set([run.peers.first.error, run.peers.second.error].filter((e): e is string => e !== null))].join(' | ');
@@ -122,6 +123,7 @@ export async function labMatrixCommand(parsed: Parsed<'lab matrix'>, io: Io): Pr
   const { values } = parsed;
   const kinds = listOf('--kinds', values.kinds, isNatKind, NAT_KINDS);
   const relays = listOf('--relay', values.relay, isMatrixRelay, MATRIX_RELAYS);
+  if (values['upgrade-wait'] > 60) throw usageError(`--upgrade-wait ${values['upgrade-wait']} is too long`, 'give at most 60 seconds (0: no wait)');
   const available = labAvailable();
   if (!available.ok) throw usageError(`cannot build the NAT lab: ${available.reason}`, 'run it as root on Linux with iproute2, nftables and conntrack installed');
   const total = kinds.length * kinds.length * 2 * values.runs * relays.length;
@@ -132,6 +134,7 @@ export async function labMatrixCommand(parsed: Parsed<'lab matrix'>, io: Io): Pr
     relays,
     runs: values.runs,
     ...(values.timeout !== undefined ? { timeoutSeconds: values.timeout } : {}),
+    upgradeWaitMs: Math.round(values['upgrade-wait'] * 1000),
     signal: io.signal,
     onRun: (run) => {
       done++;

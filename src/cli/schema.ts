@@ -362,6 +362,12 @@ export const COMMANDS = {
       },
       report: { value: 'FILE', required: true, help: 'write the SVG picture here' },
       timeout: { value: 'SECONDS', type: 'seconds', help: 'each peer\'s --timeout (default 8 where a relay is reachable, else 5)' },
+      'upgrade-wait': {
+        value: 'SECONDS',
+        type: 'number',
+        default: '6',
+        help: 'on a relayed path, COMMAND holds its socket this long after the exchange, so that a move to a direct path (birthday probing) shows; 0: no wait',
+      },
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: a table per mode, or one JSON object with every run' },
     },
   },

@@ -7,7 +7,7 @@
 import type { NatKind } from './nat-rules.js';
 import type { MatrixCell, MatrixPath, MatrixRelay, MatrixResult } from './matrix.js';
 
-const CELL_W = 132;
+const CELL_W = 150;
 const CELL_H = 62;
 const LABEL_W = 150;
 const HEAD_H = 40;
@@ -50,8 +50,13 @@ export function formatMs(ms: number | null): string {
 export function cellLines(cell: MatrixCell): [string, string, string] {
   const share = cell.agreeing === cell.runs ? `${cell.runs}/${cell.runs}` : `${cell.agreeing}/${cell.runs}`;
   const first = `${cell.path} ${share}`;
-  const second = cell.connected > 0 ? `median ${formatMs(cell.medianConnectMs)}` : 'no connection';
-  let third = cell.medianProbes !== null ? `${Math.round(cell.medianProbes)} probes` : 'no birthday probes';
+  const upgraded = cell.upgraded > 0 ? ` · ${cell.upgraded} relayed first` : '';
+  const second = cell.connected > 0 ? `median ${formatMs(cell.medianConnectMs)}${upgraded}` : 'no connection';
+  const birthday = [
+    ...(cell.medianProbes !== null ? [`${Math.round(cell.medianProbes)} probes`] : []),
+    ...(cell.medianSockets !== null ? [`${Math.round(cell.medianSockets)} sockets`] : []),
+  ];
+  let third = birthday.length > 0 ? birthday.join(', ') : 'no birthday probes';
   if (cell.relayedOnDirectAfterResult !== null && cell.relayedOnDirectAfterResult > 0) third = `relay carried ${cell.relayedOnDirectAfterResult} after connect`;
   return [first, second, third];
 }
@@ -97,7 +102,7 @@ function gridHeight(kinds: readonly NatKind[]): number {
 /** The whole picture. `note` is a line under the title (e.g. where and when it was made). Pure. */
 export function renderMatrixSvg(result: MatrixResult, note = ''): string {
   const kinds = result.kinds;
-  const width = Math.max(MARGIN * 2 + LABEL_W + kinds.length * CELL_W, 760);
+  const width = Math.max(MARGIN * 2 + LABEL_W + kinds.length * CELL_W, 800);
   const grids = result.relays.length;
   const height = TITLE_H + grids * gridHeight(kinds) + (grids - 1) * GRID_GAP + LEGEND_H;
   const out: string[] = [];
@@ -121,7 +126,7 @@ export function renderMatrixSvg(result: MatrixResult, note = ''): string {
     ['failed', 'failed: no connection'],
   ];
   for (const [k, [path, label]] of legend.entries()) {
-    const x = MARGIN + (k % 3) * 236;
+    const x = MARGIN + (k % 3) * 250;
     const y = top + Math.floor(k / 3) * 20;
     out.push(`<rect x="${x}" y="${y}" width="14" height="14" fill="${PATH_COLOURS[path].fill}"/>`);
     out.push(text(x + 20, y + 11, label, 'font-size="11"'));

@@ -81,6 +81,11 @@ export interface MatrixOptions {
   readonly timeoutSeconds?: number;
   /** Milliseconds between the two peers' starts. Default 200. */
   readonly delayMs?: number;
+  /**
+   * On a relayed path, COMMAND keeps its socket this long after the exchange, so that Burrow, which proxies while
+   * COMMAND runs, can move to a direct path (birthday probing); the run's path is where both ended. Default 0.
+   */
+  readonly upgradeWaitMs?: number;
   /** The CLI entry point. Default: the built one in this repository. */
   readonly cliPath?: string;
   readonly signal?: AbortSignal;
@@ -96,9 +101,11 @@ export interface MatrixPeer {
   readonly signal: string | null;
   /** The punch result (the first line of stdout) when it exited 0. */
   readonly path: 'lan' | 'direct' | 'relay' | null;
+  /** The path after the last move ({"event":"path"} line) while Burrow proxied; `path` without one. */
+  readonly finalPath: 'lan' | 'direct' | 'relay' | null;
   /** The punch's own elapsedMs (from its start to connected). */
   readonly elapsedMs: number | null;
-  /** The `birthday` object of the punch result, when birthday probing found the path. */
+  /** The `birthday` object of the punch result or of the move to a direct path, when birthday probing found it. */
   readonly birthday: { readonly role: string; readonly probes: number } | null;
   /** Later path moves ({"event":"path"} lines) while Burrow proxied. */
   readonly moves: readonly string[];
@@ -123,6 +130,8 @@ export interface MatrixRun {
   readonly index: number;
   readonly runId: string;
   readonly path: MatrixPath;
+  /** The path both peers first printed; `relay` where `path` is a later move to direct (an upgrade). */
+  readonly initialPath: MatrixPath;
   /** Both peers connected and exchanged datagrams. */
   readonly connected: boolean;
   /**
@@ -130,8 +139,10 @@ export interface MatrixRun {
    * second process's start-up), or null if a side did not connect.
    */
   readonly connectMs: number | null;
-  /** The birthday probes the easy side sent (the larger of the two sides' counts), or null. */
+  /** The birthday probes the easy side sent, when birthday probing found the path; else null. */
   readonly probes: number | null;
+  /** The sockets the hard side opened for it; else null. */
+  readonly sockets: number | null;
   /**
    * Datagrams the relay carried during the run (the built-in relay's metrics, or coturn's relayed ports), or null when
    * there is no relay to count. On a direct path these are connectivity checks sent through the relay before the
@@ -155,8 +166,12 @@ export interface MatrixCell {
   /** Runs that took `path`. */
   readonly agreeing: number;
   readonly connected: number;
+  /** Runs that started relayed and moved to a direct path while COMMAND ran. */
+  readonly upgraded: number;
   readonly medianConnectMs: number | null;
+  /** Medians over the runs birthday probing connected: the easy side's probes, the hard side's sockets. */
   readonly medianProbes: number | null;
+  readonly medianSockets: number | null;
   /** The largest relayDatagrams among runs whose path was direct, lan or birthday. */
   readonly relayedOnDirect: number | null;
   /** The largest relayDatagramsAfterResult among those runs: what the relay carried while COMMAND used the direct path (should be 0). */
@@ -200,7 +215,8 @@ export function summarizeCells(runs: readonly MatrixRun[], relays: readonly Matr
         }
       }
       const good = mine.filter((r) => r.connected);
-      const direct = mine.filter((r) => (r.path === 'direct' || r.path === 'lan' || r.path === 'birthday') && r.relayDatagrams !== null);
+      // Runs that were direct from the start: the relay should have carried nothing for them once connected.
+      const direct = mine.filter((r) => r.initialPath !== 'relay' && r.connected && r.relayDatagrams !== null);
       out.push({
         relay,
         first,
@@ -209,8 +225,10 @@ export function summarizeCells(runs: readonly MatrixRun[], relays: readonly Matr
         runs: mine.length,
         agreeing,
         connected: good.length,
+        upgraded: mine.filter((r) => r.connected && r.initialPath === 'relay' && r.path !== 'relay').length,
         medianConnectMs: median(good.flatMap((r) => (r.connectMs === null ? [] : [r.connectMs]))),
         medianProbes: median(mine.flatMap((r) => (r.probes === null ? [] : [r.probes]))),
+        medianSockets: median(mine.flatMap((r) => (r.sockets === null ? [] : [r.sockets]))),
         relayedOnDirect: direct.length === 0 ? null : Math.max(...direct.map((r) => r.relayDatagrams ?? 0)),
         relayedOnDirectAfterResult: direct.length === 0 ? null : Math.max(...direct.map((r) => r.relayDatagramsAfterResult ?? 0)),
       });
@@ -229,6 +247,7 @@ function cellsOf(options: MatrixOptions, kinds: readonly NatKind[]): (readonly [
 
 interface ParsedPeerOutput {
   readonly path: 'lan' | 'direct' | 'relay' | null;
+  readonly finalPath: 'lan' | 'direct' | 'relay' | null;
   readonly elapsedMs: number | null;
   readonly birthday: { readonly role: string; readonly probes: number } | null;
   readonly moves: string[];
@@ -257,24 +276,39 @@ export function parsePeerOutput(stdout: string): ParsedPeerOutput {
   const result = lines[0];
   const failure = lines.find((l) => typeof l.error === 'object' && l.error !== null)?.error as { code?: unknown; message?: unknown } | undefined;
   const error = failure === undefined ? null : `${String(failure.code)}: ${String(failure.message)}`;
-  const path = result !== undefined && (result.path === 'lan' || result.path === 'direct' || result.path === 'relay') ? result.path : null;
+  const pathOf = (v: unknown): 'lan' | 'direct' | 'relay' | null => (v === 'lan' || v === 'direct' || v === 'relay' ? v : null);
+  const path = result !== undefined && result.event === undefined ? pathOf(result.path) : null;
   const elapsedMs = result !== undefined && typeof result.elapsedMs === 'number' ? result.elapsedMs : null;
-  const b: unknown = result?.birthday;
+  const events = lines.filter((l) => l.event === 'path');
+  const moves = events.map((l) => String(l.path));
+  const lastMove = events.at(-1);
+  const finalPath = path === null ? null : lastMove === undefined ? path : pathOf(lastMove.path);
+  // Birthday probing found the final direct path: said by the result, or by the move to it.
+  const b: unknown = finalPath === 'relay' ? undefined : ((lastMove ?? result)?.birthday ?? result?.birthday);
   const birthday = typeof b === 'object' && b !== null ? { role: String((b as { role?: unknown }).role), probes: Number((b as { probes?: unknown }).probes ?? 0) } : null;
-  const moves = lines.filter((l) => l.event === 'path').map((l) => String(l.path));
   const relay: unknown = result?.relay;
   const relayServer = typeof relay === 'object' && relay !== null ? String((relay as { server?: unknown }).server) : typeof result?.upstream === 'string' ? result.upstream : null;
   const report = lines.at(-1);
   const exchanged = lines.length >= 2 && report !== undefined && report.ok === true && report.heard === true && report.peerHeard === true;
-  return { path, elapsedMs, birthday, moves, relayServer, exchanged, error };
+  return { path, finalPath, elapsedMs, birthday, moves, relayServer, exchanged, error };
 }
 
-/** The path a run took, from both peers' results. Pure. */
-export function runPath(first: { path: MatrixPeer['path']; birthday: MatrixPeer['birthday']; exchanged: boolean; exitCode: number | null }, second: typeof first): MatrixPath {
-  if (first.exitCode !== 0 || second.exitCode !== 0 || !first.exchanged || !second.exchanged || first.path === null || second.path === null) return 'failed';
-  if (first.path === 'relay' || second.path === 'relay') return 'relay';
+/**
+ * The path a run took, from both peers' outputs: where they ended (`final`, the default: after any move while Burrow
+ * proxied) or where they started (`initial`). Pure.
+ */
+export function runPath(
+  first: Pick<MatrixPeer, 'path' | 'finalPath' | 'birthday' | 'exchanged' | 'exitCode'>,
+  second: Pick<MatrixPeer, 'path' | 'finalPath' | 'birthday' | 'exchanged' | 'exitCode'>,
+  which: 'final' | 'initial' = 'final',
+): MatrixPath {
+  if (first.exitCode !== 0 || second.exitCode !== 0 || !first.exchanged || !second.exchanged) return 'failed';
+  const [a, b] = which === 'final' ? [first.finalPath, second.finalPath] : [first.path, second.path];
+  if (a === null || b === null) return 'failed';
+  if (a === 'relay' || b === 'relay') return 'relay';
+  if (which === 'initial') return a === 'lan' && b === 'lan' ? 'lan' : 'direct';
   if (first.birthday !== null || second.birthday !== null) return 'birthday';
-  return first.path === 'lan' && second.path === 'lan' ? 'lan' : 'direct';
+  return a === 'lan' && b === 'lan' ? 'lan' : 'direct';
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -430,10 +464,11 @@ interface Started {
   readonly resultAt: Promise<number | null>;
 }
 
-function handoffCommand(): string[] {
+function handoffCommand(upgradeWaitMs: number): string[] {
   return [
     '--', process.execPath, HANDOFF_PROGRAM, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS',
     '--remote-port', '$BURROW_REMOTE_PORT', '--timeout-ms', String(HANDOFF_TIMEOUT_MS),
+    ...(upgradeWaitMs > 0 ? ['--hold-ms', String(upgradeWaitMs), '--path', '$BURROW_PATH', '--hold-path', 'relay'] : []),
   ];
 }
 
@@ -451,6 +486,7 @@ function peerResult(s: Started, resultAt: number | null): MatrixPeer {
     exitCode: exit.code,
     signal: exit.signal,
     path: exit.code === 0 ? parsed.path : null,
+    finalPath: exit.code === 0 ? parsed.finalPath : null,
     elapsedMs: parsed.elapsedMs,
     birthday: parsed.birthday,
     moves: parsed.moves,
@@ -464,7 +500,8 @@ function peerResult(s: Started, resultAt: number | null): MatrixPeer {
 }
 
 /** One run in a lab whose server (and coturn) already run. */
-async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeoutSeconds: number, delayMs: number, metrics: MetricsReader | undefined, signal?: AbortSignal): Promise<MatrixRun> {
+async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timing: { timeoutSeconds: number; delayMs: number; upgradeWaitMs: number }, metrics: MetricsReader | undefined, signal?: AbortSignal): Promise<MatrixRun> {
+  const { timeoutSeconds, delayMs, upgradeWaitMs } = timing;
   await Promise.all([lab.flushConntrack('natA'), lab.flushConntrack('natB')]);
   const tag = randomBytes(3).toString('hex');
   // The first starter is behind router A (hA) in position 'a', behind router B (hB) in position 'b'.
@@ -473,12 +510,12 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
   const firstName = `first-${tag}`;
   const secondName = `second-${tag}`;
   const before = await relayCount(lab, spec.relay, metrics);
-  const limitMs = timeoutSeconds * 1000 + HANDOFF_TIMEOUT_MS + PEER_GRACE_MS;
+  const limitMs = timeoutSeconds * 1000 + HANDOFF_TIMEOUT_MS + upgradeWaitMs + PEER_GRACE_MS;
   const start = (name: string, peer: string, kind: NatKind, node: HostNode): Started => {
     const args = [cli, 'punch', '--server', SERVER_ENDPOINT, '--secret-file', files.secretFile, '--as', name, '--to', peer];
     args.push('--timeout', String(timeoutSeconds), '--format', 'json');
     if (spec.relay === 'none') args.push('--relay', 'never');
-    args.push(...handoffCommand());
+    args.push(...handoffCommand(upgradeWaitMs));
     const child = lab.spawn(node, process.execPath, args);
     child.endInput();
     const resultAt = child.waitForOutput('stdout', '\n', limitMs).then(() => performance.now(), () => null);
@@ -509,14 +546,16 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
   const after = await relayCount(lab, spec.relay, metrics);
   const path = runPath(first, second);
   const connected = path !== 'failed';
-  const probes = [first.birthday?.probes, second.birthday?.probes].filter((p): p is number => p !== undefined);
+  const roles = [first.birthday, second.birthday];
   return {
     ...spec,
     runId: lab.runId,
     path,
+    initialPath: runPath(first, second, 'initial'),
     connected,
     connectMs: connected && fAt !== null && sAt !== null ? Math.max(fAt, sAt) - s.child.startedAt : null,
-    probes: probes.length === 0 ? null : Math.max(...probes),
+    probes: roles.find((b) => b?.role === 'easy')?.probes ?? null,
+    sockets: roles.find((b) => b?.role === 'hard')?.probes ?? null,
     relayDatagrams: before === null || after === null ? null : after - before,
     relayDatagramsAfterResult: connected && atResult !== null && after !== null ? after - atResult : null,
     peers: { first, second },
@@ -525,7 +564,7 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timeo
 }
 
 function failedPeer(name: string, kind: NatKind, node: HostNode, error: string): MatrixPeer {
-  return { name, kind, node, exitCode: null, signal: null, path: null, elapsedMs: null, birthday: null, moves: [], relayServer: null, exchanged: false, resultAfterMs: null, error, stdout: '', stderr: '' };
+  return { name, kind, node, exitCode: null, signal: null, path: null, elapsedMs: null, finalPath: null, birthday: null, moves: [], relayServer: null, exchanged: false, resultAfterMs: null, error, stdout: '', stderr: '' };
 }
 
 function harnessFailure(spec: RunSpec, runId: string, err: unknown): MatrixRun {
@@ -535,9 +574,11 @@ function harnessFailure(spec: RunSpec, runId: string, err: unknown): MatrixRun {
     ...spec,
     runId,
     path: 'failed',
+    initialPath: 'failed',
     connected: false,
     connectMs: null,
     probes: null,
+    sockets: null,
     relayDatagrams: null,
     relayDatagramsAfterResult: null,
     peers: { first: failedPeer('first', spec.first, firstNode ?? 'hA', message), second: failedPeer('second', spec.second, secondNode ?? 'hB', message) },
@@ -607,7 +648,7 @@ async function runLab(a: NatKind, b: NatKind, specs: readonly RunSpec[], files: 
           run = harnessFailure(spec, lab?.runId ?? '-', setupError);
         } else {
           try {
-            run = await runOnce(lab, cli, spec, files, timeoutSeconds, options.delayMs ?? DEFAULT_DELAY_MS, metrics, options.signal);
+            run = await runOnce(lab, cli, spec, files, { timeoutSeconds, delayMs: options.delayMs ?? DEFAULT_DELAY_MS, upgradeWaitMs: options.upgradeWaitMs ?? 0 }, metrics, options.signal);
           } catch (err) {
             options.signal?.throwIfAborted();
             run = harnessFailure(spec, lab.runId, err);

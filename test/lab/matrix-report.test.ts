@@ -14,14 +14,14 @@ const REPORT = '{"ok":true,"heard":true,"peerHeard":true,"sent":3,"received":2,"
 
 function peer(over: Partial<MatrixPeer> = {}): MatrixPeer {
   return {
-    name: 'p', kind: 'port-restricted', node: 'hA', exitCode: 0, signal: null, path: 'direct', elapsedMs: 500, birthday: null, moves: [], relayServer: null,
+    name: 'p', kind: 'port-restricted', node: 'hA', exitCode: 0, signal: null, path: 'direct', finalPath: 'direct', elapsedMs: 500, birthday: null, moves: [], relayServer: null,
     exchanged: true, resultAfterMs: 600, error: null, stdout: '', stderr: '', ...over,
   };
 }
 
 function run(first: NatKind, second: NatKind, over: Partial<MatrixRun> = {}): MatrixRun {
   return {
-    relay: 'builtin', first, second, position: 'a', index: 0, runId: 'abcdef', path: 'direct', connected: true, connectMs: 500, probes: null,
+    relay: 'builtin', first, second, position: 'a', index: 0, runId: 'abcdef', path: 'direct', initialPath: 'direct', connected: true, connectMs: 500, probes: null, sockets: null,
     relayDatagrams: 0, relayDatagramsAfterResult: 0, peers: { first: peer(), second: peer() }, harnessError: null, ...over,
   };
 }
@@ -35,6 +35,7 @@ void describe('lab matrix: reading the peers', () => {
     ].join('\n');
     const p = parsePeerOutput(`${out}\n`);
     assert.equal(p.path, 'relay');
+    assert.equal(p.finalPath, 'direct');
     assert.equal(p.elapsedMs, 912);
     assert.deepEqual(p.moves, ['direct']);
     assert.equal(p.relayServer, '203.0.113.9:49160', 'no allocation of its own: the partner\'s relayed address');
@@ -44,10 +45,15 @@ void describe('lab matrix: reading the peers', () => {
     assert.equal(p.error, null);
   });
 
-  void it('reads the birthday object, and an exchange that did not complete', () => {
+  void it('reads the birthday object of the result or of the move to direct, and an exchange that did not complete', () => {
     const p = parsePeerOutput('{"path":"direct","elapsedMs":2400,"birthday":{"role":"easy","probes":312}}\n{"ok":false,"heard":false,"peerHeard":false}\n');
     assert.deepEqual(p.birthday, { role: 'easy', probes: 312 });
     assert.equal(p.exchanged, false);
+    const moved = ['{"path":"relay","elapsedMs":900}', '{"event":"path","path":"direct","reason":"upgrade","elapsedMs":3100,"birthday":{"role":"hard","probes":512}}', REPORT].join('\n');
+    assert.deepEqual(parsePeerOutput(moved).birthday, { role: 'hard', probes: 512 });
+    const back = ['{"path":"relay","elapsedMs":900}', '{"event":"path","path":"direct","birthday":{"role":"hard","probes":512}}', '{"event":"path","path":"relay"}', REPORT].join('\n');
+    assert.equal(parsePeerOutput(back).finalPath, 'relay');
+    assert.equal(parsePeerOutput(back).birthday, null);
   });
 
   void it('reads the JSON error of a failed punch; a result alone is no exchange', () => {
@@ -59,10 +65,15 @@ void describe('lab matrix: reading the peers', () => {
   });
 
   void it('calls a run relay if either side relays, birthday if either side probed, failed unless both exchanged', () => {
-    const ok = { path: 'direct' as const, birthday: null, exchanged: true, exitCode: 0 };
+    const ok = { path: 'direct' as const, finalPath: 'direct' as const, birthday: null, exchanged: true, exitCode: 0 };
     assert.equal(runPath(ok, ok), 'direct');
-    assert.equal(runPath({ ...ok, path: 'lan' }, { ...ok, path: 'lan' }), 'lan');
-    assert.equal(runPath(ok, { ...ok, path: 'relay' }), 'relay');
+    assert.equal(runPath({ ...ok, path: 'lan', finalPath: 'lan' }, { ...ok, path: 'lan', finalPath: 'lan' }), 'lan');
+    assert.equal(runPath(ok, { ...ok, path: 'relay', finalPath: 'relay' }), 'relay');
+    // Relayed first, then both moved to a path birthday probing found.
+    const upgraded = { ...ok, path: 'relay' as const, birthday: { role: 'easy', probes: 200 } };
+    assert.equal(runPath(upgraded, { ...upgraded, birthday: null }), 'birthday');
+    assert.equal(runPath(upgraded, { ...upgraded, birthday: null }, 'initial'), 'relay');
+    assert.equal(runPath(upgraded, { ...ok, path: 'relay', finalPath: 'relay' }), 'relay', 'one side still relays');
     assert.equal(runPath(ok, { ...ok, birthday: { role: 'hard', probes: 0 } }), 'birthday');
     assert.equal(runPath(ok, { ...ok, exchanged: false }), 'failed');
     assert.equal(runPath({ ...ok, exitCode: 5 }, ok), 'failed');
@@ -72,11 +83,12 @@ void describe('lab matrix: reading the peers', () => {
 void describe('lab matrix: cells', () => {
   void it('takes the most common path, the worse one on a tie, and medians over connected runs', () => {
     const runs = [
-      run('symmetric', 'symmetric', { path: 'relay', connectMs: 900, relayDatagrams: 120 }),
-      run('symmetric', 'symmetric', { path: 'failed', connected: false, connectMs: null }),
-      run('port-restricted', 'symmetric', { path: 'birthday', connectMs: 2000, probes: 300, relayDatagrams: 9, relayDatagramsAfterResult: 0 }),
-      run('port-restricted', 'symmetric', { path: 'birthday', connectMs: 3000, probes: 500, relayDatagrams: 4, relayDatagramsAfterResult: 0 }),
-      run('port-restricted', 'symmetric', { path: 'relay', connectMs: 1000 }),
+      run('symmetric', 'symmetric', { path: 'relay', initialPath: 'relay', connectMs: 900, relayDatagrams: 120 }),
+      run('symmetric', 'symmetric', { path: 'failed', initialPath: 'failed', connected: false, connectMs: null }),
+      run('port-restricted', 'symmetric', { path: 'birthday', connectMs: 2000, probes: 300, sockets: 512, relayDatagrams: 9, relayDatagramsAfterResult: 0 }),
+      run('port-restricted', 'symmetric', { path: 'birthday', connectMs: 3000, probes: 500, sockets: 512, relayDatagrams: 4, relayDatagramsAfterResult: 0 }),
+      run('port-restricted', 'symmetric', { path: 'birthday', initialPath: 'relay', connectMs: 800, probes: 100, sockets: 256, relayDatagrams: 90, relayDatagramsAfterResult: 40 }),
+      run('port-restricted', 'symmetric', { path: 'relay', initialPath: 'relay', connectMs: 1000 }),
     ];
     const cells = summarizeCells(runs, ['builtin', 'coturn'], [['symmetric', 'symmetric'], ['port-restricted', 'symmetric'], ['full-cone', 'full-cone']]);
     assert.equal(cells.length, 2, 'cells without runs are left out');
@@ -87,13 +99,15 @@ void describe('lab matrix: cells', () => {
     assert.equal(ss.medianConnectMs, 900);
     assert.equal(ss.relayedOnDirect, null);
     assert.equal(ps?.path, 'birthday');
-    assert.equal(ps.agreeing, 2);
-    assert.equal(ps.runs, 3);
-    assert.equal(ps.medianConnectMs, 2000);
-    assert.equal(ps.medianProbes, 400);
-    assert.equal(ps.relayedOnDirect, 9);
+    assert.equal(ps.agreeing, 3);
+    assert.equal(ps.runs, 4);
+    assert.equal(ps.upgraded, 1);
+    assert.equal(ps.medianConnectMs, 1500);
+    assert.equal(ps.medianProbes, 300);
+    assert.equal(ps.medianSockets, 512);
+    assert.equal(ps.relayedOnDirect, 9, 'the upgraded run relayed before its move, and counts for nothing here');
     assert.equal(ps.relayedOnDirectAfterResult, 0);
-    assert.deepEqual(cellLines(ps), ['birthday 2/3', 'median 2000 ms', '400 probes']);
+    assert.deepEqual(cellLines(ps), ['birthday 3/4', 'median 1500 ms · 1 relayed first', '300 probes, 512 sockets']);
     assert.equal(median([]), null);
     assert.equal(median([3, 1, 2]), 2);
   });
@@ -112,7 +126,7 @@ void describe('lab matrix: the picture', () => {
   const runs = [
     run('full-cone', 'symmetric', { path: 'direct', connectMs: 450 }),
     run('symmetric', 'full-cone', { path: 'direct', connectMs: 650 }),
-    run('symmetric', 'symmetric', { path: 'relay', connectMs: 1234 }),
+    run('symmetric', 'symmetric', { path: 'relay', initialPath: 'relay', connectMs: 1234 }),
     run('symmetric', 'symmetric', { relay: 'none', path: 'failed', connected: false, connectMs: null, relayDatagrams: null }),
   ];
   const cells: [NatKind, NatKind][] = [['full-cone', 'full-cone'], ['full-cone', 'symmetric'], ['symmetric', 'full-cone'], ['symmetric', 'symmetric']];

@@ -45,6 +45,8 @@ void describe('every pair connects, and the matrix report (issue 10, issue 11 it
     try {
       const report = join(dir, 'matrix.svg');
       const args = [DEFAULT_CLI, 'lab', 'matrix', '--kinds', 'port-restricted,symmetric', '--relay', 'builtin,coturn', '--report', report, '--format', 'json'];
+      // No wait for a later move to a direct path (the CI budget): every run is judged by the path both first printed.
+      args.push('--upgrade-wait', '0');
       const { stdout, stderr } = await run(process.execPath, args, { timeout: 300_000, maxBuffer: 64 * 1024 * 1024 }).catch((err: unknown) => {
         const e = err as { stdout?: string; stderr?: string; message: string };
         assert.fail(`burrow lab matrix failed: ${e.message}\nstderr: ${e.stderr ?? ''}`);
@@ -69,7 +71,8 @@ void describe('every pair connects, and the matrix report (issue 10, issue 11 it
         else assert.ok(r.path === 'relay' || r.path === 'birthday', c);
         // Counted for both relays; COMMAND's datagrams go through the relay exactly when the path is relayed.
         assert.ok(r.relayDatagrams !== null && r.relayDatagramsAfterResult !== null, c);
-        if (r.path === 'relay') {
+        // Judged by the path both first printed (a move to a birthday path may follow within the exchange).
+        if (r.initialPath === 'relay') {
           // Connected within 3 s of the second peer's start (its own clock: the machine is shared and loaded).
           assert.ok(r.peers.second.elapsedMs !== null && r.peers.second.elapsedMs <= 3000, c);
           assert.ok(r.relayDatagramsAfterResult > 0, `COMMAND's datagrams must have crossed the relay\n${c}`);
@@ -77,7 +80,7 @@ void describe('every pair connects, and the matrix report (issue 10, issue 11 it
           const ip = r.relay === 'coturn' ? TURN_ADDRESS : SERVER_IP;
           assert.ok(servers.every((s) => s?.startsWith(`${ip}:`) === true), `relayed through ${servers.join(', ')}, not ${ip}\n${c}`);
         } else {
-          assert.equal(r.relayDatagramsAfterResult, 0, `the relay carried traffic on a ${r.path} path\n${c}`);
+          assert.equal(r.relayDatagramsAfterResult, 0, `the relay carried traffic on a ${r.initialPath} path\n${c}`);
         }
       }
       // The picture: one titled cell per pair and relay, saying what the runs say.
