@@ -6,9 +6,10 @@
  *
  * A cell is (first starter's kind, second starter's kind). Every run of a cell is done twice, once with the first
  * starter behind router A and once behind router B, so that both positions of the lab count. Runs that share the lab's
- * two kinds share one lab: between runs both routers forget their NAT state (conntrack and the learnt cone mappings),
- * the rendezvous server is started afresh and the peers get new names, so no run inherits a mapping, a registration or
- * a relay session from the one before.
+ * two kinds share one lab: before every run both routers forget their NAT state (conntrack and the learnt cone
+ * mappings) and the peers get new names, so no run inherits a mapping, a registration or a relay session from another.
+ * The rendezvous server is started afresh per relay mode and run index (the lab's two runs that differ only in which
+ * side starts first share one); coturn runs once per lab.
  *
  * Relays:
  * - `builtin`: `burrow serve` relays (its default); what it relayed is read from its metrics.
