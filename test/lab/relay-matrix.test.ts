@@ -18,13 +18,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { before, describe, it } from 'node:test';
 import { promisify } from 'node:util';
-import { hasProgram } from '../support/coturn.js';
+import { coturnGate } from '../support/coturn.js';
 import { runMatrix, TURN_ADDRESS, type MatrixCell, type MatrixRun } from '../../src/lab/matrix.js';
 import { DEFAULT_CLI, SERVER_ENDPOINT } from '../../src/lab/scenario.js';
 import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
 
 const run = promisify(execFile);
-const skip = labSkip !== false ? labSkip : hasProgram('turnserver') || process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn)';
+const coturn = coturnGate('turnserver');
+const skip = labSkip !== false ? labSkip : coturn.skip;
 const SERVER_IP = SERVER_ENDPOINT.split(':')[0] ?? '';
 
 function describeRun(r: MatrixRun): string {
@@ -38,7 +39,10 @@ async function assertLabsGone(runs: readonly MatrixRun[]): Promise<void> {
 }
 
 void describe('every pair connects, and the matrix report (issue 10, issue 11 item 5)', { skip }, () => {
-  before(assertLabAvailable);
+  before(() => {
+    assertLabAvailable();
+    assert.ok(coturn.available, 'coturn (turnserver) is not installed: apt-get install coturn');
+  });
 
   void it('burrow lab matrix: port-restricted and symmetric, both start orders and router positions, through the built-in relay and coturn', async () => {
     const dir = await mkdtemp(join(tmpdir(), 'burrow-matrix-test-'));
