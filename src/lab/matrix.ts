@@ -89,6 +89,8 @@ export interface MatrixOptions {
   readonly upgradeWaitMs?: number;
   /** The CLI entry point. Default: the built one in this repository. */
   readonly cliPath?: string;
+  /** More `burrow punch` flags for both peers of every run. */
+  readonly peerArgs?: readonly string[];
   readonly signal?: AbortSignal;
   /** Called after each run, for progress. */
   readonly onRun?: (run: MatrixRun) => void;
@@ -501,8 +503,15 @@ function peerResult(s: Started, resultAt: number | null): MatrixPeer {
 }
 
 /** One run in a lab whose server (and coturn) already run. */
-async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timing: { timeoutSeconds: number; delayMs: number; upgradeWaitMs: number }, metrics: MetricsReader | undefined, signal?: AbortSignal): Promise<MatrixRun> {
-  const { timeoutSeconds, delayMs, upgradeWaitMs } = timing;
+interface RunSettings {
+  readonly timeoutSeconds: number;
+  readonly delayMs: number;
+  readonly upgradeWaitMs: number;
+  readonly peerArgs: readonly string[];
+}
+
+async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, settings: RunSettings, metrics: MetricsReader | undefined, signal?: AbortSignal): Promise<MatrixRun> {
+  const { timeoutSeconds, delayMs, upgradeWaitMs } = settings;
   await Promise.all([lab.flushConntrack('natA'), lab.flushConntrack('natB')]);
   const tag = randomBytes(3).toString('hex');
   // The first starter is behind router A (hA) in position 'a', behind router B (hB) in position 'b'.
@@ -516,6 +525,7 @@ async function runOnce(lab: Lab, cli: string, spec: RunSpec, files: Files, timin
     const args = [cli, 'punch', '--server', SERVER_ENDPOINT, '--secret-file', files.secretFile, '--as', name, '--to', peer];
     args.push('--timeout', String(timeoutSeconds), '--format', 'json');
     if (spec.relay === 'none') args.push('--relay', 'never');
+    args.push(...settings.peerArgs);
     args.push(...handoffCommand(upgradeWaitMs));
     const child = lab.spawn(node, process.execPath, args);
     child.endInput();
@@ -649,7 +659,7 @@ async function runLab(a: NatKind, b: NatKind, specs: readonly RunSpec[], files: 
           run = harnessFailure(spec, lab?.runId ?? '-', setupError);
         } else {
           try {
-            run = await runOnce(lab, cli, spec, files, { timeoutSeconds, delayMs: options.delayMs ?? DEFAULT_DELAY_MS, upgradeWaitMs: options.upgradeWaitMs ?? 0 }, metrics, options.signal);
+            run = await runOnce(lab, cli, spec, files, { timeoutSeconds, delayMs: options.delayMs ?? DEFAULT_DELAY_MS, upgradeWaitMs: options.upgradeWaitMs ?? 0, peerArgs: options.peerArgs ?? [] }, metrics, options.signal);
           } catch (err) {
             options.signal?.throwIfAborted();
             run = harnessFailure(spec, lab.runId, err);
