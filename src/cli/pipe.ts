@@ -7,7 +7,7 @@ import type { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
 import { pathJson, relayLine, streamLine } from './send.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import type { Parsed } from './schema.js';
 
 export interface PipeIo extends Io {
@@ -37,6 +37,7 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
         if (e.type === 'introduced') say(io, `found ${e.peer}; connecting over TCP`);
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {

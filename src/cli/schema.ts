@@ -76,7 +76,7 @@ const SERVER = {
   type: 'server',
   env: 'BURROW_SERVER',
   required: true,
-  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (punch moves to the next when one stops answering)',
+  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (moves to the next when one stops answering)',
 } as const satisfies FlagSpec;
 
 const SECRET_FILE = {

@@ -7,7 +7,7 @@ import { endpointKey } from '../codec/address.js';
 import { connectStream, type StreamConnection, type StreamConnectOptions, type StreamResult } from '../node/tcp-punch.js';
 import type { TransferSummary } from '../transfer/driver.js';
 import { prepareSend, sendEntries } from '../transfer/send.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { parseCommand, usageError } from './parse.js';
 import { formatBytes, formatDuration, formatRate, ProgressReporter } from './progress.js';
 import { humanLine } from './punch.js';
@@ -64,6 +64,7 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
       },
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {

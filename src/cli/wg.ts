@@ -1,7 +1,7 @@
 /** `burrow wg`: a thin shell over `discoverWireGuard()` (src/node/wg.ts); progress on stderr, the result on stdout. */
 import { endpointKey } from '../codec/address.js';
 import { discoverWireGuard, type WgDiscoveryResult, type WgEvent } from '../node/wg.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { usageError } from './parse.js';
 import type { Parsed } from './schema.js';
 
@@ -29,6 +29,8 @@ function describe(e: WgEvent): string | undefined {
       return `interface missing, retrying: ${e.detail}`;
     case 'retry':
       return e.detail;
+    case 'failover':
+      return `${failoverLine(e.from, e.to)} (WireGuard's server peer moved there)`;
   }
 }
 
