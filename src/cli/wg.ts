@@ -40,7 +40,11 @@ function describe(e: WgEvent): string | undefined {
       return e.detail;
     case 'relay-session':
       if (e.state === 'starting') return `peer ${short(e.key)}: no direct path, starting a relay session with its burrow wg`;
-      if (e.state === 'ready') return `peer ${short(e.key)}: relay session ready: ${e.relay ? `${e.relay.kind === 'builtin' ? 'built-in relay' : 'TURN'} ${e.relay.server}, relayed address ${e.relay.relayed}` : 'relayed'}, proxy ${endpointKey(e.proxy)}`;
+      if (e.state === 'ready') {
+        const relay = e.relay ? `${e.relay.kind === 'builtin' ? 'built-in relay' : 'TURN'} ${e.relay.server}, relayed address ${e.relay.relayed}` : 'no allocation';
+        return `peer ${short(e.key)}: relay session ready: ${relay}, proxy ${endpointKey(e.proxy)}, carried ${e.path === 'relay' ? 'by the relay' : `straight to the partner's burrow (${e.path})`}`;
+      }
+      if (e.state === 'path') return `peer ${short(e.key)}: under the proxy, the session moved to ${e.path === 'relay' ? 'the relay' : `a ${e.path} path to the partner's burrow at ${e.upstream}`}`;
       return `peer ${short(e.key)}: relay session ended (retrying): ${e.detail}`;
     case 'path':
       return `peer ${short(e.key)}: path ${e.path}, endpoint ${endpointKey(e.endpoint)} (${PATH_REASONS[e.reason]})`;

@@ -13,8 +13,10 @@
  *    crosses; at once for relay mode `only`) wants a relay session.
  *  - `relaying`: the session is being set up; the direct endpoint stays, so a late direct handshake still wins.
  *  - `relayed`: the endpoint is the proxy. WireGuard roaming to another endpoint with a new handshake means the
- *    partner reached us directly: the peer moves to it (mode `auto`). When the server's record of either side
- *    changes (a peer moved to another network), a direct endpoint is tried (`trial`).
+ *    partner reached us directly: the peer moves to it (mode `auto`). A direct endpoint is tried (`trial`) when the
+ *    server's record of either side changes (a peer moved to another network), and when the session itself finds a
+ *    direct path between the two burrows (its checks go on under the proxy: a blocked path that opens) while
+ *    neither NAT maps per destination — WireGuard's port then crosses the same NATs the same way.
  *  - `trial`: the direct endpoint is set with a fresh handshake; one within `trialMs` keeps it (the session ends),
  *    else the proxy comes back.
  *
@@ -99,6 +101,10 @@ interface PeerPlan {
   wasRelayed: boolean;
   /** Sessions in a row that ended without a path (the partner does not relay, the server offers no relay). */
   failures: number;
+  /** The path under the session's proxy: the relay, or straight between the two burrows. */
+  sessionPath: 'relay' | 'direct' | 'lan';
+  /** A trial was made for the session's current direct path (one per move to direct). */
+  sessionDirectTried: boolean;
 }
 
 export interface WgRelayInput {
@@ -143,18 +149,32 @@ export class WgRelayPlanner {
     return this.plans.get(key)?.state ?? 'direct';
   }
 
+  /** Whether `endpoint` is one of the proxies of `key`'s sessions (WireGuard sends through burrow). */
+  isProxy(key: string, endpoint: Endpoint | undefined): boolean {
+    return endpoint !== undefined && (this.plans.get(key)?.proxies.has(endpointKey(endpoint)) ?? false);
+  }
+
   /** The proxy a relayed peer's endpoint points at. */
   proxyOf(key: string): Endpoint | undefined {
     return this.plans.get(key)?.proxy;
   }
 
-  /** The session for `key` agreed on a relayed path; its proxy listens at `proxy`. */
-  sessionReady(key: string, proxy: Endpoint): void {
+  /** The session for `key` agreed on a path (`path`: under the proxy); its proxy listens at `proxy`. */
+  sessionReady(key: string, proxy: Endpoint, path: 'relay' | 'direct' | 'lan' = 'relay'): void {
     const p = this.plans.get(key);
     if (!p?.session) return;
+    this.sessionPath(key, path);
     p.proxy = proxy;
     p.proxies.add(endpointKey(proxy));
     p.failures = 0;
+  }
+
+  /** The path under the session's proxy moved. */
+  sessionPath(key: string, path: 'relay' | 'direct' | 'lan'): void {
+    const p = this.plans.get(key);
+    if (!p) return;
+    if (path === 'relay' || p.sessionPath === 'relay') p.sessionDirectTried = false;
+    p.sessionPath = path;
   }
 
   /** The session for `key` failed, or ended (the partner left, the relay was lost). */
@@ -164,6 +184,8 @@ export class WgRelayPlanner {
     if (p.state === 'relaying' && !p.proxy) p.failures++;
     p.session = false;
     p.proxy = undefined;
+    p.sessionPath = 'relay';
+    p.sessionDirectTried = false;
     if (p.state === 'relayed' || p.state === 'trial' || p.state === 'relaying') {
       p.wasRelayed ||= p.state !== 'relaying';
       p.state = 'relaying';
@@ -187,7 +209,7 @@ export class WgRelayPlanner {
       const key = peer.publicKey;
       let p = this.plans.get(key);
       if (!p) {
-        p = { state: 'direct', unconnectedSince: undefined, session: false, proxy: undefined, proxies: new Set(), retryAt: -Infinity, facts: '', trialStart: 0, trialEndpoint: undefined, wasRelayed: false, failures: 0 };
+        p = { state: 'direct', unconnectedSince: undefined, session: false, proxy: undefined, proxies: new Set(), retryAt: -Infinity, facts: '', trialStart: 0, trialEndpoint: undefined, wasRelayed: false, failures: 0, sessionPath: 'relay', sessionDirectTried: false };
         this.plans.set(key, p);
       }
       const info = input.infoOf(key);
@@ -249,8 +271,11 @@ export class WgRelayPlanner {
             }
             break;
           }
-          if (this.mode === 'auto' && factsNow !== p.facts && !hopeless && info) {
+          const eitherPerDestination = info?.mapping === 'endpoint-dependent' || input.mapping === 'endpoint-dependent';
+          const sessionWentDirect = p.sessionPath !== 'relay' && !p.sessionDirectTried && !eitherPerDestination;
+          if (this.mode === 'auto' && ((factsNow !== p.facts && !hopeless) || sessionWentDirect) && info) {
             p.facts = factsNow;
+            p.sessionDirectTried ||= p.sessionPath !== 'relay';
             const choice = chooseEndpoint(input.self, info, input.ours ?? []);
             if (choice) {
               p.state = 'trial';

@@ -160,6 +160,34 @@ describe('WireGuard over the relay: decisions', () => {
     assert.equal(p.stateOf(k(2)), 'direct');
   });
 
+  it('the session finding a direct path between the burrows tries the direct endpoint once (not across a per-destination NAT)', () => {
+    const { p, at } = planner();
+    at(0, peer({ endpoint: DIRECT }));
+    at(6000, peer({ endpoint: DIRECT }));
+    p.sessionReady(k(2), PROXY, 'relay');
+    at(6500, peer({ endpoint: DIRECT }));
+    const onProxy = peer({ endpoint: PROXY, latestHandshake: shook(T + 7000) });
+    assert.deepEqual(at(8000, onProxy), []);
+    // A blocked path opened: the session's checks validated it and moved the proxy's upstream.
+    p.sessionPath(k(2), 'direct');
+    assert.deepEqual(types(at(9000, onProxy)), ['set:51820:re']);
+    assert.deepEqual(types(at(15_000, peer({ endpoint: DIRECT }))), ['set:40001:re', 'path:relay:trial-failed']);
+    // Once per move to direct: no second trial while the session stays direct; again after it went back to the relay.
+    assert.deepEqual(at(20_000, onProxy), []);
+    p.sessionPath(k(2), 'relay');
+    p.sessionPath(k(2), 'direct');
+    assert.deepEqual(types(at(21_000, onProxy)), ['set:51820:re']);
+    assert.deepEqual(types(at(22_000, peer({ endpoint: DIRECT, latestHandshake: shook(T + 21_500) }))), ['stop-session', 'path:direct:upgrade']);
+    // Behind a per-destination NAT the session's direct path says nothing about WireGuard's port: no trial.
+    const sym = planner();
+    sym.at(0, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }));
+    sym.at(6000, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }));
+    sym.p.sessionReady(k(2), PROXY, 'direct');
+    sym.at(6500, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }));
+    assert.deepEqual(sym.at(8000, onProxy, info({ mapping: 'endpoint-dependent' })), []);
+    assert.ok(sym.p.isProxy(k(2), PROXY) && !sym.p.isProxy(k(2), DIRECT));
+  });
+
   it('no trial between two per-destination NATs; a partner\'s handshake through the relay ends a trial early', () => {
     const { p, at } = planner();
     const sym = (over: Partial<WgPeerInfo> = {}): WgPeerInfo => info({ mapping: 'endpoint-dependent', ...over });

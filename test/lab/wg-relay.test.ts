@@ -48,6 +48,29 @@ async function startCoturn(lab: Lab, secret: string): Promise<LabProcess> {
   throw new Error(`turnserver did not listen: ${turn.stdout.slice(-2000)}`);
 }
 
+/** Two wireguard-go hosts listing each other (keys and tunnel addresses, no endpoints), `burrow wg --continuous` on each. */
+async function withPair(kinds: { a: LabOptions['a']; b: LabOptions['b'] }, body: (lab: Lab, hA: WgHost, hB: WgHost, watchers: LabProcess[], context: () => string) => Promise<void>): Promise<void> {
+  const lab = await createLab(kinds);
+  const hosts: WgHost[] = [];
+  const watchers: LabProcess[] = [];
+  try {
+    const server = await startServer(lab);
+    const hA = await startWg(lab, 'hA', 51820);
+    const hB = await startWg(lab, 'hB', 51820);
+    hosts.push(hA, hB);
+    await addPeer(lab, hA, hB);
+    await addPeer(lab, hB, hA);
+    const context = (): string => `${watchers.map((w) => `--- ${w.commandLine.split(' ').slice(-6).join(' ')}\n${w.stderr.slice(-3000)}`).join('\n')}\n--- serve\n${server.stderr.slice(-1500)}`;
+    await body(lab, hA, hB, watchers, context);
+  } finally {
+    for (const w of watchers) if (w.exitStatus === null) w.kill('SIGKILL');
+    for (const h of hosts) await stopWg(h).catch(() => undefined);
+    await lab.destroy();
+    await assertNothingLeft(lab.runId);
+    assertNoWgLeft(lab.runId);
+  }
+}
+
 describe('burrow wg --continuous: WireGuard through the relay across emulated NATs (lab)', { skip }, () => {
   before(() => {
     assertLabAvailable();
@@ -130,4 +153,43 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
       }
     });
   }
+  it('port-restricted ↔ port-restricted: relayed while a core rule blocks the direct path, moves to a direct endpoint once the rule goes', async () => {
+    await withPair({ a: 'port-restricted', b: 'port-restricted' }, async (lab, hA, hB, watchers, context) => {
+      const a = lab.addresses.routers.natA.public.v4;
+      const b = lab.addresses.routers.natB.public.v4;
+      const block = `table inet bw_block {\n  chain forward {\n    type filter hook forward priority -10; policy accept;\n    ip saddr ${a} ip daddr ${b} meta l4proto udp drop\n    ip saddr ${b} ip daddr ${a} meta l4proto udp drop\n  }\n}\n`;
+      const added = await lab.exec('pub', 'nft', ['-f', '-'], { input: block });
+      assert.equal(added.code, 0, added.stderr);
+      for (const h of [hA, hB]) watchers.push(burrowWg(lab, h, ['--continuous', '--interval', '1', '--format', 'json']));
+      try {
+        await Promise.all(watchers.map((w) => w.waitForOutput('stderr', (text) => /path relay, endpoint 127\.0\.0\.1:\d+/.test(text), 40_000)));
+        await tunnelCarries(lab, hA, hB, 'blocked-a-to-b', 40);
+      } catch (err) {
+        assert.fail(`${String(err)}\n${context()}`);
+      }
+      const removed = await lab.exec('pub', 'nft', ['delete', 'table', 'inet', 'bw_block']);
+      assert.equal(removed.code, 0, removed.stderr);
+      const removedAt = Date.now();
+      try {
+        await Promise.all(watchers.map((w) => w.waitForOutput('stderr', (text) => /path direct, endpoint 198\.51\.100\.\d+:\d+/.test(text), 30_000)));
+      } catch (err) {
+        assert.fail(`${String(err)}\n${context()}`);
+      }
+      const directMs = Date.now() - removedAt;
+      for (const [h, p] of [[hA, hB], [hB, hA]] as const) {
+        const row = (await wgPeers(lab, h)).find((r) => r.key === p.publicKey);
+        assert.match(row?.endpoint ?? '', /^198\.51\.100\.\d+:\d+$/, `${h.node} uses its peer's public address\n${context()}`);
+      }
+      await tunnelCarries(lab, hA, hB, 'direct-a-to-b', 20);
+      await tunnelCarries(lab, hB, hA, 'direct-b-to-a', 20);
+      for (const w of watchers) w.kill('SIGTERM');
+      const exits = await Promise.all(watchers.map((w) => w.exited));
+      for (const [i, e] of exits.entries()) assert.equal(e.code, 0, watchers[i]?.stderr);
+      for (const w of watchers) {
+        const result = JSON.parse(w.stdout.trim().split('\n').pop() ?? '{}') as { peers: ({ path: string } | undefined)[] };
+        assert.equal(result.peers[0]?.path, 'direct', w.stdout);
+      }
+      process.stdout.write(`# wg relay upgrade: both peers on a direct endpoint ${directMs} ms after the block was removed\n`);
+    });
+  });
 });
