@@ -2,7 +2,7 @@
 import { endpointKey } from '../codec/address.js';
 import type { WgPathReason } from '../core/wg-relay.js';
 import { discoverWireGuard, type WgDiscoveryResult, type WgEvent } from '../node/wg.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { usageError } from './parse.js';
 import type { Parsed } from './schema.js';
 
@@ -48,6 +48,8 @@ function describe(e: WgEvent): string | undefined {
       return `peer ${short(e.key)}: relay session ended (retrying): ${e.detail}`;
     case 'path':
       return `peer ${short(e.key)}: path ${e.path}, endpoint ${endpointKey(e.endpoint)} (${PATH_REASONS[e.reason]})`;
+    case 'failover':
+      return `${failoverLine(e.from, e.to)} (WireGuard's server peer moved there)`;
   }
 }
 

@@ -95,6 +95,8 @@ export class WgDiscovery {
       readonly serverKey: string;
       /** The rendezvous server's IP address. */
       readonly serverAddress: string;
+      /** With several servers (`--server S1,S2`): every server's IP address (peers on any of these hosts are left alone). */
+      readonly serverAddresses?: readonly string[];
     },
   ) {}
 
@@ -104,7 +106,8 @@ export class WgDiscovery {
     const serverHost: WgDumpPeer[] = [];
     for (const p of dump.peers) {
       if (p.publicKey === this.config.serverKey) continue;
-      if (p.endpoint?.address === this.config.serverAddress) serverHost.push(p);
+      const address = p.endpoint?.address;
+      if (address !== undefined && (address === this.config.serverAddress || this.config.serverAddresses?.includes(address) === true)) serverHost.push(p);
       else peers.push(p);
     }
     return { peers, serverHost };

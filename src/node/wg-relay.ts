@@ -12,8 +12,11 @@ import { BurrowError } from '../errors.js';
 import { punchPath, type PunchSession, type RelayInfo } from './punch.js';
 
 export interface WgRelaySessionOptions {
-  /** The rendezvous server, HOST:PORT (the one `burrow wg` talks to). */
-  readonly server: string;
+  /**
+   * The rendezvous server(s), HOST:PORT or HOST:PORT,HOST:PORT…, read at each session's start (`burrow wg` gives the
+   * server it talks to now first, then the others of its list).
+   */
+  readonly server: string | (() => string);
   readonly secret: string | Uint8Array;
   /** This interface's public key (base64). */
   readonly ownKey: string;
@@ -78,7 +81,7 @@ export class WgRelaySessions {
       let session: PunchSession;
       try {
         session = await punchPath({
-          server: this.options.server,
+          server: typeof this.options.server === 'function' ? this.options.server() : this.options.server,
           secret: this.options.secret,
           name: wgRelayName(this.options.ownKey, key),
           peer: wgRelayName(key, this.options.ownKey),

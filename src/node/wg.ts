@@ -32,6 +32,7 @@ import { decodeKey, dh, encodeKey } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { bindUdp, closeUdp, endpointOf, resolveServers, sendUdp, type BoundSocket } from './udp.js';
+import { ServerList, type ServerMove } from '../core/server-list.js';
 import { classifyMapping, wireMapping } from '../core/nat/classify.js';
 import { defaultWgRelayTiming, WgRelayPlanner, type WgPathReason, type WgRelayAction, type WgRelayMode, type WgRelayTiming } from '../core/wg-relay.js';
 import type { RelayInfo } from './punch.js';
@@ -81,6 +82,8 @@ export type WgEvent =
   | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ended'; readonly detail: string }
   /** A peer's path changed: `relay` (its endpoint is the proxy) or `direct` (its own address). */
   | { readonly type: 'path'; readonly key: string; readonly path: 'relay' | 'direct'; readonly endpoint: Endpoint; readonly reason: WgPathReason }
+  /** The server stopped answering WG-SYNC: WireGuard and WG-SYNC move to the next of `--server S1,S2` (src/core/server-list.ts). */
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
   | { readonly type: 'retry'; readonly detail: string };
 
 export interface WgPeerReport {
@@ -177,13 +180,20 @@ const LOCAL_POLL_MS = 1000;
 /** Waits after each WG-SYNC or Binding request before sending it again (4.5 s in all). */
 const RETRY_DELAYS_MS = [300, 600, 1200, 2400];
 
+/** The server in use stopped answering WG-SYNC and the list moved to the next (thrown by `SyncClient.sync`). */
+class ServerMoved extends Error {
+  constructor(readonly move: ServerMove) {
+    super(`the server at ${endpointKey(move.from)} stopped answering; moving to ${endpointKey(move.to)}`);
+  }
+}
+
 class SyncClient {
   private clockOffset = 0;
   private readonly waiting = new Map<string, (data: Uint8Array, from: Endpoint) => void>();
 
   constructor(
     private readonly bound: BoundSocket,
-    private readonly server: Endpoint,
+    private readonly servers: ServerList,
     private readonly keys: NetworkKeys,
     private readonly signal: AbortSignal | undefined,
   ) {
@@ -194,16 +204,27 @@ class SyncClient {
     });
   }
 
-  /** Sends `build(txid)` until an answer from `to` arrives; undefined after every retry went unanswered. */
-  private async exchange(to: Endpoint, build: (txid: Uint8Array, now: number) => Uint8Array): Promise<Uint8Array | undefined> {
+  /**
+   * Sends `build(txid)` until an answer from `to` arrives; undefined after every retry went unanswered. With `servers`
+   * (WG-SYNC to the current server), the list hears of each request and answer, and the exchange ends early when the
+   * list moves on (ServerMoved).
+   */
+  private async exchange(to: Endpoint, build: (txid: Uint8Array, now: number) => Uint8Array, servers?: ServerList): Promise<Uint8Array | undefined> {
     const txid = randomBytes(12);
     const id = txid.toString('hex');
     try {
       for (const wait of RETRY_DELAYS_MS) {
         if (this.signal?.aborted) throw BurrowError.aborted();
+        servers?.sent(Date.now());
         sendUdp(this.bound, to, build(txid, Date.now() + this.clockOffset), () => undefined);
-        const answer = await this.sleepOrAnswer(id, to, wait);
-        if (answer) return answer;
+        const due = servers?.dueAt();
+        const answer = await this.sleepOrAnswer(id, to, due === undefined ? wait : Math.max(0, Math.min(wait, due - Date.now())));
+        if (answer) {
+          servers?.answered();
+          return answer;
+        }
+        const move = servers?.advance(Date.now());
+        if (move) throw new ServerMoved(move);
       }
       return undefined;
     } finally {
@@ -244,15 +265,16 @@ class SyncClient {
   private proofKey: Uint8Array | undefined;
 
   async sync(dump: WgDump, hosts: readonly Endpoint[], mapping: NatMapping, query: readonly Uint8Array[]): Promise<WgSyncSuccess> {
-    const serverText = endpointKey(this.server);
+    const server = this.servers.current;
+    const serverText = endpointKey(server);
     const key = decodeKey(dump.publicKey) ?? new Uint8Array(32);
     for (let attempt = 0; attempt < 3; attempt++) {
       const proofKey = this.proofKey;
       const shared = proofKey ? dh(dump.privateKey, proofKey) : undefined;
-      const answer = await this.exchange(this.server, (txid, now) => {
+      const answer = await this.exchange(server, (txid, now) => {
         const facts = { txid, networkId: this.keys.networkId, timestamp: now, key, listenPort: dump.listenPort, hosts, mapping };
         return encodeWgSync({ kind: 'wg-sync', ...facts, query, proof: shared ? wgProof(shared, facts) : undefined }, this.keys.clientToServer);
-      });
+      }, this.servers);
       if (!answer) throw BurrowError.serverUnreachable(serverText, RETRY_DELAYS_MS.length, 5);
       const ok = decodeWgSync(answer);
       if (ok.ok && ok.msg.kind === 'wg-sync-ok') {
@@ -323,14 +345,15 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     throw BurrowError.invalidOption('relay', 'relayed paths only need continuous mode: burrow must stay on as the proxy that forwards WireGuard through the relay', 'only');
   }
   if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.invalidOption('interface', 'not a valid interface name (1–15 letters, digits, _ . = + -)', iface);
-  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
-  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
-  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
-  const serverText = endpointKey(server);
+  // Several servers (HOST:PORT,HOST:PORT): the first, then the next when it stops answering WG-SYNC (WireGuard's
+  // server peer follows: one key for every server of the deployment, its endpoint moved).
+  const servers = new ServerList(await resolveServers(options.server, DEFAULT_PORT, 'server'));
+  let server = servers.current;
+  let serverText = endpointKey(server);
   const keys = deriveNetworkKeys(typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret);
   const serverKey = encodeKey(keys.wireguard.publicKey);
   const tool = new WgTool(options.wgCommand ?? process.env.BURROW_WG ?? 'wg', signal);
-  const discovery = new WgDiscovery({ serverKey, serverAddress: server.address });
+  const discovery = new WgDiscovery({ serverKey, serverAddress: server.address, serverAddresses: servers.all.map((e) => e.address) });
 
   let dump = await tool.dump(iface);
   emit({ type: 'interface', publicKey: dump.publicKey, listenPort: dump.listenPort, peers: dump.peers.length });
@@ -343,12 +366,12 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const bound = await bindUdp(familyOf(server.address) === 6 ? '::' : '0.0.0.0', 0).catch((err: unknown) => {
     throw BurrowError.socket('cannot open a UDP socket', err);
   });
-  const client = new SyncClient(bound, server, keys, signal);
+  const client = new SyncClient(bound, servers, keys, signal);
   let mapping: NatMapping = 'unknown';
   let mappingChecked = false;
   // WireGuard over the relay: continuous mode only (burrow must stay on as the proxy).
   const planner = continuous && relayMode !== 'never' ? new WgRelayPlanner(relayMode, { ...defaultWgRelayTiming(intervalMs), ...options.relayTiming }) : undefined;
-  const sessions = planner ? new WgRelaySessions({ interface: iface, server: serverText, secret: options.secret, ownKey: dump.publicKey, timeoutMs, relay: relayMode === 'only' ? 'only' : 'auto', ...(signal ? { signal } : {}) }) : undefined;
+  const sessions = planner ? new WgRelaySessions({ interface: iface, server: () => [servers.current, ...servers.all.filter((e) => e !== servers.current)].map(endpointKey).join(','), secret: options.secret, ownKey: dump.publicKey, timeoutMs, relay: relayMode === 'only' ? 'only' : 'auto', ...(signal ? { signal } : {}) }) : undefined;
   const relayInfos = new Map<string, RelayInfo>();
   let ours: readonly Endpoint[] = [];
   const statuses = new Map<string, WgPeerStatus>();
@@ -384,7 +407,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const ensureServerPeer = async (): Promise<void> => {
     // A server peer of an earlier secret (same server address and port, no allowed IPs, another key) is ours and
     // stale after a rotation: remove it, or WireGuard keeps handshaking with a key the server no longer has.
-    const stale = dump.peers.filter((p) => p.publicKey !== serverKey && p.allowedIps.length === 0 && p.endpoint !== undefined && endpointKey(p.endpoint) === serverText);
+    const stale = dump.peers.filter((p) => p.publicKey !== serverKey && p.allowedIps.length === 0 && p.endpoint !== undefined && servers.all.some((e) => endpointKey(e) === endpointKey(p.endpoint as Endpoint)));
     if (stale.length > 0) await tool.set(iface, stale.flatMap((p) => ['peer', p.publicKey, 'remove']));
     const existing = dump.peers.find((p) => p.publicKey === serverKey);
     if (existing?.endpoint && endpointKey(existing.endpoint) === serverText && existing.persistentKeepalive === KEEPALIVE_SECONDS) return;
@@ -605,6 +628,18 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
           throw Object.assign(error, { report: report() });
         }
       } catch (err) {
+        if (err instanceof ServerMoved) {
+          // The server stopped answering: WireGuard handshakes with the next one (a new session: the old server's is
+          // unknown there) and WG-SYNC asks it, at once. One-shot: still within the timeout.
+          server = err.move.to;
+          serverText = endpointKey(server);
+          emit({ type: 'failover', from: err.move.from, to: err.move.to });
+          if (!continuous && Date.now() - started >= timeoutMs) throw BurrowError.serverUnreachable(servers.all.map(endpointKey).join(', '), servers.all.length, Math.round(timeoutMs / 1000));
+          mappingChecked = false;
+          lastServerRecreate = Date.now();
+          await recreateServerPeer();
+          continue;
+        }
         // --continuous outlives what passes: the server down or restarting, the interface gone for a while, a
         // forged 401 once it has worked. It says so and tries again next interval.
         if (!continuous || !isRetryable(err, synced)) throw err;
