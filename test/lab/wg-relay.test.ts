@@ -77,13 +77,14 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
     assert.ok(wgAvailable(), 'wireguard-go and wg must be installed for the WireGuard lab tests');
   });
 
-  const cases: { a: LabOptions['a']; b: LabOptions['b']; relay: 'coturn' | 'builtin' }[] = [
-    { a: 'symmetric', b: 'symmetric', relay: 'coturn' },
-    { a: 'port-restricted', b: 'symmetric', relay: 'builtin' },
+  // `onlyA`: hA runs `--relay only` (no direct endpoint is ever set, hA's address never reaches hB); hB the default.
+  const cases: { a: LabOptions['a']; b: LabOptions['b']; relay: 'coturn' | 'builtin'; onlyA: boolean }[] = [
+    { a: 'symmetric', b: 'symmetric', relay: 'coturn', onlyA: true },
+    { a: 'port-restricted', b: 'symmetric', relay: 'builtin', onlyA: false },
   ];
   for (const c of cases) {
     const via = c.relay === 'coturn' ? 'coturn (serve --turn)' : 'the built-in relay';
-    it(`${c.a} ↔ ${c.b}: a handshake and UDP both ways through the tunnel, relayed by ${via}`, async () => {
+    it(`${c.a} ↔ ${c.b}: a handshake and UDP both ways through the tunnel, relayed by ${via}${c.onlyA ? ' (hA --relay only)' : ''}`, async () => {
       const lab = await createLab({ a: c.a, b: c.b });
       const dir = mkdtempSync(join(tmpdir(), 'burrow-wg-relay-lab-'));
       const hosts: WgHost[] = [];
@@ -104,7 +105,7 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
         await addPeer(lab, hA, hB);
         await addPeer(lab, hB, hA);
         const started = Date.now();
-        for (const h of hosts) watchers.push(burrowWg(lab, h, ['--continuous', '--interval', '1', '--format', 'json']));
+        for (const h of hosts) watchers.push(burrowWg(lab, h, ['--continuous', '--interval', '1', '--format', 'json', ...(c.onlyA && h === hA ? ['--relay', 'only'] : [])]));
         const context = (): string => `${watchers.map((w) => `--- ${w.commandLine.split(' ').slice(-6).join(' ')}\n${w.stderr.slice(-3000)}`).join('\n')}\n--- serve\n${server.stderr.slice(-1500)}\n--- turn\n${turn?.stdout.slice(-1500) ?? ''}`;
         // Each side logs the move of its peer to the relay (its endpoint becomes the proxy).
         try {
@@ -123,6 +124,7 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
           assert.fail(`${String(err)}\n${context()}`);
         }
         const carriedMs = Date.now() - started;
+        if (c.onlyA) assert.doesNotMatch(watchers[0]?.stderr ?? '', /\(discovered\)|\(moved\)|\(stale\)/, `--relay only never sets a direct endpoint\n${context()}`);
         for (const [h, p] of [[hA, hB], [hB, hA]] as const) {
           const row = (await wgPeers(lab, h)).find((r) => r.key === p.publicKey);
           assert.match(row?.endpoint ?? '', /^127\.0\.0\.1:\d+$/, `${h.node}'s endpoint for its peer is its burrow proxy`);
