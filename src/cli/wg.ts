@@ -15,6 +15,7 @@ const PATH_REASONS: Record<WgPathReason, string> = {
   roamed: "moved to direct: the peer's packets arrived straight from its address",
   upgrade: 'moved to direct: a handshake on the direct endpoint',
   'trial-failed': 'the direct endpoint brought no handshake: back to the relay',
+  'direct-lost': 'the direct path stopped answering: back to the relay',
   'relay-restored': 'a new relay session',
 };
 

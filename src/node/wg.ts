@@ -381,9 +381,12 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     selfEndpoint: discovery.selfInfo?.endpoint,
     mapping,
     peers: discovery.targets(dump).peers.map((p) => {
-      const relayed = planner?.isProxy(p.publicKey, p.endpoint) ?? false;
+      // The planner's state first: the dump may be up to a second older than its last `wg set`.
+      const state = planner?.stateOf(p.publicKey);
+      const proxy = state === 'relayed' ? planner?.proxyOf(p.publicKey) : undefined;
+      const relayed = proxy !== undefined || (planner?.isProxy(p.publicKey, p.endpoint) ?? false);
       const relay = relayInfos.get(p.publicKey);
-      return { key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint, path: relayed ? ('relay' as const) : ('direct' as const), ...(relayed && relay ? { relay } : {}) };
+      return { key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: proxy ?? p.endpoint, path: relayed ? ('relay' as const) : ('direct' as const), ...(relayed && relay ? { relay } : {}) };
     }),
     elapsedMs: Date.now() - started,
   });

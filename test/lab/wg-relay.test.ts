@@ -155,7 +155,7 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
       }
     });
   }
-  it('port-restricted ↔ port-restricted: relayed while a core rule blocks the direct path, moves to a direct endpoint once the rule goes', async () => {
+  it('port-restricted ↔ port-restricted: relayed while a core rule blocks the direct path, moves to a direct endpoint once the rule goes, back to the relay when it returns', async () => {
     await withPair({ a: 'port-restricted', b: 'port-restricted' }, async (lab, hA, hB, watchers, context) => {
       const a = lab.addresses.routers.natA.public.v4;
       const b = lab.addresses.routers.natB.public.v4;
@@ -184,14 +184,26 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
       }
       await tunnelCarries(lab, hA, hB, 'direct-a-to-b', 20);
       await tunnelCarries(lab, hB, hA, 'direct-b-to-a', 20);
+      // The block comes back: the relay session kept as a watch loses its direct pair (consent, 15 s) and the peers go
+      // back to their proxies, long before WireGuard's own 180 s.
+      const again = await lab.exec('pub', 'nft', ['-f', '-'], { input: block });
+      assert.equal(again.code, 0, again.stderr);
+      const reblockedAt = Date.now();
+      try {
+        await Promise.all(watchers.map((w) => w.waitForOutput('stderr', (text) => /path relay, endpoint 127\.0\.0\.1:\d+ \(the direct path stopped answering/.test(text), 30_000)));
+        await tunnelCarries(lab, hA, hB, 'back-on-relay-a-to-b', 20);
+      } catch (err) {
+        assert.fail(`${String(err)}\n${context()}`);
+      }
+      const fallbackMs = Date.now() - reblockedAt;
       for (const w of watchers) w.kill('SIGTERM');
       const exits = await Promise.all(watchers.map((w) => w.exited));
       for (const [i, e] of exits.entries()) assert.equal(e.code, 0, watchers[i]?.stderr);
       for (const w of watchers) {
         const result = JSON.parse(w.stdout.trim().split('\n').pop() ?? '{}') as { peers: ({ path: string } | undefined)[] };
-        assert.equal(result.peers[0]?.path, 'direct', w.stdout);
+        assert.equal(result.peers[0]?.path, 'relay', `${w.stdout}\n${context()}`);
       }
-      process.stdout.write(`# wg relay upgrade: both peers on a direct endpoint ${directMs} ms after the block was removed\n`);
+      process.stdout.write(`# wg relay upgrade: both peers on a direct endpoint ${directMs} ms after the block was removed, back on the relay ${fallbackMs} ms after it returned\n`);
     });
   });
 });
