@@ -359,6 +359,37 @@ export const COMMANDS = {
       loss: { value: 'PERCENT', type: 'number', default: '0', help: 'random packet loss on both routers' },
     },
   },
+  'lab matrix': {
+    name: 'lab matrix',
+    summary: 'run every pair of NAT kinds in the lab and draw the matrix as SVG (root; checkout only)',
+    description: [
+      'For every ordered pair of --kinds (rows: the peer that starts first, columns: the one that starts second), each',
+      'first starter once behind each router, --runs times, per --relay mode: two `burrow punch ... -- COMMAND` processes,',
+      'COMMAND exchanging datagrams both ways through its own socket on $BURROW_LOCAL_PORT. One lab per pair of router',
+      'kinds, NAT state flushed and a fresh server between runs. Draws each cell\'s path (lan, direct, birthday, relay,',
+      'failed), median time to connect and birthday probes into --report. Exits 1 when a run fails, except with exit 5',
+      'on both sides where no relay is reachable (none, no-relay, coturn-stopped). coturn modes need turnserver.',
+    ],
+    checkoutOnly: true,
+    flags: {
+      kinds: { value: 'K,...', default: 'full-cone,address-restricted,port-restricted,symmetric,firewall', help: 'the NAT kinds to pair' },
+      runs: { value: 'N', type: 'count', default: '1', help: 'runs per cell and router position' },
+      relay: {
+        value: 'MODE,...',
+        default: 'builtin',
+        help: 'one grid per mode: builtin (burrow serve\'s relay), coturn (serve --turn), none (punch --relay never), no-relay (serve --no-relay), coturn-stopped',
+      },
+      report: { value: 'FILE', required: true, help: 'write the SVG picture here' },
+      timeout: { value: 'SECONDS', type: 'seconds', help: 'each peer\'s --timeout (default 8 where a relay is reachable, else 5)' },
+      'upgrade-wait': {
+        value: 'SECONDS',
+        type: 'number',
+        default: '6',
+        help: 'on a relayed path, COMMAND holds its socket this long after the exchange, so that a move to a direct path (birthday probing) shows; 0: no wait',
+      },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: a table per mode, or one JSON object with every run' },
+    },
+  },
   version: {
     name: 'version',
     summary: 'print the version (also --version)',
