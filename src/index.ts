@@ -26,6 +26,7 @@ export { stunQuery, type StunQueryOptions } from './node/stun.js';
 export { netcheck, type NetcheckOptions, type NetcheckReport, type NetcheckEvent } from './node/netcheck.js';
 export { classifyMapping, classifyFiltering, classifyAllocation, pairPath, verdict, type NatFacts, type MappingBehaviour, type FilteringBehaviour, type PeerKind } from './core/nat/classify.js';
 export { discoverWireGuard, type WireGuardOptions, type WgEvent, type WgDiscoveryResult, type WgPeerReport } from './node/wg.js';
+export { wgRelayName, type WgRelayMode, type WgRelayTiming, type WgPathReason } from './core/wg-relay.js';
 export { connectStream, type StreamConnectOptions, type StreamConnection, type StreamRelayInfo, type StreamResult } from './node/tcp-punch.js';
 export type { StreamRelayMode } from './core/tcp-punch.js';
 export { cipherPreference, SecureStream, StreamVersionError, type SecureStreamOptions } from './node/secure-stream.js';

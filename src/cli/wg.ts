@@ -15,6 +15,7 @@ const PATH_REASONS: Record<WgPathReason, string> = {
   roamed: "moved to direct: the peer's packets arrived straight from its address",
   upgrade: 'moved to direct: a handshake on the direct endpoint',
   'trial-failed': 'the direct endpoint brought no handshake: back to the relay',
+  'direct-lost': 'the direct path stopped answering: back to the relay',
   'relay-restored': 'a new relay session',
 };
 
@@ -38,14 +39,18 @@ function describe(e: WgEvent): string | undefined {
       return `interface missing, retrying: ${e.detail}`;
     case 'retry':
       return e.detail;
-    case 'failover':
-      return `${failoverLine(e.from, e.to)} (WireGuard's server peer moved there)`;
     case 'relay-session':
       if (e.state === 'starting') return `peer ${short(e.key)}: no direct path, starting a relay session with its burrow wg`;
-      if (e.state === 'ready') return `peer ${short(e.key)}: relay session ready: ${e.relay ? `${e.relay.kind === 'builtin' ? 'built-in relay' : 'TURN'} ${e.relay.server}, relayed address ${e.relay.relayed}` : 'relayed'}, proxy ${endpointKey(e.proxy)}`;
+      if (e.state === 'ready') {
+        const relay = e.relay ? `${e.relay.kind === 'builtin' ? 'built-in relay' : 'TURN'} ${e.relay.server}, relayed address ${e.relay.relayed}` : 'no allocation';
+        return `peer ${short(e.key)}: relay session ready: ${relay}, proxy ${endpointKey(e.proxy)}, carried ${e.path === 'relay' ? 'by the relay' : `straight to the partner's burrow (${e.path})`}`;
+      }
+      if (e.state === 'path') return `peer ${short(e.key)}: under the proxy, the session moved to ${e.path === 'relay' ? 'the relay' : `a ${e.path} path to the partner's burrow at ${e.upstream}`}`;
       return `peer ${short(e.key)}: relay session ended (retrying): ${e.detail}`;
     case 'path':
       return `peer ${short(e.key)}: path ${e.path}, endpoint ${endpointKey(e.endpoint)} (${PATH_REASONS[e.reason]})`;
+    case 'failover':
+      return `${failoverLine(e.from, e.to)} (WireGuard's server peer moved there)`;
   }
 }
 

@@ -13,10 +13,14 @@
  *    crosses; at once for relay mode `only`) wants a relay session.
  *  - `relaying`: the session is being set up; the direct endpoint stays, so a late direct handshake still wins.
  *  - `relayed`: the endpoint is the proxy. WireGuard roaming to another endpoint with a new handshake means the
- *    partner reached us directly: the peer moves to it (mode `auto`). When the server's record of either side
- *    changes (a peer moved to another network), a direct endpoint is tried (`trial`).
- *  - `trial`: the direct endpoint is set with a fresh handshake; one within `trialMs` keeps it (the session ends),
- *    else the proxy comes back.
+ *    partner reached us directly: the peer moves to it (mode `auto`). A direct endpoint is tried (`trial`) when the
+ *    server's record of either side changes (a peer moved to another network), and when the session itself finds a
+ *    direct path between the two burrows (its checks go on under the proxy: a blocked path that opens) while
+ *    neither NAT maps per destination — WireGuard's port then crosses the same NATs the same way.
+ *  - `trial`: the direct endpoint is set with a fresh handshake; one within `trialMs` keeps it, else the proxy comes
+ *    back.
+ *  - After a move to direct the session stays on as a watch: when its consent checks find the direct path between
+ *    the burrows dead (about 15 s), the peer goes back to the proxy at once (WireGuard itself would wait 180 s).
  *
  * Names: each side registers for the relay under `wgRelayName(own key, peer key)`, so both sides of a pair compute the
  * same two names, and one interface holds one registration per relayed peer.
@@ -76,6 +80,8 @@ export type WgPathReason =
   | 'upgrade'
   /** A tried direct endpoint brought none: back to the relay. */
   | 'trial-failed'
+  /** The session kept as a watch after a move to direct lost its direct path between the burrows: back to the relay. */
+  | 'direct-lost'
   /** A new relay session (the previous one ended, or WireGuard lost the endpoint). */
   | 'relay-restored';
 
@@ -99,6 +105,14 @@ interface PeerPlan {
   wasRelayed: boolean;
   /** Sessions in a row that ended without a path (the partner does not relay, the server offers no relay). */
   failures: number;
+  /** The path under the session's proxy: the relay, or straight between the two burrows. */
+  sessionPath: 'relay' | 'direct' | 'lan';
+  /** A trial was made for the session's current direct path (one per move to direct). */
+  sessionDirectTried: boolean;
+  /** direct, after a move from the relay: the session stays on, its consent checks watching the direct path. */
+  watching: boolean;
+  /** watching: the session's direct path between the burrows stopped answering (it fell back to the relay). */
+  directLost: boolean;
 }
 
 export interface WgRelayInput {
@@ -143,18 +157,33 @@ export class WgRelayPlanner {
     return this.plans.get(key)?.state ?? 'direct';
   }
 
+  /** Whether `endpoint` is one of the proxies of `key`'s sessions (WireGuard sends through burrow). */
+  isProxy(key: string, endpoint: Endpoint | undefined): boolean {
+    return endpoint !== undefined && (this.plans.get(key)?.proxies.has(endpointKey(endpoint)) ?? false);
+  }
+
   /** The proxy a relayed peer's endpoint points at. */
   proxyOf(key: string): Endpoint | undefined {
     return this.plans.get(key)?.proxy;
   }
 
-  /** The session for `key` agreed on a relayed path; its proxy listens at `proxy`. */
-  sessionReady(key: string, proxy: Endpoint): void {
+  /** The session for `key` agreed on a path (`path`: under the proxy); its proxy listens at `proxy`. */
+  sessionReady(key: string, proxy: Endpoint, path: 'relay' | 'direct' | 'lan' = 'relay'): void {
     const p = this.plans.get(key);
     if (!p?.session) return;
+    this.sessionPath(key, path);
     p.proxy = proxy;
     p.proxies.add(endpointKey(proxy));
     p.failures = 0;
+  }
+
+  /** The path under the session's proxy moved. */
+  sessionPath(key: string, path: 'relay' | 'direct' | 'lan'): void {
+    const p = this.plans.get(key);
+    if (!p) return;
+    if (path === 'relay' || p.sessionPath === 'relay') p.sessionDirectTried = false;
+    if (p.watching && path === 'relay' && p.sessionPath !== 'relay') p.directLost = true;
+    p.sessionPath = path;
   }
 
   /** The session for `key` failed, or ended (the partner left, the relay was lost). */
@@ -164,6 +193,10 @@ export class WgRelayPlanner {
     if (p.state === 'relaying' && !p.proxy) p.failures++;
     p.session = false;
     p.proxy = undefined;
+    p.sessionPath = 'relay';
+    p.sessionDirectTried = false;
+    p.watching = false;
+    p.directLost = false;
     if (p.state === 'relayed' || p.state === 'trial' || p.state === 'relaying') {
       p.wasRelayed ||= p.state !== 'relaying';
       p.state = 'relaying';
@@ -187,7 +220,7 @@ export class WgRelayPlanner {
       const key = peer.publicKey;
       let p = this.plans.get(key);
       if (!p) {
-        p = { state: 'direct', unconnectedSince: undefined, session: false, proxy: undefined, proxies: new Set(), retryAt: -Infinity, facts: '', trialStart: 0, trialEndpoint: undefined, wasRelayed: false, failures: 0 };
+        p = { state: 'direct', unconnectedSince: undefined, session: false, proxy: undefined, proxies: new Set(), retryAt: -Infinity, facts: '', trialStart: 0, trialEndpoint: undefined, wasRelayed: false, failures: 0, sessionPath: 'relay', sessionDirectTried: false, watching: false, directLost: false };
         this.plans.set(key, p);
       }
       const info = input.infoOf(key);
@@ -195,6 +228,17 @@ export class WgRelayPlanner {
       const hopeless = info?.mapping === 'endpoint-dependent' && input.mapping === 'endpoint-dependent';
       switch (p.state) {
         case 'direct': {
+          if (p.watching && p.directLost && p.proxy) {
+            // The watch saw the direct path between the burrows stop answering (consent, about 15 s): WireGuard's
+            // direct path crosses the same NATs, so back to the proxy now rather than after WireGuard's 180 s.
+            p.state = 'relayed';
+            p.watching = false;
+            p.directLost = false;
+            p.facts = factsNow;
+            out.push({ type: 'set-endpoint', key, endpoint: p.proxy, rehandshake: false });
+            out.push({ type: 'path', key, path: 'relay', endpoint: p.proxy, reason: 'direct-lost' });
+            break;
+          }
           if (this.mode === 'auto' && fresh(peer, now)) {
             p.unconnectedSince = undefined;
             break;
@@ -209,6 +253,8 @@ export class WgRelayPlanner {
             if (!hopeless && now - p.unconnectedSince < this.timing.relayAfterMs) break;
           }
           p.state = 'relaying';
+          p.watching = false;
+          p.directLost = false;
           p.retryAt = now;
           p.facts = factsNow;
           this.startIfDue(p, key, now, out);
@@ -240,17 +286,19 @@ export class WgRelayPlanner {
           if (!same(peer.endpoint, proxy)) {
             if (this.mode === 'auto' && peer.endpoint && fresh(peer, now) && !p.proxies.has(endpointKey(peer.endpoint))) {
               // WireGuard roamed: an authenticated packet from the partner came straight from its address.
-              out.push({ type: 'stop-session', key });
               out.push({ type: 'path', key, path: 'direct', endpoint: peer.endpoint, reason: 'roamed' });
-              this.toDirect(p);
+              this.upgraded(p);
             } else {
               // WireGuard lost the proxy endpoint (restarted, or set by hand): set it again.
               out.push({ type: 'set-endpoint', key, endpoint: proxy, rehandshake: false });
             }
             break;
           }
-          if (this.mode === 'auto' && factsNow !== p.facts && !hopeless && info) {
+          const eitherPerDestination = info?.mapping === 'endpoint-dependent' || input.mapping === 'endpoint-dependent';
+          const sessionWentDirect = p.sessionPath !== 'relay' && !p.sessionDirectTried && !eitherPerDestination;
+          if (this.mode === 'auto' && ((factsNow !== p.facts && !hopeless) || sessionWentDirect) && info) {
             p.facts = factsNow;
+            p.sessionDirectTried ||= p.sessionPath !== 'relay';
             const choice = chooseEndpoint(input.self, info, input.ours ?? []);
             if (choice) {
               p.state = 'trial';
@@ -266,9 +314,8 @@ export class WgRelayPlanner {
           if (!proxy) break;
           // The re-created peer reads latest-handshake 0 until its first new handshake.
           if (fresh(peer, now) && peer.endpoint && !p.proxies.has(endpointKey(peer.endpoint))) {
-            out.push({ type: 'stop-session', key });
             out.push({ type: 'path', key, path: 'direct', endpoint: peer.endpoint, reason: 'upgrade' });
-            this.toDirect(p);
+            this.upgraded(p);
             break;
           }
           if (fresh(peer, now) && peer.endpoint && p.proxies.has(endpointKey(peer.endpoint))) {
@@ -295,8 +342,22 @@ export class WgRelayPlanner {
     out.push({ type: 'start-session', key });
   }
 
+  /**
+   * Moved from the proxy to a direct endpoint: the session stays on as a watch (its consent checks notice within about
+   * 15 s when the direct path between the burrows stops answering; the relayed pair stays valid for the way back).
+   */
+  private upgraded(p: PeerPlan): void {
+    p.state = 'direct';
+    p.watching = p.session && p.proxy !== undefined;
+    p.directLost = false;
+    p.unconnectedSince = undefined;
+    p.trialEndpoint = undefined;
+  }
+
   private toDirect(p: PeerPlan): void {
     p.state = 'direct';
+    p.watching = false;
+    p.directLost = false;
     p.session = false;
     p.proxy = undefined;
     p.proxies.clear();

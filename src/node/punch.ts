@@ -126,6 +126,18 @@ export interface PathOptions extends PunchOptions {
    * `result.localPort`, for the program to bind). `burrow wg` gives WireGuard's listen port on 127.0.0.1.
    */
   readonly proxyProgram?: Endpoint;
+  /**
+   * Proxy every path, direct ones too (agent session mode), instead of handing a direct path off: the program then
+   * always talks to the proxy, and the path under it moves (relay → direct) without the program noticing. `burrow wg`
+   * uses this: WireGuard's port cannot be handed a socket, and a direct path between the two burrows that validates
+   * while WireGuard is relayed is the sign that a direct WireGuard endpoint is worth trying.
+   */
+  readonly session?: boolean;
+  /**
+   * Advertise no host address of this network interface (`burrow wg`: the WireGuard interface itself; a path to a
+   * tunnel address would carry WireGuard inside WireGuard).
+   */
+  readonly excludeInterface?: string;
 }
 
 /** The relay a relayed path goes through. */
@@ -211,11 +223,11 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
     keys,
     server,
     ...(fallbacks.length > 0 ? { fallbacks } : {}),
-    transports: [udpTransport(udp.local, relayMode === 'only' ? [] : hostCandidates(udp.local, udp.bound.family, server), 'udp')],
+    transports: [udpTransport(udp.local, relayMode === 'only' ? [] : hostCandidates(udp.local, udp.bound.family, server, options.excludeInterface !== undefined ? { excludeInterface: options.excludeInterface } : {}), 'udp')],
     timeoutMs: options.timeoutMs ?? 30_000,
     sessionNonce: randomBytes(16),
     randomBytes: (n) => randomBytes(n),
-    mode: 'auto',
+    mode: options.session === true ? 'session' : 'auto',
     relay: relayMode === 'only' ? 'only' : 'auto',
     ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
     ...(options.timing ? { timing: options.timing } : {}),
@@ -248,7 +260,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
         if (!relay && relayMode !== 'never' && !manualTurn) startOffered(e.intro.relay);
         break;
       case 'connected':
-        if (e.path === 'relay') {
+        if (e.path === 'relay' || options.session === true) {
           selectUpstream(e.transport, e.remote);
           connected?.(e.result);
         }

@@ -1,9 +1,10 @@
 /**
  * The relay sessions of `burrow wg --continuous` (the decisions are src/core/wg-relay.ts). Each relayed WireGuard
  * peer gets one `punchPath()` session with the partner's `burrow wg`: registered under names derived from the two
- * interface keys (`wgRelayName`), mode `wg`, relayed paths only, the relay the rendezvous server offers in the
- * introduction (its built-in relay, or the coturn fleet of `serve --turn`, with the credentials it minted), and a
- * proxy whose program is WireGuard's own port on 127.0.0.1. WireGuard's endpoint for the peer is then the proxy.
+ * interface keys (`wgRelayName`), mode `wg`, in session mode (every path proxied), the relay the rendezvous server
+ * offers in the introduction (its built-in relay, or the coturn fleet of `serve --turn`, with the credentials it
+ * minted), and a proxy whose program is WireGuard's own port on 127.0.0.1. WireGuard's endpoint for the peer is then
+ * the proxy; under it the session moves from the relay to a direct path between the two burrows when one validates.
  */
 import type { Endpoint } from '../codec/address.js';
 import { wgRelayName } from '../core/wg-relay.js';
@@ -12,8 +13,8 @@ import { punchPath, type PunchSession, type RelayInfo } from './punch.js';
 
 export interface WgRelaySessionOptions {
   /**
-   * The rendezvous servers, HOST:PORT[,HOST:PORT...], read when a session starts: the one `burrow wg` talks to now
-   * first, then the others of `--server S1,S2` for the session's own failover.
+   * The rendezvous server(s), HOST:PORT or HOST:PORT,HOST:PORT…, read at each session's start (`burrow wg` gives the
+   * server it talks to now first, then the others of its list).
    */
   readonly server: string | (() => string);
   readonly secret: string | Uint8Array;
@@ -21,11 +22,23 @@ export interface WgRelaySessionOptions {
   readonly ownKey: string;
   /** How long one session waits for the partner and a path. */
   readonly timeoutMs: number;
+  /**
+   * `only`: relayed paths only (no address of ours reaches the partner). Default `auto`: direct paths between the two
+   * burrows are checked too, and the proxy moves to one that validates (a sign that WireGuard may go direct).
+   */
+  readonly relay?: 'auto' | 'only';
+  /** The WireGuard interface: its own addresses are never offered as candidates (WireGuard inside WireGuard). */
+  readonly interface: string;
   readonly signal?: AbortSignal;
 }
 
+/** The path under a session's proxy: through the relay, or straight between the two burrows. */
+export type WgSessionPath = 'relay' | 'direct' | 'lan';
+
 export interface WgRelaySessionEvents {
-  readonly ready: (proxy: Endpoint, relay: RelayInfo | undefined, upstream: string | undefined) => void;
+  readonly ready: (proxy: Endpoint, relay: RelayInfo | undefined, upstream: string | undefined, path: WgSessionPath) => void;
+  /** The path under the proxy moved (an upgrade to a direct path between the burrows, or back to the relay). */
+  readonly path: (path: WgSessionPath, upstream: string) => void;
   /** The session failed before a path, or ended after one (the partner left, the relay was lost, stop()). */
   readonly ended: (detail: string, error: BurrowError | undefined) => void;
 }
@@ -68,13 +81,15 @@ export class WgRelaySessions {
       let session: PunchSession;
       try {
         session = await punchPath({
-          server: typeof this.options.server === 'string' ? this.options.server : this.options.server(),
+          server: typeof this.options.server === 'function' ? this.options.server() : this.options.server,
           secret: this.options.secret,
           name: wgRelayName(this.options.ownKey, key),
           peer: wgRelayName(key, this.options.ownKey),
           timeoutMs: this.options.timeoutMs,
           signal: abort.signal,
-          relay: 'only',
+          relay: this.options.relay ?? 'auto',
+          session: true,
+          excludeInterface: this.options.interface,
           purpose: 'wg',
           proxyProgram: { address: '127.0.0.1', port: listenPort },
         });
@@ -85,16 +100,19 @@ export class WgRelaySessions {
       }
       entry.session = session;
       if (!session.proxy) {
-        // Cannot happen with relayed paths only; a handoff would leave WireGuard without a path.
+        // Cannot happen in session mode; a handoff would leave WireGuard without a path.
         await session.close();
-        if (!entry.stopped) events.ended('the session agreed on a direct path between the burrow sockets, not a relayed one', undefined);
+        if (!entry.stopped) events.ended('the session handed its path off instead of proxying it', undefined);
         return;
       }
       if (entry.stopped) {
         await session.close();
         return;
       }
-      events.ready({ address: session.result.remoteAddress, port: session.result.remotePort }, session.result.relay, session.result.upstream);
+      session.onPathChange((change) => {
+        if (!isStopped(entry)) events.path(change.path, change.upstream);
+      });
+      events.ready({ address: session.result.remoteAddress, port: session.result.remotePort }, session.result.relay, session.result.upstream, session.result.path);
       await session.ended;
       await session.close();
       if (!isStopped(entry)) events.ended('the relay session ended (the partner left, or the relay stopped answering)', undefined);

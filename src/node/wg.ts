@@ -36,7 +36,7 @@ import { ServerList, type ServerMove } from '../core/server-list.js';
 import { classifyMapping, wireMapping } from '../core/nat/classify.js';
 import { defaultWgRelayTiming, WgRelayPlanner, type WgPathReason, type WgRelayAction, type WgRelayMode, type WgRelayTiming } from '../core/wg-relay.js';
 import type { RelayInfo } from './punch.js';
-import { WgRelaySessions } from './wg-relay.js';
+import { WgRelaySessions, type WgSessionPath } from './wg-relay.js';
 
 /** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
 export const KEEPALIVE_SECONDS = 25;
@@ -74,14 +74,16 @@ export type WgEvent =
   | { readonly type: 'endpoint-set'; readonly key: string; readonly endpoint: Endpoint; readonly reason: WgSetEndpoint['reason']; readonly lan: boolean }
   | { readonly type: 'status'; readonly key: string; readonly status: WgPeerStatus }
   | { readonly type: 'interface-missing'; readonly detail: string }
-  /** The server stopped answering WG-SYNC: WireGuard and WG-SYNC move to the next of `--server S1,S2` (src/core/server-list.ts). */
-  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
   /** A relay session for a peer: asked for, agreed on a relayed path (its proxy), or failed/ended (retried). */
   | { readonly type: 'relay-session'; readonly key: string; readonly state: 'starting' }
-  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ready'; readonly proxy: Endpoint; readonly relay: RelayInfo | undefined; readonly upstream: string | undefined }
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ready'; readonly proxy: Endpoint; readonly relay: RelayInfo | undefined; readonly upstream: string | undefined; readonly path: WgSessionPath }
+  /** The path under a session's proxy moved: to a direct path between the two burrows, or back to the relay. */
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'path'; readonly path: WgSessionPath; readonly upstream: string }
   | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ended'; readonly detail: string }
   /** A peer's path changed: `relay` (its endpoint is the proxy) or `direct` (its own address). */
   | { readonly type: 'path'; readonly key: string; readonly path: 'relay' | 'direct'; readonly endpoint: Endpoint; readonly reason: WgPathReason }
+  /** The server stopped answering WG-SYNC: WireGuard and WG-SYNC move to the next of `--server S1,S2` (src/core/server-list.ts). */
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
   | { readonly type: 'retry'; readonly detail: string };
 
 export interface WgPeerReport {
@@ -369,7 +371,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   let mappingChecked = false;
   // WireGuard over the relay: continuous mode only (burrow must stay on as the proxy).
   const planner = continuous && relayMode !== 'never' ? new WgRelayPlanner(relayMode, { ...defaultWgRelayTiming(intervalMs), ...options.relayTiming }) : undefined;
-  const sessions = planner ? new WgRelaySessions({ server: () => { const at = servers.all.findIndex((s) => s === servers.current); return [...servers.all.slice(at), ...servers.all.slice(0, at)].map(endpointKey).join(','); }, secret: options.secret, ownKey: dump.publicKey, timeoutMs, ...(signal ? { signal } : {}) }) : undefined;
+  const sessions = planner ? new WgRelaySessions({ interface: iface, server: () => [servers.current, ...servers.all.filter((e) => e !== servers.current)].map(endpointKey).join(','), secret: options.secret, ownKey: dump.publicKey, timeoutMs, relay: relayMode === 'only' ? 'only' : 'auto', ...(signal ? { signal } : {}) }) : undefined;
   const relayInfos = new Map<string, RelayInfo>();
   let ours: readonly Endpoint[] = [];
   const statuses = new Map<string, WgPeerStatus>();
@@ -379,9 +381,12 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     selfEndpoint: discovery.selfInfo?.endpoint,
     mapping,
     peers: discovery.targets(dump).peers.map((p) => {
-      const relayed = planner !== undefined && planner.stateOf(p.publicKey) !== 'direct' && planner.stateOf(p.publicKey) !== 'relaying';
+      // The planner's state first: the dump may be up to a second older than its last `wg set`.
+      const state = planner?.stateOf(p.publicKey);
+      const proxy = state === 'relayed' ? planner?.proxyOf(p.publicKey) : undefined;
+      const relayed = proxy !== undefined || (planner?.isProxy(p.publicKey, p.endpoint) ?? false);
       const relay = relayInfos.get(p.publicKey);
-      return { key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint, path: relayed ? ('relay' as const) : ('direct' as const), ...(relayed && relay ? { relay } : {}) };
+      return { key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: proxy ?? p.endpoint, path: relayed ? ('relay' as const) : ('direct' as const), ...(relayed && relay ? { relay } : {}) };
     }),
     elapsedMs: Date.now() - started,
   });
@@ -466,13 +471,18 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
           const key = a.key;
           emit({ type: 'relay-session', key, state: 'starting' });
           sessions.start(key, dump.listenPort, {
-            ready: (proxy, relay, upstream) => {
+            ready: (proxy, relay, upstream, path) => {
               if (relay) relayInfos.set(key, relay);
-              planner.sessionReady(key, proxy);
-              emit({ type: 'relay-session', key, state: 'ready', proxy, relay, upstream });
+              planner.sessionReady(key, proxy, path);
+              emit({ type: 'relay-session', key, state: 'ready', proxy, relay, upstream, path });
+            },
+            path: (path, upstream) => {
+              planner.sessionPath(key, path);
+              emit({ type: 'relay-session', key, state: 'path', path, upstream });
             },
             ended: (detail) => {
-              relayInfos.delete(key);
+              // Stopping (SIGINT/SIGTERM): the sessions end with the process; the report shows where peers were.
+              if (signal?.aborted) return;
               planner.sessionEnded(key, Date.now());
               emit({ type: 'relay-session', key, state: 'ended', detail });
             },

@@ -120,7 +120,7 @@ describe('WireGuard over the relay: decisions', () => {
     p.sessionReady(k(2), PROXY);
     at(6500, peer({ endpoint: DIRECT }));
     const roamed: Endpoint = { address: '198.51.100.6', port: 61000 };
-    assert.deepEqual(types(at(30_000, peer({ endpoint: roamed, latestHandshake: shook(T + 29_000) }))), ['stop-session', 'path:direct:roamed']);
+    assert.deepEqual(types(at(30_000, peer({ endpoint: roamed, latestHandshake: shook(T + 29_000) }))), ['path:direct:roamed']);
     assert.equal(p.stateOf(k(2)), 'direct');
     assert.deepEqual([...p.held()], []);
   });
@@ -156,8 +156,70 @@ describe('WireGuard over the relay: decisions', () => {
     const again = info({ endpoint: { address: '198.51.100.10', port: 51820 } });
     assert.deepEqual(types(at(40_000, onProxy, again)), ['set:51820:re']);
     const direct = peer({ endpoint: { address: '198.51.100.10', port: 51820 }, latestHandshake: shook(T + 41_000) });
-    assert.deepEqual(types(at(41_500, direct, again)), ['stop-session', 'path:direct:upgrade']);
+    assert.deepEqual(types(at(41_500, direct, again)), ['path:direct:upgrade']);
     assert.equal(p.stateOf(k(2)), 'direct');
+  });
+
+  it('the session finding a direct path between the burrows tries the direct endpoint once (not across a per-destination NAT)', () => {
+    const { p, at } = planner();
+    at(0, peer({ endpoint: DIRECT }));
+    at(6000, peer({ endpoint: DIRECT }));
+    p.sessionReady(k(2), PROXY, 'relay');
+    at(6500, peer({ endpoint: DIRECT }));
+    const onProxy = peer({ endpoint: PROXY, latestHandshake: shook(T + 7000) });
+    assert.deepEqual(at(8000, onProxy), []);
+    // A blocked path opened: the session's checks validated it and moved the proxy's upstream.
+    p.sessionPath(k(2), 'direct');
+    assert.deepEqual(types(at(9000, onProxy)), ['set:51820:re']);
+    assert.deepEqual(types(at(15_000, peer({ endpoint: DIRECT }))), ['set:40001:re', 'path:relay:trial-failed']);
+    // Once per move to direct: no second trial while the session stays direct; again after it went back to the relay.
+    assert.deepEqual(at(20_000, onProxy), []);
+    p.sessionPath(k(2), 'relay');
+    p.sessionPath(k(2), 'direct');
+    assert.deepEqual(types(at(21_000, onProxy)), ['set:51820:re']);
+    assert.deepEqual(types(at(22_000, peer({ endpoint: DIRECT, latestHandshake: shook(T + 21_500) }))), ['path:direct:upgrade']);
+    // Behind a per-destination NAT the session's direct path says nothing about WireGuard's port: no trial.
+    const sym = planner();
+    sym.at(0, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }));
+    sym.at(6000, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }));
+    sym.p.sessionReady(k(2), PROXY, 'direct');
+    sym.at(6500, peer({ endpoint: DIRECT }), info({ mapping: 'endpoint-dependent' }));
+    assert.deepEqual(sym.at(8000, onProxy, info({ mapping: 'endpoint-dependent' })), []);
+    assert.ok(sym.p.isProxy(k(2), PROXY) && !sym.p.isProxy(k(2), DIRECT));
+  });
+
+  it('after a move to direct the session stays on as a watch: when its direct path stops answering, the peer goes back to the proxy at once', () => {
+    const { p, at } = planner();
+    at(0, peer({ endpoint: DIRECT }));
+    at(6000, peer({ endpoint: DIRECT }));
+    p.sessionReady(k(2), PROXY, 'relay');
+    at(6500, peer({ endpoint: DIRECT }));
+    const onProxy = peer({ endpoint: PROXY, latestHandshake: shook(T + 7000) });
+    p.sessionPath(k(2), 'direct');
+    assert.deepEqual(types(at(9000, onProxy)), ['set:51820:re']);
+    const direct = peer({ endpoint: DIRECT, latestHandshake: shook(T + 9500) });
+    assert.deepEqual(types(at(10_000, direct)), ['path:direct:upgrade']);
+    assert.equal(p.stateOf(k(2)), 'direct');
+    assert.deepEqual(at(20_000, direct), [], 'a healthy direct path: nothing');
+    // The block is back: the session's consent checks fail the direct pair and it falls back to the relayed one.
+    p.sessionPath(k(2), 'relay');
+    assert.deepEqual(types(at(30_000, direct)), ['set:40001', 'path:relay:direct-lost']);
+    assert.equal(p.stateOf(k(2)), 'relayed');
+    // The path opens again: another trial.
+    p.sessionPath(k(2), 'direct');
+    assert.deepEqual(types(at(40_000, peer({ endpoint: PROXY, latestHandshake: shook(T + 35_000) }))), ['set:51820:re']);
+    // An upgrade by WireGuard's roaming alone (the session stayed on the relay) is watched too, but only a fall of the
+    // session's direct path counts; a session that ends while watching just ends the watch.
+    const roam = planner();
+    roam.at(0, peer({ endpoint: DIRECT }));
+    roam.at(6000, peer({ endpoint: DIRECT }));
+    roam.p.sessionReady(k(2), PROXY);
+    roam.at(6500, peer({ endpoint: DIRECT }));
+    assert.deepEqual(types(roam.at(8000, peer({ endpoint: DIRECT, latestHandshake: shook(T + 7500) }))), ['path:direct:roamed']);
+    assert.deepEqual(roam.at(30_000, peer({ endpoint: DIRECT, latestHandshake: shook(T + 7500) })), []);
+    roam.p.sessionEnded(k(2), T + 31_000);
+    assert.deepEqual(roam.at(32_000, peer({ endpoint: DIRECT, latestHandshake: shook(T + 7500) })), []);
+    assert.equal(roam.p.stateOf(k(2)), 'direct');
   });
 
   it('no trial between two per-destination NATs; a partner\'s handshake through the relay ends a trial early', () => {

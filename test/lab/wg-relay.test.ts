@@ -48,19 +48,43 @@ async function startCoturn(lab: Lab, secret: string): Promise<LabProcess> {
   throw new Error(`turnserver did not listen: ${turn.stdout.slice(-2000)}`);
 }
 
+/** Two wireguard-go hosts listing each other (keys and tunnel addresses, no endpoints), `burrow wg --continuous` on each. */
+async function withPair(kinds: { a: LabOptions['a']; b: LabOptions['b'] }, body: (lab: Lab, hA: WgHost, hB: WgHost, watchers: LabProcess[], context: () => string) => Promise<void>): Promise<void> {
+  const lab = await createLab(kinds);
+  const hosts: WgHost[] = [];
+  const watchers: LabProcess[] = [];
+  try {
+    const server = await startServer(lab);
+    const hA = await startWg(lab, 'hA', 51820);
+    const hB = await startWg(lab, 'hB', 51820);
+    hosts.push(hA, hB);
+    await addPeer(lab, hA, hB);
+    await addPeer(lab, hB, hA);
+    const context = (): string => `${watchers.map((w) => `--- ${w.commandLine.split(' ').slice(-6).join(' ')}\n${w.stderr.slice(-3000)}`).join('\n')}\n--- serve\n${server.stderr.slice(-1500)}`;
+    await body(lab, hA, hB, watchers, context);
+  } finally {
+    for (const w of watchers) if (w.exitStatus === null) w.kill('SIGKILL');
+    for (const h of hosts) await stopWg(h).catch(() => undefined);
+    await lab.destroy();
+    await assertNothingLeft(lab.runId);
+    assertNoWgLeft(lab.runId);
+  }
+}
+
 describe('burrow wg --continuous: WireGuard through the relay across emulated NATs (lab)', { skip }, () => {
   before(() => {
     assertLabAvailable();
     assert.ok(wgAvailable(), 'wireguard-go and wg must be installed for the WireGuard lab tests');
   });
 
-  const cases: { a: LabOptions['a']; b: LabOptions['b']; relay: 'coturn' | 'builtin' }[] = [
-    { a: 'symmetric', b: 'symmetric', relay: 'coturn' },
-    { a: 'port-restricted', b: 'symmetric', relay: 'builtin' },
+  // `onlyA`: hA runs `--relay only` (no direct endpoint is ever set, hA's address never reaches hB); hB the default.
+  const cases: { a: LabOptions['a']; b: LabOptions['b']; relay: 'coturn' | 'builtin'; onlyA: boolean }[] = [
+    { a: 'symmetric', b: 'symmetric', relay: 'coturn', onlyA: true },
+    { a: 'port-restricted', b: 'symmetric', relay: 'builtin', onlyA: false },
   ];
   for (const c of cases) {
     const via = c.relay === 'coturn' ? 'coturn (serve --turn)' : 'the built-in relay';
-    it(`${c.a} ↔ ${c.b}: a handshake and UDP both ways through the tunnel, relayed by ${via}`, async () => {
+    it(`${c.a} ↔ ${c.b}: a handshake and UDP both ways through the tunnel, relayed by ${via}${c.onlyA ? ' (hA --relay only)' : ''}`, async () => {
       const lab = await createLab({ a: c.a, b: c.b });
       const dir = mkdtempSync(join(tmpdir(), 'burrow-wg-relay-lab-'));
       const hosts: WgHost[] = [];
@@ -81,7 +105,7 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
         await addPeer(lab, hA, hB);
         await addPeer(lab, hB, hA);
         const started = Date.now();
-        for (const h of hosts) watchers.push(burrowWg(lab, h, ['--continuous', '--interval', '1', '--format', 'json']));
+        for (const h of hosts) watchers.push(burrowWg(lab, h, ['--continuous', '--interval', '1', '--format', 'json', ...(c.onlyA && h === hA ? ['--relay', 'only'] : [])]));
         const context = (): string => `${watchers.map((w) => `--- ${w.commandLine.split(' ').slice(-6).join(' ')}\n${w.stderr.slice(-3000)}`).join('\n')}\n--- serve\n${server.stderr.slice(-1500)}\n--- turn\n${turn?.stdout.slice(-1500) ?? ''}`;
         // Each side logs the move of its peer to the relay (its endpoint becomes the proxy).
         try {
@@ -100,6 +124,7 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
           assert.fail(`${String(err)}\n${context()}`);
         }
         const carriedMs = Date.now() - started;
+        if (c.onlyA) assert.doesNotMatch(watchers[0]?.stderr ?? '', /\(discovered\)|\(moved\)|\(stale\)/, `--relay only never sets a direct endpoint\n${context()}`);
         for (const [h, p] of [[hA, hB], [hB, hA]] as const) {
           const row = (await wgPeers(lab, h)).find((r) => r.key === p.publicKey);
           assert.match(row?.endpoint ?? '', /^127\.0\.0\.1:\d+$/, `${h.node}'s endpoint for its peer is its burrow proxy`);
@@ -130,4 +155,55 @@ describe('burrow wg --continuous: WireGuard through the relay across emulated NA
       }
     });
   }
+  it('port-restricted ↔ port-restricted: relayed while a core rule blocks the direct path, moves to a direct endpoint once the rule goes, back to the relay when it returns', async () => {
+    await withPair({ a: 'port-restricted', b: 'port-restricted' }, async (lab, hA, hB, watchers, context) => {
+      const a = lab.addresses.routers.natA.public.v4;
+      const b = lab.addresses.routers.natB.public.v4;
+      const block = `table inet bw_block {\n  chain forward {\n    type filter hook forward priority -10; policy accept;\n    ip saddr ${a} ip daddr ${b} meta l4proto udp drop\n    ip saddr ${b} ip daddr ${a} meta l4proto udp drop\n  }\n}\n`;
+      const added = await lab.exec('pub', 'nft', ['-f', '-'], { input: block });
+      assert.equal(added.code, 0, added.stderr);
+      for (const h of [hA, hB]) watchers.push(burrowWg(lab, h, ['--continuous', '--interval', '1', '--format', 'json']));
+      try {
+        await Promise.all(watchers.map((w) => w.waitForOutput('stderr', (text) => /path relay, endpoint 127\.0\.0\.1:\d+/.test(text), 40_000)));
+        await tunnelCarries(lab, hA, hB, 'blocked-a-to-b', 40);
+      } catch (err) {
+        assert.fail(`${String(err)}\n${context()}`);
+      }
+      const removed = await lab.exec('pub', 'nft', ['delete', 'table', 'inet', 'bw_block']);
+      assert.equal(removed.code, 0, removed.stderr);
+      const removedAt = Date.now();
+      try {
+        await Promise.all(watchers.map((w) => w.waitForOutput('stderr', (text) => /path direct, endpoint 198\.51\.100\.\d+:\d+/.test(text), 30_000)));
+      } catch (err) {
+        assert.fail(`${String(err)}\n${context()}`);
+      }
+      const directMs = Date.now() - removedAt;
+      for (const [h, p] of [[hA, hB], [hB, hA]] as const) {
+        const row = (await wgPeers(lab, h)).find((r) => r.key === p.publicKey);
+        assert.match(row?.endpoint ?? '', /^198\.51\.100\.\d+:\d+$/, `${h.node} uses its peer's public address\n${context()}`);
+      }
+      await tunnelCarries(lab, hA, hB, 'direct-a-to-b', 20);
+      await tunnelCarries(lab, hB, hA, 'direct-b-to-a', 20);
+      // The block comes back: the relay session kept as a watch loses its direct pair (consent, 15 s) and the peers go
+      // back to their proxies, long before WireGuard's own 180 s.
+      const again = await lab.exec('pub', 'nft', ['-f', '-'], { input: block });
+      assert.equal(again.code, 0, again.stderr);
+      const reblockedAt = Date.now();
+      try {
+        await Promise.all(watchers.map((w) => w.waitForOutput('stderr', (text) => /path relay, endpoint 127\.0\.0\.1:\d+ \(the direct path stopped answering/.test(text), 30_000)));
+        await tunnelCarries(lab, hA, hB, 'back-on-relay-a-to-b', 20);
+      } catch (err) {
+        assert.fail(`${String(err)}\n${context()}`);
+      }
+      const fallbackMs = Date.now() - reblockedAt;
+      for (const w of watchers) w.kill('SIGTERM');
+      const exits = await Promise.all(watchers.map((w) => w.exited));
+      for (const [i, e] of exits.entries()) assert.equal(e.code, 0, watchers[i]?.stderr);
+      for (const w of watchers) {
+        const result = JSON.parse(w.stdout.trim().split('\n').pop() ?? '{}') as { peers: ({ path: string } | undefined)[] };
+        assert.equal(result.peers[0]?.path, 'relay', `${w.stdout}\n${context()}`);
+      }
+      process.stdout.write(`# wg relay upgrade: both peers on a direct endpoint ${directMs} ms after the block was removed, back on the relay ${fallbackMs} ms after it returned\n`);
+    });
+  });
 });

@@ -192,7 +192,8 @@ describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', {
       try {
         await sender.bind('s', hA.tunnel, 0);
         const to = await receiver.bind('r', hB.tunnel, 7001);
-        const watchers = [burrowWg(lab, hA, ['--continuous', '--interval', String(intervalS)]), burrowWg(lab, hB, ['--continuous', '--interval', String(intervalS)])];
+        // The direct path is under test here: no relay (test/lab/wg-relay.test.ts has the relayed cases).
+        const watchers = [burrowWg(lab, hA, ['--continuous', '--interval', String(intervalS), '--relay', 'never']), burrowWg(lab, hB, ['--continuous', '--interval', String(intervalS), '--relay', 'never'])];
         const sent = 2.5 * intervalS * 10;
         for (let i = 0; i < sent; i++) {
           await sender.send('s', to, `steady-${i}`);

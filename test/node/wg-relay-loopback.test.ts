@@ -27,8 +27,8 @@ describe('WireGuard over the relay (loopback)', () => {
     const server = await startServer({ listen: '127.0.0.1:0', secrets: [SECRET], alternatePort: false, tcp: false });
     const wgA = await socket();
     const wgB = await socket();
-    const a = new WgRelaySessions({ server: endpointKey(server.address), secret: SECRET, ownKey: KEY_A, timeoutMs: 8000 });
-    const b = new WgRelaySessions({ server: endpointKey(server.address), secret: SECRET, ownKey: KEY_B, timeoutMs: 8000 });
+    const a = new WgRelaySessions({ server: endpointKey(server.address), secret: SECRET, ownKey: KEY_A, timeoutMs: 8000, relay: 'only', interface: 'bwtest0' });
+    const b = new WgRelaySessions({ server: endpointKey(server.address), secret: SECRET, ownKey: KEY_B, timeoutMs: 8000, relay: 'only', interface: 'bwtest0' });
     try {
       const ready = (sessions: WgRelaySessions, peer: string, port: number): Promise<{ proxy: Endpoint; relay: RelayInfo | undefined }> =>
         new Promise((resolve, reject) => {
@@ -36,6 +36,7 @@ describe('WireGuard over the relay (loopback)', () => {
             ready: (proxy, relay) => {
               resolve({ proxy, relay });
             },
+            path: () => undefined,
             ended: (detail) => {
               reject(new Error(detail));
             },
