@@ -106,7 +106,7 @@ export class ServerConnection implements DatagramTransport {
     });
   }
 
-  /** Leaves the current server for `to`: a new connection from the same local address and port. */
+  /** Leaves the current server for `to`: a new connection from the same bind address and local port. */
   private reconnect(to: Endpoint): void {
     const old = this.socket;
     old.removeAllListeners('data');
