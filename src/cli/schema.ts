@@ -127,6 +127,14 @@ const RELAY = {
   'turn-password-file': { value: 'FILE', help: 'with --turn: a file whose first line is the TURN password' },
 } as const satisfies Record<string, FlagSpec>;
 
+/** `--relay` of the stream commands (pipe, send, receive): the server's stream relay when TCP finds no path. */
+const STREAM_RELAY = {
+  value: 'MODE',
+  choices: ['auto', 'never', 'only'],
+  default: 'auto',
+  help: 'auto: relay the stream through the server when TCP finds no direct path within 3 s (a direct one found first still wins); never: direct paths only; only: the relay only',
+} as const satisfies FlagSpec;
+
 /** Exit codes of the commands that meet a peer (the numbers are documented in src/cli/exit-codes.ts). */
 const MEET_EXITS = [3, 4, 5, 13, 14, 15] as const;
 
@@ -171,6 +179,7 @@ export const COMMANDS = {
     flags: {
       ...CONNECT,
       local: LOCAL,
+      relay: STREAM_RELAY,
       'send-only': { conflicts: ['recv-only'], help: 'only send stdin; ignore what the peer sends' },
       'recv-only': { help: 'only receive; send nothing' },
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the closing summary on stderr: a line, or one JSON object' },
@@ -188,6 +197,7 @@ export const COMMANDS = {
     flags: {
       ...CONNECT,
       name: { value: 'NAME', help: 'the name stdin (-) arrives under (default stdin)' },
+      relay: STREAM_RELAY,
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
     },
     exits: [...MEET_EXITS, 6, 7],
@@ -200,6 +210,7 @@ export const COMMANDS = {
       out: { value: 'DIR', default: '.', help: 'the directory to receive into (nothing is ever written outside it)' },
       force: { help: 'replace files that already exist' },
       yes: { short: 'y', help: 'accept the offer without asking (required when stdin is not a terminal)' },
+      relay: STREAM_RELAY,
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
     },
     exits: [...MEET_EXITS, 6, 7],
