@@ -425,9 +425,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
    */
   private planRelay(intro: Introduction, now: number, out: TcpPunchAction[]): void {
     if (this.relayMode === 'never') return;
-    // The introduction came from the server registered with now (after a failover, the one moved to).
-    const introducer = this.rendezvous.server;
-    const server = endpointKey(introducer);
+    const server = endpointKey(this.rendezvous.server);
     const offer = intro.relay;
     if (offer?.kind !== 'builtin') {
       const reason = offer === undefined ? `the server at ${server} offers no relay (it predates relays)`
@@ -437,7 +435,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       if (this.relayMode === 'only') this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
       return;
     }
-    this.relayServer = introducer;
+    this.relayServer = this.rendezvous.server;
     this.relayAt = this.relayMode === 'only' ? now : now + this.timing.relayAfterMs;
     if (this.relayMode === 'only') this.openRelay(out);
   }
@@ -592,7 +590,8 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     const only = this.relayMode === 'only' ? { only: true } : {};
     switch (this.relayState) {
       case 'connecting':
-        return { relay: { state: 'failed', server, code: 0, reason: `${this.config.peer} had not come to the stream relay at ${server} by the deadline (it may run with --relay never, or be registered with another server)`, ...only } };
+        // 408 as the server would answer at the end of its own wait: the partner did not come.
+        return { relay: { state: 'failed', server, code: 408, reason: `${this.config.peer} had not come to the stream relay at ${server} by the deadline (it may run with --relay never, or be registered with another server)`, ...only } };
       case 'spliced':
         return { relay: { state: 'failed', server, code: 0, reason: `the stream handshake through the relay at ${server} had not completed by the deadline`, ...only } };
       case 'idle':

@@ -122,8 +122,11 @@ export class WgDiscovery {
     return this.memory.get(key)?.info;
   }
 
-  /** Takes a WG-SYNC answer into account and returns the endpoints to set now. */
-  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number, ours: readonly Endpoint[] = []): WgSetEndpoint[] {
+  /**
+   * Takes a WG-SYNC answer into account and returns the endpoints to set now. Peers in `held` (relayed: their
+   * endpoint is burrow's proxy, src/core/wg-relay.ts) are recorded but left alone; once released they are set again.
+   */
+  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number, ours: readonly Endpoint[] = [], held: ReadonlySet<string> = new Set()): WgSetEndpoint[] {
     this.self = self;
     const out: WgSetEndpoint[] = [];
     for (const peer of this.targets(dump).peers) {
@@ -136,6 +139,14 @@ export class WgDiscovery {
       const choice = chooseEndpoint(self, info, ours, !mem.lanFailed);
       if (!choice) continue;
       const desired = endpointKey(choice.endpoint);
+      if (held.has(peer.publicKey)) {
+        // Relayed: recorded as if set, so that once the relay lets go a working endpoint (WireGuard roamed to it)
+        // stays, and a dead one (the proxy) is replaced.
+        mem.applied = desired;
+        mem.appliedLan = choice.lan;
+        mem.setAt = now;
+        continue;
+      }
       const current = peer.endpoint ? endpointKey(peer.endpoint) : undefined;
       let reason: WgSetEndpoint['reason'] | undefined;
       if (mem.applied !== desired && mem.applied !== undefined && info.mapping === 'endpoint-dependent' && handshakeFresh(peer, now)) {

@@ -34,6 +34,9 @@ import { hostCandidates } from './candidates.js';
 import { bindUdp, closeUdp, endpointOf, resolveServers, sendUdp, type BoundSocket } from './udp.js';
 import { ServerList, type ServerMove } from '../core/server-list.js';
 import { classifyMapping, wireMapping } from '../core/nat/classify.js';
+import { defaultWgRelayTiming, WgRelayPlanner, type WgPathReason, type WgRelayAction, type WgRelayMode, type WgRelayTiming } from '../core/wg-relay.js';
+import type { RelayInfo } from './punch.js';
+import { WgRelaySessions } from './wg-relay.js';
 
 /** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
 export const KEEPALIVE_SECONDS = 25;
@@ -52,6 +55,14 @@ export interface WireGuardOptions {
   readonly signal?: AbortSignal;
   /** The `wg` binary. Default: $BURROW_WG or `wg`. */
   readonly wgCommand?: string;
+  /**
+   * WireGuard over the relay (continuous mode only): `auto` (the default) relays a peer that has no direct path and
+   * moves it back to a direct endpoint when one appears; `never`; `only` relays every peer (no peer learns this
+   * host's address). One-shot mode never relays: a peer that would need it fails with NO_PATH, which says so.
+   */
+  readonly relay?: WgRelayMode;
+  /** When to relay and try direct again; defaults follow the interval (src/core/wg-relay.ts). */
+  readonly relayTiming?: Partial<WgRelayTiming>;
   readonly onEvent?: (event: WgEvent) => void;
 }
 
@@ -65,12 +76,22 @@ export type WgEvent =
   | { readonly type: 'interface-missing'; readonly detail: string }
   /** The server stopped answering WG-SYNC: WireGuard and WG-SYNC move to the next of `--server S1,S2` (src/core/server-list.ts). */
   | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
+  /** A relay session for a peer: asked for, agreed on a relayed path (its proxy), or failed/ended (retried). */
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'starting' }
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ready'; readonly proxy: Endpoint; readonly relay: RelayInfo | undefined; readonly upstream: string | undefined }
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ended'; readonly detail: string }
+  /** A peer's path changed: `relay` (its endpoint is the proxy) or `direct` (its own address). */
+  | { readonly type: 'path'; readonly key: string; readonly path: 'relay' | 'direct'; readonly endpoint: Endpoint; readonly reason: WgPathReason }
   | { readonly type: 'retry'; readonly detail: string };
 
 export interface WgPeerReport {
   readonly key: string;
   readonly status: WgPeerStatus;
   readonly endpoint: Endpoint | undefined;
+  /** `relay` while the endpoint is burrow's proxy. */
+  readonly path: 'direct' | 'relay';
+  /** The relay a relayed peer's traffic goes through. */
+  readonly relay?: RelayInfo;
 }
 
 export interface WgDiscoveryResult {
@@ -293,16 +314,16 @@ function isRetryable(err: unknown, synced: boolean): boolean {
   return err.code === 'SERVER_UNREACHABLE' || err.code === 'SOCKET' || err.code === 'COMMAND_FAILED' || err.code === 'WG_NO_INTERFACE';
 }
 
-function problemError(problem: WgPeerProblem, peers: string, server: string, seconds: number): BurrowError {
+function problemError(problem: WgPeerProblem, peers: string, server: string, seconds: number, relay: WgRelayMode): BurrowError {
   switch (problem) {
     case 'not-registered':
       return BurrowError.wgPeerNotRegistered(peers, server, seconds);
     case 'peer-not-reaching-server':
       return BurrowError.wgPeerNotReachingServer(peers, server, seconds);
     case 'symmetric-peer':
-      return BurrowError.wgSymmetric(peers, 'peer', seconds);
+      return BurrowError.wgSymmetric(peers, 'peer', seconds, relay !== 'never');
     case 'symmetric-self':
-      return BurrowError.wgSymmetric(peers, 'self', seconds);
+      return BurrowError.wgSymmetric(peers, 'self', seconds, relay !== 'never');
     case 'no-handshake':
       return BurrowError.wgNoHandshake(peers, seconds);
   }
@@ -317,6 +338,10 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const intervalMs = Math.max(1000, options.intervalMs ?? 10_000);
   const timeoutMs = options.timeoutMs ?? 30_000;
   const iface = options.interface;
+  const relayMode: WgRelayMode = options.relay ?? 'auto';
+  if (relayMode === 'only' && !continuous) {
+    throw BurrowError.invalidOption('relay', 'relayed paths only need continuous mode: burrow must stay on as the proxy that forwards WireGuard through the relay', 'only');
+  }
   if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.invalidOption('interface', 'not a valid interface name (1–15 letters, digits, _ . = + -)', iface);
   // Several servers (HOST:PORT,HOST:PORT): the first, then the next when it stops answering WG-SYNC (WireGuard's
   // server peer follows: one key for every server of the deployment, its endpoint moved).
@@ -342,13 +367,22 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const client = new SyncClient(bound, servers, keys, signal);
   let mapping: NatMapping = 'unknown';
   let mappingChecked = false;
+  // WireGuard over the relay: continuous mode only (burrow must stay on as the proxy).
+  const planner = continuous && relayMode !== 'never' ? new WgRelayPlanner(relayMode, { ...defaultWgRelayTiming(intervalMs), ...options.relayTiming }) : undefined;
+  const sessions = planner ? new WgRelaySessions({ server: () => { const at = servers.all.findIndex((s) => s === servers.current); return [...servers.all.slice(at), ...servers.all.slice(0, at)].map(endpointKey).join(','); }, secret: options.secret, ownKey: dump.publicKey, timeoutMs, ...(signal ? { signal } : {}) }) : undefined;
+  const relayInfos = new Map<string, RelayInfo>();
+  let ours: readonly Endpoint[] = [];
   const statuses = new Map<string, WgPeerStatus>();
   const report = (): WgDiscoveryResult => ({
     interface: iface,
     publicKey: dump.publicKey,
     selfEndpoint: discovery.selfInfo?.endpoint,
     mapping,
-    peers: discovery.targets(dump).peers.map((p) => ({ key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint })),
+    peers: discovery.targets(dump).peers.map((p) => {
+      const relayed = planner !== undefined && planner.stateOf(p.publicKey) !== 'direct' && planner.stateOf(p.publicKey) !== 'relaying';
+      const relay = relayInfos.get(p.publicKey);
+      return { key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint, path: relayed ? ('relay' as const) : ('direct' as const), ...(relayed && relay ? { relay } : {}) };
+    }),
     elapsedMs: Date.now() - started,
   });
 
@@ -411,6 +445,58 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     await nudge(sets.map((s) => s.key));
   };
 
+  /**
+   * WireGuard over the relay: asks the planner (src/core/wg-relay.ts) what to do now and does it. Sessions report
+   * back between steps (ready: the proxy address; ended: started again after a pause).
+   */
+  const relayStep = async (): Promise<void> => {
+    if (!planner || !sessions) return;
+    const actions: WgRelayAction[] = planner.step({
+      peers: discovery.targets(dump).peers,
+      infoOf: (k) => discovery.infoOf(k),
+      self: discovery.selfInfo,
+      mapping,
+      ours,
+      now: Date.now(),
+    });
+    const sets: WgSetEndpoint[] = [];
+    for (const a of actions) {
+      switch (a.type) {
+        case 'start-session': {
+          const key = a.key;
+          emit({ type: 'relay-session', key, state: 'starting' });
+          sessions.start(key, dump.listenPort, {
+            ready: (proxy, relay, upstream) => {
+              if (relay) relayInfos.set(key, relay);
+              planner.sessionReady(key, proxy);
+              emit({ type: 'relay-session', key, state: 'ready', proxy, relay, upstream });
+            },
+            ended: (detail) => {
+              relayInfos.delete(key);
+              planner.sessionEnded(key, Date.now());
+              emit({ type: 'relay-session', key, state: 'ended', detail });
+            },
+          });
+          break;
+        }
+        case 'stop-session':
+          relayInfos.delete(a.key);
+          await sessions.stop(a.key);
+          break;
+        case 'set-endpoint':
+          sets.push({ key: a.key, endpoint: a.endpoint, reason: 'moved', lan: false, rehandshake: a.rehandshake });
+          break;
+        case 'path':
+          emit({ type: 'path', key: a.key, path: a.path, endpoint: a.endpoint, reason: a.reason });
+          break;
+      }
+    }
+    if (sets.length > 0) await applyEndpoints(sets);
+  };
+
+  /** Peers whose endpoint discovery leaves alone: relayed ones; with relayed paths only, every peer. */
+  const held = (): ReadonlySet<string> => (relayMode === 'only' && planner ? new Set(discovery.targets(dump).peers.map((p) => p.publicKey)) : (planner?.held() ?? new Set<string>()));
+
   let lastListenPort = dump.listenPort;
   let selfMissingSince: number | undefined;
   let synced = false;
@@ -423,6 +509,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
         // 1. Ask the server. The mapping test needs the alternate port the first answer names.
         const targets = discovery.targets(dump).peers;
         const hosts = hostCandidates({ address: '0.0.0.0', port: dump.listenPort }, familyOf(server.address), undefined, { excludeInterface: iface, limit: MAX_WG_HOSTS });
+        ours = hosts;
         const infos = new Map<string, WgPeerInfo>();
         let self: WgPeerInfo | undefined;
         let alternate: Endpoint | undefined;
@@ -460,7 +547,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
             await recreateServerPeer();
           }
           // 2. Set what changed.
-          const sets = discovery.update(dump, self, infos, now, hosts);
+          const sets = discovery.update(dump, self, infos, now, hosts, held());
           if (sets.length > 0) {
             await applyEndpoints(sets);
             for (const s of sets) emit({ type: 'endpoint-set', key: s.key, endpoint: s.endpoint, reason: s.reason, lan: s.lan });
@@ -484,10 +571,19 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
             continue;
           }
           if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
+            if (dump.listenPort !== lastListenPort && sessions) {
+              // The proxies send to the old port: new sessions, for the new one.
+              for (const p of discovery.targets(dump).peers) {
+                if (!sessions.has(p.publicKey)) continue;
+                await sessions.stop(p.publicKey);
+                planner?.sessionEnded(p.publicKey, Date.now());
+              }
+            }
             lastListenPort = dump.listenPort;
             mappingChecked = false;
             changed = true;
           }
+          await relayStep();
         }
         if (missing) continue;
         await ensureServerPeer();
@@ -521,7 +617,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
           const failing = [...current.entries()].filter(([, s]) => s !== 'connected') as [string, WgPeerProblem][];
           const worst = PROBLEM_ORDER.find((p) => failing.some(([, s]) => s === p)) ?? 'no-handshake';
           const names = failing.filter(([, s]) => s === worst).map(([k]) => k).join(', ');
-          const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000));
+          const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000), relayMode);
           throw Object.assign(error, { report: report() });
         }
       } catch (err) {
@@ -548,6 +644,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     if (continuous && err instanceof BurrowError && err.code === 'ABORTED') return report();
     throw err;
   } finally {
+    await sessions?.stopAll();
     await closeUdp(bound.socket);
   }
 }
