@@ -17,7 +17,10 @@
  * taken within each run, then summarised (min / median) across runs. Peak RSS and CPU seconds per side
  * come from /usr/bin/time.
  *
- *   node dist/bench/pipe.js [--mib N] [--runs N] [--keep-going]
+ *   node dist/bench/pipe.js [--mib N] [--runs N] [--tools socat,socat-tls,pipe,send]
+ *
+ * BENCH_PIPE_PROFILE=DIR runs every Burrow side under `node --cpu-prof` and keeps the profiles in DIR
+ * (named by tool, side and run), for `node dist/bench/profile-summary.js DIR/*.cpuprofile`.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { execFileSync } from 'node:child_process';
@@ -60,6 +63,15 @@ interface Measurement {
   readonly setupSeconds?: number;
   /** What the tool said it encrypts with. */
   readonly cipher?: string;
+}
+
+/** `node` and its flags for a Burrow side: under --cpu-prof when BENCH_PIPE_PROFILE names a directory. */
+let profileRun = 0;
+function node(tool: Tool, who: 'sender' | 'receiver'): string {
+  const dir = process.env.BENCH_PIPE_PROFILE;
+  const base = `"${process.execPath}"`;
+  if (dir === undefined || dir === '') return base;
+  return `${base} --cpu-prof --cpu-prof-dir "${dir}" --cpu-prof-name ${tool}-${who}-run${profileRun}.cpuprofile`;
 }
 
 function env(): NodeJS.ProcessEnv {
@@ -132,8 +144,8 @@ async function pipeRun(lab: Lab, bytes: number): Promise<Measurement> {
   return withServer(lab, async () => {
     const common = `pipe --server ${SERVER} --timeout 60`;
     const started = performance.now();
-    const sender = lab.spawn('hA', 'sh', ['-c', `head -c ${bytes} /dev/zero | ${timed(`"${process.execPath}" "${CLI}" ${common} --as alice --to bob --send-only`)}`], { env: env() });
-    const receiver = lab.spawn('hB', 'sh', ['-c', `${timed(`"${process.execPath}" "${CLI}" ${common} --as bob --to alice --recv-only`)} | wc -c`], { env: env() });
+    const sender = lab.spawn('hA', 'sh', ['-c', `head -c ${bytes} /dev/zero | ${timed(`${node('pipe', 'sender')} "${CLI}" ${common} --as alice --to bob --send-only`)}`], { env: env() });
+    const receiver = lab.spawn('hB', 'sh', ['-c', `${timed(`${node('pipe', 'receiver')} "${CLI}" ${common} --as bob --to alice --recv-only`)} | wc -c`], { env: env() });
     const connected = receiver.waitForOutput('stderr', 'connected to', 60_000).then(() => (performance.now() - started) / 1000, () => Number.NaN);
     const [es, er] = await Promise.all([sender.exited, receiver.exited]);
     const seconds = (performance.now() - started) / 1000;
@@ -158,8 +170,8 @@ async function sendRun(lab: Lab, bytes: number, source: string, sourceHash: stri
   return withServer(lab, async () => {
     const common = `--server ${SERVER} --timeout 60`;
     const started = performance.now();
-    const sender = lab.spawn('hA', 'sh', ['-c', timed(`"${process.execPath}" "${CLI}" send "${source}" ${common} --as alice --to bob`)], { env: env() });
-    const receiver = lab.spawn('hB', 'sh', ['-c', timed(`"${process.execPath}" "${CLI}" receive ${common} --as bob --to alice --out "${outDir}" --yes`)], { env: env() });
+    const sender = lab.spawn('hA', 'sh', ['-c', timed(`${node('send', 'sender')} "${CLI}" send "${source}" ${common} --as alice --to bob`)], { env: env() });
+    const receiver = lab.spawn('hB', 'sh', ['-c', timed(`${node('send', 'receiver')} "${CLI}" receive ${common} --as bob --to alice --out "${outDir}" --yes`)], { env: env() });
     const connected = receiver.waitForOutput('stderr', 'connected to', 60_000).then(() => (performance.now() - started) / 1000, () => Number.NaN);
     const [es, er] = await Promise.all([sender.exited, receiver.exited]);
     const seconds = (performance.now() - started) / 1000;
@@ -191,7 +203,14 @@ function onPath(program: string): boolean {
 }
 
 async function main(): Promise<number> {
-  const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' } } });
+  const { values } = parseArgs({ options: { mib: { type: 'string', default: '1024' }, runs: { type: 'string', default: '3' }, tools: { type: 'string', default: TOOLS.join(',') } } });
+  const tools = values.tools.split(',').map((t) => t.trim());
+  const unknown = tools.filter((t) => !(TOOLS as readonly string[]).includes(t));
+  if (unknown.length > 0 || tools.length === 0) {
+    process.stderr.write(`bench:pipe: --tools takes a comma-separated list of ${TOOLS.join(', ')}\n`);
+    return 2;
+  }
+  const chosen = TOOLS.filter((t) => tools.includes(t));
   const available = labAvailable();
   if (!available.ok) {
     process.stderr.write(`bench:pipe needs the NAT lab: ${available.reason}\n`);
@@ -234,7 +253,8 @@ async function main(): Promise<number> {
         const forward = `table ip burrow_bench_forward {\n chain prerouting {\n  type nat hook prerouting priority dstnat; policy accept;\n  ip daddr ${ROUTER_B_PUBLIC} tcp dport ${FORWARD_PORT} dnat to ${lab.addresses.hosts.hB.v4}:${FORWARD_PORT}\n }\n}\n`;
         const r = await lab.exec('natB', 'nft', ['-f', '-'], { input: forward });
         if (r.code !== 0) throw new Error(`port forward: ${r.stderr}`);
-        const order = TOOLS.map((_, k) => TOOLS[(k + i) % TOOLS.length] ?? 'socat');
+        profileRun = i + 1;
+        const order = chosen.map((_, k) => chosen[(k + i) % chosen.length] ?? 'socat');
         for (const tool of order) {
           switch (tool) {
             case 'socat':
@@ -257,7 +277,7 @@ async function main(): Promise<number> {
         await lab.destroy();
       }
       results.push(run);
-      const line = TOOLS.map((t) => {
+      const line = chosen.map((t) => {
         const m = run.find((x) => x.tool === t);
         return `${t} ${m ? f0(mbps(m)) : '?'}`;
       }).join(', ');
@@ -277,7 +297,7 @@ async function main(): Promise<number> {
   out.push(`rate = bytes / wall time from starting the sender until both sides exited (Burrow's includes start-up, punch, handshake)`);
   out.push('');
   out.push(`${'MB/s per run'.padEnd(32)}${results.map((_, i) => `run ${i + 1}`.padStart(9)).join('')}      min   median`);
-  for (const t of TOOLS) {
+  for (const t of chosen) {
     const rs = results.map((run) => rate(run, t));
     const s = summary(rs);
     out.push(`${LABEL[t].padEnd(32)}${rs.map((r) => f0(r).padStart(9)).join('')} ${f0(s.min).padStart(8)} ${f0(s.median).padStart(8)}`);
@@ -290,14 +310,14 @@ async function main(): Promise<number> {
     { label: 'socat TLS / socat plaintext', target: Number.NaN, values: results.map((r) => rate(r, 'socat-tls') / rate(r, 'socat')) },
   ];
   out.push(`${'ratio (same run)'.padEnd(32)}${results.map((_, i) => `run ${i + 1}`.padStart(9)).join('')}      min   median   target`);
-  for (const r of ratios) {
+  for (const r of ratios.filter((x) => x.values.some(Number.isFinite))) {
     const s = summary(r.values);
     const verdict = Number.isNaN(r.target) ? '' : `≥ ${r.target.toFixed(1)}  ${s.median >= r.target ? 'met' : 'MISSED'} (median)`;
     out.push(`${r.label.padEnd(32)}${r.values.map((v) => f2(v).padStart(9)).join('')} ${f2(s.min).padStart(8)} ${f2(s.median).padStart(8)}   ${verdict}`);
   }
   out.push('');
   out.push(`${'per side (max over runs)'.padEnd(32)}${'peak RSS sender'.padStart(17)}${'receiver'.padStart(10)}${'CPU s sender'.padStart(14)}${'receiver'.padStart(10)}`);
-  for (const t of TOOLS) {
+  for (const t of chosen) {
     const ms = results.map((run) => of(run, t)).filter((m): m is Measurement => m !== undefined);
     const max = (f: (m: Measurement) => number): number => Math.max(...ms.map(f));
     const med = (f: (m: Measurement) => number): number => summary(ms.map(f)).median;

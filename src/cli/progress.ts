@@ -206,7 +206,7 @@ export class ProgressReporter {
         break;
       case 'file-done':
         // On a terminal the status line shows it; in logs a line per file says which ones made it.
-        if (!this.tty) this.line(`${event.path} (${formatBytes(event.size)}): verified (SHA-256) and in place`);
+        if (!this.tty) this.line(`${event.path} (${formatBytes(event.size)}): verified end to end and in place`);
         break;
       case 'leftover-removed':
         this.line(`removed ${event.path} (${formatBytes(event.bytes)}), a partial file of an earlier interrupted transfer that this one did not resume`);

@@ -1,8 +1,8 @@
 /**
  * `burrow receive`: files and directory trees from a peer into a directory. It shows what is offered
  * and asks before accepting (`--yes` accepts without asking, and is required when stdin is not a
- * terminal). Each file appears under its name only once it is complete and its SHA-256 matches the
- * sender's; existing files are kept unless --force; an interrupted transfer resumes on the next run.
+ * terminal). Each file appears under its name only once it is complete and its end-to-end check
+ * matches the sender's; existing files are kept unless --force; an interrupted transfer resumes on the next run.
  * The logic is in src/transfer; this is the command-line glue.
  */
 import { access, constants, stat } from 'node:fs/promises';
@@ -91,7 +91,7 @@ export async function receiveCommand(parsed: Parsed<'receive'>, io: ReceiveIo, c
   }
   const { what, how } = describeSummary(summary);
   if (values.format === 'json') io.stdout.write(summaryJson(summary, peer, { outDir, ...pathJson(result) }));
-  say(io, `received ${what} from ${peer} into ${outDir} ${how}, each verified (SHA-256)`);
+  say(io, `received ${what} from ${peer} into ${outDir} ${how}, each verified end to end`);
   return 0;
 }
 

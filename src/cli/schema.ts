@@ -188,7 +188,7 @@ export const COMMANDS = {
   },
   send: {
     name: 'send',
-    summary: 'send files, directory trees or stdin to a peer (verified end to end with SHA-256)',
+    summary: 'send files, directory trees or stdin to a peer (verified end to end)',
     args: 'FILE...',
     description: [
       'Each FILE is a file, a directory (sent as a tree, with modes and empty directories) or - (stdin). An interrupted',

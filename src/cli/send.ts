@@ -1,6 +1,6 @@
 /**
  * `burrow send FILE|DIR|-...`: files, directory trees or stdin to a peer over a punched, encrypted TCP
- * stream. Exits 0 only once the receiver has verified (SHA-256) every file and has it in place. The
+ * stream. Exits 0 only once the receiver has verified (end to end) every file and has it in place. The
  * logic is in src/transfer; this is the command-line glue.
  */
 import { endpointKey } from '../codec/address.js';
@@ -114,7 +114,7 @@ export async function sendCommand(parsed: Parsed<'send'>, io: SendIo, connect: C
   }
   const { what, how } = describeSummary(summary);
   if (parsed.values.format === 'json') io.stdout.write(summaryJson(summary, peer, pathJson(result)));
-  say(io, `sent ${what} to ${peer} ${how}; ${peer} verified each (SHA-256) and has it in place`);
+  say(io, `sent ${what} to ${peer} ${how}; ${peer} verified each end to end and has it in place`);
   return 0;
 }
 

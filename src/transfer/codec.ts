@@ -1,8 +1,8 @@
 /**
- * Wire format of `burrow send` / `burrow receive` (transfer protocol version 2), carried inside an
+ * Wire format of `burrow send` / `burrow receive` (transfer protocol version 3), carried inside an
  * encrypted SecureStream (which already authenticates, orders and delivery-confirms every byte; this
- * layer adds paths, sizes, modes, resume offsets and end-to-end SHA-256). Pure: bytes in, values or a
- * named reason out. The byte layouts and the flow are in ./README.md.
+ * layer adds paths, sizes, modes, resume offsets and an end-to-end check per file, ./check.ts). Pure:
+ * bytes in, values or a named reason out. The byte layouts and the flow are in docs/protocol.md.
  *
  * Every message is a frame:
  *
@@ -15,15 +15,16 @@
  *   0x01 MANIFEST   (below)                         0x11 ACCEPT  count u32 | count × resume offer
  *   0x03 FILE_START index u32 | offset u64                       offer = index u32 | offset u64 | SHA-256 (32)
  *   0x04 DATA       file bytes (≤ 1 MiB)            0x12 FILE_OK index u32: verified and in place
- *   0x02 FILE_END   index u32 | size u64 | SHA-256  0x13 FAIL    reason u8 | index u32 (0xffffffff: none) |
+ *   0x02 FILE_END   index u32 | size u64 | check    0x13 FAIL    reason u8 | index u32 (0xffffffff: none) |
+ *                   (16: GMAC, ./check.ts)
  *                                                                detail (UTF-8, ≤ 1024 B)
  *                                                   0x14 DONE    (empty): every entry in place, directory
  *                                                                modes set
  *
  *   MANIFEST payload:
- *   +--------+-------------+-----------+-------------------------------------------------------------+
- *   | "BRWF" | version (2) | count u32 | count × ( kind u8 | path length u16 | path | size u64 | mode u16 ) |
- *   +--------+-------------+-----------+-------------------------------------------------------------+
+ *   +--------+-------------+-----------------+-----------+---------------------------------------------------------------+
+ *   | "BRWF" | version (3) | check key (32)  | count u32 | count × ( kind u8 | path length u16 | path | size u64 | mode u16 ) |
+ *   +--------+-------------+-----------------+-----------+---------------------------------------------------------------+
  *   kind: 0 file, 1 directory (size 0), 2 stream (size unknown: sent as 0, e.g. stdin)
  *   path: relative, components joined by "/", each a safe name (checkFileName); a directory appears
  *         before anything inside it.
@@ -31,7 +32,7 @@
 
 export const FRAME_HEADER_BYTES = 5;
 export const MANIFEST_MAGIC = Buffer.from('BRWF', 'ascii');
-export const PROTOCOL_VERSION = 2;
+export const PROTOCOL_VERSION = 3;
 /** Bounds what a receiver buffers before the data starts. */
 export const MAX_MANIFEST_BYTES = 16 * 1024 * 1024;
 /** Entries (files, directories, streams) in one transfer. */
@@ -47,6 +48,11 @@ export const MAX_DATA_BYTES = 1024 * 1024;
 /** File sizes travel as u64 but must stay exact in a JavaScript number. */
 export const MAX_FILE_SIZE = Number.MAX_SAFE_INTEGER;
 export const SHA256_BYTES = 32;
+/** The per-file check's key (in the manifest) and tag (in FILE_END): ./check.ts. */
+export const CHECK_KEY_BYTES = 32;
+export const CHECK_BYTES = 16;
+/** Magic, version, check key, count. */
+const MANIFEST_HEAD_BYTES = 4 + 1 + CHECK_KEY_BYTES + 4;
 const NO_INDEX = 0xffff_ffff;
 const OFFER_BYTES = 4 + 8 + SHA256_BYTES;
 
@@ -86,11 +92,12 @@ export type FailReason = 'exists' | 'write-failed' | 'hash-mismatch' | 'protocol
 const FAIL_REASONS: readonly FailReason[] = ['exists', 'write-failed', 'hash-mismatch', 'protocol', 'declined'];
 
 export type Frame =
-  | { readonly type: 'manifest'; readonly entries: readonly ManifestEntry[] }
+  | { readonly type: 'manifest'; readonly entries: readonly ManifestEntry[]; readonly checkKey: Uint8Array }
   | { readonly type: 'file-start'; readonly index: number; readonly offset: number }
   /** Only as a header: the `length` bytes after it are the data (decodeFrame does not buffer them). */
   | { readonly type: 'data'; readonly length: number }
-  | { readonly type: 'file-end'; readonly index: number; readonly size: number; readonly sha256: Uint8Array }
+  /** `check`: the GMAC of the bytes sent for this entry in this run (./check.ts). */
+  | { readonly type: 'file-end'; readonly index: number; readonly size: number; readonly check: Uint8Array }
   | { readonly type: 'accept'; readonly offers: readonly ResumeOffer[] }
   | { readonly type: 'file-ok'; readonly index: number }
   | { readonly type: 'fail'; readonly reason: FailReason; readonly index: number | undefined; readonly detail: string }
@@ -194,7 +201,7 @@ export function dataHeader(length: number): Buffer {
 export function encodeFrame(frame: Frame): Buffer {
   switch (frame.type) {
     case 'manifest':
-      return encodeManifest(frame.entries);
+      return encodeManifest(frame.entries, frame.checkKey);
     case 'file-start': {
       const b = Buffer.concat([header(FrameType.FILE_START, 12), Buffer.alloc(12)]);
       b.writeUInt32BE(checkIndex(frame.index), FRAME_HEADER_BYTES);
@@ -204,8 +211,8 @@ export function encodeFrame(frame: Frame): Buffer {
     case 'data':
       return dataHeader(frame.length);
     case 'file-end': {
-      if (frame.sha256.length !== SHA256_BYTES) throw new RangeError('sha256 must be 32 bytes');
-      const b = Buffer.concat([header(FrameType.FILE_END, 12 + SHA256_BYTES), Buffer.alloc(12), frame.sha256]);
+      if (frame.check.length !== CHECK_BYTES) throw new RangeError(`check must be ${CHECK_BYTES} bytes`);
+      const b = Buffer.concat([header(FrameType.FILE_END, 12 + CHECK_BYTES), Buffer.alloc(12), frame.check]);
       b.writeUInt32BE(checkIndex(frame.index), FRAME_HEADER_BYTES);
       b.writeBigUInt64BE(BigInt(checkSize(frame.size)), FRAME_HEADER_BYTES + 4);
       return b;
@@ -278,7 +285,8 @@ function checkEntries(entries: readonly ManifestEntry[]): { reason: FrameProblem
   return undefined;
 }
 
-function encodeManifest(entries: readonly ManifestEntry[]): Buffer {
+function encodeManifest(entries: readonly ManifestEntry[], checkKey: Uint8Array): Buffer {
+  if (checkKey.length !== CHECK_KEY_BYTES) throw new RangeError(`the check key must be ${CHECK_KEY_BYTES} bytes`);
   const wrong = checkEntries(entries);
   if (wrong !== undefined) {
     const which = 'index' in wrong ? ` (entry ${wrong.index + 1}: "${entries[wrong.index]?.path ?? ''}" ${describeNameProblem(wrong.problem)})` : '';
@@ -286,7 +294,7 @@ function encodeManifest(entries: readonly ManifestEntry[]): Buffer {
   }
   const count = Buffer.alloc(4);
   count.writeUInt32BE(entries.length);
-  const parts: Buffer[] = [MANIFEST_MAGIC, Buffer.from([PROTOCOL_VERSION]), count];
+  const parts: Buffer[] = [MANIFEST_MAGIC, Buffer.from([PROTOCOL_VERSION]), Buffer.from(checkKey), count];
   for (const e of entries) {
     const path = Buffer.from(e.path, 'utf8');
     const entry = Buffer.alloc(1 + 2 + path.length + 8 + 2);
@@ -312,7 +320,7 @@ function lengthAllowed(type: number, length: number): 'ok' | 'unknown-type' | 'f
     case FrameType.DATA:
       return length > MAX_DATA_BYTES ? 'frame-too-large' : length === 0 ? 'bad-length' : 'ok';
     case FrameType.FILE_END:
-      return length === 12 + SHA256_BYTES ? 'ok' : 'bad-length';
+      return length === 12 + CHECK_BYTES ? 'ok' : 'bad-length';
     case FrameType.ACCEPT:
       return length > 4 + MAX_ENTRIES * OFFER_BYTES ? 'frame-too-large' : length < 4 || (length - 4) % OFFER_BYTES !== 0 ? 'bad-length' : 'ok';
     case FrameType.FILE_OK:
@@ -359,7 +367,7 @@ export function decodeFrame(bytes: Uint8Array): DecodeResult {
   switch (type) {
     case FrameType.MANIFEST: {
       const m = decodeManifest(p);
-      return m.ok ? { ok: true, frame: { type: 'manifest', entries: m.entries }, used } : m;
+      return m.ok ? { ok: true, frame: { type: 'manifest', entries: m.entries, checkKey: m.checkKey }, used } : m;
     }
     case FrameType.FILE_START: {
       const index = p.readUInt32BE(0);
@@ -373,7 +381,7 @@ export function decodeFrame(bytes: Uint8Array): DecodeResult {
       const size = readSize(p, 4);
       if (index >= MAX_ENTRIES) return { ok: false, reason: 'bad-index' };
       if (size === undefined) return { ok: false, reason: 'size-too-large' };
-      return { ok: true, frame: { type: 'file-end', index, size, sha256: Uint8Array.from(p.subarray(12)) }, used };
+      return { ok: true, frame: { type: 'file-end', index, size, check: Uint8Array.from(p.subarray(12)) }, used };
     }
     case FrameType.ACCEPT: {
       const count = p.readUInt32BE(0);
@@ -410,16 +418,19 @@ export function decodeFrame(bytes: Uint8Array): DecodeResult {
   }
 }
 
-type ManifestResult = { ok: true; entries: ManifestEntry[] } | Exclude<DecodeResult, { ok: true }>;
+type ManifestResult = { ok: true; entries: ManifestEntry[]; checkKey: Uint8Array } | Exclude<DecodeResult, { ok: true }>;
 
 function decodeManifest(p: Buffer): ManifestResult {
-  if (p.length < 9) return { ok: false, reason: 'truncated-entry' };
+  // The version first: an older peer's manifest is shorter, and must read as another version.
+  if (p.length < 5) return { ok: false, reason: 'truncated-entry' };
   if (!p.subarray(0, 4).equals(MANIFEST_MAGIC)) return { ok: false, reason: 'bad-magic' };
   if (p.readUInt8(4) !== PROTOCOL_VERSION) return { ok: false, reason: 'unsupported-version' };
-  const count = p.readUInt32BE(5);
+  if (p.length < MANIFEST_HEAD_BYTES) return { ok: false, reason: 'truncated-entry' };
+  const checkKey = Uint8Array.from(p.subarray(5, 5 + CHECK_KEY_BYTES));
+  const count = p.readUInt32BE(5 + CHECK_KEY_BYTES);
   if (count > MAX_ENTRIES) return { ok: false, reason: 'too-many-entries' };
   const entries: ManifestEntry[] = [];
-  let at = 9;
+  let at = MANIFEST_HEAD_BYTES;
   for (let index = 0; index < count; index++) {
     if (at + 3 > p.length) return { ok: false, reason: 'truncated-entry' };
     const kind = KINDS[p.readUInt8(at)];
@@ -437,7 +448,7 @@ function decodeManifest(p: Buffer): ManifestResult {
   if (at !== p.length) return { ok: false, reason: 'trailing-bytes' };
   const wrong = checkEntries(entries);
   if (wrong !== undefined) return { ok: false, ...wrong };
-  return { ok: true, entries };
+  return { ok: true, entries, checkKey };
 }
 
 export function describeFrameProblem(reason: FrameProblem | 'bad-name'): string {

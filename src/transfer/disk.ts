@@ -22,6 +22,11 @@ const DIRECT_ALIGN = 4096;
 export interface FileWriterOptions {
   /** Try O_DIRECT for the bulk of the file (default true; Linux only, falls back by itself). */
   readonly direct?: boolean;
+  /**
+   * Sees every byte in file order exactly as it is handed to the kernel (the aligned buffer just
+   * before its pwrite, a buffered piece just before its writev): the receiver's end-to-end check.
+   */
+  readonly check?: { update(data: Uint8Array): void };
 }
 
 /**
@@ -59,6 +64,7 @@ export class FileWriter {
   private aligned: Buffer | undefined;
   private filled = 0;
   private aborted = false;
+  private readonly check: { update(data: Uint8Array): void } | undefined;
 
   /** Writes from byte `start` of the file on (a resumed file continues where its prefix ends). */
   constructor(
@@ -67,6 +73,7 @@ export class FileWriter {
     options: FileWriterOptions = {},
   ) {
     this.position = start;
+    this.check = options.check;
     this.directState = options.direct === false || process.platform !== 'linux' || !('O_DIRECT' in fsConstants) ? 'buffered' : 'try';
   }
 
@@ -90,6 +97,15 @@ export class FileWriter {
 
   private throwIfFailed(): void {
     if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Everything queued handed to the kernel (not yet flushed to the device); rejects with the first error. */
+  async written(): Promise<void> {
+    await this.running;
+    await this.syncing;
+    this.throwIfFailed();
+    await this.writeTail();
+    this.throwIfFailed();
   }
 
   /** Everything queued written and on the storage device (fdatasync); rejects with the first error. */
@@ -145,6 +161,7 @@ export class FileWriter {
   }
 
   private async writeBuffered(batch: Buffer[], bytes: number): Promise<void> {
+    for (const piece of batch) this.check?.update(piece);
     await writeAll(this.handle, batch, bytes, this.position);
     this.position += bytes;
     this.sinceSync += bytes;
@@ -170,6 +187,7 @@ export class FileWriter {
       // An unaligned start (a resumed prefix): its head goes through the ordinary descriptor.
       if (this.filled === 0 && this.position % DIRECT_ALIGN !== 0) {
         const head = Math.min(piece.length, DIRECT_ALIGN - (this.position % DIRECT_ALIGN));
+        this.check?.update(piece.subarray(0, head));
         await writeAll(this.handle, [piece.subarray(0, head)], head, this.position);
         this.position += head;
         at = head;
@@ -194,6 +212,7 @@ export class FileWriter {
   private async flushAligned(bytes: number): Promise<void> {
     const aligned = this.aligned;
     if (aligned === undefined || bytes === 0) return;
+    this.check?.update(aligned.subarray(0, bytes));
     let done = 0;
     if (this.directState === 'try') {
       try {
@@ -234,6 +253,7 @@ export class FileWriter {
       const whole = this.directState === 'direct' ? this.filled - (this.filled % DIRECT_ALIGN) : 0;
       await this.flushAligned(whole);
       if (this.filled > 0 && this.aligned !== undefined) {
+        this.check?.update(this.aligned.subarray(0, this.filled));
         await writeAll(this.handle, [this.aligned.subarray(0, this.filled)], this.filled, this.position);
         this.position += this.filled;
         this.filled = 0;

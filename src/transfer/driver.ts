@@ -33,8 +33,11 @@ export interface TransferredFile {
   readonly source: string;
   readonly size: number;
   readonly mode: number;
-  /** Hex SHA-256 of the contents, as both sides computed it. */
-  readonly sha256: string;
+  /**
+   * Hex GMAC (./check.ts) of the bytes sent in this run, as both sides computed it: the sender as it
+   * read them, the receiver as it wrote them (equal, or the file is not placed). Keyed per transfer.
+   */
+  readonly check: string;
   /** Bytes that were already on the receiving side from an interrupted run (0: sent whole). */
   readonly resumedFrom: number;
 }

@@ -38,7 +38,7 @@ export const TransferError = {
       case 'write-failed':
         return new BurrowError('FILE_FAILED', `"${peer}" could not store ${file}: ${detail}. Ask them to check free space and permissions of their output directory, then send again.`);
       case 'hash-mismatch':
-        return new BurrowError('FILE_FAILED', `"${peer}" received ${file} but its SHA-256 did not match ours, so it was discarded: ${detail}. Send again.`);
+        return new BurrowError('FILE_FAILED', `"${peer}" received ${file} but what it wrote did not match what we read (end-to-end check), so it was discarded: ${detail}. Send again.`);
       case 'protocol':
         return BurrowError.streamBroken(peer, `the receiver refused what we sent: ${detail} (are both sides running the same version of burrow?)`);
       case 'declined':
@@ -80,8 +80,8 @@ export const TransferError = {
   hashMismatch(path: string): BurrowError {
     return new BurrowError(
       'FILE_FAILED',
-      `"${path}" arrived with a SHA-256 different from the sender's, so it was discarded. ` +
-        'The stream authenticates every byte, so this points at failing memory or storage here; run both sides again.',
+      `"${path}": the bytes written here did not match what the sender read (end-to-end check), so it was discarded. ` +
+        'The stream authenticates every byte between the two sides, so this points at failing memory or a fault on either machine; run both sides again.',
     );
   },
 

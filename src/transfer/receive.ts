@@ -6,13 +6,13 @@
  *   directory on the way must be a real directory (never a symbolic link), and without `force` no file
  *   may exist under its name. Then `confirm` may decline, and only then are directories created.
  * - Each file is written to `.burrow-<id>.part` next to its final name (mode 0600, `<id>` derived from
- *   its path), hashed on the way, and only when its size and SHA-256 match the sender's is it given its
- *   mode, flushed to disk and moved to its name: link() (fails if the name was taken meanwhile) then
+ *   its path), checked (GMAC, ./check.ts) on the bytes as handed to the kernel, and only when its size
+ *   and check match the sender's is it given its mode, flushed to disk and moved to its name: link() (fails if the name was taken meanwhile) then
  *   unlink(), or rename() with `force`; the directory it lands in is checked to still be the one
  *   under `--out`. No partial or unverified file ever has a final name.
  * - Resume: if a transfer is interrupted (the stream breaks or is tampered with, a signal, a disk
  *   error), the file in progress keeps its `.part` with every byte that arrived verified. The next run
- *   with the same file finds it, hashes it, and offers the sender to resume from its end; the sender
+ *   with the same file finds it, hashes it (SHA-256), and offers the sender to resume from its end; the sender
  *   checks the prefix against its own file and sends only the rest. Other `.burrow-*.part` files in the
  *   directories of a successful transfer are reported and removed.
  * - Data arrives through a Writable that completes each chunk once it is queued for the disk (at most
@@ -21,6 +21,7 @@
  *   the sender why first.
  */
 import { createHash, type Hash } from 'node:crypto';
+import { FileCheck } from './check.js';
 import { constants as fsConstants } from 'node:fs';
 import { chmod, link, lstat, mkdir, open, readdir, realpath, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
@@ -101,7 +102,8 @@ interface OpenFile {
   readonly part: string;
   readonly handle?: FileHandle;
   readonly writer?: FileWriter;
-  readonly hash: Hash;
+  /** The check of the bytes this run writes (FileWriter updates it as it hands them to the kernel). */
+  readonly check: FileCheck;
   /** A stream cannot be resumed: its partial file is deleted on failure. */
   readonly resumable: boolean;
   /** Bytes that were already there from an interrupted run. */
@@ -121,9 +123,12 @@ class FileReceiver {
   /** outDir with symbolic links resolved: every landing directory must resolve under it. */
   private outDir = '';
   private readonly received: TransferredFile[] = [];
-  private readonly resumes = new Map<number, { offset: number; hash: Hash }>();
-  /** Files already under their name with the right size, and the SHA-256 state of their whole content. */
-  private readonly present = new Map<number, Hash>();
+  /** Kept partial files offered for resume: their length. */
+  private readonly resumes = new Map<number, number>();
+  /** Files already under their name with the right size (offered whole). */
+  private readonly present = new Set<number>();
+  /** The key of the per-file checks, from the manifest. */
+  private checkKey: Uint8Array = new Uint8Array(0);
   private leftovers: string[] = [];
   private current: OpenFile | undefined;
   private bytes = 0;
@@ -269,6 +274,7 @@ class FileReceiver {
       if (this.stopped) return;
       switch (event.type) {
         case 'manifest':
+          this.checkKey = event.checkKey;
           await this.prepare(event.entries);
           break;
         case 'file-start':
@@ -278,7 +284,7 @@ class FileReceiver {
           await this.write(event.data);
           break;
         case 'file-end':
-          await this.place(event.index, event.size, event.sha256);
+          await this.place(event.index, event.size, event.check);
           break;
         case 'complete':
           await this.finish();
@@ -365,8 +371,8 @@ class FileReceiver {
         if (!this.force) throw new Refusal(TransferError.exists(this.finalPath(e.path)), 'exists', index, 'a file of that name exists');
         continue;
       }
-      this.present.set(index, whole.hash);
-      if (whole.offset > 0) offers.push({ index, offset: whole.offset, sha256: whole.hash.copy().digest() });
+      this.present.add(index);
+      if (whole.offset > 0) offers.push({ index, offset: whole.offset, sha256: whole.hash.digest() });
     }
     const expected = new Set<string>();
     for (const [index, e] of entries.entries()) {
@@ -377,8 +383,8 @@ class FileReceiver {
       if (e.kind !== 'file') continue;
       const prefix = await hashPrefix(part, e.size, pool);
       if (prefix === undefined) continue;
-      this.resumes.set(index, prefix);
-      offers.push({ index, offset: prefix.offset, sha256: prefix.hash.copy().digest() });
+      this.resumes.set(index, prefix.offset);
+      offers.push({ index, offset: prefix.offset, sha256: prefix.hash.digest() });
     }
     for (const dir of existing) {
       const where = dir === '' ? this.outDir : this.finalPath(dir);
@@ -414,12 +420,12 @@ class FileReceiver {
   private async openPart(index: number, offset: number): Promise<void> {
     const entry = this.entry(index);
     const part = this.partPath(index);
-    const present = this.present.get(index);
-    this.present.delete(index);
-    if (present !== undefined) {
+    const present = this.present.delete(index);
+    const check = new FileCheck(this.checkKey, index);
+    if (present) {
       if (offset === entry.size) {
-        // The sender found our copy identical: nothing to write; FILE_END's SHA-256 confirms it.
-        this.current = { index, part: '', hash: present, resumable: false, offset, written: offset };
+        // The sender found our copy identical (SHA-256): nothing to write; FILE_END's check covers nothing.
+        this.current = { index, part: '', check, resumable: false, offset, written: offset };
         this.resumedBytes += offset;
         this.bytes += offset;
         this.options.onEvent?.({ type: 'file-start', index, path: entry.path, size: entry.size, offset });
@@ -431,7 +437,7 @@ class FileReceiver {
     const resume = this.resumes.get(index);
     let handle: FileHandle;
     try {
-      if (offset > 0 && resume !== undefined && resume.offset === offset) {
+      if (offset > 0 && resume === offset) {
         handle = await open(part, fsConstants.O_RDWR | fsConstants.O_NOFOLLOW);
         await handle.truncate(offset);
         this.resumedBytes += offset;
@@ -444,9 +450,8 @@ class FileReceiver {
     } catch (err) {
       throw new Refusal(TransferError.writeFailed(part, err), 'write-failed', index, TransferError.reasonOf(err));
     }
-    const hash = offset > 0 && resume !== undefined ? resume.hash : createHash('sha256');
     this.resumes.delete(index);
-    this.current = { index, part, handle, writer: new FileWriter(handle, offset), hash, resumable: entry.kind === 'file', offset, written: offset };
+    this.current = { index, part, handle, writer: new FileWriter(handle, offset, { check }), check, resumable: entry.kind === 'file', offset, written: offset };
     this.bytes += offset;
     this.options.onEvent?.({ type: 'file-start', index, path: entry.path, size: entry.kind === 'file' ? entry.size : undefined, offset });
   }
@@ -459,7 +464,6 @@ class FileReceiver {
     } catch (err) {
       throw new Refusal(TransferError.writeFailed(this.finalPath(this.entry(file.index).path), err), 'write-failed', file.index, TransferError.reasonOf(err));
     }
-    file.hash.update(data);
     file.written += data.length;
     this.bytes += data.length;
     this.sentBytes += data.length;
@@ -467,20 +471,26 @@ class FileReceiver {
   }
 
   /** Verifies entry `index` and moves it to its name. */
-  private async place(index: number, size: number, sha256: Uint8Array): Promise<void> {
+  private async place(index: number, size: number, check: Uint8Array): Promise<void> {
     const entry = this.entry(index);
     const final = this.finalPath(entry.path);
     const file = this.current;
     if (file?.index !== index) throw new Error(`entry ${index} ended but was not started`);
-    const digest = file.hash.digest();
+    try {
+      // Every byte handed to the kernel (and so covered by the check) before comparing.
+      await file.writer?.written();
+    } catch (err) {
+      throw new Refusal(TransferError.writeFailed(final, err), 'write-failed', index, TransferError.reasonOf(err));
+    }
+    const digest = file.check.digest();
     // The session counts the bytes; this checks the count against the file itself.
-    if (file.written !== size || !digest.equals(sha256)) {
+    if (file.written !== size || file.check.bytes !== size - file.offset || !digest.equals(check)) {
       this.current = undefined;
       await file.writer?.abort();
       await file.handle?.close().catch(() => undefined);
       if (file.part !== '') await unlink(file.part).catch(() => undefined);
       if (file.handle === undefined) throw new Refusal(TransferError.exists(final), 'exists', index, 'a different file of that name exists');
-      throw new Refusal(TransferError.hashMismatch(final), 'hash-mismatch', index, `SHA-256 here ${digest.toString('hex')}`);
+      throw new Refusal(TransferError.hashMismatch(final), 'hash-mismatch', index, `check here ${digest.toString('hex')} over ${file.check.bytes} bytes`);
     }
     if (file.handle === undefined || file.writer === undefined) {
       // Already in place and identical: only its mode may need setting.
@@ -488,7 +498,7 @@ class FileReceiver {
       await chmod(final, entry.mode).catch((err: unknown) => {
         throw new Refusal(TransferError.writeFailed(final, err), 'write-failed', index, TransferError.reasonOf(err));
       });
-      this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, sha256: digest.toString('hex'), resumedFrom: file.offset });
+      this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, check: digest.toString('hex'), resumedFrom: file.offset });
       this.stream.write(this.session.fileOk(index));
       this.options.onEvent?.({ type: 'file-done', index, path: entry.path, size });
       return;
@@ -505,7 +515,7 @@ class FileReceiver {
     // Stopped meanwhile (aborted, or the stream broke): cleanup keeps the partial file instead.
     if (this.stopped) return;
     await this.moveIntoPlace(file.part, final, index);
-    this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, sha256: digest.toString('hex'), resumedFrom: file.offset });
+    this.received.push({ index, path: entry.path, source: final, size, mode: entry.mode, check: digest.toString('hex'), resumedFrom: file.offset });
     this.stream.write(this.session.fileOk(index));
     this.options.onEvent?.({ type: 'file-done', index, path: entry.path, size });
   }

@@ -5,19 +5,20 @@
  * - `prepareSend` turns the command line into manifest entries before anything connects: a directory
  *   becomes itself and everything under it (sorted; symbolic links and special files are skipped and
  *   reported, never followed), `-` becomes the stream.
- * - Each file is read in 1 MiB pieces into a few reused buffers, hashed (SHA-256) on the way and
- *   written as DATA frames; backpressure reaches the disk, memory stays constant.
+ * - Each file is read in 1 MiB pieces into a few reused buffers, checked (GMAC, ./check.ts) as read
+ *   and written as DATA frames; backpressure reaches the disk, memory stays constant.
  * - Resume: when the receiver offers to resume a file (it holds a prefix and its SHA-256), the sender
  *   hashes the same prefix of its file and, if they match, sends only the rest.
  * - `sendEntries` resolves only once the receiver confirmed every entry (verified and in place) and
  *   the stream confirmed delivery.
  */
-import { createHash, type Hash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { access, constants, lstat, open, readdir, stat, type FileHandle } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { BurrowError } from '../errors.js';
-import { checkFileName, checkPath, describeNameProblem, MAX_DATA_BYTES, MAX_ENTRIES, type ManifestEntry, type ResumeOffer } from './codec.js';
+import { FileCheck } from './check.js';
+import { CHECK_KEY_BYTES, checkFileName, checkPath, describeNameProblem, MAX_DATA_BYTES, MAX_ENTRIES, type ManifestEntry, type ResumeOffer } from './codec.js';
 import { BufferPool } from './disk.js';
 import { deferred, FailureLatch, type TransferEvent, type TransferredFile, type TransferStream, type TransferSummary } from './driver.js';
 import { TransferError } from './errors.js';
@@ -226,7 +227,8 @@ async function openForReading(path: string): Promise<FileHandle> {
 export async function sendEntries(stream: TransferStream, options: SendOptions): Promise<TransferSummary> {
   const { entries, peer, signal, onEvent } = options;
   const manifest = manifestOf(entries);
-  const session = new SenderSession(manifest);
+  const checkKey = randomBytes(CHECK_KEY_BYTES);
+  const session = new SenderSession(manifest, checkKey);
   const hasStream = entries.some((e) => e.kind === 'stream');
   const fileBytes = entries.reduce((n, e) => n + (e.kind === 'file' ? e.size : 0), 0);
   const latch = new FailureLatch(() => {
@@ -312,7 +314,7 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
     const started = performance.now();
 
     // Resume: the receiver holds a prefix of some files; check ours against its SHA-256 first.
-    const resumeAt = new Map<number, { offset: number; hash: Hash }>();
+    const resumeAt = new Map<number, number>();
     for (const offer of offers) {
       const entry = entries[offer.index];
       if (entry?.kind !== 'file') continue;
@@ -328,9 +330,9 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
       } finally {
         await handleForPrefix.close().catch(() => undefined);
       }
-      if (count === offer.offset && hash.copy().digest().equals(offer.sha256)) resumeAt.set(offer.index, { offset: offer.offset, hash });
+      if (count === offer.offset && hash.digest().equals(offer.sha256)) resumeAt.set(offer.index, offer.offset);
     }
-    const resumedBytes = [...resumeAt.values()].reduce((n, r) => n + r.offset, 0);
+    const resumedBytes = [...resumeAt.values()].reduce((n, offset) => n + offset, 0);
     const totalBytes = hasStream ? undefined : fileBytes;
     onEvent?.({ type: 'start', entries: manifest, totalBytes, resumedBytes });
 
@@ -343,9 +345,9 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
     };
     for (const [index, entry] of entries.entries()) {
       if (entry.kind === 'directory') continue;
-      const resume = resumeAt.get(index);
-      const offset = resume?.offset ?? 0;
-      const hash = resume?.hash ?? createHash('sha256');
+      const offset = resumeAt.get(index) ?? 0;
+      // Covers what this run sends; an offered prefix was compared by SHA-256 above.
+      const check = new FileCheck(checkKey, index);
       stream.write(session.fileStart(index, offset));
       onEvent?.({ type: 'file-start', index, path: entry.path, size: entry.kind === 'file' ? entry.size : undefined, offset });
       let size: number;
@@ -354,7 +356,7 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
         let count: number;
         try {
           count = await readPieces(file, entry.source, offset, entry.size, pool, latch, (data, release) => {
-            hash.update(data);
+            check.update(data);
             progress(data.length);
             // The stream seals (encrypts) the piece before it calls back: then the buffer may be reused.
             stream.cork();
@@ -382,7 +384,7 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
             const data = typeof next.value === 'string' ? Buffer.from(next.value) : next.value;
             for (let at = 0; at < data.length; at += MAX_DATA_BYTES) {
               const part = data.subarray(at, Math.min(data.length, at + MAX_DATA_BYTES));
-              hash.update(part);
+              check.update(part);
               size += part.length;
               progress(part.length);
               const wait = send(session.data(part.length), part);
@@ -396,8 +398,8 @@ export async function sendEntries(stream: TransferStream, options: SendOptions):
           void chunks.return?.();
         }
       }
-      const digest = hash.digest();
-      transferred.push({ index, path: entry.path, source: entry.kind === 'stream' ? '-' : entry.source, size, mode: entry.mode, sha256: digest.toString('hex'), resumedFrom: offset });
+      const digest = check.digest();
+      transferred.push({ index, path: entry.path, source: entry.kind === 'stream' ? '-' : entry.source, size, mode: entry.mode, check: digest.toString('hex'), resumedFrom: offset });
       stream.write(session.fileEnd(index, size, digest));
     }
     stream.end();

@@ -1,5 +1,5 @@
 /**
- * Both ends of the transfer protocol (version 2) as sans-IO state machines: bytes from the stream in,
+ * Both ends of the transfer protocol (version 3) as sans-IO state machines: bytes from the stream in,
  * events out; the frames to send come back as bytes. No files, sockets or clocks here (./send.ts and
  * ./receive.ts drive them).
  *
@@ -8,10 +8,12 @@
  * The manifest lists directories, files and streams (stdin). Directories carry no data; files and
  * streams ("data entries") are sent one after another, in manifest order:
  *
- *   FILE_START i, offset │ DATA … DATA │ FILE_END i, size, SHA-256
+ *   FILE_START i, offset │ DATA … DATA │ FILE_END i, size, check
  *
  * `offset` is 0, or a resume offset the receiver offered in ACCEPT for that file (it already holds the
  * first `offset` bytes and their SHA-256; the sender checked its own) — then only the rest is sent.
+ * `check` is the GMAC (./check.ts) of the bytes sent, under the key the manifest carries; the drivers
+ * compute and compare it (this machine only carries it).
  *
  * The receiver's input alternates between two modes. In *frame* mode it buffers until one whole frame
  * has arrived; a frame's header is checked before its payload is waited for, so a hostile length cannot
@@ -62,10 +64,10 @@ export interface RemoteError {
 }
 
 export type ReceiverEvent =
-  | { readonly type: 'manifest'; readonly entries: readonly ManifestEntry[] }
+  | { readonly type: 'manifest'; readonly entries: readonly ManifestEntry[]; readonly checkKey: Uint8Array }
   | { readonly type: 'file-start'; readonly index: number; readonly offset: number }
   | { readonly type: 'data'; readonly index: number; readonly data: Buffer }
-  | { readonly type: 'file-end'; readonly index: number; readonly size: number; readonly sha256: Uint8Array }
+  | { readonly type: 'file-end'; readonly index: number; readonly size: number; readonly check: Uint8Array }
   | { readonly type: 'complete' }
   | { readonly type: 'error'; readonly error: RemoteError };
 
@@ -241,7 +243,7 @@ export class ReceiverSession {
         this.entries = frame.entries;
         this.order = dataIndices(frame.entries);
         this.state = { kind: 'awaiting-accept' };
-        out.push({ type: 'manifest', entries: frame.entries });
+        out.push({ type: 'manifest', entries: frame.entries, checkKey: frame.checkKey });
         return true;
       case 'file-start': {
         if (state.kind !== 'expect-start') break;
@@ -281,7 +283,7 @@ export class ReceiverSession {
           this.fail(out, { problem: 'size-mismatch', detail: `"${entry?.path ?? ''}" ended after ${got} bytes, announced as ${frame.size}${entry?.kind === 'file' ? ` (manifest: ${entry.size})` : ''}` });
           return false;
         }
-        out.push({ type: 'file-end', index: frame.index, size: frame.size, sha256: frame.sha256 });
+        out.push({ type: 'file-end', index: frame.index, size: frame.size, check: frame.check });
         this.nextEntry(frame.index, out);
         return true;
       }
@@ -318,7 +320,11 @@ export class SenderSession {
   private offers = new Map<number, number>();
   private readonly frames = new FrameBuffer();
 
-  constructor(private readonly entries: readonly ManifestEntry[]) {
+  /** `checkKey`: the key of the per-file checks (32 random bytes, ./check.ts), sent in the manifest. */
+  constructor(
+    private readonly entries: readonly ManifestEntry[],
+    private readonly checkKey: Uint8Array,
+  ) {
     this.order = dataIndices(entries);
   }
 
@@ -326,7 +332,7 @@ export class SenderSession {
   manifest(): Buffer {
     if (this.state !== 'idle') throw new Error('manifest sent twice');
     this.state = 'awaiting-accept';
-    return encodeFrame({ type: 'manifest', entries: this.entries });
+    return encodeFrame({ type: 'manifest', entries: this.entries, checkKey: this.checkKey });
   }
 
   /** FILE_START for the next data entry, at 0 or at an offset the receiver offered. */
@@ -344,11 +350,11 @@ export class SenderSession {
   }
 
   /** FILE_END for the entry in progress, once all its bytes went out. */
-  fileEnd(index: number, size: number, sha256: Uint8Array): Buffer {
+  fileEnd(index: number, size: number, check: Uint8Array): Buffer {
     if (this.state !== 'sending' || index !== this.order[this.ended] || this.started !== index) throw new Error(`entry ${index} ended out of order`);
     this.ended++;
     if (this.ended === this.order.length) this.state = 'awaiting-done';
-    return encodeFrame({ type: 'file-end', index, size, sha256 });
+    return encodeFrame({ type: 'file-end', index, size, check });
   }
 
   /** Bytes from the receiver. */

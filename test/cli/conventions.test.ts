@@ -233,12 +233,15 @@ describe('results as JSON, and --quiet', () => {
       assert.equal(send.code, 0, send.stderr);
       assert.equal(receive.code, 0, receive.stderr);
       assert.equal(send.stderr, '', '--quiet: nothing on stderr');
-      const s = JSON.parse(send.stdout) as { peer: string; bytes: number; files: { path: string; size: number }[] };
-      const r = JSON.parse(receive.stdout) as { peer: string; outDir: string; files: { name: string; sha256: string }[] };
+      const s = JSON.parse(send.stdout) as { peer: string; bytes: number; files: { path: string; size: number; check: string }[] };
+      const r = JSON.parse(receive.stdout) as { peer: string; outDir: string; files: { path: string; check: string }[] };
       assert.equal(s.peer, 'jr');
       assert.equal(s.bytes, 12);
       assert.deepEqual(s.files.map((f) => [f.path, f.size]), [['payload.txt', 12]]);
       assert.equal(r.outDir, out);
+      // The end-to-end check (transfer protocol v3), the same on both sides.
+      assert.match(r.files[0]?.check ?? '', /^[0-9a-f]{32}$/);
+      assert.equal(r.files[0]?.check, s.files[0]?.check);
       assert.equal(await readFile(join(out, 'payload.txt'), 'utf8'), 'hello, json\n');
 
       const [a, b] = await Promise.all([

@@ -72,10 +72,10 @@ const validStun = fc.constantFrom(...stunMessages);
 
 function frames(): Uint8Array[] {
   const list: Frame[] = [
-    { type: 'manifest', entries: [{ kind: 'file', path: 'a.txt', size: 5, mode: 0o644 }, { kind: 'directory', path: 'd', size: 0, mode: 0o755 }, { kind: 'file', path: 'd/photo.jpg', size: 2 ** 40, mode: 0o600 }, { kind: 'stream', path: 'stdin', size: 0, mode: 0o644 }] },
+    { type: 'manifest', entries: [{ kind: 'file', path: 'a.txt', size: 5, mode: 0o644 }, { kind: 'directory', path: 'd', size: 0, mode: 0o755 }, { kind: 'file', path: 'd/photo.jpg', size: 2 ** 40, mode: 0o600 }, { kind: 'stream', path: 'stdin', size: 0, mode: 0o644 }], checkKey: new Uint8Array(32).fill(5) },
     { type: 'file-start', index: 2, offset: 4096 },
     { type: 'data', length: 1000 },
-    { type: 'file-end', index: 1, size: 9, sha256: new Uint8Array(32).fill(7) },
+    { type: 'file-end', index: 1, size: 9, check: new Uint8Array(16).fill(7) },
     { type: 'accept', offers: [] },
     { type: 'accept', offers: [{ index: 2, offset: 4096, sha256: new Uint8Array(32).fill(3) }] },
     { type: 'done' },

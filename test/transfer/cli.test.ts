@@ -134,10 +134,10 @@ describe('burrow send / receive: whole runs', () => {
       assert.equal(sendIo.out() + recvIo.out(), '');
       assert.match(sendIo.err(), /^burrow: waiting for "bob" through 127\.0\.0\.1:9 \(up to 30 s\)\nburrow: connected to bob at 127\.0\.0\.1:2 directly/);
       assert.match(sendIo.err(), /burrow: sending 2 files, 97\.7 KiB\n/);
-      assert.match(sendIo.err(), /burrow: a\.bin \(97\.7 KiB\): verified \(SHA-256\) and in place\nburrow: empty \(0 B\): verified/);
-      assert.match(sendIo.err(), /burrow: sent 2 files \(97\.7 KiB\) to bob in [\d.]+ m?s \([\d.]+ [KMG]?i?B\/s\); bob verified each \(SHA-256\) and has it in place\n$/);
+      assert.match(sendIo.err(), /burrow: a\.bin \(97\.7 KiB\): verified end to end and in place\nburrow: empty \(0 B\): verified/);
+      assert.match(sendIo.err(), /burrow: sent 2 files \(97\.7 KiB\) to bob in [\d.]+ m?s \([\d.]+ [KMG]?i?B\/s\); bob verified each end to end and has it in place\n$/);
       assert.match(recvIo.err(), /burrow: alice offers:\nburrow: {3}a\.bin {2}\(97\.7 KiB\)\nburrow: {3}empty {2}\(0 B\)\nburrow: 2 files, 97\.7 KiB, into /);
-      assert.match(recvIo.err(), /burrow: received 2 files \(97\.7 KiB\) from alice into .* in [\d.]+ m?s \([\d.]+ [KMG]?i?B\/s\), each verified \(SHA-256\)\n$/);
+      assert.match(recvIo.err(), /burrow: received 2 files \(97\.7 KiB\) from alice into .* in [\d.]+ m?s \([\d.]+ [KMG]?i?B\/s\), each verified end to end\n$/);
     } finally {
       await src.remove();
       await out.remove();

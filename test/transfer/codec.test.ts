@@ -1,4 +1,4 @@
-/** The transfer framing (protocol version 2): golden bytes, round trips, typed rejections, safe paths, a decoder that never throws. */
+/** The transfer framing (protocol version 3): golden bytes, round trips, typed rejections, safe paths, a decoder that never throws. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
@@ -19,13 +19,18 @@ import {
 } from '../../src/transfer/codec.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+/** A check key for manifests: 0x00, 0x01, … 0x1f. */
+const KEY = Buffer.from(Array.from({ length: 32 }, (_, i) => i));
 const bytes = (h: string): Buffer => Buffer.from(h.replace(/\s+/g, ''), 'hex');
 
 /** A MANIFEST frame from raw entry bytes, for inputs the encoder refuses to make. */
-function rawManifest(entries: Buffer[], opts: { magic?: string; version?: number; count?: number; extra?: Buffer } = {}): Buffer {
+function rawManifest(entries: Buffer[], opts: { magic?: string; version?: number; count?: number; extra?: Buffer; key?: Buffer } = {}): Buffer {
   const count = Buffer.alloc(4);
   count.writeUInt32BE(opts.count ?? entries.length);
-  const payload = Buffer.concat([Buffer.from(opts.magic ?? 'BRWF'), Buffer.from([opts.version ?? 2]), count, ...entries, opts.extra ?? Buffer.alloc(0)]);
+  const version = opts.version ?? 3;
+  // Version 3 carries the check key after the version; older versions did not.
+  const key = opts.key ?? (version === 3 ? KEY : Buffer.alloc(0));
+  const payload = Buffer.concat([Buffer.from(opts.magic ?? 'BRWF'), Buffer.from([version]), key, count, ...entries, opts.extra ?? Buffer.alloc(0)]);
   const header = Buffer.from([0x01, 0, 0, 0, 0]);
   header.writeUInt32BE(payload.length, 1);
   return Buffer.concat([header, payload]);
@@ -45,12 +50,12 @@ function rawEntry(path: Buffer | string, size: bigint, mode: number, kind = 0): 
 const file = (path: string, size = 0, mode = 0o644): ManifestEntry => ({ kind: 'file', path, size, mode });
 const dir = (path: string, mode = 0o755): ManifestEntry => ({ kind: 'directory', path, size: 0, mode });
 
-describe('transfer codec v2: golden bytes', () => {
+describe('transfer codec v3: golden bytes', () => {
   it('MANIFEST with a directory, a file in it and a stream', () => {
-    const frame = encodeFrame({ type: 'manifest', entries: [dir('d'), file('d/a.txt', 5), { kind: 'stream', path: 'stdin', size: 0, mode: 0o600 }] });
+    const frame = encodeFrame({ type: 'manifest', entries: [dir('d'), file('d/a.txt', 5), { kind: 'stream', path: 'stdin', size: 0, mode: 0o600 }], checkKey: KEY });
     assert.equal(
       hex(frame),
-      '01' + '0000003d' + '42525746' + '02' + '00000003' +
+      '01' + '0000005d' + '42525746' + '03' + hex(KEY) + '00000003' +
         '01' + '0001' + '64' + '0000000000000000' + '01ed' +
         '00' + '0007' + '642f612e747874' + '0000000000000005' + '01a4' +
         '02' + '0005' + '737464696e' + '0000000000000000' + '0180',
@@ -60,7 +65,7 @@ describe('transfer codec v2: golden bytes', () => {
   it('FILE_START, DATA, FILE_END, ACCEPT (with and without offers), FILE_OK, FAIL, DONE', () => {
     assert.equal(hex(encodeFrame({ type: 'file-start', index: 2, offset: 0x1000 })), '03' + '0000000c' + '00000002' + '0000000000001000');
     assert.equal(hex(encodeFrame({ type: 'data', length: 0x20000 })), '04' + '00020000');
-    assert.equal(hex(encodeFrame({ type: 'file-end', index: 3, size: 5, sha256: new Uint8Array(32).fill(0xab) })), '02' + '0000002c' + '00000003' + '0000000000000005' + 'ab'.repeat(32));
+    assert.equal(hex(encodeFrame({ type: 'file-end', index: 3, size: 5, check: new Uint8Array(16).fill(0xab) })), '02' + '0000001c' + '00000003' + '0000000000000005' + 'ab'.repeat(16));
     assert.equal(hex(encodeFrame({ type: 'accept', offers: [] })), '11' + '00000004' + '00000000');
     assert.equal(
       hex(encodeFrame({ type: 'accept', offers: [{ index: 1, offset: 7, sha256: new Uint8Array(32).fill(0xcd) }] })),
@@ -93,11 +98,12 @@ const manifests: fc.Arbitrary<ManifestEntry[]> = fc
   });
 const idx = fc.integer({ min: 0, max: MAX_ENTRIES - 1 });
 const sha = fc.uint8Array({ minLength: 32, maxLength: 32 });
+const tag = fc.uint8Array({ minLength: 16, maxLength: 16 });
 const frames: fc.Arbitrary<Frame> = fc.oneof(
-  manifests.map((entries): Frame => ({ type: 'manifest', entries })),
+  fc.tuple(manifests, sha).map(([entries, checkKey]): Frame => ({ type: 'manifest', entries, checkKey })),
   fc.record({ index: idx, offset: fc.maxSafeNat() }).map((r): Frame => ({ type: 'file-start', ...r })),
   fc.integer({ min: 1, max: MAX_DATA_BYTES }).map((length): Frame => ({ type: 'data', length })),
-  fc.record({ index: idx, size: fc.maxSafeNat(), sha256: sha }).map((r): Frame => ({ type: 'file-end', ...r })),
+  fc.record({ index: idx, size: fc.maxSafeNat(), check: tag }).map((r): Frame => ({ type: 'file-end', ...r })),
   fc.uniqueArray(fc.record({ index: idx, offset: fc.integer({ min: 1, max: Number.MAX_SAFE_INTEGER }), sha256: sha }), { selector: (o) => o.index, maxLength: 5 }).map((offers): Frame => ({ type: 'accept', offers })),
   idx.map((index): Frame => ({ type: 'file-ok', index })),
   fc.record({
@@ -110,12 +116,13 @@ const frames: fc.Arbitrary<Frame> = fc.oneof(
 
 /** Frames with Uint8Arrays as hex, for deepEqual. */
 function normal(f: Frame): unknown {
-  if (f.type === 'file-end') return { ...f, sha256: hex(f.sha256) };
+  if (f.type === 'file-end') return { ...f, check: hex(f.check) };
+  if (f.type === 'manifest') return { ...f, checkKey: hex(f.checkKey) };
   if (f.type === 'accept') return { ...f, offers: f.offers.map((o) => ({ ...o, sha256: hex(o.sha256) })) };
   return f;
 }
 
-describe('transfer codec v2: round trips and properties', () => {
+describe('transfer codec v3: round trips and properties', () => {
   it('decode(encode(frame)) is frame, using every byte (DATA: its header)', () => {
     fc.assert(fc.property(frames, fc.uint8Array({ maxLength: 8 }), (frame, trailer) => {
       const encoded = encodeFrame(frame);
@@ -175,6 +182,8 @@ describe('transfer codec v2: rejections with typed reasons', () => {
     ['FILE_OK index beyond the limit', bytes('12 00000004 000186a0'), 'bad-index'],
     ['bad magic', rawManifest([], { magic: 'BRWX' }), 'bad-magic'],
     ['a version-1 manifest (Burrow 0.1)', rawManifest([], { version: 1 }), 'unsupported-version'],
+    ['a version-2 manifest (SHA-256 per file, no check key)', rawManifest([rawEntry('a', 1n, 0o644)], { version: 2 }), 'unsupported-version'],
+    ['a version-3 manifest cut short in its check key', rawManifest([], { key: KEY.subarray(0, 20), count: 0 }), 'truncated-entry'],
     ['too many entries', rawManifest([], { count: MAX_ENTRIES + 1 }), 'too-many-entries'],
     ['a count larger than the entries', rawManifest([rawEntry('a', 1n, 0o644)], { count: 2 }), 'truncated-entry'],
     ['an entry cut short', rawManifest([rawEntry('a', 1n, 0o644).subarray(0, 8)]), 'truncated-entry'],
@@ -235,7 +244,7 @@ describe('paths: nothing may leave the output directory', () => {
       // A path whose parent is not listed may be refused for that first; an unsafe one never passes.
       if (d.reason === 'bad-name') assert.deepEqual(d, { ok: false, reason: 'bad-name', problem, index: 1 });
       else assert.equal(d.reason, 'parent-missing');
-      assert.throws(() => encodeFrame({ type: 'manifest', entries: [file(path)] }), RangeError);
+      assert.throws(() => encodeFrame({ type: 'manifest', entries: [file(path)], checkKey: KEY }), RangeError);
     });
   }
 
@@ -273,8 +282,10 @@ describe('paths: nothing may leave the output directory', () => {
       [file('d/a', 1)],
       [{ kind: 'directory', path: 'd', size: 3, mode: 0o755 }],
     ];
-    for (const entries of bad) assert.throws(() => encodeFrame({ type: 'manifest', entries }), RangeError);
-    assert.throws(() => encodeFrame({ type: 'file-end', index: 0, size: 0, sha256: new Uint8Array(31) }), RangeError);
+    for (const entries of bad) assert.throws(() => encodeFrame({ type: 'manifest', entries, checkKey: KEY }), RangeError);
+    assert.throws(() => encodeFrame({ type: 'manifest', entries: [], checkKey: KEY.subarray(1) }), RangeError);
+    assert.throws(() => encodeFrame({ type: 'file-end', index: 0, size: 0, check: new Uint8Array(15) }), RangeError);
+    assert.throws(() => encodeFrame({ type: 'file-end', index: 0, size: 0, check: new Uint8Array(32) }), RangeError);
     assert.throws(() => encodeFrame({ type: 'file-ok', index: -1 }), RangeError);
     assert.throws(() => encodeFrame({ type: 'data', length: 0 }), RangeError);
     assert.throws(() => encodeFrame({ type: 'accept', offers: [{ index: 0, offset: 0, sha256: new Uint8Array(32) }] }), RangeError);

@@ -24,11 +24,22 @@ async function directWorks(dir: string): Promise<boolean> {
   }
 }
 
+/** What the writer's check saw: copies of each piece, in order. */
+class Recorder {
+  readonly pieces: Buffer[] = [];
+  update(data: Uint8Array): void {
+    this.pieces.push(Buffer.from(data));
+  }
+  get all(): Buffer {
+    return Buffer.concat(this.pieces);
+  }
+}
+
 /** Writes `data` after `prefix` (a resumed start) in pieces of random sizes; returns the writer. */
-async function writeInPieces(path: string, prefix: Buffer, data: Buffer, end: 'finish' | 'settle', direct = true): Promise<FileWriter> {
+async function writeInPieces(path: string, prefix: Buffer, data: Buffer, end: 'finish' | 'settle', direct = true, check = new Recorder()): Promise<FileWriter> {
   await writeFile(path, prefix);
   const handle = await open(path, constants.O_RDWR | constants.O_NOFOLLOW);
-  const writer = new FileWriter(handle, prefix.length, { direct });
+  const writer = new FileWriter(handle, prefix.length, { direct, check });
   try {
     for (let at = 0; at < data.length;) {
       const n = Math.min(data.length - at, 1 + Math.floor(Math.random() * 300_000));
@@ -55,15 +66,43 @@ describe('FileWriter', () => {
           const path = join(dir, `f-${prefixBytes}-${size}`);
           const prefix = randomBytes(prefixBytes);
           const data = randomBytes(size);
-          const writer = await writeInPieces(path, prefix, data, 'finish');
+          const check = new Recorder();
+          const writer = await writeInPieces(path, prefix, data, 'finish', true, check);
           const got = await readFile(path);
           assert.equal(got.length, prefix.length + data.length, `${path}: size`);
           assert.ok(got.equals(Buffer.concat([prefix, data])), `${path}: content`);
+          // The check saw every byte written in this run once, in file order, as handed to the kernel.
+          assert.ok(check.all.equals(data), `${path}: check input`);
+          if (writer.mode === 'direct') assert.ok(check.pieces.some((p) => p.length === 4 * MiB), `${path}: whole aligned blocks checked as written`);
           // Direct I/O starts with the first full 4 MiB block; smaller files never need it.
           if (size >= 4 * MiB + 4096) assert.equal(writer.mode, canDirect ? 'direct' : 'buffered', `${path}: mode`);
           if (size < 4 * MiB - 4096) assert.equal(writer.mode, canDirect ? 'try' : 'buffered', `${path}: mode`);
           await rm(path);
         }
+      }
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('written() hands everything to the kernel (the check complete) without a flush; finish() after it adds nothing twice', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'burrow-disk-'));
+    try {
+      const path = join(dir, 'written');
+      const data = randomBytes(4 * 1024 * 1024 + 5000);
+      await writeFile(path, '');
+      const handle = await open(path, constants.O_RDWR);
+      const check = new Recorder();
+      try {
+        const writer = new FileWriter(handle, 0, { check });
+        await writer.write(data);
+        await writer.written();
+        assert.ok(check.all.equals(data));
+        assert.ok((await readFile(path)).equals(data));
+        await writer.finish();
+        assert.ok(check.all.equals(data), 'nothing checked twice');
+      } finally {
+        await handle.close();
       }
     } finally {
       await rm(dir, { recursive: true, force: true });
@@ -87,8 +126,10 @@ describe('FileWriter', () => {
     try {
       const path = join(dir, 'buffered');
       const data = randomBytes(6 * 1024 * 1024 + 5);
-      const writer = await writeInPieces(path, Buffer.from('abc'), data, 'finish', false);
+      const check = new Recorder();
+      const writer = await writeInPieces(path, Buffer.from('abc'), data, 'finish', false, check);
       assert.equal(writer.mode, 'buffered');
+      assert.ok(check.all.equals(data), 'the check saw what was written');
       assert.ok((await readFile(path)).equals(Buffer.concat([Buffer.from('abc'), data])));
     } finally {
       await rm(dir, { recursive: true, force: true });

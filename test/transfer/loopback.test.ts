@@ -80,7 +80,7 @@ async function tree(dir: string, prefix = ''): Promise<string[]> {
   return out;
 }
 
-describe('file transfer v2 over a loopback SecureStream', () => {
+describe('file transfer v3 over a loopback SecureStream', () => {
   const before = liveHandles().length;
   after(async () => {
     await new Promise((r) => setImmediate(r));
@@ -112,7 +112,8 @@ describe('file transfer v2 over a loopback SecureStream', () => {
         assert.equal(summary.sentBytes, total);
         assert.equal(summary.resumedBytes, 0);
       }
-      assert.deepEqual(s.files.map((x) => x.sha256), r.files.map((x) => x.sha256));
+      assert.deepEqual(s.files.map((x) => x.check), r.files.map((x) => x.check), 'both sides computed the same check');
+      assert.equal(new Set(r.files.map((x) => x.check)).size, r.files.length, 'one check per file (keyed by its index)');
       assert.deepEqual(r.files.map((x) => x.source), Object.keys(contents).map((n) => join(f.out, n)));
       for (const events of [sent, received]) {
         assert.equal(events[0]?.type, 'start');
@@ -181,7 +182,8 @@ describe('file transfer v2 over a loopback SecureStream', () => {
       assert.deepEqual(await listDir(out.dir), ['backup.tar']);
       assert.equal(sha(await readFile(join(out.dir, 'backup.tar'))), sha(data));
       assert.equal(s.bytes, data.length);
-      assert.equal(r.files[0]?.sha256, sha(data));
+      assert.match(r.files[0]?.check ?? '', /^[0-9a-f]{32}$/);
+      assert.equal(r.files[0]?.check, s.files[0]?.check);
       assert.deepEqual(events[0], { type: 'start', entries: [{ kind: 'stream', path: 'backup.tar', size: 0, mode: 0o644 }], totalBytes: undefined, resumedBytes: 0 });
     } finally {
       await out.remove();
@@ -350,7 +352,7 @@ describe('file transfer v2 over a loopback SecureStream', () => {
       const got = r.files[1];
       assert.ok(got);
       assert.equal(got.resumedFrom, kept.length);
-      assert.equal(got.sha256, sha(big));
+      assert.equal(got.check, s.files[1]?.check);
       assert.deepEqual(await listDir(f.out), ['big.bin', 'first.bin']);
       assert.equal(sha(await readFile(join(f.out, 'big.bin'))), sha(big));
       assert.equal((await stat(join(f.out, 'big.bin'))).mode & 0o777, 0o640);
@@ -471,7 +473,7 @@ describe('file transfer v2 over a loopback SecureStream', () => {
   }
 
   /** A hostile (but authenticated) sender: frames made by hand, as the encoder refuses such manifests. */
-  function rawManifest(entries: { kind: number; path: string; size?: bigint; mode?: number }[]): Buffer {
+  function rawManifest(entries: { kind: number; path: string; size?: bigint; mode?: number }[], version = 3): Buffer {
     const parts = entries.map((e) => {
       const p = Buffer.from(e.path);
       const b = Buffer.alloc(3 + p.length + 10);
@@ -484,7 +486,8 @@ describe('file transfer v2 over a loopback SecureStream', () => {
     });
     const count = Buffer.alloc(4);
     count.writeUInt32BE(entries.length);
-    const payload = Buffer.concat([Buffer.from('BRWF'), Buffer.from([2]), count, ...parts]);
+    // Version 2 (the previous release) had no check key.
+    const payload = Buffer.concat([Buffer.from('BRWF'), Buffer.from([version]), version === 3 ? Buffer.alloc(32, 9) : Buffer.alloc(0), count, ...parts]);
     const header = Buffer.from([FrameType.MANIFEST, 0, 0, 0, 0]);
     header.writeUInt32BE(payload.length, 1);
     return Buffer.concat([header, payload]);
@@ -513,6 +516,26 @@ describe('file transfer v2 over a loopback SecureStream', () => {
       }
     });
   }
+
+  it('refuses a manifest of transfer protocol version 2 (the previous release) with a clear message, and tells the sender', async () => {
+    const out = await scratch();
+    try {
+      const pair = await securePair();
+      pair.sender.write(rawManifest([{ kind: 0, path: 'old.txt', size: 3n }], 2));
+      const answer = new Promise<Buffer>((resolve) => pair.sender.once('data', resolve));
+      const re = await rejection(receiveFiles(pair.receiver, { outDir: out.dir, peer: 'alice', lingerMs: 200 }));
+      assert.equal(re.code, 'STREAM_BROKEN');
+      assert.match(re.message, /another version of the transfer protocol \(update both sides\)/);
+      const fail = decodeFrame(await answer);
+      assert.ok(fail.ok && fail.frame.type === 'fail');
+      assert.equal(fail.frame.reason, 'protocol');
+      pair.sender.destroy();
+      await pair.closed();
+      assert.deepEqual(await listDir(out.dir), []);
+    } finally {
+      await out.remove();
+    }
+  });
 
   it('never writes through a symbolic link in --out: a directory entry that is a symlink is refused', async () => {
     const out = await scratch();
@@ -543,24 +566,24 @@ describe('file transfer v2 over a loopback SecureStream', () => {
     }
   });
 
-  it('discards a file whose SHA-256 does not match the sender’s (its part too), and tells the sender', async () => {
+  it('discards a file whose check does not match the sender’s (its part too), and tells the sender', async () => {
     const out = await scratch();
     try {
       const pair = await securePair();
       const entries: ManifestEntry[] = [{ kind: 'file', path: 'a', size: 3, mode: 0o644 }];
-      pair.sender.write(encodeFrame({ type: 'manifest', entries }));
+      pair.sender.write(encodeFrame({ type: 'manifest', entries, checkKey: new Uint8Array(32).fill(1) }));
       const frames: Buffer[] = [];
       pair.sender.on('data', (d: Buffer) => {
         frames.push(d);
         if (frames.length === 1) {
           pair.sender.write(encodeFrame({ type: 'file-start', index: 0, offset: 0 }));
           pair.sender.write(Buffer.concat([encodeFrame({ type: 'data', length: 3 }), Buffer.from('abc')]));
-          pair.sender.write(encodeFrame({ type: 'file-end', index: 0, size: 3, sha256: new Uint8Array(32) }));
+          pair.sender.write(encodeFrame({ type: 'file-end', index: 0, size: 3, check: new Uint8Array(16) }));
         }
       });
       const re = await rejection(receiveFiles(pair.receiver, { outDir: out.dir, peer: 'alice', lingerMs: 200 }));
       assert.equal(re.code, 'FILE_FAILED');
-      assert.match(re.message, /SHA-256 different from the sender's/);
+      assert.match(re.message, /did not match what the sender read/);
       const answers = Buffer.concat(frames);
       const accept = decodeFrame(answers);
       assert.ok(accept.ok && accept.frame.type === 'accept');
@@ -580,7 +603,7 @@ describe('file transfer v2 over a loopback SecureStream', () => {
     const out = await scratch();
     try {
       const pair = await securePair();
-      pair.sender.write(encodeFrame({ type: 'manifest', entries: [{ kind: 'file', path: 'a', size: 3, mode: 0o644 }, { kind: 'file', path: 'b', size: 0, mode: 0o644 }] }));
+      pair.sender.write(encodeFrame({ type: 'manifest', entries: [{ kind: 'file', path: 'a', size: 3, mode: 0o644 }, { kind: 'file', path: 'b', size: 0, mode: 0o644 }], checkKey: new Uint8Array(32) }));
       pair.sender.once('data', () => {
         pair.sender.write(encodeFrame({ type: 'file-start', index: 1, offset: 0 }));
       });

@@ -128,7 +128,7 @@ describe('ProgressReporter', () => {
       'burrow: sending 1 file in 1 directory, 100.0 MiB',
       'burrow: sent 21.0 MiB of 100.0 MiB (10.0 MiB/s, ETA 8 s), now d/a.bin',
       'burrow: sent 42.0 MiB of 100.0 MiB (10.0 MiB/s, ETA 6 s), now d/a.bin',
-      'burrow: d/a.bin (100.0 MiB): verified (SHA-256) and in place',
+      'burrow: d/a.bin (100.0 MiB): verified end to end and in place',
       '',
     ].join('\n'));
   });

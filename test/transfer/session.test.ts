@@ -1,9 +1,9 @@
-/** The transfer state machines (protocol v2), driven by hand: order, chunking, resume offsets, remote errors, no throws on input. */
+/** The transfer state machines (protocol v3), driven by hand: order, chunking, resume offsets, remote errors, no throws on input. */
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import { fuzzRuns } from '../support/fuzz.js';
-import { encodeFrame, type ManifestEntry, type ResumeOffer } from '../../src/transfer/codec.js';
+import { decodeFrame, encodeFrame, type ManifestEntry, type ResumeOffer } from '../../src/transfer/codec.js';
 import { ReceiverSession, SenderSession, type ReceiverEvent, type SenderEvent } from '../../src/transfer/session.js';
 
 const ENTRIES: ManifestEntry[] = [
@@ -20,7 +20,8 @@ const DATA = new Map<number, Buffer>([
   [4, Buffer.alloc(70_000, 7)],
   [5, Buffer.from('from a pipe')],
 ]);
-const SHA = (i: number): Uint8Array => new Uint8Array(32).fill(i + 1);
+const CHECK = (i: number): Uint8Array => new Uint8Array(16).fill(i + 1);
+const KEY = new Uint8Array(32).fill(0x42);
 const frame = (f: Parameters<typeof encodeFrame>[0]): Buffer => encodeFrame(f);
 
 /** What a correct sender writes after ACCEPT: each data entry in DATA frames of at most `piece` bytes. */
@@ -33,7 +34,7 @@ function body(piece = 30_000, offsets = new Map<number, number>()): Buffer {
       const p = data.subarray(at, Math.min(data.length, at + piece));
       parts.push(frame({ type: 'data', length: p.length }), p);
     }
-    parts.push(frame({ type: 'file-end', index, size: data.length, sha256: SHA(index) }));
+    parts.push(frame({ type: 'file-end', index, size: data.length, check: CHECK(index) }));
   }
   return Buffer.concat(parts);
 }
@@ -67,7 +68,7 @@ function feed(session: ReceiverSession, input: Buffer, cuts: number[]): Receiver
 
 function accepted(offers: ResumeOffer[] = []): ReceiverSession {
   const r = new ReceiverSession();
-  assert.equal(r.receive(frame({ type: 'manifest', entries: ENTRIES }))[0]?.type, 'manifest');
+  assert.equal(r.receive(frame({ type: 'manifest', entries: ENTRIES, checkKey: KEY }))[0]?.type, 'manifest');
   r.accept(offers);
   return r;
 }
@@ -77,10 +78,10 @@ const errorOf = (events: ReceiverEvent[] | SenderEvent[]): string | undefined =>
   return e?.type === 'error' ? e.error.problem : undefined;
 };
 
-describe('ReceiverSession (v2)', () => {
+describe('ReceiverSession (v3)', () => {
   it('manifest, then after accept: each data entry started, its data, its end; complete; EOF ends cleanly', () => {
     const r = new ReceiverSession();
-    assert.deepEqual(r.receive(frame({ type: 'manifest', entries: ENTRIES })), [{ type: 'manifest', entries: ENTRIES }]);
+    assert.deepEqual(r.receive(frame({ type: 'manifest', entries: ENTRIES, checkKey: KEY })), [{ type: 'manifest', entries: ENTRIES, checkKey: KEY }]);
     const ack = r.accept();
     assert.equal(ack.toString('hex'), '110000000400000000');
     const events = summarize(r.receive(body()));
@@ -123,7 +124,7 @@ describe('ReceiverSession (v2)', () => {
 
   it('only directories: accepting completes at once', () => {
     const r = new ReceiverSession();
-    r.receive(frame({ type: 'manifest', entries: [{ kind: 'directory', path: 'only', size: 0, mode: 0o755 }] }));
+    r.receive(frame({ type: 'manifest', entries: [{ kind: 'directory', path: 'only', size: 0, mode: 0o755 }], checkKey: KEY }));
     r.accept();
     assert.deepEqual(r.end(), []);
   });
@@ -131,7 +132,7 @@ describe('ReceiverSession (v2)', () => {
   it('accept() refuses to offer what cannot be resumed (local misuse throws)', () => {
     const r = new ReceiverSession();
     assert.throws(() => r.accept());
-    r.receive(frame({ type: 'manifest', entries: ENTRIES }));
+    r.receive(frame({ type: 'manifest', entries: ENTRIES, checkKey: KEY }));
     assert.throws(() => r.accept([{ index: 0, offset: 1, sha256: new Uint8Array(32) }]), /entry 0/); // a directory
     assert.throws(() => r.accept([{ index: 5, offset: 1, sha256: new Uint8Array(32) }]), /entry 5/); // a stream
     assert.throws(() => r.accept([{ index: 1, offset: 6, sha256: new Uint8Array(32) }]), /entry 1/); // past its size
@@ -140,18 +141,18 @@ describe('ReceiverSession (v2)', () => {
   const remote: [string, (r: ReceiverSession) => ReceiverEvent[], string][] = [
     ['data before accept', () => {
       const s = new ReceiverSession();
-      s.receive(frame({ type: 'manifest', entries: ENTRIES }));
+      s.receive(frame({ type: 'manifest', entries: ENTRIES, checkKey: KEY }));
       return s.receive(frame({ type: 'file-start', index: 1, offset: 0 }));
     }, 'unexpected-frame'],
     ['the wrong entry started', (r) => r.receive(frame({ type: 'file-start', index: 3, offset: 0 })), 'wrong-index'],
     ['a directory started', (r) => r.receive(frame({ type: 'file-start', index: 0, offset: 0 })), 'wrong-index'],
     ['an offset nobody offered', (r) => r.receive(frame({ type: 'file-start', index: 1, offset: 2 })), 'bad-offset'],
     ['more bytes than the manifest says', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'data', length: 6 }), Buffer.alloc(6)])), 'size-mismatch'],
-    ['a file ended short', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'data', length: 4 }), Buffer.alloc(4), frame({ type: 'file-end', index: 1, size: 4, sha256: SHA(1) })])), 'size-mismatch'],
-    ['FILE_END announcing another size than arrived', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'data', length: 5 }), Buffer.alloc(5), frame({ type: 'file-end', index: 1, size: 6, sha256: SHA(1) })])), 'size-mismatch'],
-    ['the wrong entry ended', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'file-end', index: 4, size: 0, sha256: SHA(1) })])), 'wrong-index'],
+    ['a file ended short', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'data', length: 4 }), Buffer.alloc(4), frame({ type: 'file-end', index: 1, size: 4, check: CHECK(1) })])), 'size-mismatch'],
+    ['FILE_END announcing another size than arrived', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'data', length: 5 }), Buffer.alloc(5), frame({ type: 'file-end', index: 1, size: 6, check: CHECK(1) })])), 'size-mismatch'],
+    ['the wrong entry ended', (r) => r.receive(Buffer.concat([frame({ type: 'file-start', index: 1, offset: 0 }), frame({ type: 'file-end', index: 4, size: 0, check: CHECK(1) })])), 'wrong-index'],
     ['a receiver frame from the sender', (r) => r.receive(frame({ type: 'done' })), 'unexpected-frame'],
-    ['a second manifest', (r) => r.receive(frame({ type: 'manifest', entries: ENTRIES })), 'unexpected-frame'],
+    ['a second manifest', (r) => r.receive(frame({ type: 'manifest', entries: ENTRIES, checkKey: KEY })), 'unexpected-frame'],
     ['a malformed frame', (r) => r.receive(Buffer.from('7f00000000', 'hex')), 'malformed-frame'],
     ['bytes after the last entry', (r) => r.receive(Buffer.concat([body(), Buffer.from([0])])), 'trailing-data'],
     ['EOF in the middle of a file', (r) => [...r.receive(frame({ type: 'file-start', index: 1, offset: 0 })), ...r.end()], 'ended-early'],
@@ -164,7 +165,7 @@ describe('ReceiverSession (v2)', () => {
 
   it('an unsafe path in the manifest is a remote error naming the entry', () => {
     const r = new ReceiverSession();
-    const raw = Buffer.from('0100000015425257460200000001000005' + '2e2e2f6161' + '0000000000000000' + '01a4', 'hex');
+    const raw = Buffer.from('0100000015' + '42525746' + '03' + '42'.repeat(32) + '00000001' + '000005' + '2e2e2f6161' + '0000000000000000' + '01a4', 'hex');
     raw.writeUInt32BE(raw.length - 5, 1);
     const events = r.receive(raw);
     assert.equal(errorOf(events), 'unsafe-name');
@@ -179,17 +180,20 @@ describe('ReceiverSession (v2)', () => {
   });
 });
 
-describe('SenderSession (v2)', () => {
+describe('SenderSession (v3)', () => {
   it('manifest → ACCEPT (with offers) → entries in order → FILE_OK each → DONE completes', () => {
-    const s = new SenderSession(ENTRIES);
-    assert.ok(s.manifest().length > 0);
+    const s = new SenderSession(ENTRIES, KEY);
+    const m = decodeFrame(s.manifest());
+    assert.ok(m.ok && m.frame.type === 'manifest');
+    assert.deepEqual(m.frame.entries, ENTRIES);
+    assert.deepEqual(m.frame.checkKey, KEY, 'the manifest carries the check key');
     const offers = [{ index: 4, offset: 100, sha256: new Uint8Array(32).fill(9) }];
     const ev = s.receive(encodeFrame({ type: 'accept', offers }));
     assert.equal(ev[0]?.type, 'accepted');
     for (const [index, data] of DATA) {
       s.fileStart(index, index === 4 ? 100 : 0);
       if (data.length > 0) s.data(Math.min(data.length, 1000));
-      s.fileEnd(index, data.length, SHA(index));
+      s.fileEnd(index, data.length, CHECK(index));
     }
     const oks = Buffer.concat([...DATA.keys()].map((index) => encodeFrame({ type: 'file-ok', index })));
     assert.deepEqual(s.receive(oks).map((e) => e.type), ['file-ok', 'file-ok', 'file-ok', 'file-ok']);
@@ -198,7 +202,7 @@ describe('SenderSession (v2)', () => {
   });
 
   it('local misuse throws: out of order, unoffered offsets, data outside an entry', () => {
-    const s = new SenderSession(ENTRIES);
+    const s = new SenderSession(ENTRIES, KEY);
     s.manifest();
     assert.throws(() => s.manifest());
     assert.throws(() => s.fileStart(1, 0), /out of order/); // before ACCEPT
@@ -207,7 +211,7 @@ describe('SenderSession (v2)', () => {
     assert.throws(() => s.fileStart(3, 0), /out of order/);
     assert.throws(() => s.fileStart(1, 2), /not offered/);
     s.fileStart(1, 0);
-    assert.throws(() => s.fileEnd(3, 0, SHA(3)), /out of order/);
+    assert.throws(() => s.fileEnd(3, 0, CHECK(3)), /out of order/);
   });
 
   const remote: [string, Buffer[], string][] = [
@@ -221,7 +225,7 @@ describe('SenderSession (v2)', () => {
   ];
   for (const [what, input, problem] of remote) {
     it(`a remote error: ${what}`, () => {
-      const s = new SenderSession(ENTRIES);
+      const s = new SenderSession(ENTRIES, KEY);
       s.manifest();
       const events: SenderEvent[] = [];
       for (const b of input) for (const e of s.receive(b)) events.push(e);
@@ -230,20 +234,20 @@ describe('SenderSession (v2)', () => {
   }
 
   it('a FAIL at any time is a refusal with its reason (declined included)', () => {
-    const s = new SenderSession(ENTRIES);
+    const s = new SenderSession(ENTRIES, KEY);
     s.manifest();
     assert.deepEqual(s.receive(encodeFrame({ type: 'fail', reason: 'declined', index: undefined, detail: 'no' })), [{ type: 'refused', reason: 'declined', index: undefined, detail: 'no' }]);
   });
 
   it('only directories: ACCEPT then DONE completes without any entry sent', () => {
-    const s = new SenderSession([{ kind: 'directory', path: 'only', size: 0, mode: 0o755 }]);
+    const s = new SenderSession([{ kind: 'directory', path: 'only', size: 0, mode: 0o755 }], KEY);
     s.manifest();
     s.receive(encodeFrame({ type: 'accept', offers: [] }));
     assert.deepEqual(s.receive(encodeFrame({ type: 'done' })), [{ type: 'complete' }]);
   });
 
   it('the receiver ending early is reported with a count', () => {
-    const s = new SenderSession(ENTRIES);
+    const s = new SenderSession(ENTRIES, KEY);
     s.manifest();
     const [e] = s.end();
     assert.ok(e?.type === 'error');
