@@ -205,8 +205,10 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   const relayMode = options.relay ?? 'auto';
   const [first, ...fallbacks] = await resolveServers(options.server, DEFAULT_PORT, 'server');
   if (!first) throw BurrowError.invalidOption('server', 'no server given', options.server);
-  // The built-in relay is the first server's (a failover to another server keeps the allocation already made).
   const server: Endpoint = first;
+  // The server registered with now (a failover moves it): the built-in relay offered in an introduction is that
+  // server's own, so the allocation goes there (docs/protocol.md, "Relaying across servers").
+  let current: Endpoint = first;
   const manualTurn = options.turn && relayMode !== 'never' ? await resolveEndpoint(parseTurnUrl(options.turn.url), DEFAULT_PORT, 'turn') : undefined;
   const local = parseLocal(options.local, server.address.includes(':') ? 6 : 4);
   const secret = secretBytes(options.secret);
@@ -272,6 +274,9 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
           for (const l of listeners) l(change);
         }
         break;
+      case 'failover':
+        current = e.to;
+        break;
       case 'path-valid':
         if (validated.length < 64) {
           validated.push({ transport: e.transport, remote: e.remote });
@@ -283,7 +288,6 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
       case 'path-lost':
       case 'partner-left':
       case 'dropped':
-      case 'failover':
         break;
       default: {
         const never: never = e;
@@ -334,18 +338,20 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   }
 
   function startOffered(offer: RelayOffer | undefined): void {
+    // The introduction came from the server registered with now.
+    const from = current;
     if (!offer || offer.kind === 'none') {
       relayReport = {
         state: 'none-offered',
-        server: endpointKey(server),
-        reason: offer ? `the server at ${endpointKey(server)} offers no relay (it runs with relaying turned off)` : `the server at ${endpointKey(server)} offers no relay (it predates relays)`,
+        server: endpointKey(from),
+        reason: offer ? `the server at ${endpointKey(from)} offers no relay (it runs with relaying turned off)` : `the server at ${endpointKey(from)} offers no relay (it predates relays)`,
       };
       if (relayMode === 'only') run.fail(relayOnlyFailure(agent, relayReport));
       return;
     }
     if (offer.kind === 'builtin') {
       const creds = builtinCredentials(keys.relay, { expiry: Math.floor(Date.now() / 1000) + BUILTIN_CREDENTIAL_SECONDS, networkIdHex: keys.networkIdHex, name: options.name, peer: options.peer });
-      startRelay(server, 'builtin', `the built-in relay at ${endpointKey(server)}`, creds);
+      startRelay(from, 'builtin', `the built-in relay at ${endpointKey(from)}`, creds);
       return;
     }
     let hostPort: string;

@@ -6,7 +6,7 @@
  * and the partner is told its public mapping.
  *
  *  - Sends to the current server go down the connection; a send to another server closes the current connection and
- *    connects there (from the same address and port), holding what is sent meanwhile until it is up.
+ *    connects there (from the same port), holding what is sent meanwhile until it is up.
  *  - Only the current connection is heard: messages from it are delivered as from the current server, and its close
  *    (or a refused connect) is reported once through `onClosed`; the old connection's end is not.
  *  - Sends never wait on the network: a send held for a connection still being made counts as sent at once (like a
@@ -30,19 +30,21 @@ export class ServerConnection implements DatagramTransport {
   private connecting = false;
   private handlers: TransportHandlers | undefined;
   private closed = false;
-  private readonly localAddress: string;
   private readonly localPort: number;
 
-  /** `socket`: a connected socket to `server`. Later connections leave from its local address and port. */
-  constructor(socket: net.Socket, server: Endpoint) {
+  /**
+   * `socket`: a connected socket to `server`. Later connections bind `bindAddress` (what the first one bound: the
+   * wildcard unless `--local` named an address, so the route to another server picks its own source) and the first
+   * one's local port.
+   */
+  constructor(socket: net.Socket, server: Endpoint, private readonly bindAddress: string) {
     this.socket = socket;
     this.server = server;
-    this.localAddress = socket.localAddress ?? '0.0.0.0';
     this.localPort = socket.localPort ?? 0;
   }
 
   get local(): Endpoint {
-    return { address: this.localAddress, port: this.localPort };
+    return { address: this.socket.localAddress ?? this.bindAddress, port: this.localPort };
   }
 
   /** The server the connection goes to now. */
@@ -104,7 +106,7 @@ export class ServerConnection implements DatagramTransport {
     });
   }
 
-  /** Leaves the current server for `to`: a new connection from the same local address and port. */
+  /** Leaves the current server for `to`: a new connection from the same bind address and local port. */
   private reconnect(to: Endpoint): void {
     const old = this.socket;
     old.removeAllListeners('data');
@@ -113,7 +115,7 @@ export class ServerConnection implements DatagramTransport {
     this.pending = new Uint8Array(0);
     this.held = [];
     this.connecting = true;
-    const socket = net.connect({ host: to.address, port: to.port, localAddress: this.localAddress, localPort: this.localPort, noDelay: true });
+    const socket = net.connect({ host: to.address, port: to.port, localAddress: this.bindAddress, localPort: this.localPort, noDelay: true });
     this.socket = socket;
     this.wire(socket);
     socket.once('connect', () => {

@@ -132,7 +132,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
   const relayAbort = new AbortController();
   const io = new ConnectIo(options, keys, local.address, sockets, streams, keyOf, relayAbort.signal, deadline);
   const run = runMachine<TcpPunchInput, TcpIoAction, TcpPunchOutcome, PunchEvent>(machine, {
-    transports: { [SERVER]: new ServerConnection(control, server) },
+    transports: { [SERVER]: new ServerConnection(control, server, local.address) },
     signal: options.signal,
     onEvent: options.onEvent,
     onAction: (a, r) => {

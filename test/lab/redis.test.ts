@@ -8,7 +8,8 @@
  *     a SIGKILLed S1 to S3 for a punch, for WireGuard discovery and for a send; Redis down (punch exit 14, every server up and answering
  *     STUN); Redis back (a pair punches within 5 s).
  *  2. Symmetric ↔ symmetric: no direct path; each side allocates on its own server's built-in relay and they connect
- *     relay to relay (docs/protocol.md, "Relaying across servers"), datagrams both ways through the proxies.
+ *     across the two relays (docs/protocol.md, "Relaying across servers"), datagrams both ways through the proxies;
+ *     after a failover to S3 a side allocates on S3's relay (the one its introduction offers).
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, rm } from 'node:fs/promises';
@@ -190,30 +191,45 @@ describe('several servers over one Redis, behind real NATs (lab)', { skip: labSk
     }
   });
 
-  it('symmetric ↔ symmetric on different servers: each relays through its own server, relay to relay; datagrams flow both ways', async (t) => {
+  it('symmetric ↔ symmetric on different servers: each relays through its own server, relay to relay; datagrams flow both ways; after a failover the relay is the new server\'s', async (t) => {
     const lab = await createLab({ a: 'symmetric', b: 'symmetric' });
     try {
       await startRedis(lab);
-      const [s1, s2] = await startServers(lab, [[S1, 's1'], [S2, 's2']]);
-      assert.ok(s1 && s2);
+      const [s1, s2, s3] = await startServers(lab, [[S1, 's1'], [S2, 's2'], [S3, 's3']]);
+      assert.ok(s1 && s2 && s3);
       const command = ['--', process.execPath, HANDOFF, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS', '--remote-port', '$BURROW_REMOTE_PORT', '--timeout-ms', '5000'];
+      /** Both exit 0 relayed, each through the relay of `own` (its server), and the programs heard each other. */
+      const check = (a: LabProcess, b: LabProcess, ownA: string, ownB: string): void => {
+        const context = `A: ${a.stdout}\n${a.stderr.slice(-2000)}\nB: ${b.stdout}\n${b.stderr.slice(-2000)}\nS2: ${s2.stderr.slice(-1500)}\nS3: ${s3.stderr.slice(-1500)}`;
+        assert.equal(a.exitStatus?.code, 0, context);
+        assert.equal(b.exitStatus?.code, 0, context);
+        for (const [p, own] of [[a, ownA], [b, ownB]] as const) {
+          const lines = p.stdout.trim().split('\n');
+          t.diagnostic(`${p === a ? 'A' : 'B'}: ${lines[0] ?? ''}`);
+          const result = JSON.parse(lines[0] ?? '') as { path: string; relay?: { kind: string; server: string } };
+          assert.equal(result.path, 'relay', context);
+          // Each side's allocation is on the server it registered with (its own relay): the credentials in its
+          // introduction are that server's, and every server accepts them (they derive from the network secret).
+          if (result.relay) assert.equal(result.relay.server, own, context);
+          const report = JSON.parse(lines.at(-1) ?? '') as { ok: boolean; heard: boolean; peerHeard: boolean };
+          assert.ok(report.ok && report.heard && report.peerHeard, context);
+        }
+      };
       const a = lab.spawn('hA', process.execPath, punchArgs(S1, 'alice', 'bob', 15, ['--format', 'json', ...command]), { env: env() });
       const b = lab.spawn('hB', process.execPath, punchArgs(S2, 'bob', 'alice', 15, ['--format', 'json', ...command]), { env: env() });
-      const [ra, rb] = await Promise.all([a.exited, b.exited]);
-      const context = `A: ${a.stdout}\n${a.stderr.slice(-2000)}\nB: ${b.stdout}\n${b.stderr.slice(-2000)}\nS1: ${s1.stderr.slice(-1500)}\nS2: ${s2.stderr.slice(-1500)}`;
-      assert.equal(ra.code, 0, context);
-      assert.equal(rb.code, 0, context);
-      for (const [p, own] of [[a, S1], [b, S2]] as const) {
-        const lines = p.stdout.trim().split('\n');
-        t.diagnostic(`${p === a ? 'A' : 'B'}: ${lines[0] ?? ''}`);
-        const result = JSON.parse(lines[0] ?? '') as { path: string; relay?: { kind: string; server: string } };
-        assert.equal(result.path, 'relay', context);
-        // Each side's allocation is on the server it registered with (its own relay): the credentials in its
-        // introduction are that server's, and both servers accept them (they derive from the network secret).
-        if (result.relay) assert.equal(result.relay.server, own, context);
-        const report = JSON.parse(lines.at(-1) ?? '') as { ok: boolean; heard: boolean; peerHeard: boolean };
-        assert.ok(report.ok && report.heard && report.peerHeard, context);
-      }
+      await Promise.all([a.exited, b.exited]);
+      check(a, b, S1, S2);
+
+      // A waits on S1 with S1,S3; S1 is killed; A moves to S3, whose introduction offers S3's relay: A allocates there.
+      const fa = lab.spawn('hA', process.execPath, punchArgs(`${S1},${S3}`, 'carol', 'dave', 20, ['--format', 'json', ...command]), { env: env() });
+      await fa.waitForOutput('stderr', 'registered with the server', 10_000);
+      s1.kill('SIGKILL');
+      await s1.exited;
+      const fb = lab.spawn('hB', process.execPath, punchArgs(S2, 'dave', 'carol', 15, ['--format', 'json', ...command]), { env: env() });
+      await Promise.all([fa.exited, fb.exited]);
+      assert.match(fa.stderr, /registering with 203\.0\.113\.1:3490/);
+      check(fa, fb, S3, S2);
+      assert.match(s3.stderr, /"event":"relay-allocated"[^\n]*"peer":"carol"/, 'carol allocated on S3\'s relay');
     } finally {
       await lab.destroy();
       await assertNothingLeft(lab.runId);
