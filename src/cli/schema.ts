@@ -372,7 +372,7 @@ export const COMMANDS = {
         help: 'one grid per mode: builtin (burrow serve\'s relay), coturn (serve --turn), none (punch --relay never), no-relay (serve --no-relay), coturn-stopped',
       },
       report: { value: 'FILE', required: true, help: 'write the SVG picture here' },
-      timeout: { value: 'SECONDS', type: 'seconds', help: 'each peer\'s --timeout (default 8 where a relay is reachable, else 5)' },
+      timeout: { value: 'SECONDS', type: 'seconds', default: '8', help: 'each peer\'s --timeout' },
       'upgrade-wait': {
         value: 'SECONDS',
         type: 'number',
