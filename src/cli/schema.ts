@@ -358,7 +358,7 @@ export const COMMANDS = {
       'For every ordered pair of --kinds (rows: the peer that starts first, columns: the one that starts second), each',
       'first starter once behind each router, --runs times, per --relay mode: two `burrow punch ... -- COMMAND` processes,',
       'COMMAND exchanging datagrams both ways through its own socket on $BURROW_LOCAL_PORT. One lab per pair of router',
-      'kinds, NAT state flushed and a fresh server between runs. Draws each cell\'s path (lan, direct, birthday, relay,',
+      'kinds, its NAT state flushed before every run. Draws each cell\'s path (lan, direct, birthday, relay,',
       'failed), median time to connect and birthday probes into --report. Exits 1 when a run fails, except with exit 5',
       'on both sides where no relay is reachable (none, no-relay, coturn-stopped). coturn modes need turnserver.',
     ],
