@@ -119,6 +119,9 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
       return `run \`burrow ${str(d.expected, 'COMMAND')} --as ${me} --to ${peer}\` here, or have ${peer} run \`burrow ${str(d.peerExpected, cmd)}\``;
     }
     case 'NO_PATH':
+      if (d.wg === 'symmetric' && d.relay === 'needs-continuous') {
+        return `run \`burrow wg --interface ${str(v.interface, 'IFACE')} --continuous\` on both peers (as a service): it relays what has no direct path; or forward a UDP port to WireGuard on that NAT`;
+      }
       if (d.wg === 'symmetric') return 'forward a UDP port to WireGuard on that NAT, or give one side a public address or a full-cone NAT';
       if (typeof d.relay === 'object' && d.relay !== null && (cmd === 'pipe' || cmd === 'send' || cmd === 'receive')) {
         const r = d.relay as { state?: string; server?: string; code?: number };

@@ -6,8 +6,8 @@
 import type { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
-import { pathJson, streamLine } from './send.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { pathJson, relayLine, streamLine } from './send.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import type { Parsed } from './schema.js';
 
 export interface PipeIo extends Io {
@@ -30,10 +30,14 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
       signal: io.signal,
       purpose: 'pipe',
       relay: values.relay,
+      onRelay: (at) => {
+        say(io, relayLine(at, values.relay));
+      },
       ...(values.local !== undefined ? { local: values.local } : {}),
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
         if (e.type === 'introduced') say(io, `found ${e.peer}; connecting over TCP`);
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {

@@ -76,7 +76,7 @@ const SERVER = {
   type: 'server',
   env: 'BURROW_SERVER',
   required: true,
-  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (punch moves to the next when one stops answering)',
+  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (moves to the next when one stops answering)',
 } as const satisfies FlagSpec;
 
 const SECRET_FILE = {
@@ -220,7 +220,9 @@ export const COMMANDS = {
     summary: 'find and set the endpoints of a WireGuard interface\'s peers',
     description: [
       'Without --continuous it exits 0 once every peer has completed a handshake; with it, it keeps watching until stopped',
-      '(SIGINT or SIGTERM then end it with exit 0).',
+      '(SIGINT or SIGTERM then end it with exit 0). With --continuous a peer that has no direct path goes through the relay:',
+      'its endpoint becomes a proxy inside this process (127.0.0.1:P), which forwards to the partner\'s burrow wg through the',
+      'relay the server offers; it moves back to a direct endpoint when one appears. Without --continuous such a peer exits 5.',
     ],
     flags: {
       interface: { short: 'i', value: 'IFACE', required: true, help: 'the WireGuard interface' },
@@ -229,6 +231,12 @@ export const COMMANDS = {
       secret: SECRET,
       continuous: { help: 'keep the endpoints current until stopped' },
       interval: { value: 'SECONDS', type: 'seconds', default: '10', help: 'with --continuous: how often to ask the server (at least 1)' },
+      relay: {
+        value: 'MODE',
+        choices: ['auto', 'never', 'only'],
+        default: 'auto',
+        help: 'with --continuous: auto relays a peer with no direct path (its endpoint becomes a local proxy, 127.0.0.1:P) and moves it to a direct endpoint when one appears; never: direct only; only: relay every peer',
+      },
       timeout: TIMEOUT(30, 'give up after this long (without --continuous)'),
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result: one line per peer, or one JSON object' },
     },

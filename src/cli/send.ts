@@ -7,7 +7,7 @@ import { endpointKey } from '../codec/address.js';
 import { connectStream, type StreamConnection, type StreamConnectOptions, type StreamResult } from '../node/tcp-punch.js';
 import type { TransferSummary } from '../transfer/driver.js';
 import { prepareSend, sendEntries } from '../transfer/send.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { parseCommand, usageError } from './parse.js';
 import { formatBytes, formatDuration, formatRate, ProgressReporter } from './progress.js';
 import { humanLine } from './punch.js';
@@ -28,6 +28,12 @@ type ConnectParsed = Parsed<'send'> | Parsed<'receive'>;
 export function streamLine(r: StreamResult): string {
   if (r.path !== 'relay') return humanLine({ localAddress: r.localAddress, localPort: r.localPort, remoteAddress: r.remoteAddress, remotePort: r.remotePort, path: r.path, elapsedMs: r.elapsedMs, peer: r.peer, transport: r.transport });
   return `connected to ${r.peer} through the stream relay at ${r.relay?.server ?? endpointKey({ address: r.remoteAddress, port: r.remotePort })} in ${r.elapsedMs} ms (it carries only ciphertext)`;
+}
+
+/** The progress line when the stream relay is opened. */
+export function relayLine(server: string, mode: 'auto' | 'never' | 'only'): string {
+  return mode === 'only' ? `connecting through the stream relay at ${server} (--relay only)`
+    : `no direct TCP path yet; trying the stream relay at ${server} too`;
 }
 
 /** The path fields of a JSON result: `path`, and for a relayed stream the `relay` object (like punch's). */
@@ -53,8 +59,12 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
       signal: io.signal,
       purpose: parsed.command,
       relay: values.relay,
+      onRelay: (at) => {
+        say(io, relayLine(at, values.relay));
+      },
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {

@@ -56,6 +56,12 @@ export interface TcpPunchConfig {
   readonly peer: string;
   readonly keys: NetworkKeys;
   readonly server: Endpoint;
+  /**
+   * Other servers of the same deployment, moved to when the current one stops answering or its connection closes
+   * before the introduction (src/core/server-list.ts). The stream transport follows: a REGISTER addressed to another
+   * server makes it connect there, from the same local port.
+   */
+  readonly fallbacks?: readonly Endpoint[];
   /** The stream transport to the server: REGISTER goes down it, answers and pushes come up it. */
   readonly serverTransport: TransportId;
   /** Our local address, and the local port of the connection to the server: every simultaneous open leaves from it. */
@@ -204,6 +210,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       peer: config.peer,
       keys: config.keys,
       server: config.server,
+      ...(config.fallbacks ? { fallbacks: config.fallbacks } : {}),
       transport: config.serverTransport,
       wire: 'tcp',
       sessionNonce: config.sessionNonce,
@@ -245,10 +252,15 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         this.onDatagram(input.transport, input.from, input.data, input.now, out);
         break;
       case 'transport-closed':
-        // Before the introduction the server is all we have; afterwards its connection only kept the registration.
+        // Before the introduction the server is all we have (with others to move to, the next timer moves on);
+        // afterwards its connection only kept the registration.
         if (input.transport === this.config.serverTransport && !this.plan) {
+          if (this.rendezvous.hasFallbacks) {
+            this.rendezvous.serverLost(input.now);
+            break;
+          }
           const seconds = Math.round((input.now - this.startedAt) / 100) / 10;
-          this.finish(out, { type: 'fail', error: BurrowError.serverUnreachable(endpointKey(this.config.server), 1, seconds) });
+          this.finish(out, { type: 'fail', error: BurrowError.serverUnreachable(endpointKey(this.rendezvous.server), 1, seconds) });
         }
         break;
       case 'attempt-connected': {
@@ -304,10 +316,11 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     }
     if (now >= this.deadline) {
       const gone = this.partnerGone;
-      this.finish(out, { type: 'fail', error: gone !== undefined ? BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), gone) : punchFailureError(this.failure()) });
+      this.finish(out, { type: 'fail', error: gone !== undefined ? BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), gone) : punchFailureError(this.failure()) });
       return;
     }
-    this.rendezvous.onTimer(now, out);
+    for (const note of this.rendezvous.onTimer(now, out)) this.onRendezvous(note, now, out);
+    if (this.phase === 'finished') return;
     if (this.relayAt !== undefined && this.relayState === 'idle' && now >= this.relayAt) this.openRelay(out);
     for (const [id, a] of this.attempts) {
       if (a.budgetEndsAt === undefined || now < a.budgetEndsAt) continue;
@@ -363,10 +376,11 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
         this.finish(out, { type: 'fail', error: note.error });
         return;
       case 'dropped':
-        out.push({ type: 'event', event: { type: 'dropped', from: this.config.server, transport: this.config.serverTransport, reason: note.reason } });
+        out.push({ type: 'event', event: { type: 'dropped', from: this.rendezvous.server, transport: this.config.serverTransport, reason: note.reason } });
         return;
       case 'failover':
-        return; // one TCP connection to one server: no fallbacks are given
+        out.push({ type: 'event', event: { type: 'failover', from: note.from, to: note.to } });
+        return;
       default: {
         const never: never = note;
         throw new Error(`unknown note ${String(never)}`);
@@ -411,7 +425,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
    */
   private planRelay(intro: Introduction, now: number, out: TcpPunchAction[]): void {
     if (this.relayMode === 'never') return;
-    const server = endpointKey(this.config.server);
+    const server = endpointKey(this.rendezvous.server);
     const offer = intro.relay;
     if (offer?.kind !== 'builtin') {
       const reason = offer === undefined ? `the server at ${server} offers no relay (it predates relays)`
@@ -421,7 +435,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       if (this.relayMode === 'only') this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
       return;
     }
-    this.relayServer = this.config.server;
+    this.relayServer = this.rendezvous.server;
     this.relayAt = this.relayMode === 'only' ? now : now + this.timing.relayAfterMs;
     if (this.relayMode === 'only') this.openRelay(out);
   }
@@ -435,7 +449,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private relayFailed(code: number | undefined, detail: string, handshake: boolean, out: TcpPunchAction[]): void {
     if (this.relayState !== 'connecting' && this.relayState !== 'spliced') return;
     this.relayState = 'failed';
-    const server = endpointKey(this.relayServer ?? this.config.server);
+    const server = endpointKey(this.relayServer ?? this.rendezvous.server);
     this.relayReport = {
       state: 'failed',
       server,
@@ -476,7 +490,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   }
 
   private finishRelay(now: number, out: TcpPunchAction[], localPort = this.heldRelayPort): void {
-    const server = this.relayServer ?? this.config.server;
+    const server = this.relayServer ?? this.rendezvous.server;
     const result: PunchResult = {
       localAddress: this.config.localAddress,
       localPort,
@@ -495,7 +509,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
   private settleIfGone(out: TcpPunchAction[]): void {
     if (this.partnerGone === undefined || this.phase !== 'connecting') return;
     const securing = this.directSecuring() || this.relayState === 'spliced' || this.relayState === 'held';
-    if (!securing) this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.config.server), this.partnerGone) });
+    if (!securing) this.finish(out, { type: 'fail', error: BurrowError.peerLeft(this.config.peer, endpointKey(this.rendezvous.server), this.partnerGone) });
   }
 
   private connect(target: Endpoint, fromPort: number, lan: boolean, now: number, out: TcpPunchAction[]): void {
@@ -558,7 +572,7 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
       kind: 'punch-failure',
       stage,
       transport: 'tcp',
-      server: endpointKey(this.config.server),
+      server: endpointKey(this.rendezvous.server),
       peer: this.config.peer,
       seconds: Math.round(this.config.timeoutMs / 100) / 10,
       registerAttempts: this.rendezvous.attempts,
@@ -572,11 +586,12 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
 
   /** What became of the stream relay, for a failure. */
   private relayFailure(): { relay?: RelayReport } {
-    const server = endpointKey(this.relayServer ?? this.config.server);
+    const server = endpointKey(this.relayServer ?? this.rendezvous.server);
     const only = this.relayMode === 'only' ? { only: true } : {};
     switch (this.relayState) {
       case 'connecting':
-        return { relay: { state: 'failed', server, code: 0, reason: `${this.config.peer} had not come to the stream relay at ${server} by the deadline (it may run with --relay never, or be registered with another server)`, ...only } };
+        // 408 as the server would answer at the end of its own wait: the partner did not come.
+        return { relay: { state: 'failed', server, code: 408, reason: `${this.config.peer} had not come to the stream relay at ${server} by the deadline (it may run with --relay never, or be registered with another server)`, ...only } };
       case 'spliced':
         return { relay: { state: 'failed', server, code: 0, reason: `the stream handshake through the relay at ${server} had not completed by the deadline`, ...only } };
       case 'idle':

@@ -8,10 +8,11 @@
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { endpointKey, type Endpoint } from '../codec/address.js';
+import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
 import { DEFAULT_PORT, type PeerMode } from '../codec/messages.js';
 import type { PunchEvent, PunchResult } from '../core/punch/index.js';
 import type { DriverInput } from '../core/machine.js';
+import { DEFAULT_FAILOVER_MS } from '../core/server-list.js';
 import { TcpPunchMachine, type StreamRelayMode, type TcpIoAction, type TcpPunchInput, type TcpPunchOutcome, type TcpWinner } from '../core/tcp-punch.js';
 import { deriveNetworkKeys, type NetworkKeys } from '../crypto/keys.js';
 import { BurrowError, isBurrowError } from '../errors.js';
@@ -19,8 +20,8 @@ import { hostCandidates } from './candidates.js';
 import { runMachine, type MachineRun } from './driver.js';
 import { secretBytes, validateNames } from './punch.js';
 import { connectReusingReads, SecureStream, StreamVersionError } from './secure-stream.js';
+import { connectFirst, ServerConnection } from './server-connection.js';
 import { connectStreamRelay, StreamRelayError } from './stream-relay-client.js';
-import { StreamTransport } from './transport.js';
 import { endpointOf, parseLocal, resolveServers } from './udp.js';
 
 export interface StreamConnectOptions {
@@ -45,6 +46,8 @@ export interface StreamConnectOptions {
    * attempt (the partner learns no address of ours from us).
    */
   readonly relay?: StreamRelayMode;
+  /** Called when the stream relay is opened (`server`: `HOST:PORT`), for progress lines. */
+  readonly onRelay?: (server: string) => void;
 }
 
 /** The relay a relayed stream goes through. */
@@ -79,10 +82,9 @@ const SERVER = 'server';
 export async function connectStream(options: StreamConnectOptions): Promise<StreamConnection> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
-  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
-  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
-  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
-  const family = server.address.includes(':') ? 6 : 4;
+  // Several servers (HOST:PORT,HOST:PORT): the first that takes the connection, then the next when it stops answering.
+  const servers = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  const family = servers[0]?.address.includes(':') === true ? 6 : 4;
   const local = parseLocal(options.local, family);
   const keys = deriveNetworkKeys(secretBytes(options.secret));
   const timeoutMs = options.timeoutMs ?? 30_000;
@@ -90,18 +92,25 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
 
   const listener = await listenLan(local.address);
   let control: net.Socket;
+  let server: Endpoint;
   try {
-    control = await openControl(server, local, deadline, options.signal);
+    ({ socket: control, server } = await connectFirst(servers, local, deadline, DEFAULT_FAILOVER_MS, options.signal, (from, to) => {
+      options.onEvent?.({ type: 'failover', from, to });
+    }));
   } catch (err) {
     listener.close();
     throw err;
   }
+  // The others in list order after the one reached, moved to when it stops answering (src/core/server-list.ts).
+  const at = servers.findIndex((s) => sameEndpoint(s, server));
+  const fallbacks = [...servers.slice(at + 1), ...servers.slice(0, at)];
   const lanPort = (listener.address() as net.AddressInfo).port;
   const machine = new TcpPunchMachine({
     name: options.name,
     peer: options.peer,
     keys,
     server,
+    ...(fallbacks.length > 0 ? { fallbacks } : {}),
     serverTransport: SERVER,
     localAddress: local.address,
     localPort: control.localPort ?? 0,
@@ -123,7 +132,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
   const relayAbort = new AbortController();
   const io = new ConnectIo(options, keys, local.address, sockets, streams, keyOf, relayAbort.signal, deadline);
   const run = runMachine<TcpPunchInput, TcpIoAction, TcpPunchOutcome, PunchEvent>(machine, {
-    transports: { [SERVER]: new StreamTransport(control, server) },
+    transports: { [SERVER]: new ServerConnection(control, server) },
     signal: options.signal,
     onEvent: options.onEvent,
     onAction: (a, r) => {
@@ -239,6 +248,7 @@ class ConnectIo {
   private relay(server: Endpoint, context: Uint8Array, run: Run): void {
     const { options } = this;
     const key = this.keyOf({ relay: true });
+    options.onRelay?.(endpointKey(server));
     connectStreamRelay({
       server,
       keys: this.keys,
@@ -291,38 +301,6 @@ class ConnectIo {
       },
     );
   }
-}
-
-/** The TCP connection to the rendezvous server, from the local port every later attempt reuses. */
-function openControl(server: Endpoint, local: Endpoint, deadline: number, signal: AbortSignal | undefined): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: server.address, port: server.port, localAddress: local.address, localPort: local.port, noDelay: true });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(BurrowError.serverUnreachable(endpointKey(server), 1, Math.round((deadline - Date.now()) / 1000)));
-    }, Math.max(1, Math.min(deadline - Date.now(), 10_000)));
-    const onAbort = (): void => {
-      socket.destroy();
-      clearTimeout(timer);
-      reject(BurrowError.aborted());
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      resolve(socket);
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      reject(
-        err.code === 'EADDRINUSE'
-          ? BurrowError.bindFailed({ transport: 'tcp', address: local.address, port: local.port, role: 'local' }, err)
-          : new BurrowError('SERVER_UNREACHABLE', `cannot reach the rendezvous server at ${endpointKey(server)} over TCP (${err.code ?? err.message}): ` +
-            'it may not be running, or a firewall blocks TCP to that port. Check the address, and that TCP is open as well as UDP.', { cause: err }),
-      );
-    });
-  });
 }
 
 /** The LAN listener (see src/core/tcp-punch.ts, step 3): any address of ours, a free port. */
