@@ -133,7 +133,7 @@ export async function labMatrixCommand(parsed: Parsed<'lab matrix'>, io: Io): Pr
     kinds,
     relays,
     runs: values.runs,
-    ...(values.timeout !== undefined ? { timeoutSeconds: values.timeout } : {}),
+    timeoutSeconds: values.timeout,
     upgradeWaitMs: Math.round(values['upgrade-wait'] * 1000),
     signal: io.signal,
     onRun: (run) => {

@@ -366,7 +366,7 @@ export const COMMANDS = {
       'For every ordered pair of --kinds (rows: the peer that starts first, columns: the one that starts second), each',
       'first starter once behind each router, --runs times, per --relay mode: two `burrow punch ... -- COMMAND` processes,',
       'COMMAND exchanging datagrams both ways through its own socket on $BURROW_LOCAL_PORT. One lab per pair of router',
-      'kinds, NAT state flushed and a fresh server between runs. Draws each cell\'s path (lan, direct, birthday, relay,',
+      'kinds, its NAT state flushed before every run. Draws each cell\'s path (lan, direct, birthday, relay,',
       'failed), median time to connect and birthday probes into --report. Exits 1 when a run fails, except with exit 5',
       'on both sides where no relay is reachable (none, no-relay, coturn-stopped). coturn modes need turnserver.',
     ],
@@ -380,7 +380,7 @@ export const COMMANDS = {
         help: 'one grid per mode: builtin (burrow serve\'s relay), coturn (serve --turn), none (punch --relay never), no-relay (serve --no-relay), coturn-stopped',
       },
       report: { value: 'FILE', required: true, help: 'write the SVG picture here' },
-      timeout: { value: 'SECONDS', type: 'seconds', help: 'each peer\'s --timeout (default 8 where a relay is reachable, else 5)' },
+      timeout: { value: 'SECONDS', type: 'seconds', default: '8', help: 'each peer\'s --timeout' },
       'upgrade-wait': {
         value: 'SECONDS',
         type: 'number',

@@ -8,13 +8,13 @@ import type { NatKind } from './nat-rules.js';
 import type { MatrixCell, MatrixPath, MatrixRelay, MatrixResult } from './matrix.js';
 
 const CELL_W = 150;
-const CELL_H = 62;
+const CELL_H = 70;
 const LABEL_W = 150;
 const HEAD_H = 40;
 const MARGIN = 16;
 const GRID_GAP = 28;
 const TITLE_H = 74;
-const LEGEND_H = 86;
+const LEGEND_H = 100;
 const FONT = 'system-ui, -apple-system, Segoe UI, Helvetica, Arial, sans-serif';
 
 export const PATH_COLOURS: Readonly<Record<MatrixPath, { readonly fill: string; readonly text: string }>> = {
@@ -46,19 +46,18 @@ export function formatMs(ms: number | null): string {
   return ms < 10_000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(1)} s`;
 }
 
-/** The three lines of a cell. Pure. */
-export function cellLines(cell: MatrixCell): [string, string, string] {
-  const share = cell.agreeing === cell.runs ? `${cell.runs}/${cell.runs}` : `${cell.agreeing}/${cell.runs}`;
-  const first = `${cell.path} ${share}`;
-  const upgraded = cell.upgraded > 0 ? ` · ${cell.upgraded} relayed first` : '';
-  const second = cell.connected > 0 ? `median ${formatMs(cell.medianConnectMs)}${upgraded}` : 'no connection';
+/** The lines of a cell: path and share of runs, median time, birthday counts, and (if any) the upgrades. Pure. */
+export function cellLines(cell: MatrixCell): [string, string, string, string] {
+  const first = `${cell.path} ${cell.agreeing}/${cell.runs}`;
+  const second = cell.connected > 0 ? `median ${formatMs(cell.medianConnectMs)}` : 'no connection';
   const birthday = [
     ...(cell.medianProbes !== null ? [`${Math.round(cell.medianProbes)} probes`] : []),
     ...(cell.medianSockets !== null ? [`${Math.round(cell.medianSockets)} sockets`] : []),
   ];
   let third = birthday.length > 0 ? birthday.join(', ') : 'no birthday probes';
   if (cell.relayedOnDirectAfterResult !== null && cell.relayedOnDirectAfterResult > 0) third = `relay carried ${cell.relayedOnDirectAfterResult} after connect`;
-  return [first, second, third];
+  const fourth = cell.upgraded > 0 ? `${cell.upgraded} relayed first, then moved` : '';
+  return [first, second, third, fourth];
 }
 
 function grid(result: MatrixResult, relay: MatrixRelay, kinds: readonly NatKind[], top: number): string[] {
@@ -81,14 +80,15 @@ function grid(result: MatrixResult, relay: MatrixRelay, kinds: readonly NatKind[
         continue;
       }
       const colour = PATH_COLOURS[cell.path];
-      const [l1, l2, l3] = cellLines(cell);
-      const title = `${first} first, ${second} second, ${relay}: ${l1}, ${l2}, ${l3}`;
+      const [l1, l2, l3, l4] = cellLines(cell);
+      const title = `${first} first, ${second} second, ${relay}: ${[l1, l2, l3, l4].filter((l) => l !== '').join(', ')}`;
       out.push(`<g><title>${escapeXml(title)}</title>`);
       out.push(`<rect x="${x}" y="${y}" width="${CELL_W}" height="${CELL_H}" fill="${colour.fill}" stroke="#ffffff" stroke-width="2"/>`);
       const mixed = cell.agreeing < cell.runs ? ' font-style="italic"' : '';
       out.push(text(x + CELL_W / 2, y + 20, l1, `font-size="13" font-weight="700" fill="${colour.text}" text-anchor="middle"${mixed}`));
       out.push(text(x + CELL_W / 2, y + 37, l2, `font-size="11" fill="${colour.text}" text-anchor="middle"`));
       out.push(text(x + CELL_W / 2, y + 52, l3, `font-size="10" fill="${colour.text}" text-anchor="middle"`));
+      if (l4 !== '') out.push(text(x + CELL_W / 2, y + 64, l4, `font-size="10" fill="${colour.text}" text-anchor="middle"`));
       out.push('</g>');
     }
   }
@@ -133,7 +133,8 @@ export function renderMatrixSvg(result: MatrixResult, note = ''): string {
   }
   const explain = 'Each cell: the path most runs took (runs that took it / runs), the median time from the second peer’s start until both printed';
   out.push(text(MARGIN, top + 52, explain, 'font-size="10" fill="#555"'));
-  out.push(text(MARGIN, top + 65, 'their result (burrow punch -- COMMAND; COMMAND then exchanged datagrams both ways), and the birthday probes used.', 'font-size="10" fill="#555"'));
+  out.push(text(MARGIN, top + 65, 'their result (burrow punch -- COMMAND; COMMAND then exchanged datagrams both ways), the birthday probes (easy side) and sockets (hard', 'font-size="10" fill="#555"'));
+  out.push(text(MARGIN, top + 78, 'side) used, and how many runs began on the relay and moved to the direct path while COMMAND ran.', 'font-size="10" fill="#555"'));
   out.push('</svg>');
   return `${out.join('\n')}\n`;
 }

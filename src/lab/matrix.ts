@@ -65,6 +65,7 @@ const HANDOFF_TIMEOUT_MS = 5_000;
 const PEER_GRACE_MS = 5_000;
 /** Between the two peers' starts. */
 const DEFAULT_DELAY_MS = 200;
+const DEFAULT_TIMEOUT_SECONDS = 8;
 const COUNTER_TABLE = 'burrow_matrix';
 
 export interface MatrixOptions {
@@ -78,7 +79,7 @@ export interface MatrixOptions {
   readonly relays?: readonly MatrixRelay[];
   /** Runs per cell and position. Default 1. */
   readonly runs?: number;
-  /** Each peer's --timeout in seconds. Default 8 where a relay is available, 5 where none is (the exit-5 diagnosis needs 3 s together). */
+  /** Each peer's --timeout in seconds. Default 8: room for birthday probing, and more than the 3 s two sides must check together before a failure is diagnosed (exit 5). */
   readonly timeoutSeconds?: number;
   /** Milliseconds between the two peers' starts. Default 200. */
   readonly delayMs?: number;
@@ -641,7 +642,7 @@ async function runLab(a: NatKind, b: NatKind, specs: readonly RunSpec[], files: 
     for (const group of groups.values()) {
       options.signal?.throwIfAborted();
       const relay = group[0]?.relay ?? 'builtin';
-      const timeoutSeconds = options.timeoutSeconds ?? (relayAvailable(relay) ? 8 : 5);
+      const timeoutSeconds = options.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS;
       let serve: LabProcess | undefined;
       let metrics: MetricsReader | undefined;
       let setupError: unknown = labError ?? (relay === 'coturn' || relay === 'coturn-stopped' ? turnError : undefined);

@@ -107,7 +107,7 @@ void describe('lab matrix: cells', () => {
     assert.equal(ps.medianSockets, 512);
     assert.equal(ps.relayedOnDirect, 9, 'the upgraded run relayed before its move, and counts for nothing here');
     assert.equal(ps.relayedOnDirectAfterResult, 0);
-    assert.deepEqual(cellLines(ps), ['birthday 3/4', 'median 1500 ms · 1 relayed first', '300 probes, 512 sockets']);
+    assert.deepEqual(cellLines(ps), ['birthday 3/4', 'median 1500 ms', '300 probes, 512 sockets', '1 relayed first, then moved']);
     assert.equal(median([]), null);
     assert.equal(median([3, 1, 2]), 2);
   });
