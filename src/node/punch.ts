@@ -260,6 +260,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
       case 'partner-left':
       case 'dropped':
       case 'failover':
+      case 'birthday':
         break;
       default: {
         const never: never = e;
