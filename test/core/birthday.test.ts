@@ -135,7 +135,7 @@ void describe('birthday probing through simulated NATs', () => {
         for (const [o, kind] of [[a, ka], [b, kb]] as const) {
           assert.equal(o.result!.path, 'direct');
           assert.equal(o.result!.birthday?.role, kind === 'symmetric' ? 'hard' : 'easy');
-          if (kind === 'symmetric') assert.equal(o.result!.birthday!.probes, DEFAULT_BIRTHDAY.sockets);
+          if (kind === 'symmetric') assert.equal(o.result!.birthday.probes, DEFAULT_BIRTHDAY.sockets);
         }
         const hard = ka === 'symmetric' ? a : b;
         const easy = ka === 'symmetric' ? b : a;
