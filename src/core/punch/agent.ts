@@ -830,6 +830,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     const pair = this.checklist.get(transport, from);
     if (!pair) return;
     if (this.checklist.answered(pair, now)) {
+      if (this.easy) this.noteBirthdayPair(pair, now, out);
       out.push({ type: 'event', event: { type: 'path-valid', remote: from, transport, path: pair.path } });
       if (this.phase === 'connected') pair.nextCheckAt = now + this.timing.consentIntervalMs;
     }
@@ -1164,8 +1165,12 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     }
     const e = this.easy;
     const r = pair.remote;
-    if (!e || (r.kind !== 'predicted' && r.kind !== 'prflx') || pair.transport.id !== this.rendezvousTransport) return;
-    if (r.endpoint.address !== e.prober.target || !e.prober.probed.has(r.endpoint.port)) return;
+    if (!e || pair.transport.id !== this.rendezvousTransport || r.endpoint.address !== e.prober.target) return;
+    // A guessed port that answered (or whose socket probed us first); or the partner's server-reflexive address, when
+    // one of its birthday sockets happens to have been given that very port toward us (the NAT may reuse a port for
+    // another destination): its main socket's mapping toward the server cannot reach us through its filter.
+    const guessed = (r.kind === 'predicted' || r.kind === 'prflx') && e.prober.probed.has(r.endpoint.port);
+    if (!guessed && !(r.kind === 'srflx' && !e.released && pair.state === 'succeeded')) return;
     this.birthdayPairs.set(pair.key, { role: 'easy', probes: e.prober.sent });
     if (e.hit) return;
     e.hit = true;
