@@ -166,6 +166,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
   const timeoutMs = ms(values.timeout);
   const verbose = values.verbose;
   const turn = await turnOption(values);
+  const birthday = birthdayOption(values['birthday-sockets'], values['birthday-ttl']);
   const watch = watchServer(io, values.server, timeoutMs, 'UDP');
   let path: PunchSession;
   try {
@@ -177,7 +178,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
       ...(values.local !== undefined ? { local: values.local } : {}),
       relay: values.relay,
       ...(turn ? { turn } : {}),
-      birthday: birthdayOption(values['birthday-sockets'], values['birthday-ttl']),
+      birthday,
       timeoutMs,
       signal: io.signal,
       purpose: 'punch',
