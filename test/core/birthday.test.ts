@@ -176,4 +176,27 @@ void describe('birthday probing through simulated NATs', () => {
     assert.equal(a.result.birthday, undefined);
     assert.ok(!b.events.some((e) => e.type === 'birthday'));
   });
+
+  void it('runs beside the relay: the first attempt finds nothing (probes lost), the second starts ≥ 20 s later and upgrades the relayed path to direct', () => {
+    const net = new SimNet(5, 6);
+    const t = topology('port-restricted', 'symmetric', net);
+    // Everything from the easy side's NAT to the hard side's NAT is lost for the first 12 s: attempt 1 cannot hit.
+    net.drop = (from, to) => net.now < 12_000 && from.address === t.a.address && to.address === t.routerB;
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: t.a, relayAt: 0, mode: 'auto', timeoutMs: 10_000 },
+      { name: 'bob', peer: 'alice', at: t.b, relayAt: 0, mode: 'auto', timeoutMs: 10_000 },
+    ]);
+    const [a, b] = sim.run(40_000);
+    assert.equal(a?.result?.path ?? a?.events.find((e) => e.type === 'connected')?.path, 'relay', a?.error?.message);
+    for (const [o, role] of [[a, 'easy'], [b, 'hard']] as const) {
+      assert.ok(o);
+      const attempts = o.timeline.filter((x) => x.event.type === 'birthday' && (x.event.phase === 'probing' || x.event.phase === 'opening'));
+      assert.ok(attempts.length >= 2, `${role}: ${attempts.length} attempts`);
+      assert.ok(attempts[1]!.at - attempts[0]!.at >= 20_000, `${role}: attempts at ${attempts.map((x) => x.at).join(', ')}`);
+      const upgrade = o.events.find((e) => e.type === 'path-changed' && e.reason === 'upgrade');
+      assert.ok(upgrade?.type === 'path-changed', `${role}: no upgrade`);
+      assert.equal(upgrade.result.path, 'direct');
+      assert.equal(upgrade.result.birthday?.role, role);
+    }
+  });
 });

@@ -1045,8 +1045,8 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.hard = { attempt, tag, startedAt: now, ids: new Set(), opened: 0, endsAt: Infinity, winner: undefined, released: false };
     this.hardNextAt = now + o.cooldownMs;
     // One byte: it only has to open a mapping in our NAT, and it dies (low TTL) before the partner's.
-    out.push({ type: 'birthday-open', attempt, sockets: o.sockets, ttl: o.ttl, to: this.intro.peerMapped, data: Uint8Array.of(0), prefix: `bd${attempt}.` });
     this.birthdayEvent(out, 'hard', attempt, 'opening', o.sockets);
+    out.push({ type: 'birthday-open', attempt, sockets: o.sockets, ttl: o.ttl, to: this.intro.peerMapped, data: Uint8Array.of(0), prefix: `bd${attempt}.` });
   }
 
   /** The driver opened the hard side's sockets: they wait, silent, for a probe; the partner is told to probe. */
