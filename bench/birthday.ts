@@ -1,7 +1,7 @@
 /**
  * `npm run bench:birthday`: birthday-paradox probing in the NAT lab (needs root, nftables, conntrack, tcpdump).
  *
- *   node dist/bench/birthday.js [--runs N] [--relay never|auto] [--easy port-restricted|firewall|...]
+ *   node dist/bench/birthday.js [--runs N] [--relay never|auto] [--easy port-restricted|firewall|...] [--first both|easy|hard]
  *
  * Runs N pairs (default 20) with the port-restricted side first and N with the symmetric side first, each pair a
  * fresh `burrow punch` on both sides with `--relay never` (each side hands its path to a program that must exchange
@@ -16,7 +16,7 @@ import { runBirthdayRuns, type BirthdayRun } from '../src/lab/birthday.js';
 import { isNatKind } from '../src/lab/nat-rules.js';
 import { labAvailable } from '../src/lab/topology.js';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '20' }, relay: { type: 'string', default: 'never' }, easy: { type: 'string', default: 'port-restricted' } } });
+const { values } = parseArgs({ options: { runs: { type: 'string', default: '20' }, relay: { type: 'string', default: 'never' }, easy: { type: 'string', default: 'port-restricted' }, first: { type: 'string', default: 'both' } } });
 const runs = Number(values.runs);
 const relay = values.relay === 'auto' ? 'auto' : 'never';
 const easy = values.easy;
@@ -53,7 +53,8 @@ function summary(label: string, rs: readonly BirthdayRun[]): void {
 }
 
 const all: BirthdayRun[] = [];
-for (const first of ['a', 'b'] as const) {
+const orders = values.first === 'easy' ? (['a'] as const) : values.first === 'hard' ? (['b'] as const) : (['a', 'b'] as const);
+for (const first of orders) {
   const label = `${easy} ↔ symmetric, ${first === 'a' ? easy : 'symmetric'} side first, --relay ${relay}`;
   const rs = await runBirthdayRuns({
     a: easy,
