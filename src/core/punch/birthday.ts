@@ -12,7 +12,8 @@
  *   the easy NAT (a packet that arrives there first would leave a conntrack entry behind that makes the easy NAT map
  *   the later probe to another port); then it tells the easy side, through the server, that the sockets are open;
  * - the easy side sends authenticated probes to the hard side's IP on distinct random ports from 1024-65535, at most
- *   `probes` (default 1,000) per attempt and at most `perWindow` (default 200) in any one-second window; the hard NAT
+ *   `probes` (default 1,000) per attempt, at `ratePerSecond` (default 180) and at most `perWindow` (default 180) in
+ *   any one-second window (the router may see a few more: the ordinary checks, and datagrams the event loop delayed); the hard NAT
  *   lets a probe in only when its port is one of the M mappings aimed at the easy side. With M = 512 and k probes the
  *   chance of a hit is 1 − C(N−M, k)/C(N, k) for N = 64,512 ports: 50% at 87 probes, 99% at 576, 99.96% at 1,000.
  * - the first authenticated probe that arrives wins: that socket answers it and checks back, the other sockets close
@@ -44,8 +45,8 @@ export const DEFAULT_BIRTHDAY: BirthdayOptions = {
   sockets: 512,
   ttl: 2,
   probes: 1000,
-  ratePerSecond: 200,
-  perWindow: 200,
+  ratePerSecond: 180,
+  perWindow: 180,
   windowMs: 1000,
   cooldownMs: 20_000,
 };
