@@ -240,15 +240,21 @@ export class BurrowError extends Error {
     );
   }
 
-  static wgSymmetric(peers: string, whose: 'peer' | 'self', seconds: number, details: ErrorDetails = {}): BurrowError {
+  /**
+   * `relayable`: the relay would carry it, but one-shot `burrow wg` cannot stay on as the proxy the relay needs
+   * (`--continuous` can); false with `--relay never`.
+   */
+  static wgSymmetric(peers: string, whose: 'peer' | 'self', seconds: number, relayable = false, details: ErrorDetails = {}): BurrowError {
     const who = whose === 'peer' ? `peer ${peers} sits` : `this host sits (talking to ${peers})`;
     return new BurrowError(
       'NO_PATH',
       `no WireGuard handshake within ${seconds} s: ${who} behind a NAT that allocates a new public port for every ` +
         'destination (symmetric, endpoint-dependent mapping), so the port the server sees is not the one the other side ' +
-        'must use and WireGuard cannot reach it directly. It works when the other side has a public address or a ' +
-        'full-cone NAT, or with a forwarded UDP port on that NAT',
-      { details: { peers, whose, seconds, wg: 'symmetric', ...details } },
+        'must use and WireGuard cannot reach it directly. ' +
+        (relayable
+          ? "The server's relay can carry this peer, but the relay needs --continuous: burrow must stay on as the local proxy WireGuard sends through"
+          : 'It works when the other side has a public address or a full-cone NAT, or with a forwarded UDP port on that NAT'),
+      { details: { peers, whose, seconds, wg: 'symmetric', ...(relayable ? { relay: 'needs-continuous' } : {}), ...details } },
     );
   }
 

@@ -1,4 +1,5 @@
 /** Pieces every command shares: the streams, stderr reporting (silenced by --quiet), secrets, and the server watch. */
+import { endpointKey, type Endpoint } from '../codec/address.js';
 import { BurrowError } from '../errors.js';
 import { checkSecret, readSecretFile, secretWarning } from '../node/secret.js';
 import { usageError } from './parse.js';
@@ -88,6 +89,11 @@ export function watchServer(io: Io, server: string, timeoutMs: number, transport
     timer = undefined;
   };
   return { answered: stop, stop };
+}
+
+/** The line every command prints when it moves to the next of `--server S1,S2` (the failover event). */
+export function failoverLine(from: Endpoint, to: Endpoint): string {
+  return `the server at ${endpointKey(from)} stopped answering; registering with ${endpointKey(to)}`;
 }
 
 /** Throws BurrowError.aborted() when the CLI's signal fired (before starting something slow). */

@@ -119,7 +119,17 @@ function hintFor(code: string, d: ErrorDetails, ctx: ErrorContext): string {
       return `run \`burrow ${str(d.expected, 'COMMAND')} --as ${me} --to ${peer}\` here, or have ${peer} run \`burrow ${str(d.peerExpected, cmd)}\``;
     }
     case 'NO_PATH':
+      if (d.wg === 'symmetric' && d.relay === 'needs-continuous') {
+        return `run \`burrow wg --interface ${str(v.interface, 'IFACE')} --continuous\` on both peers (as a service): it relays what has no direct path; or forward a UDP port to WireGuard on that NAT`;
+      }
       if (d.wg === 'symmetric') return 'forward a UDP port to WireGuard on that NAT, or give one side a public address or a full-cone NAT';
+      if (typeof d.relay === 'object' && d.relay !== null && (cmd === 'pipe' || cmd === 'send' || cmd === 'receive')) {
+        const r = d.relay as { state?: string; server?: string; code?: number };
+        if (r.state === 'disabled') return 'run both sides without --relay never to relay the stream through the server, or try `burrow punch` (UDP), which passes more NATs';
+        if (r.state === 'none-offered') return 'streams are relayed by the server\'s built-in relay only: run `burrow serve` without --no-relay and without --turn';
+        if (r.code === 408) return 'run the other side with --relay auto (the default) or only, registered with the same server, within this side\'s --timeout';
+        return `check that ${r.server ?? 'the server'} is reachable over TCP, its relay limits (--relay-sessions…), and that both sides use the server's secret; or run with --relay never to see the direct path's diagnosis alone`;
+      }
       if (typeof d.relay === 'object' && d.relay !== null) {
         const r = d.relay as { state?: string; server?: string };
         if (r.state === 'disabled') return 'run both sides without --relay never to relay through the server, or forward a UDP port on one NAT (and --local that port)';

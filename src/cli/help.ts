@@ -18,7 +18,7 @@ export const ENVIRONMENT: readonly (readonly [string, string])[] = [
 ];
 
 /** The commands in the order help lists them. */
-export const ORDER: readonly CommandName[] = ['punch', 'pipe', 'send', 'receive', 'wg', 'serve', 'stun', 'netcheck', 'keygen', 'demo', 'lab punch', 'version', 'help'];
+export const ORDER: readonly CommandName[] = ['punch', 'pipe', 'send', 'receive', 'wg', 'serve', 'stun', 'netcheck', 'keygen', 'demo', 'lab punch', 'lab matrix', 'version', 'help'];
 
 function wrap(text: string, width: number, indent: string): string {
   const words = text.split(' ');

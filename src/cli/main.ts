@@ -48,15 +48,15 @@ function closest(word: string, names: readonly string[]): string | undefined {
   return best !== undefined && best[1] <= 2 ? best[0] : undefined;
 }
 
-/** Resolves `lab punch` and checks the command name. */
+/** Resolves `lab punch` and `lab matrix` and checks the command name. */
 function commandOf(first: string, rest: readonly string[]): { name: CommandName; args: readonly string[] } | { help: 'lab' } {
   if (first === 'lab') {
     const [sub, ...more] = rest;
     if (sub === undefined || HELP.has(sub)) return { help: 'lab' };
-    if (sub !== 'punch') throw usageError(`unknown lab command "${sub}"`, 'the lab has one command: `burrow lab punch --help`');
-    return { name: 'lab punch', args: more };
+    if (sub !== 'punch' && sub !== 'matrix') throw usageError(`unknown lab command "${sub}"`, 'the lab has two commands: `burrow lab punch --help`, `burrow lab matrix --help`');
+    return { name: sub === 'punch' ? 'lab punch' : 'lab matrix', args: more };
   }
-  if (!isCommandName(first) || first === 'lab punch') {
+  if (!isCommandName(first) || first.startsWith('lab ')) {
     const guess = closest(first, Object.keys(COMMANDS).map((n) => n.split(' ')[0] ?? n));
     throw usageError(`unknown command "${first}"`, guess !== undefined ? `did you mean \`burrow ${guess}\`? \`burrow help\` lists the commands` : '`burrow help` lists the commands');
   }
@@ -88,7 +88,10 @@ export async function main(argv: readonly string[], io: MainIo): Promise<number>
     }
     const which = commandOf(first, rest);
     if ('help' in which) {
-      io.stdout.write(`burrow lab: the NAT lab (root; checkout only)\n\nCommands:\n  lab punch  ${COMMANDS['lab punch'].summary}\n\nRun \`burrow lab punch --help\` for its flags.\n`);
+      io.stdout.write(
+        `burrow lab: the NAT lab (root; checkout only)\n\nCommands:\n  lab punch   ${COMMANDS['lab punch'].summary}\n  lab matrix  ${COMMANDS['lab matrix'].summary}\n\n` +
+          'Run `burrow lab punch --help` or `burrow lab matrix --help` for their flags.\n',
+      );
       return rest.length === 0 ? EXIT.USAGE : EXIT.OK;
     }
     const { name, args } = which;
@@ -163,6 +166,8 @@ async function run(parsed: Parsed<CommandName>, io: MainIo): Promise<number> {
       return (await import('./demo.js')).demoCommand(parsed as Parsed<'demo'>, io);
     case 'lab punch':
       return (await (await import('./lab-loader.js')).loadLab()).labPunchCommand(parsed as Parsed<'lab punch'>, io);
+    case 'lab matrix':
+      return (await (await import('./lab-loader.js')).loadLab()).labMatrixCommand(parsed as Parsed<'lab matrix'>, io);
   }
 }
 

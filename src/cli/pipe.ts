@@ -6,8 +6,8 @@
 import type { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
-import { humanLine } from './punch.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { pathJson, streamLine } from './send.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import type { Parsed } from './schema.js';
 
 export interface PipeIo extends Io {
@@ -29,10 +29,12 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
       timeoutMs,
       signal: io.signal,
       purpose: 'pipe',
+      relay: values.relay,
       ...(values.local !== undefined ? { local: values.local } : {}),
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
         if (e.type === 'introduced') say(io, `found ${e.peer}; connecting over TCP`);
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {
@@ -40,7 +42,7 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
   }
   const { stream, result } = connection;
   const started = Date.now();
-  say(io, `${humanLine(result)} (TCP, encrypted with ${stream.cipher})`);
+  say(io, `${streamLine(result)} (TCP, encrypted with ${stream.cipher})`);
 
   const sendDone = new Promise<void>((resolve, reject) => {
     stream.once('finish', resolve);
@@ -100,7 +102,7 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
   if (!stream.closed) await new Promise<void>((resolve) => stream.once('close', resolve));
   if (values.format === 'json') {
     // stdout carries the peer's bytes: the summary goes to stderr, as one JSON object.
-    io.stderr.write(`${JSON.stringify({ peer: result.peer, bytesSent: stream.bytesSent, bytesReceived: stream.bytesReceived, confirmed: true, path: result.path, connectMs: result.elapsedMs, elapsedMs: Date.now() - started })}\n`);
+    io.stderr.write(`${JSON.stringify({ peer: result.peer, bytesSent: stream.bytesSent, bytesReceived: stream.bytesReceived, confirmed: true, ...pathJson(result), connectMs: result.elapsedMs, elapsedMs: Date.now() - started })}\n`);
   } else say(io, `done: sent ${stream.bytesSent} bytes, received ${stream.bytesReceived} bytes, all confirmed`);
   return 0;
 }

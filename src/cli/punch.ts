@@ -3,7 +3,7 @@ import { endpointKey } from '../codec/address.js';
 import type { NatMapping, PortAllocation } from '../codec/messages.js';
 import { punchPath, type PathChange, type PathResult, type PunchEvent, type PunchSession, type TurnServerOption } from '../node/punch.js';
 import { readSecretFile } from '../node/secret.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { CliError } from './errors.js';
 import { usageError } from './parse.js';
 import type { Parsed } from './schema.js';
@@ -124,7 +124,7 @@ function describe(e: PunchEvent): string | undefined {
     case 'partner-left':
       return 'the peer ended the session';
     case 'failover':
-      return `the server at ${endpointKey(e.from)} stopped answering; registering with ${endpointKey(e.to)}`;
+      return failoverLine(e.from, e.to);
     case 'birthday':
       return birthdayLine(e);
     case 'dropped':

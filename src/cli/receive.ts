@@ -15,7 +15,7 @@ import { say, type Io } from './common.js';
 import { parseCommand, usageError } from './parse.js';
 import { formatBytes } from './progress.js';
 import type { Parsed } from './schema.js';
-import { connectPeer, describeSummary, progressFor, summaryJson, type Connect } from './send.js';
+import { connectPeer, describeSummary, pathJson, progressFor, summaryJson, type Connect } from './send.js';
 
 /** The prompt reads its answer here; without a terminal, --yes is required. */
 export interface ReceiveIo extends Io {
@@ -68,7 +68,7 @@ export async function receiveCommand(parsed: Parsed<'receive'>, io: ReceiveIo, c
     throw usageError('burrow receive asks before accepting files, but stdin is not a terminal', 'pass --yes to accept what the sender offers without asking');
   }
   const outDir = await checkOutDir(values.out);
-  const { stream } = await connectPeer(parsed, io, connect);
+  const { stream, result } = await connectPeer(parsed, io, connect);
   const progress = progressFor(io, 'received');
   const confirm = async (incoming: Incoming): Promise<boolean> => {
     for (const line of describeOffer(peer, outDir, incoming)) say(io, line);
@@ -90,7 +90,7 @@ export async function receiveCommand(parsed: Parsed<'receive'>, io: ReceiveIo, c
     progress?.stop();
   }
   const { what, how } = describeSummary(summary);
-  if (values.format === 'json') io.stdout.write(summaryJson(summary, peer, { outDir }));
+  if (values.format === 'json') io.stdout.write(summaryJson(summary, peer, { outDir, ...pathJson(result) }));
   say(io, `received ${what} from ${peer} into ${outDir} ${how}, each verified (SHA-256)`);
   return 0;
 }

@@ -76,7 +76,7 @@ const SERVER = {
   type: 'server',
   env: 'BURROW_SERVER',
   required: true,
-  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (punch moves to the next when one stops answering)',
+  help: 'the rendezvous server (port 3478 if left out; IPv6 as [ADDR]:PORT); several sharing one store: S1,S2 (moves to the next when one stops answering)',
 } as const satisfies FlagSpec;
 
 const SECRET_FILE = {
@@ -138,6 +138,14 @@ const BIRTHDAY = {
   'birthday-ttl': { value: 'N', type: 'number', default: '2', help: 'IP TTL of the birthday sockets\' opening packets (1-64): enough to leave our NAT, too little to reach the peer\'s' },
 } as const satisfies Record<string, FlagSpec>;
 
+/** `--relay` of the stream commands (pipe, send, receive): the server's stream relay when TCP finds no path. */
+const STREAM_RELAY = {
+  value: 'MODE',
+  choices: ['auto', 'never', 'only'],
+  default: 'auto',
+  help: 'auto: relay the stream through the server when TCP finds no direct path within 3 s (a direct one found first still wins); never: direct paths only; only: the relay only',
+} as const satisfies FlagSpec;
+
 /** Exit codes of the commands that meet a peer (the numbers are documented in src/cli/exit-codes.ts). */
 const MEET_EXITS = [3, 4, 5, 13, 14, 15] as const;
 
@@ -183,6 +191,7 @@ export const COMMANDS = {
     flags: {
       ...CONNECT,
       local: LOCAL,
+      relay: STREAM_RELAY,
       'send-only': { conflicts: ['recv-only'], help: 'only send stdin; ignore what the peer sends' },
       'recv-only': { help: 'only receive; send nothing' },
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the closing summary on stderr: a line, or one JSON object' },
@@ -200,6 +209,7 @@ export const COMMANDS = {
     flags: {
       ...CONNECT,
       name: { value: 'NAME', help: 'the name stdin (-) arrives under (default stdin)' },
+      relay: STREAM_RELAY,
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
     },
     exits: [...MEET_EXITS, 6, 7],
@@ -212,6 +222,7 @@ export const COMMANDS = {
       out: { value: 'DIR', default: '.', help: 'the directory to receive into (nothing is ever written outside it)' },
       force: { help: 'replace files that already exist' },
       yes: { short: 'y', help: 'accept the offer without asking (required when stdin is not a terminal)' },
+      relay: STREAM_RELAY,
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: nothing (text), or one JSON object' },
     },
     exits: [...MEET_EXITS, 6, 7],
@@ -221,7 +232,9 @@ export const COMMANDS = {
     summary: 'find and set the endpoints of a WireGuard interface\'s peers',
     description: [
       'Without --continuous it exits 0 once every peer has completed a handshake; with it, it keeps watching until stopped',
-      '(SIGINT or SIGTERM then end it with exit 0).',
+      '(SIGINT or SIGTERM then end it with exit 0). With --continuous a peer that has no direct path goes through the relay:',
+      'its endpoint becomes a proxy inside this process (127.0.0.1:P), which forwards to the partner\'s burrow wg through the',
+      'relay the server offers; it moves back to a direct endpoint when one appears. Without --continuous such a peer exits 5.',
     ],
     flags: {
       interface: { short: 'i', value: 'IFACE', required: true, help: 'the WireGuard interface' },
@@ -230,6 +243,12 @@ export const COMMANDS = {
       secret: SECRET,
       continuous: { help: 'keep the endpoints current until stopped' },
       interval: { value: 'SECONDS', type: 'seconds', default: '10', help: 'with --continuous: how often to ask the server (at least 1)' },
+      relay: {
+        value: 'MODE',
+        choices: ['auto', 'never', 'only'],
+        default: 'auto',
+        help: 'with --continuous: auto relays a peer with no direct path (its endpoint becomes a local proxy, 127.0.0.1:P) and moves it to a direct endpoint when one appears; never: direct only; only: relay every peer',
+      },
       timeout: TIMEOUT(30, 'give up after this long (without --continuous)'),
       format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result: one line per peer, or one JSON object' },
     },
@@ -350,6 +369,37 @@ export const COMMANDS = {
       first: { value: 'SIDE', choices: ['a', 'b'], default: 'a', help: 'which peer starts first' },
       delay: { value: 'MS', type: 'number', default: '0', help: 'milliseconds between the two starts' },
       loss: { value: 'PERCENT', type: 'number', default: '0', help: 'random packet loss on both routers' },
+    },
+  },
+  'lab matrix': {
+    name: 'lab matrix',
+    summary: 'run every pair of NAT kinds in the lab and draw the matrix as SVG (root; checkout only)',
+    description: [
+      'For every ordered pair of --kinds (rows: the peer that starts first, columns: the one that starts second), each',
+      'first starter once behind each router, --runs times, per --relay mode: two `burrow punch ... -- COMMAND` processes,',
+      'COMMAND exchanging datagrams both ways through its own socket on $BURROW_LOCAL_PORT. One lab per pair of router',
+      'kinds, NAT state flushed and a fresh server between runs. Draws each cell\'s path (lan, direct, birthday, relay,',
+      'failed), median time to connect and birthday probes into --report. Exits 1 when a run fails, except with exit 5',
+      'on both sides where no relay is reachable (none, no-relay, coturn-stopped). coturn modes need turnserver.',
+    ],
+    checkoutOnly: true,
+    flags: {
+      kinds: { value: 'K,...', default: 'full-cone,address-restricted,port-restricted,symmetric,firewall', help: 'the NAT kinds to pair' },
+      runs: { value: 'N', type: 'count', default: '1', help: 'runs per cell and router position' },
+      relay: {
+        value: 'MODE,...',
+        default: 'builtin',
+        help: 'one grid per mode: builtin (burrow serve\'s relay), coturn (serve --turn), none (punch --relay never), no-relay (serve --no-relay), coturn-stopped',
+      },
+      report: { value: 'FILE', required: true, help: 'write the SVG picture here' },
+      timeout: { value: 'SECONDS', type: 'seconds', help: 'each peer\'s --timeout (default 8 where a relay is reachable, else 5)' },
+      'upgrade-wait': {
+        value: 'SECONDS',
+        type: 'number',
+        default: '6',
+        help: 'on a relayed path, COMMAND holds its socket this long after the exchange, so that a move to a direct path (birthday probing) shows; 0: no wait',
+      },
+      format: { value: 'FORMAT', choices: ['text', 'json'], default: 'text', help: 'the result on stdout: a table per mode, or one JSON object with every run' },
     },
   },
   version: {

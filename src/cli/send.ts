@@ -3,10 +3,11 @@
  * stream. Exits 0 only once the receiver has verified (SHA-256) every file and has it in place. The
  * logic is in src/transfer; this is the command-line glue.
  */
-import { connectStream, type StreamConnection, type StreamConnectOptions } from '../node/tcp-punch.js';
+import { endpointKey } from '../codec/address.js';
+import { connectStream, type StreamConnection, type StreamConnectOptions, type StreamResult } from '../node/tcp-punch.js';
 import type { TransferSummary } from '../transfer/driver.js';
 import { prepareSend, sendEntries } from '../transfer/send.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { parseCommand, usageError } from './parse.js';
 import { formatBytes, formatDuration, formatRate, ProgressReporter } from './progress.js';
 import { humanLine } from './punch.js';
@@ -22,6 +23,17 @@ export interface SendIo extends Io {
 
 /** The values `send` and `receive` share with `punch`. */
 type ConnectParsed = Parsed<'send'> | Parsed<'receive'>;
+
+/** How a stream reached the peer, for people: directly (punch's line), or through the server's stream relay. */
+export function streamLine(r: StreamResult): string {
+  if (r.path !== 'relay') return humanLine({ localAddress: r.localAddress, localPort: r.localPort, remoteAddress: r.remoteAddress, remotePort: r.remotePort, path: r.path, elapsedMs: r.elapsedMs, peer: r.peer, transport: r.transport });
+  return `connected to ${r.peer} through the stream relay at ${r.relay?.server ?? endpointKey({ address: r.remoteAddress, port: r.remotePort })} in ${r.elapsedMs} ms (it carries only ciphertext)`;
+}
+
+/** The path fields of a JSON result: `path`, and for a relayed stream the `relay` object (like punch's). */
+export function pathJson(r: StreamResult): Record<string, unknown> {
+  return { path: r.path, ...(r.path === 'relay' ? { relay: r.relay ?? null } : {}) };
+}
 
 /** Resolves the secret, connects to the peer and says how. */
 export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connect): Promise<StreamConnection> {
@@ -40,14 +52,16 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
       timeoutMs,
       signal: io.signal,
       purpose: parsed.command,
+      relay: values.relay,
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
+        if (e.type === 'failover') say(io, failoverLine(e.from, e.to));
       },
     });
   } finally {
     watch.stop();
   }
-  say(io, humanLine(connection.result));
+  say(io, streamLine(connection.result));
   return connection;
 }
 
@@ -64,7 +78,7 @@ export function describeSummary(s: TransferSummary): { what: string; how: string
 }
 
 /** `--format json`: the summary as one object on stdout. */
-export function summaryJson(s: TransferSummary, peer: string, extra: Record<string, string> = {}): string {
+export function summaryJson(s: TransferSummary, peer: string, extra: Record<string, unknown> = {}): string {
   return `${JSON.stringify({ peer, ...extra, files: s.files, directories: s.directories, bytes: s.bytes, sentBytes: s.sentBytes, resumedBytes: s.resumedBytes, elapsedMs: s.elapsedMs })}\n`;
 }
 
@@ -81,7 +95,7 @@ export async function sendCommand(parsed: Parsed<'send'>, io: SendIo, connect: C
   }
   const prepared = await prepareSend([...parsed.positionals], { ...(io.stdin !== undefined ? { stdin: io.stdin } : {}), ...(name !== undefined ? { stdinName: name } : {}) });
   for (const s of prepared.skipped) say(io, `skipping ${s.source}: ${s.why}`);
-  const { stream } = await connectPeer(parsed, io, connect);
+  const { stream, result } = await connectPeer(parsed, io, connect);
   const progress = progressFor(io, 'sent');
   let summary: TransferSummary;
   try {
@@ -90,7 +104,7 @@ export async function sendCommand(parsed: Parsed<'send'>, io: SendIo, connect: C
     progress?.stop();
   }
   const { what, how } = describeSummary(summary);
-  if (parsed.values.format === 'json') io.stdout.write(summaryJson(summary, peer));
+  if (parsed.values.format === 'json') io.stdout.write(summaryJson(summary, peer, pathJson(result)));
   say(io, `sent ${what} to ${peer} ${how}; ${peer} verified each (SHA-256) and has it in place`);
   return 0;
 }

@@ -1,13 +1,22 @@
 /** `burrow wg`: a thin shell over `discoverWireGuard()` (src/node/wg.ts); progress on stderr, the result on stdout. */
 import { endpointKey } from '../codec/address.js';
+import type { WgPathReason } from '../core/wg-relay.js';
 import { discoverWireGuard, type WgDiscoveryResult, type WgEvent } from '../node/wg.js';
-import { ms, resolveSecrets, say, watchServer, type Io } from './common.js';
+import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import { usageError } from './parse.js';
 import type { Parsed } from './schema.js';
 
 function short(key: string): string {
   return `${key.slice(0, 8)}…`;
 }
+
+const PATH_REASONS: Record<WgPathReason, string> = {
+  'no-direct-path': 'no direct path: through the relay',
+  roamed: "moved to direct: the peer's packets arrived straight from its address",
+  upgrade: 'moved to direct: a handshake on the direct endpoint',
+  'trial-failed': 'the direct endpoint brought no handshake: back to the relay',
+  'relay-restored': 'a new relay session',
+};
 
 function describe(e: WgEvent): string | undefined {
   switch (e.type) {
@@ -29,6 +38,14 @@ function describe(e: WgEvent): string | undefined {
       return `interface missing, retrying: ${e.detail}`;
     case 'retry':
       return e.detail;
+    case 'failover':
+      return `${failoverLine(e.from, e.to)} (WireGuard's server peer moved there)`;
+    case 'relay-session':
+      if (e.state === 'starting') return `peer ${short(e.key)}: no direct path, starting a relay session with its burrow wg`;
+      if (e.state === 'ready') return `peer ${short(e.key)}: relay session ready: ${e.relay ? `${e.relay.kind === 'builtin' ? 'built-in relay' : 'TURN'} ${e.relay.server}, relayed address ${e.relay.relayed}` : 'relayed'}, proxy ${endpointKey(e.proxy)}`;
+      return `peer ${short(e.key)}: relay session ended (retrying): ${e.detail}`;
+    case 'path':
+      return `peer ${short(e.key)}: path ${e.path}, endpoint ${endpointKey(e.endpoint)} (${PATH_REASONS[e.reason]})`;
   }
 }
 
@@ -40,10 +57,10 @@ function formatResult(r: WgDiscoveryResult, format: 'text' | 'json'): string {
       selfEndpoint: r.selfEndpoint ? endpointKey(r.selfEndpoint) : null,
       mapping: r.mapping,
       elapsedMs: r.elapsedMs,
-      peers: r.peers.map((p) => ({ key: p.key, status: p.status, endpoint: p.endpoint ? endpointKey(p.endpoint) : null })),
+      peers: r.peers.map((p) => ({ key: p.key, status: p.status, endpoint: p.endpoint ? endpointKey(p.endpoint) : null, path: p.path, ...(p.relay ? { relay: p.relay } : {}) })),
     })}\n`;
   }
-  return r.peers.map((p) => `${p.key}\t${p.status}\t${p.endpoint ? endpointKey(p.endpoint) : '(none)'}\n`).join('');
+  return r.peers.map((p) => `${p.key}\t${p.status}\t${p.endpoint ? endpointKey(p.endpoint) : '(none)'}${p.path === 'relay' ? `\trelay${p.relay ? ` ${p.relay.server}` : ''}` : ''}\n`).join('');
 }
 
 export async function wgCommand(parsed: Parsed<'wg'>, io: Io): Promise<number> {
@@ -61,6 +78,7 @@ export async function wgCommand(parsed: Parsed<'wg'>, io: Io): Promise<number> {
       server: values.server,
       secret: secret ?? '',
       continuous: values.continuous,
+      relay: values.relay,
       intervalMs,
       timeoutMs,
       signal: io.signal,

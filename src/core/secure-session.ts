@@ -200,6 +200,16 @@ export class SecureSession {
     return pieces.map((data) => ({ type: 'send', data }));
   }
 
+  /**
+   * An empty DATA record: it moves no application byte and every version-2 receiver takes it as such, but it keeps a
+   * path that ends idle connections (the stream relay's idle timeout) from seeing the stream idle. Nothing after our
+   * EOF (the peer would take it as data after the end).
+   */
+  keepalive(): SessionOutput[] {
+    if (this.state !== 'open' || !this.sealer || this.weEnded) return [];
+    return [{ type: 'send', data: this.sealer.sealOne(RecordType.DATA, new Uint8Array(0)) }];
+  }
+
   /** No more data from us. */
   end(): SessionOutput[] {
     if (this.state !== 'open' || !this.sealer || this.weEnded) return [];

@@ -95,6 +95,8 @@ export class WgDiscovery {
       readonly serverKey: string;
       /** The rendezvous server's IP address. */
       readonly serverAddress: string;
+      /** With several servers (`--server S1,S2`): every server's IP address (peers on any of these hosts are left alone). */
+      readonly serverAddresses?: readonly string[];
     },
   ) {}
 
@@ -104,7 +106,8 @@ export class WgDiscovery {
     const serverHost: WgDumpPeer[] = [];
     for (const p of dump.peers) {
       if (p.publicKey === this.config.serverKey) continue;
-      if (p.endpoint?.address === this.config.serverAddress) serverHost.push(p);
+      const address = p.endpoint?.address;
+      if (address !== undefined && (address === this.config.serverAddress || this.config.serverAddresses?.includes(address) === true)) serverHost.push(p);
       else peers.push(p);
     }
     return { peers, serverHost };
@@ -119,8 +122,11 @@ export class WgDiscovery {
     return this.memory.get(key)?.info;
   }
 
-  /** Takes a WG-SYNC answer into account and returns the endpoints to set now. */
-  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number, ours: readonly Endpoint[] = []): WgSetEndpoint[] {
+  /**
+   * Takes a WG-SYNC answer into account and returns the endpoints to set now. Peers in `held` (relayed: their
+   * endpoint is burrow's proxy, src/core/wg-relay.ts) are recorded but left alone; once released they are set again.
+   */
+  update(dump: WgDump, self: WgPeerInfo, infos: ReadonlyMap<string, WgPeerInfo>, now: number, ours: readonly Endpoint[] = [], held: ReadonlySet<string> = new Set()): WgSetEndpoint[] {
     this.self = self;
     const out: WgSetEndpoint[] = [];
     for (const peer of this.targets(dump).peers) {
@@ -133,6 +139,14 @@ export class WgDiscovery {
       const choice = chooseEndpoint(self, info, ours, !mem.lanFailed);
       if (!choice) continue;
       const desired = endpointKey(choice.endpoint);
+      if (held.has(peer.publicKey)) {
+        // Relayed: recorded as if set, so that once the relay lets go a working endpoint (WireGuard roamed to it)
+        // stays, and a dead one (the proxy) is replaced.
+        mem.applied = desired;
+        mem.appliedLan = choice.lan;
+        mem.setAt = now;
+        continue;
+      }
       const current = peer.endpoint ? endpointKey(peer.endpoint) : undefined;
       let reason: WgSetEndpoint['reason'] | undefined;
       if (mem.applied !== desired && mem.applied !== undefined && info.mapping === 'endpoint-dependent' && handshakeFresh(peer, now)) {

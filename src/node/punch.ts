@@ -138,6 +138,11 @@ export interface PathOptions extends PunchOptions {
   readonly relay?: RelayMode;
   /** Use this TURN server, allocated from the start, instead of the server's offer. */
   readonly turn?: TurnServerOption;
+  /**
+   * For a relayed path: the program's address the proxy exchanges datagrams with (default: a free loopback port,
+   * `result.localPort`, for the program to bind). `burrow wg` gives WireGuard's listen port on 127.0.0.1.
+   */
+  readonly proxyProgram?: Endpoint;
 }
 
 /** The relay a relayed path goes through. */
@@ -249,6 +254,8 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   const transports: Record<string, DatagramTransport> = { udp };
   /** Every path selected so far, the current one last (the proxy forwards through it, and accepts from all). */
   const selections: { transport: string; remote: Endpoint }[] = [];
+  /** Every pair validated so far: the proxy takes the partner's data from these too. */
+  const validated: { transport: string; remote: Endpoint }[] = [];
   const selectUpstream = (transport: string, remote: Endpoint): void => {
     selections.push({ transport, remote });
     const t = transports[transport];
@@ -279,9 +286,14 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
           for (const l of listeners) l(change);
         }
         break;
+      case 'path-valid':
+        if (validated.length < 64) {
+          validated.push({ transport: e.transport, remote: e.remote });
+          proxied.proxy?.allow(e.transport, e.remote);
+        }
+        break;
       case 'registered':
       case 'nat-mapping':
-      case 'path-valid':
       case 'path-lost':
       case 'partner-left':
       case 'dropped':
@@ -392,11 +404,12 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   }
   // Relayed: become the proxy.
   proxying = true;
-  const p = await UdpProxy.open();
+  const p = await UdpProxy.open(options.proxyProgram);
   proxied.proxy = p;
   udp.intercepts.push(p.tap('udp'));
   relay?.intercepts.push(p.tap('relay'));
   for (const [id, t] of Object.entries(transports)) if (id.startsWith('bd') && t instanceof UdpTransport) t.intercepts.push(p.tap(id));
+  for (const v of validated) p.allow(v.transport, v.remote);
   for (const sel of selections) {
     const t = transports[sel.transport];
     if (t) p.setUpstream(sel.transport, t, sel.remote);

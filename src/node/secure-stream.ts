@@ -163,6 +163,9 @@ export class SecureStream extends Duplex {
   private stage: Buffer | undefined;
   private staged = 0;
   private flushTimer: NodeJS.Immediate | undefined;
+  private keepaliveTimer: NodeJS.Timeout | undefined;
+  /** Whether a record left since the last keepalive tick. */
+  private sentSinceTick = false;
 
   private constructor(
     private readonly session: SecureSession,
@@ -273,6 +276,7 @@ export class SecureStream extends Duplex {
       switch (o.type) {
         case 'send':
           ok = this.transport.write(o.data) && ok;
+          this.sentSinceTick = true;
           break;
         case 'established':
           this.emit('established');
@@ -386,6 +390,19 @@ export class SecureStream extends Duplex {
     }
   }
 
+  /**
+   * Sends an empty record whenever `intervalMs` passed without one leaving, until our end of stream: for a path that
+   * ends idle connections (the server's stream relay, 60 s idle by default). Unref'd; stopped on close.
+   */
+  keepAlive(intervalMs: number): void {
+    if (this.keepaliveTimer !== undefined) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = setInterval(() => {
+      if (!this.sentSinceTick && this.staged === 0 && !this.destroyed) this.run(this.session.keepalive());
+      this.sentSinceTick = false;
+    }, intervalMs);
+    this.keepaliveTimer.unref();
+  }
+
   override _final(callback: (err?: Error | null) => void): void {
     this.finalCallback = callback;
     if (this.flushTimer !== undefined) clearImmediate(this.flushTimer);
@@ -400,6 +417,8 @@ export class SecureStream extends Duplex {
   }
 
   override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
+    if (this.keepaliveTimer !== undefined) clearInterval(this.keepaliveTimer);
+    this.keepaliveTimer = undefined;
     if (this.flushTimer !== undefined) clearImmediate(this.flushTimer);
     this.flushTimer = undefined;
     const pending = this.finalCallback;

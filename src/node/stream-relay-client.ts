@@ -17,6 +17,8 @@ export interface StreamRelayConnectOptions {
   readonly keys: NetworkKeys;
   readonly name: string;
   readonly peer: string;
+  /** The local address to connect from (default: the system's choice). */
+  readonly localAddress?: string;
   /** Gives up after this long (the server waits up to 30 s for the partner). Default 35 s. */
   readonly timeoutMs?: number;
   readonly signal?: AbortSignal;
@@ -38,7 +40,7 @@ export async function connectStreamRelay(options: StreamRelayConnectOptions): Pr
   options.signal?.throwIfAborted();
   const id = { expiry: Math.floor(Date.now() / 1000) + 3600, networkIdHex: options.keys.networkIdHex, name: options.name, peer: options.peer };
   const { username, password } = builtinCredentials(options.keys.relay, id);
-  const socket = net.connect({ host: options.server.address, port: options.server.port });
+  const socket = net.connect({ host: options.server.address, port: options.server.port, ...(options.localAddress !== undefined && !isWildcard(options.localAddress) ? { localAddress: options.localAddress } : {}) });
   socket.setNoDelay(true);
   try {
     return await new Promise<net.Socket>((resolve, reject) => {
@@ -126,4 +128,8 @@ export async function connectStreamRelay(options: StreamRelayConnectOptions): Pr
     socket.destroy();
     throw err;
   }
+}
+
+function isWildcard(address: string): boolean {
+  return address === '0.0.0.0' || address === '::';
 }

@@ -1,23 +1,27 @@
 /**
- * `connectStream()`: a TCP path to the partner by simultaneous open, then the encrypted stream over it. The
- * decisions (when to connect where, retries, which side takes the LAN) are the sans-IO TCP punch's
+ * `connectStream()`: a TCP path to the partner by simultaneous open, or through the stream relay of the server that
+ * introduced the pair, then the encrypted stream over it. The decisions (when to connect where, retries, which side
+ * takes the LAN, when to fall back to the relay and which connection wins) are the sans-IO TCP punch's
  * (src/core/tcp-punch.ts, theory there); this driver opens the connection to the server (a stream transport), the
- * LAN listener, the connect attempts and the stream handshakes, and reports their outcomes back.
+ * LAN listener, the connect attempts, the stream relay connection and the stream handshakes, and reports their
+ * outcomes back. The stream handshake runs end to end over the relay too: the server only copies ciphertext.
  */
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
-import { endpointKey, type Endpoint } from '../codec/address.js';
+import { endpointKey, sameEndpoint, type Endpoint } from '../codec/address.js';
 import { DEFAULT_PORT, type PeerMode } from '../codec/messages.js';
 import type { PunchEvent, PunchResult } from '../core/punch/index.js';
 import type { DriverInput } from '../core/machine.js';
-import { TcpPunchMachine, type TcpIoAction, type TcpPunchInput, type TcpPunchOutcome, type TcpWinner } from '../core/tcp-punch.js';
+import { DEFAULT_FAILOVER_MS } from '../core/server-list.js';
+import { TcpPunchMachine, type StreamRelayMode, type TcpIoAction, type TcpPunchInput, type TcpPunchOutcome, type TcpWinner } from '../core/tcp-punch.js';
 import { deriveNetworkKeys, type NetworkKeys } from '../crypto/keys.js';
 import { BurrowError, isBurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { runMachine, type MachineRun } from './driver.js';
 import { secretBytes, validateNames } from './punch.js';
 import { connectReusingReads, SecureStream, StreamVersionError } from './secure-stream.js';
-import { StreamTransport } from './transport.js';
+import { connectFirst, ServerConnection } from './server-connection.js';
+import { connectStreamRelay, StreamRelayError } from './stream-relay-client.js';
 import { endpointOf, parseLocal, resolveServers } from './udp.js';
 
 export interface StreamConnectOptions {
@@ -35,14 +39,40 @@ export interface StreamConnectOptions {
    * incompatible partner ends both sides with MODE_MISMATCH instead of a stream the other cannot read.
    */
   readonly purpose?: PeerMode;
+  /**
+   * 'auto' (the default): when TCP simultaneous open has found no path 3 s after the introduction, fall back to the
+   * stream relay of the server that introduced the pair (direct attempts go on meanwhile; a direct connection that
+   * completes first still wins); 'never': direct paths only (NO_PATH as before); 'only': the relay only, no direct
+   * attempt (the partner learns no address of ours from us).
+   */
+  readonly relay?: StreamRelayMode;
+}
+
+/** The relay a relayed stream goes through. */
+export interface StreamRelayInfo {
+  /** Always the rendezvous server's built-in relay: TURN servers carry datagrams only. */
+  readonly kind: 'builtin';
+  /** The server, `HOST:PORT` (its TCP port): the one that introduced the pair. */
+  readonly server: string;
+}
+
+/** The path of a stream: direct or LAN, or `path: 'relay'` with `relay` (then remote is the server's address). */
+export interface StreamResult extends PunchResult {
+  readonly relay?: StreamRelayInfo;
 }
 
 export interface StreamConnection {
   readonly stream: SecureStream;
-  readonly result: PunchResult;
+  readonly result: StreamResult;
 }
 
 type Run = MachineRun<TcpPunchOutcome, TcpPunchInput | DriverInput>;
+
+/**
+ * A relayed stream sends an empty record after this long without one, so that the server's stream relay (idle timeout
+ * `--relay-idle`, 60 s by default) never ends a quiet session (a prompt, an idle ssh).
+ */
+export const RELAY_KEEPALIVE_MS = 20_000;
 
 /** The id of the stream transport to the server, as the machine names it. */
 const SERVER = 'server';
@@ -50,10 +80,9 @@ const SERVER = 'server';
 export async function connectStream(options: StreamConnectOptions): Promise<StreamConnection> {
   validateNames(options.name, options.peer, options.timeoutMs);
   options.signal?.throwIfAborted();
-  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
-  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
-  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
-  const family = server.address.includes(':') ? 6 : 4;
+  // Several servers (HOST:PORT,HOST:PORT): the first that takes the connection, then the next when it stops answering.
+  const servers = await resolveServers(options.server, DEFAULT_PORT, 'server');
+  const family = servers[0]?.address.includes(':') === true ? 6 : 4;
   const local = parseLocal(options.local, family);
   const keys = deriveNetworkKeys(secretBytes(options.secret));
   const timeoutMs = options.timeoutMs ?? 30_000;
@@ -61,22 +90,31 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
 
   const listener = await listenLan(local.address);
   let control: net.Socket;
+  let server: Endpoint;
   try {
-    control = await openControl(server, local, deadline, options.signal);
+    ({ socket: control, server } = await connectFirst(servers, local, deadline, DEFAULT_FAILOVER_MS, options.signal, (from, to) => {
+      options.onEvent?.({ type: 'failover', from, to });
+    }));
   } catch (err) {
     listener.close();
     throw err;
   }
+  // The others in list order after the one reached, moved to when it stops answering (src/core/server-list.ts).
+  const at = servers.findIndex((s) => sameEndpoint(s, server));
+  const fallbacks = [...servers.slice(at + 1), ...servers.slice(0, at)];
   const lanPort = (listener.address() as net.AddressInfo).port;
   const machine = new TcpPunchMachine({
     name: options.name,
     peer: options.peer,
     keys,
     server,
+    ...(fallbacks.length > 0 ? { fallbacks } : {}),
     serverTransport: SERVER,
     localAddress: local.address,
     localPort: control.localPort ?? 0,
-    lanHosts: hostCandidates({ address: local.address, port: lanPort }, family, server),
+    // Relay 'only' tells the partner no address of ours beyond what the server sees.
+    lanHosts: options.relay === 'only' ? [] : hostCandidates({ address: local.address, port: lanPort }, family, server),
+    ...(options.relay !== undefined ? { relay: options.relay } : {}),
     timeoutMs: Math.max(1, deadline - Date.now()),
     sessionNonce: randomBytes(16),
     randomBytes: (n) => randomBytes(n),
@@ -86,11 +124,13 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
   /** Connections being handshaken or handshaken, by the machine's name for them. */
   const sockets = new Map<string, net.Socket>();
   const streams = new Map<string, SecureStream>();
-  const keyOf = (w: TcpWinner): string => ('attempt' in w ? `a${w.attempt}` : `c${w.conn}`);
+  const keyOf = (w: TcpWinner): string => ('attempt' in w ? `a${w.attempt}` : 'conn' in w ? `c${w.conn}` : 'relay');
   let nextConn = 1;
-  const io = new ConnectIo(options, keys, local.address, sockets, streams, keyOf);
+  // Ends a stream relay connection still waiting at the server when the run settles.
+  const relayAbort = new AbortController();
+  const io = new ConnectIo(options, keys, local.address, sockets, streams, keyOf, relayAbort.signal, deadline);
   const run = runMachine<TcpPunchInput, TcpIoAction, TcpPunchOutcome, PunchEvent>(machine, {
-    transports: { [SERVER]: new StreamTransport(control, server) },
+    transports: { [SERVER]: new ServerConnection(control, server) },
     signal: options.signal,
     onEvent: options.onEvent,
     onAction: (a, r) => {
@@ -109,6 +149,7 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
   });
 
   const release = (keep?: string): void => {
+    relayAbort.abort();
     listener.close();
     for (const [k, s] of streams) if (k !== keep) s.destroy();
     for (const [k, s] of sockets) if (k !== keep) s.destroy();
@@ -119,7 +160,9 @@ export async function connectStream(options: StreamConnectOptions): Promise<Stre
     const stream = streams.get(key);
     release(key);
     if (!stream) throw BurrowError.socket('the winning TCP connection vanished', key);
-    return { stream, result: outcome.result };
+    if (outcome.relay) stream.keepAlive(RELAY_KEEPALIVE_MS);
+    const result: StreamResult = outcome.relay ? { ...outcome.result, relay: { kind: 'builtin', server: endpointKey(outcome.relay.server) } } : outcome.result;
+    return { stream, result };
   } catch (err) {
     release();
     throw err;
@@ -135,6 +178,8 @@ class ConnectIo {
     private readonly sockets: Map<string, net.Socket>,
     private readonly streams: Map<string, SecureStream>,
     private readonly keyOf: (w: TcpWinner) => string,
+    private readonly relaySignal: AbortSignal,
+    private readonly deadline: number,
   ) {}
 
   execute(a: TcpIoAction, run: Run): void {
@@ -157,6 +202,9 @@ class ConnectIo {
       }
       case 'reject-incoming':
         this.drop(this.keyOf({ conn: a.conn }));
+        return;
+      case 'relay-connect':
+        this.relay(a.server, a.context, run);
         return;
       default: {
         const never: never = a;
@@ -194,6 +242,39 @@ class ConnectIo {
     });
   }
 
+  /** Opens the server's stream relay for this pair, then runs the stream handshake over the spliced connection. */
+  private relay(server: Endpoint, context: Uint8Array, run: Run): void {
+    const { options } = this;
+    const key = this.keyOf({ relay: true });
+    connectStreamRelay({
+      server,
+      keys: this.keys,
+      name: options.name,
+      peer: options.peer,
+      localAddress: this.localAddress,
+      timeoutMs: Math.max(1, this.deadline - Date.now()),
+      signal: this.relaySignal,
+    }).then(
+      (socket) => {
+        if (run.settled) {
+          socket.destroy();
+          return;
+        }
+        this.sockets.set(key, socket);
+        run.feed({ type: 'relay-spliced', now: Date.now() });
+        this.secure(socket, { relay: true }, context, run, (detail) => {
+          this.drop(key);
+          run.feed({ type: 'relay-failed', code: undefined, detail, handshake: true, now: Date.now() });
+        });
+      },
+      (err: unknown) => {
+        if (run.settled) return;
+        const code = err instanceof StreamRelayError ? err.code : undefined;
+        run.feed({ type: 'relay-failed', code, detail: err instanceof Error ? err.message : String(err), now: Date.now() });
+      },
+    );
+  }
+
   /** Runs the stream handshake on a connected socket; the machine decides whether it wins. */
   private secure(socket: net.Socket, via: TcpWinner, context: Uint8Array, run: Run, onFailure: (detail: string) => void): void {
     const { options } = this;
@@ -217,38 +298,6 @@ class ConnectIo {
       },
     );
   }
-}
-
-/** The TCP connection to the rendezvous server, from the local port every later attempt reuses. */
-function openControl(server: Endpoint, local: Endpoint, deadline: number, signal: AbortSignal | undefined): Promise<net.Socket> {
-  return new Promise((resolve, reject) => {
-    const socket = net.connect({ host: server.address, port: server.port, localAddress: local.address, localPort: local.port, noDelay: true });
-    const timer = setTimeout(() => {
-      socket.destroy();
-      reject(BurrowError.serverUnreachable(endpointKey(server), 1, Math.round((deadline - Date.now()) / 1000)));
-    }, Math.max(1, Math.min(deadline - Date.now(), 10_000)));
-    const onAbort = (): void => {
-      socket.destroy();
-      clearTimeout(timer);
-      reject(BurrowError.aborted());
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once('connect', () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      resolve(socket);
-    });
-    socket.once('error', (err: NodeJS.ErrnoException) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      reject(
-        err.code === 'EADDRINUSE'
-          ? BurrowError.bindFailed({ transport: 'tcp', address: local.address, port: local.port, role: 'local' }, err)
-          : new BurrowError('SERVER_UNREACHABLE', `cannot reach the rendezvous server at ${endpointKey(server)} over TCP (${err.code ?? err.message}): ` +
-            'it may not be running, or a firewall blocks TCP to that port. Check the address, and that TCP is open as well as UDP.', { cause: err }),
-      );
-    });
-  });
 }
 
 /** The LAN listener (see src/core/tcp-punch.ts, step 3): any address of ours, a free port. */

@@ -63,13 +63,17 @@ export class UdpProxy {
     socket.socket.on('error', () => undefined);
   }
 
-  /** Binds the proxy's socket (127.0.0.1:P) and picks a free port for the program (127.0.0.1:Q). */
-  static async open(): Promise<UdpProxy> {
+  /**
+   * Binds the proxy's socket (127.0.0.1:P) and picks a free port for the program (127.0.0.1:Q), or takes the
+   * program's address as given (`burrow wg`: WireGuard's listen port, which WireGuard has bound already).
+   */
+  static async open(program?: Endpoint): Promise<UdpProxy> {
+    if (program) return new UdpProxy(await bindUdp('127.0.0.1', 0), program);
     const probe = await bindUdp('127.0.0.1', 0);
-    const program = probe.local;
+    const chosen = probe.local;
     await closeUdp(probe.socket);
     const socket = await bindUdp('127.0.0.1', 0);
-    return new UdpProxy(socket, program);
+    return new UdpProxy(socket, chosen);
   }
 
   /** The proxy's own address: what the program sends to. */
@@ -80,6 +84,16 @@ export class UdpProxy {
   /** Datagrams to the program go through here from now on, and those from the program go to `remote` via `transport`. */
   setUpstream(id: string, transport: DatagramTransport, remote: Endpoint): void {
     this.upstream = { transport, remote };
+    this.partners.add(`${id}|${endpointKey(remote)}`);
+  }
+
+  /**
+   * Also takes the partner's data from `remote` on transport `id`: a pair the agent validated (the partner answered
+   * an authenticated probe from there). The two sides may select different pairs of one relayed path for a moment
+   * (each sees the other's end differently: a relayed address, or a socket's mapping through an allocation), and the
+   * partner's first datagrams then arrive on a pair that is valid here but not selected.
+   */
+  allow(id: string, remote: Endpoint): void {
     this.partners.add(`${id}|${endpointKey(remote)}`);
   }
 

@@ -32,7 +32,11 @@ import { decodeKey, dh, encodeKey } from '../crypto/wireguard.js';
 import { BurrowError } from '../errors.js';
 import { hostCandidates } from './candidates.js';
 import { bindUdp, closeUdp, endpointOf, resolveServers, sendUdp, type BoundSocket } from './udp.js';
+import { ServerList, type ServerMove } from '../core/server-list.js';
 import { classifyMapping, wireMapping } from '../core/nat/classify.js';
+import { defaultWgRelayTiming, WgRelayPlanner, type WgPathReason, type WgRelayAction, type WgRelayMode, type WgRelayTiming } from '../core/wg-relay.js';
+import type { RelayInfo } from './punch.js';
+import { WgRelaySessions } from './wg-relay.js';
 
 /** WireGuard's recommended keepalive for peers behind NATs, as `wg set … persistent-keepalive 25`. */
 export const KEEPALIVE_SECONDS = 25;
@@ -51,6 +55,14 @@ export interface WireGuardOptions {
   readonly signal?: AbortSignal;
   /** The `wg` binary. Default: $BURROW_WG or `wg`. */
   readonly wgCommand?: string;
+  /**
+   * WireGuard over the relay (continuous mode only): `auto` (the default) relays a peer that has no direct path and
+   * moves it back to a direct endpoint when one appears; `never`; `only` relays every peer (no peer learns this
+   * host's address). One-shot mode never relays: a peer that would need it fails with NO_PATH, which says so.
+   */
+  readonly relay?: WgRelayMode;
+  /** When to relay and try direct again; defaults follow the interval (src/core/wg-relay.ts). */
+  readonly relayTiming?: Partial<WgRelayTiming>;
   readonly onEvent?: (event: WgEvent) => void;
 }
 
@@ -62,12 +74,24 @@ export type WgEvent =
   | { readonly type: 'endpoint-set'; readonly key: string; readonly endpoint: Endpoint; readonly reason: WgSetEndpoint['reason']; readonly lan: boolean }
   | { readonly type: 'status'; readonly key: string; readonly status: WgPeerStatus }
   | { readonly type: 'interface-missing'; readonly detail: string }
+  /** The server stopped answering WG-SYNC: WireGuard and WG-SYNC move to the next of `--server S1,S2` (src/core/server-list.ts). */
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
+  /** A relay session for a peer: asked for, agreed on a relayed path (its proxy), or failed/ended (retried). */
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'starting' }
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ready'; readonly proxy: Endpoint; readonly relay: RelayInfo | undefined; readonly upstream: string | undefined }
+  | { readonly type: 'relay-session'; readonly key: string; readonly state: 'ended'; readonly detail: string }
+  /** A peer's path changed: `relay` (its endpoint is the proxy) or `direct` (its own address). */
+  | { readonly type: 'path'; readonly key: string; readonly path: 'relay' | 'direct'; readonly endpoint: Endpoint; readonly reason: WgPathReason }
   | { readonly type: 'retry'; readonly detail: string };
 
 export interface WgPeerReport {
   readonly key: string;
   readonly status: WgPeerStatus;
   readonly endpoint: Endpoint | undefined;
+  /** `relay` while the endpoint is burrow's proxy. */
+  readonly path: 'direct' | 'relay';
+  /** The relay a relayed peer's traffic goes through. */
+  readonly relay?: RelayInfo;
 }
 
 export interface WgDiscoveryResult {
@@ -154,13 +178,20 @@ const LOCAL_POLL_MS = 1000;
 /** Waits after each WG-SYNC or Binding request before sending it again (4.5 s in all). */
 const RETRY_DELAYS_MS = [300, 600, 1200, 2400];
 
+/** The server in use stopped answering WG-SYNC and the list moved to the next (thrown by `SyncClient.sync`). */
+class ServerMoved extends Error {
+  constructor(readonly move: ServerMove) {
+    super(`the server at ${endpointKey(move.from)} stopped answering; moving to ${endpointKey(move.to)}`);
+  }
+}
+
 class SyncClient {
   private clockOffset = 0;
   private readonly waiting = new Map<string, (data: Uint8Array, from: Endpoint) => void>();
 
   constructor(
     private readonly bound: BoundSocket,
-    private readonly server: Endpoint,
+    private readonly servers: ServerList,
     private readonly keys: NetworkKeys,
     private readonly signal: AbortSignal | undefined,
   ) {
@@ -171,16 +202,27 @@ class SyncClient {
     });
   }
 
-  /** Sends `build(txid)` until an answer from `to` arrives; undefined after every retry went unanswered. */
-  private async exchange(to: Endpoint, build: (txid: Uint8Array, now: number) => Uint8Array): Promise<Uint8Array | undefined> {
+  /**
+   * Sends `build(txid)` until an answer from `to` arrives; undefined after every retry went unanswered. With `servers`
+   * (WG-SYNC to the current server), the list hears of each request and answer, and the exchange ends early when the
+   * list moves on (ServerMoved).
+   */
+  private async exchange(to: Endpoint, build: (txid: Uint8Array, now: number) => Uint8Array, servers?: ServerList): Promise<Uint8Array | undefined> {
     const txid = randomBytes(12);
     const id = txid.toString('hex');
     try {
       for (const wait of RETRY_DELAYS_MS) {
         if (this.signal?.aborted) throw BurrowError.aborted();
+        servers?.sent(Date.now());
         sendUdp(this.bound, to, build(txid, Date.now() + this.clockOffset), () => undefined);
-        const answer = await this.sleepOrAnswer(id, to, wait);
-        if (answer) return answer;
+        const due = servers?.dueAt();
+        const answer = await this.sleepOrAnswer(id, to, due === undefined ? wait : Math.max(0, Math.min(wait, due - Date.now())));
+        if (answer) {
+          servers?.answered();
+          return answer;
+        }
+        const move = servers?.advance(Date.now());
+        if (move) throw new ServerMoved(move);
       }
       return undefined;
     } finally {
@@ -221,15 +263,16 @@ class SyncClient {
   private proofKey: Uint8Array | undefined;
 
   async sync(dump: WgDump, hosts: readonly Endpoint[], mapping: NatMapping, query: readonly Uint8Array[]): Promise<WgSyncSuccess> {
-    const serverText = endpointKey(this.server);
+    const server = this.servers.current;
+    const serverText = endpointKey(server);
     const key = decodeKey(dump.publicKey) ?? new Uint8Array(32);
     for (let attempt = 0; attempt < 3; attempt++) {
       const proofKey = this.proofKey;
       const shared = proofKey ? dh(dump.privateKey, proofKey) : undefined;
-      const answer = await this.exchange(this.server, (txid, now) => {
+      const answer = await this.exchange(server, (txid, now) => {
         const facts = { txid, networkId: this.keys.networkId, timestamp: now, key, listenPort: dump.listenPort, hosts, mapping };
         return encodeWgSync({ kind: 'wg-sync', ...facts, query, proof: shared ? wgProof(shared, facts) : undefined }, this.keys.clientToServer);
-      });
+      }, this.servers);
       if (!answer) throw BurrowError.serverUnreachable(serverText, RETRY_DELAYS_MS.length, 5);
       const ok = decodeWgSync(answer);
       if (ok.ok && ok.msg.kind === 'wg-sync-ok') {
@@ -271,16 +314,16 @@ function isRetryable(err: unknown, synced: boolean): boolean {
   return err.code === 'SERVER_UNREACHABLE' || err.code === 'SOCKET' || err.code === 'COMMAND_FAILED' || err.code === 'WG_NO_INTERFACE';
 }
 
-function problemError(problem: WgPeerProblem, peers: string, server: string, seconds: number): BurrowError {
+function problemError(problem: WgPeerProblem, peers: string, server: string, seconds: number, relay: WgRelayMode): BurrowError {
   switch (problem) {
     case 'not-registered':
       return BurrowError.wgPeerNotRegistered(peers, server, seconds);
     case 'peer-not-reaching-server':
       return BurrowError.wgPeerNotReachingServer(peers, server, seconds);
     case 'symmetric-peer':
-      return BurrowError.wgSymmetric(peers, 'peer', seconds);
+      return BurrowError.wgSymmetric(peers, 'peer', seconds, relay !== 'never');
     case 'symmetric-self':
-      return BurrowError.wgSymmetric(peers, 'self', seconds);
+      return BurrowError.wgSymmetric(peers, 'self', seconds, relay !== 'never');
     case 'no-handshake':
       return BurrowError.wgNoHandshake(peers, seconds);
   }
@@ -295,15 +338,20 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const intervalMs = Math.max(1000, options.intervalMs ?? 10_000);
   const timeoutMs = options.timeoutMs ?? 30_000;
   const iface = options.interface;
+  const relayMode: WgRelayMode = options.relay ?? 'auto';
+  if (relayMode === 'only' && !continuous) {
+    throw BurrowError.invalidOption('relay', 'relayed paths only need continuous mode: burrow must stay on as the proxy that forwards WireGuard through the relay', 'only');
+  }
   if (!/^[A-Za-z0-9_.=+-]{1,15}$/.test(iface)) throw BurrowError.invalidOption('interface', 'not a valid interface name (1–15 letters, digits, _ . = + -)', iface);
-  // Several servers (HOST:PORT,HOST:PORT): this one talks to the first.
-  const [server] = await resolveServers(options.server, DEFAULT_PORT, 'server');
-  if (!server) throw BurrowError.invalidOption('server', 'no server given', options.server);
-  const serverText = endpointKey(server);
+  // Several servers (HOST:PORT,HOST:PORT): the first, then the next when it stops answering WG-SYNC (WireGuard's
+  // server peer follows: one key for every server of the deployment, its endpoint moved).
+  const servers = new ServerList(await resolveServers(options.server, DEFAULT_PORT, 'server'));
+  let server = servers.current;
+  let serverText = endpointKey(server);
   const keys = deriveNetworkKeys(typeof options.secret === 'string' ? Buffer.from(options.secret, 'utf8') : options.secret);
   const serverKey = encodeKey(keys.wireguard.publicKey);
   const tool = new WgTool(options.wgCommand ?? process.env.BURROW_WG ?? 'wg', signal);
-  const discovery = new WgDiscovery({ serverKey, serverAddress: server.address });
+  const discovery = new WgDiscovery({ serverKey, serverAddress: server.address, serverAddresses: servers.all.map((e) => e.address) });
 
   let dump = await tool.dump(iface);
   emit({ type: 'interface', publicKey: dump.publicKey, listenPort: dump.listenPort, peers: dump.peers.length });
@@ -316,16 +364,25 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const bound = await bindUdp(familyOf(server.address) === 6 ? '::' : '0.0.0.0', 0).catch((err: unknown) => {
     throw BurrowError.socket('cannot open a UDP socket', err);
   });
-  const client = new SyncClient(bound, server, keys, signal);
+  const client = new SyncClient(bound, servers, keys, signal);
   let mapping: NatMapping = 'unknown';
   let mappingChecked = false;
+  // WireGuard over the relay: continuous mode only (burrow must stay on as the proxy).
+  const planner = continuous && relayMode !== 'never' ? new WgRelayPlanner(relayMode, { ...defaultWgRelayTiming(intervalMs), ...options.relayTiming }) : undefined;
+  const sessions = planner ? new WgRelaySessions({ server: () => { const at = servers.all.findIndex((s) => s === servers.current); return [...servers.all.slice(at), ...servers.all.slice(0, at)].map(endpointKey).join(','); }, secret: options.secret, ownKey: dump.publicKey, timeoutMs, ...(signal ? { signal } : {}) }) : undefined;
+  const relayInfos = new Map<string, RelayInfo>();
+  let ours: readonly Endpoint[] = [];
   const statuses = new Map<string, WgPeerStatus>();
   const report = (): WgDiscoveryResult => ({
     interface: iface,
     publicKey: dump.publicKey,
     selfEndpoint: discovery.selfInfo?.endpoint,
     mapping,
-    peers: discovery.targets(dump).peers.map((p) => ({ key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint })),
+    peers: discovery.targets(dump).peers.map((p) => {
+      const relayed = planner !== undefined && planner.stateOf(p.publicKey) !== 'direct' && planner.stateOf(p.publicKey) !== 'relaying';
+      const relay = relayInfos.get(p.publicKey);
+      return { key: p.publicKey, status: statuses.get(p.publicKey) ?? 'waiting', endpoint: p.endpoint, path: relayed ? ('relay' as const) : ('direct' as const), ...(relayed && relay ? { relay } : {}) };
+    }),
     elapsedMs: Date.now() - started,
   });
 
@@ -348,7 +405,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
   const ensureServerPeer = async (): Promise<void> => {
     // A server peer of an earlier secret (same server address and port, no allowed IPs, another key) is ours and
     // stale after a rotation: remove it, or WireGuard keeps handshaking with a key the server no longer has.
-    const stale = dump.peers.filter((p) => p.publicKey !== serverKey && p.allowedIps.length === 0 && p.endpoint !== undefined && endpointKey(p.endpoint) === serverText);
+    const stale = dump.peers.filter((p) => p.publicKey !== serverKey && p.allowedIps.length === 0 && p.endpoint !== undefined && servers.all.some((e) => endpointKey(e) === endpointKey(p.endpoint as Endpoint)));
     if (stale.length > 0) await tool.set(iface, stale.flatMap((p) => ['peer', p.publicKey, 'remove']));
     const existing = dump.peers.find((p) => p.publicKey === serverKey);
     if (existing?.endpoint && endpointKey(existing.endpoint) === serverText && existing.persistentKeepalive === KEEPALIVE_SECONDS) return;
@@ -388,6 +445,58 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     await nudge(sets.map((s) => s.key));
   };
 
+  /**
+   * WireGuard over the relay: asks the planner (src/core/wg-relay.ts) what to do now and does it. Sessions report
+   * back between steps (ready: the proxy address; ended: started again after a pause).
+   */
+  const relayStep = async (): Promise<void> => {
+    if (!planner || !sessions) return;
+    const actions: WgRelayAction[] = planner.step({
+      peers: discovery.targets(dump).peers,
+      infoOf: (k) => discovery.infoOf(k),
+      self: discovery.selfInfo,
+      mapping,
+      ours,
+      now: Date.now(),
+    });
+    const sets: WgSetEndpoint[] = [];
+    for (const a of actions) {
+      switch (a.type) {
+        case 'start-session': {
+          const key = a.key;
+          emit({ type: 'relay-session', key, state: 'starting' });
+          sessions.start(key, dump.listenPort, {
+            ready: (proxy, relay, upstream) => {
+              if (relay) relayInfos.set(key, relay);
+              planner.sessionReady(key, proxy);
+              emit({ type: 'relay-session', key, state: 'ready', proxy, relay, upstream });
+            },
+            ended: (detail) => {
+              relayInfos.delete(key);
+              planner.sessionEnded(key, Date.now());
+              emit({ type: 'relay-session', key, state: 'ended', detail });
+            },
+          });
+          break;
+        }
+        case 'stop-session':
+          relayInfos.delete(a.key);
+          await sessions.stop(a.key);
+          break;
+        case 'set-endpoint':
+          sets.push({ key: a.key, endpoint: a.endpoint, reason: 'moved', lan: false, rehandshake: a.rehandshake });
+          break;
+        case 'path':
+          emit({ type: 'path', key: a.key, path: a.path, endpoint: a.endpoint, reason: a.reason });
+          break;
+      }
+    }
+    if (sets.length > 0) await applyEndpoints(sets);
+  };
+
+  /** Peers whose endpoint discovery leaves alone: relayed ones; with relayed paths only, every peer. */
+  const held = (): ReadonlySet<string> => (relayMode === 'only' && planner ? new Set(discovery.targets(dump).peers.map((p) => p.publicKey)) : (planner?.held() ?? new Set<string>()));
+
   let lastListenPort = dump.listenPort;
   let selfMissingSince: number | undefined;
   let synced = false;
@@ -400,6 +509,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
         // 1. Ask the server. The mapping test needs the alternate port the first answer names.
         const targets = discovery.targets(dump).peers;
         const hosts = hostCandidates({ address: '0.0.0.0', port: dump.listenPort }, familyOf(server.address), undefined, { excludeInterface: iface, limit: MAX_WG_HOSTS });
+        ours = hosts;
         const infos = new Map<string, WgPeerInfo>();
         let self: WgPeerInfo | undefined;
         let alternate: Endpoint | undefined;
@@ -437,7 +547,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
             await recreateServerPeer();
           }
           // 2. Set what changed.
-          const sets = discovery.update(dump, self, infos, now, hosts);
+          const sets = discovery.update(dump, self, infos, now, hosts, held());
           if (sets.length > 0) {
             await applyEndpoints(sets);
             for (const s of sets) emit({ type: 'endpoint-set', key: s.key, endpoint: s.endpoint, reason: s.reason, lan: s.lan });
@@ -461,10 +571,19 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
             continue;
           }
           if (dump.listenPort !== lastListenPort || !dump.peers.some((p) => p.publicKey === serverKey)) {
+            if (dump.listenPort !== lastListenPort && sessions) {
+              // The proxies send to the old port: new sessions, for the new one.
+              for (const p of discovery.targets(dump).peers) {
+                if (!sessions.has(p.publicKey)) continue;
+                await sessions.stop(p.publicKey);
+                planner?.sessionEnded(p.publicKey, Date.now());
+              }
+            }
             lastListenPort = dump.listenPort;
             mappingChecked = false;
             changed = true;
           }
+          await relayStep();
         }
         if (missing) continue;
         await ensureServerPeer();
@@ -498,10 +617,22 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
           const failing = [...current.entries()].filter(([, s]) => s !== 'connected') as [string, WgPeerProblem][];
           const worst = PROBLEM_ORDER.find((p) => failing.some(([, s]) => s === p)) ?? 'no-handshake';
           const names = failing.filter(([, s]) => s === worst).map(([k]) => k).join(', ');
-          const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000));
+          const error = problemError(worst, names, serverText, Math.round(timeoutMs / 1000), relayMode);
           throw Object.assign(error, { report: report() });
         }
       } catch (err) {
+        if (err instanceof ServerMoved) {
+          // The server stopped answering: WireGuard handshakes with the next one (a new session: the old server's is
+          // unknown there) and WG-SYNC asks it, at once. One-shot: still within the timeout.
+          server = err.move.to;
+          serverText = endpointKey(server);
+          emit({ type: 'failover', from: err.move.from, to: err.move.to });
+          if (!continuous && Date.now() - started >= timeoutMs) throw BurrowError.serverUnreachable(servers.all.map(endpointKey).join(', '), servers.all.length, Math.round(timeoutMs / 1000));
+          mappingChecked = false;
+          lastServerRecreate = Date.now();
+          await recreateServerPeer();
+          continue;
+        }
         // --continuous outlives what passes: the server down or restarting, the interface gone for a while, a
         // forged 401 once it has worked. It says so and tries again next interval.
         if (!continuous || !isRetryable(err, synced)) throw err;
@@ -513,6 +644,7 @@ export async function discoverWireGuard(options: WireGuardOptions): Promise<WgDi
     if (continuous && err instanceof BurrowError && err.code === 'ABORTED') return report();
     throw err;
   } finally {
+    await sessions?.stopAll();
     await closeUdp(bound.socket);
   }
 }

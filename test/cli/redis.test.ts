@@ -251,6 +251,25 @@ describe('burrow serve --redis: several servers over one Redis', () => {
     assert.equal(rb.code, 0, `B: ${errorLine(rb)}`);
     await s1.start();
   });
+
+  it('pipe with --server DEAD,S3,S1: a refused first server is skipped at once; S3 SIGKILLed while it waits: the connection moves to S1 from the same port; bytes reach B on S2', async (t) => {
+    const dead = `127.0.0.1:${await freePort()}`;
+    const a = startCli(['pipe', '--server', `${dead},${s3.address},${s1.address}`, '--as', 'pa', '--to', 'pb', '--timeout', '20', '--send-only'], ENV, Buffer.from('across a failover\n'));
+    const onS3 = /"peer":"pa","from":"127\.0\.0\.1:(\d+)"/.exec(await s3.cli.waitFor(/"peer":"pa","from":"[^"]+"/, 10_000))?.[1];
+    const onS1 = s1.cli.waitFor(/"peer":"pa","from":"[^"]+"/, 15_000).catch((e: unknown) => String(e));
+    await s3.kill();
+    const b = startCli(['pipe', '--server', s2.address, '--as', 'pb', '--to', 'pa', '--timeout', '15', '--recv-only'], ENV);
+    const [ra, rb] = await Promise.all([a.done, b.done]);
+    t.diagnostic(`A: exit ${String(ra.code)} in ${ra.ms} ms; B: exit ${String(rb.code)} in ${rb.ms} ms`);
+    assert.match(ra.stderr, new RegExp(`the server at ${dead} stopped answering; registering with ${s3.address}`));
+    assert.match(ra.stderr, new RegExp(`the server at ${s3.address} stopped answering; registering with ${s1.address}`));
+    assert.equal(ra.code, 0, `A: ${errorLine(ra)}`);
+    assert.equal(rb.code, 0, `B: ${errorLine(rb)}`);
+    assert.equal(rb.stdout, 'across a failover\n');
+    const fromS1 = /"peer":"pa","from":"127\.0\.0\.1:(\d+)"/.exec(await onS1)?.[1];
+    assert.ok(onS3 !== undefined && onS3 === fromS1, `the connection to S1 left from port ${String(fromS1)}, the one to S3 from ${String(onS3)}`);
+    await s3.start();
+  });
 });
 
 describe('burrow serve without --redis: replays across a restart', () => {

@@ -32,6 +32,12 @@ describe('burrow wg (CLI)', () => {
     const i = await runCli(['wg', '--interface', 'wg0', '--server', '127.0.0.1:3478', '--interval', '0.5'], { BURROW_SECRET: SECRET });
     assert.equal(i.code, 2);
     assert.match(i.stderr, /below the 1 s minimum/);
+    // Relayed paths only need burrow to stay on as the proxy.
+    const only = await runCli(['wg', '--interface', 'wg0', '--server', '127.0.0.1:3478', '--relay', 'only'], { BURROW_SECRET: SECRET });
+    assert.equal(only.code, 2, only.stderr);
+    assert.match(only.stderr, /relayed paths only need continuous mode/);
+    const bad = await runCli(['wg', '--interface', 'wg0', '--server', '127.0.0.1:3478', '--relay', 'sometimes'], { BURROW_SECRET: SECRET });
+    assert.equal(bad.code, 2, bad.stderr);
   });
 
   it('`wg` missing: exit 11 with what to install', async () => {

@@ -12,10 +12,9 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { startCli, startServe, type CliRun } from '../support/cli.js';
-import { hasProgram, startCoturn, type Coturn } from '../support/coturn.js';
+import { coturnGate, startCoturn, type Coturn } from '../support/coturn.js';
 
-const available = hasProgram('turnserver');
-const skip = available ? false : process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn); CI runs this test';
+const { available, skip } = coturnGate('turnserver');
 const HANDOFF = fileURLToPath(new URL('../../src/lab/programs/handoff.js', import.meta.url));
 const SECRET = 'relay-interop-secret-0123456789';
 

@@ -5,24 +5,11 @@
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { accessSync, constants } from 'node:fs';
+import { coturnGate } from '../support/coturn.js';
 import { describe, it } from 'node:test';
 import { runCli, startServe } from '../support/cli.js';
 
-function has(program: string): boolean {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    try {
-      accessSync(`${dir}/${program}`, constants.X_OK);
-      return true;
-    } catch {
-      // keep looking
-    }
-  }
-  return false;
-}
-
-const available = has('turnserver') && has('turnutils_stunclient');
-const skip = available ? false : process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn); CI runs this test';
+const { available, skip } = coturnGate('turnserver', 'turnutils_stunclient');
 
 describe('STUN interop with coturn', { skip }, () => {
   it('turnutils_stunclient reads the right mapped address from burrow serve', async () => {

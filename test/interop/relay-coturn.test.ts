@@ -10,27 +10,14 @@ import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import dgram from 'node:dgram';
-import { accessSync, constants } from 'node:fs';
 import { after, before, describe, it } from 'node:test';
+import { coturnGate, hasProgram } from '../support/coturn.js';
 import { decodeMessage, encodeMessage, type RelayOffer } from '../../src/codec/messages.js';
 import { builtinCredentials } from '../../src/codec/turn.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { startServer, type RendezvousServer } from '../../src/node/server.js';
 
-function has(program: string): boolean {
-  for (const dir of (process.env.PATH ?? '').split(':')) {
-    try {
-      accessSync(`${dir}/${program}`, constants.X_OK);
-      return true;
-    } catch {
-      // keep looking
-    }
-  }
-  return false;
-}
-
-const available = has('turnutils_uclient') && has('turnutils_peer');
-const skip = available ? false : process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn); CI runs this test';
+const { available, skip } = coturnGate('turnutils_uclient', 'turnutils_peer');
 
 const SECRET = 'relay interop secret';
 const keys = deriveNetworkKeys(Buffer.from(SECRET));
@@ -121,7 +108,7 @@ async function offerFor(server: RendezvousServer, name: string, target: string, 
   return d.msg.intro?.relay;
 }
 
-describe('coturn as the relay fleet: serve --turn mints TURN REST credentials that coturn accepts', { skip: has('turnserver') && available ? false : skip }, () => {
+describe('coturn as the relay fleet: serve --turn mints TURN REST credentials that coturn accepts', { skip: hasProgram('turnserver') && available ? false : skip }, () => {
   it('the introduction carries a sealed TURN offer; turnutils_uclient relays through coturn with it', async () => {
     const turnSecret = randomBytes(16).toString('hex');
     const turnPort = 30000 + Math.floor(Math.random() * 20000);

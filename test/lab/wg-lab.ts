@@ -8,7 +8,8 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { HostNode, Lab } from '../../src/lab/index.js';
+import { setTimeout as delay } from 'node:timers/promises';
+import { UdpAgent, type HostNode, type Lab } from '../../src/lab/index.js';
 import type { LabProcess } from '../../src/lab/process.js';
 import { CLI, peerEnv } from './peers.js';
 
@@ -131,12 +132,31 @@ export async function wgPeers(lab: Lab, host: WgHost): Promise<PeerRow[]> {
 }
 
 /** Starts `burrow serve` in pub with nothing WireGuard-specific. */
-export async function startServer(lab: Lab, listen = '203.0.113.1:3478'): Promise<LabProcess> {
-  const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', listen, '--log-format', 'json', '--log-level', 'debug'], { env: peerEnv(WG_SECRET) });
+export async function startServer(lab: Lab, listen = '203.0.113.1:3478', extra: readonly string[] = []): Promise<LabProcess> {
+  const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', listen, '--log-format', 'json', '--log-level', 'debug', ...extra], { env: peerEnv(WG_SECRET) });
   await server.waitForOutput('stderr', '"listening"', 5000);
   return server;
 }
 
 export function burrowWg(lab: Lab, host: WgHost, extra: readonly string[] = [], server = '203.0.113.1:3478'): LabProcess {
   return lab.spawn(host.node, process.execPath, [CLI, 'wg', '--interface', host.name, '--server', server, ...extra], { env: peerEnv(WG_SECRET) });
+}
+
+/** UDP through the tunnel from `a` to `b`: one datagram must arrive within `tries` attempts 300 ms apart. */
+export async function tunnelCarries(lab: Lab, a: WgHost, b: WgHost, tag: string, tries = 20): Promise<void> {
+  const sender = await UdpAgent.start(lab, a.node, 30);
+  const receiver = await UdpAgent.start(lab, b.node, 30);
+  try {
+    await sender.bind('s', a.tunnel, 0);
+    const to = await receiver.bind('r', b.tunnel, 7000);
+    for (let i = 0; i < tries; i++) {
+      await sender.send('s', to, tag);
+      if (receiver.received(tag).length > 0) return;
+      await delay(300);
+    }
+    assert.fail(`no UDP datagram from ${a.node} reached ${b.node} through the tunnel`);
+  } finally {
+    await sender.stop();
+    await receiver.stop();
+  }
 }

@@ -9,7 +9,7 @@ import { setTimeout as delay } from 'node:timers/promises';
 import { UdpAgent, type Lab, type LabOptions } from '../../src/lab/index.js';
 import { createLab } from '../../src/lab/topology.js';
 import { assertLabAvailable, assertNothingLeft, labSkip } from './gate.js';
-import { addPeer, assertNoWgLeft, burrowWg, restartWg, startServer, startWg, stopWg, wgAvailable, wgPeers, type WgHost } from './wg-lab.js';
+import { addPeer, assertNoWgLeft, burrowWg, restartWg, startServer, startWg, stopWg, tunnelCarries, wgAvailable, wgPeers, type WgHost } from './wg-lab.js';
 
 const wgSkip: string | false = labSkip !== false ? labSkip : !wgAvailable() && process.env.CI !== 'true' ? 'skipped: wireguard-go or wg is not installed' : false;
 
@@ -31,25 +31,6 @@ async function meshOf(lab: Lab, hosts: WgHost[], nodes: readonly ('hA' | 'hA2' |
   for (const node of nodes) hosts.push(await startWg(lab, node, 51820));
   for (const h of hosts) for (const p of hosts) if (p !== h) await addPeer(lab, h, p);
   return hosts;
-}
-
-/** UDP through the tunnel from `a` to `b`: one datagram must arrive within `tries` attempts 300 ms apart. */
-async function tunnelCarries(lab: Lab, a: WgHost, b: WgHost, tag: string, tries = 20): Promise<void> {
-  const sender = await UdpAgent.start(lab, a.node, 30);
-  const receiver = await UdpAgent.start(lab, b.node, 30);
-  try {
-    await sender.bind('s', a.tunnel, 0);
-    const to = await receiver.bind('r', b.tunnel, 7000);
-    for (let i = 0; i < tries; i++) {
-      await sender.send('s', to, tag);
-      if (receiver.received(tag).length > 0) return;
-      await delay(300);
-    }
-    assert.fail(`no UDP datagram from ${a.node} reached ${b.node} through the tunnel`);
-  } finally {
-    await sender.stop();
-    await receiver.stop();
-  }
 }
 
 async function runOneShot(lab: Lab, hosts: readonly WgHost[], timeout = 25, server?: string): Promise<void> {
@@ -151,6 +132,9 @@ describe('burrow wg: WireGuard endpoint discovery across emulated NATs (lab)', {
       const [ea, eb] = await Promise.all(both.map((p) => p.exited));
       assert.equal(ea?.code, 5, both[0]?.stderr);
       assert.match(both[0]?.stderr ?? '', /sits behind a NAT that allocates a new public port for every destination/);
+      // One-shot cannot stay on as the relay's proxy: it says what would work.
+      assert.match(both[0]?.stderr ?? '', /the relay needs --continuous/);
+      assert.match(both[0]?.stderr ?? '', /burrow wg --interface \S+ --continuous/);
       assert.equal(eb?.code, 5, both[1]?.stderr);
     });
     // Keys that do not match: hB does not list hA, so hA's handshakes are ignored.

@@ -13,6 +13,7 @@ import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import { startServer, type RendezvousServer } from '../../src/node/server.js';
 import { connectStreamRelay, StreamRelayError } from '../../src/node/stream-relay-client.js';
 import { STREAM_RELAY_METHOD, StreamRelayCore, type StreamAction } from '../../src/server/relay/stream.js';
+import { SecureStream } from '../../src/node/secure-stream.js';
 
 const SECRET = 'stream relay secret, long enough';
 const keys = deriveNetworkKeys(Buffer.from(SECRET));
@@ -197,6 +198,102 @@ describe('stream relay on loopback', () => {
     } finally {
       await server.close();
     }
+  });
+});
+
+describe('a SecureStream over the stream relay', () => {
+  it('keepalive records keep a quiet stream alive past the relay\'s idle timeout; without them the relay ends it', async () => {
+    const server = await serve({ limits: { idleSeconds: 1 } });
+    try {
+      const open = async (keepalive: boolean, a: string, b: string): Promise<[SecureStream, SecureStream]> => {
+        const [sa, sb] = await pair(server, a, b);
+        const context = Buffer.from(`keepalive test ${a}`);
+        const streams = await Promise.all([
+          SecureStream.open(sa, { name: a, peer: b, authKey: keys.streamAuth, context }),
+          SecureStream.open(sb, { name: b, peer: a, authKey: keys.streamAuth, context }),
+        ]);
+        for (const s of streams) {
+          s.on('error', () => undefined);
+          if (keepalive) s.keepAlive(200);
+        }
+        return streams;
+      };
+      const [ka, kb] = await open(true, 'alice', 'bob');
+      const [qa, qb] = await open(false, 'carol', 'dave');
+      const quietClosed = new Promise<void>((resolve) => qb.once('close', resolve));
+      // Quiet for 2.5 s: more than the 1 s idle timeout plus the relay's 1 s check.
+      await new Promise((r) => setTimeout(r, 2500));
+      const got = new Promise<string>((resolve) => kb.once('data', (c: Buffer) => { resolve(c.toString()); }));
+      ka.write('still here');
+      assert.equal(await got, 'still here');
+      assert.equal(kb.bytesReceived, 'still here'.length, 'keepalive records count as no data');
+      await quietClosed;
+      assert.ok(qa.destroyed || qb.destroyed);
+      for (const s of [ka, kb, qa, qb]) s.destroy();
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('stream relay pairing core: bounds (fake clock)', () => {
+  const now = 1_800_000_000_000;
+  /** Opens `conn` from `from` and authenticates it as NAME→PEER; returns the actions of the signed request. */
+  const join = (core: StreamRelayCore, conn: number, from: string, name: string, peer: string): StreamAction[] => {
+    core.opened(conn, { address: from, port: 40000 + conn });
+    const challenge = decodeTurn(sendOf(core.message(conn, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), {}), now)));
+    assert.ok(challenge.ok && challenge.msg.nonce);
+    const { username, password } = builtinCredentials(keys.relay, { expiry: now / 1000 + 60, networkIdHex: keys.networkIdHex, name, peer });
+    const key = longTermKey(username, 'burrow', password);
+    return core.message(conn, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), { username, realm: 'burrow', nonce: challenge.msg.nonce }, { key }), now);
+  };
+  const errorCode = (actions: readonly StreamAction[]): number | undefined => {
+    const d = decodeTurn(sendOf(actions));
+    return d.ok ? d.msg.error?.code : undefined;
+  };
+
+  it('abuse: one source address holds at most sessions-per-source connections (486), the rest of the world is unaffected', () => {
+    const core = new StreamRelayCore({ enabled: true, nonceKey: new Uint8Array(32), limits: { sessionsPerSource: 2 } });
+    core.setNetworks([keys]);
+    assert.deepEqual(join(core, 1, '198.51.100.7', 'a1', 'b1'), []);
+    assert.deepEqual(join(core, 2, '198.51.100.7', 'a2', 'b2'), []);
+    const refused = join(core, 3, '198.51.100.7', 'a3', 'b3');
+    assert.equal(errorCode(refused), 486);
+    assert.ok(refused.some((x) => x.type === 'close' && x.conn === 3));
+    assert.equal(core.stats.refused['quota-source'], 1);
+    // Another address pairs with a waiting one: spliced.
+    assert.ok(join(core, 4, '198.51.100.8', 'b1', 'a1').some((x) => x.type === 'splice'));
+    // A closed connection frees its slot.
+    core.closed(2);
+    assert.deepEqual(join(core, 5, '198.51.100.7', 'a5', 'b5'), []);
+  });
+
+  it('abuse: the relay holds at most --relay-sessions pairs in total (508), waiting connections counted', () => {
+    const core = new StreamRelayCore({ enabled: true, nonceKey: new Uint8Array(32), limits: { sessions: 1 } });
+    core.setNetworks([keys]);
+    assert.deepEqual(join(core, 1, '198.51.100.1', 'alice', 'bob'), []);
+    assert.ok(join(core, 2, '198.51.100.2', 'bob', 'alice').some((x) => x.type === 'splice'));
+    assert.equal(core.sessions, 1);
+    assert.equal(errorCode(join(core, 3, '198.51.100.3', 'carol', 'dave')), 508);
+    assert.equal(core.stats.refused.capacity, 1);
+    core.closed(1);
+    core.closed(2);
+    assert.equal(core.sessions, 0);
+    assert.deepEqual(join(core, 4, '198.51.100.3', 'carol', 'dave'), []);
+  });
+
+  it('abuse: a connection that never authenticates gets 400 after 3 requests; a non-request is refused at once', () => {
+    const core = new StreamRelayCore({ enabled: true, nonceKey: new Uint8Array(32) });
+    core.setNetworks([keys]);
+    core.opened(1, { address: '198.51.100.1', port: 1 });
+    for (let i = 0; i < 3; i++) assert.equal(errorCode(core.message(1, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), {}), now)), 401);
+    const fourth = core.message(1, encodeTurn(STREAM_RELAY_METHOD, 'request', randomBytes(12), {}), now);
+    assert.equal(errorCode(fourth), 400);
+    assert.ok(fourth.some((x) => x.type === 'close'));
+    core.opened(2, { address: '198.51.100.1', port: 2 });
+    const indication = core.message(2, encodeTurn(STREAM_RELAY_METHOD, 'success', randomBytes(12), {}), now);
+    assert.ok(indication.some((x) => x.type === 'close' && x.conn === 2));
+    assert.ok(!core.isAuthenticated(1) && !core.isAuthenticated(2));
   });
 });
 

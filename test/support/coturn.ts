@@ -19,6 +19,16 @@ export function hasProgram(program: string): boolean {
   return false;
 }
 
+/**
+ * Whether every named coturn program is installed, and the `skip` option for a suite that needs them: skipped with a
+ * message outside CI, never skipped in CI (where the suite then fails on `assert.ok(available)`).
+ */
+export function coturnGate(...programs: string[]): { readonly available: boolean; readonly skip: string | false } {
+  const available = programs.every(hasProgram);
+  const skip = available || process.env.CI === 'true' ? false : 'coturn is not installed (apt-get install coturn); CI runs this test';
+  return { available, skip };
+}
+
 /** Whether a UDP port on 127.0.0.1 can be bound (no one holds it). */
 function udpFree(port: number): Promise<boolean> {
   return new Promise((resolve) => {

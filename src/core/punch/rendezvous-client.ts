@@ -6,21 +6,18 @@
  *
  * Sub-machine: its owner forwards the server's messages and timer ticks, and applies the notes it returns.
  */
-import { endpointKey, sameEndpoint, type Endpoint } from '../../codec/address.js';
+import { endpointKey, type Endpoint } from '../../codec/address.js';
 import { encodeMessage, RegisterFlag, type BurrowMessage, type Candidate, type Introduction, type NatFiltering, type NatMapping, type Outcome, type PeerMode, type PortAllocation, type Transport } from '../../codec/messages.js';
 import { verifyIntegrity, type StunMessage } from '../../codec/stun.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
 import { Backoff } from '../backoff.js';
+import { ServerList } from '../server-list.js';
 import type { Outbox, SendAction, TransportId } from '../machine.js';
 import { TransactionTable } from './transactions.js';
 import type { PunchTiming } from './types.js';
 
-/**
- * With several servers: how long the current one may leave every REGISTER unanswered before we move to the next (a
- * few of the waiting refreshes; long enough for a lost datagram or two, short enough for a peer waiting for us).
- */
-export const DEFAULT_FAILOVER_MS = 3000;
+export { DEFAULT_FAILOVER_MS } from '../server-list.js';
 
 /**
  * How long the server may answer 503 ("cannot reach its registration store") before we give up with STORE_UNAVAILABLE
@@ -88,19 +85,16 @@ export class RendezvousClient {
   private filtering: NatFiltering = 'unknown';
   /** Another session took our name: nothing more goes to the server (no refresh, no withdrawal of a name not ours). */
   private displaced = false;
-  /** The servers, in order (the first is `config.server`), and which one we register with. */
-  private readonly servers: readonly Endpoint[];
-  private current = 0;
+  /** The servers, in order (the first is `config.server`), which one we register with, and when to move on. */
+  private readonly servers: ServerList;
   /** REGISTERs sent to the current server (its first registration's retransmissions follow the backoff). */
   private sentHere = 0;
-  /** When the first REGISTER still unanswered by the current server went out. */
-  private unansweredSince: number | undefined;
   /** Since when the server has answered only 503 (its store unreachable). */
   private storeDownSince: number | undefined;
 
   constructor(private readonly config: RendezvousConfig) {
     this.backoff = new Backoff(config.timing.registerBackoffMs);
-    this.servers = [config.server, ...(config.fallbacks ?? []).filter((e) => !sameEndpoint(e, config.server))];
+    this.servers = new ServerList([config.server, ...(config.fallbacks ?? [])], config.timing.failoverMs);
   }
 
   get registered(): boolean {
@@ -119,12 +113,12 @@ export class RendezvousClient {
 
   /** The server we register with now. */
   get server(): Endpoint {
-    return this.servers[this.current] ?? this.config.server;
+    return this.servers.current;
   }
 
   /** Every server we may register with, in order. */
   get serverList(): readonly Endpoint[] {
-    return this.servers;
+    return this.servers.all;
   }
 
   /** The server's clock, as far as we know it: every timestamp we send uses it. */
@@ -139,7 +133,7 @@ export class RendezvousClient {
 
   /** Whether a datagram came from the server, on the transport that reaches it. */
   isFromServer(transport: TransportId, from: Endpoint): boolean {
-    return transport === this.config.transport && sameEndpoint(from, this.server);
+    return transport === this.config.transport && this.servers.isCurrent(from);
   }
 
   start(now: number, candidates: readonly Candidate[], out: Outbox<SendAction>): void {
@@ -149,25 +143,37 @@ export class RendezvousClient {
   }
 
   nextTimeoutAt(): number | undefined {
-    return this.stopped ? undefined : this.nextRegisterAt;
+    return this.stopped ? undefined : Math.min(this.nextRegisterAt, this.servers.dueAt() ?? Infinity);
   }
 
   onTimer(now: number, out: Outbox<SendAction>): RendezvousNote[] {
     if (this.stopped) return [];
-    const failoverMs = this.config.timing.failoverMs ?? DEFAULT_FAILOVER_MS;
-    if (this.servers.length > 1 && this.unansweredSince !== undefined && now - this.unansweredSince >= failoverMs) {
-      // The server stopped answering: register with the next one, as a new registration there (our registration
-      // on the silent one expires by itself; a partner on any server of the deployment finds us on the new one).
-      const from = this.server;
-      this.current = (this.current + 1) % this.servers.length;
+    const move = this.servers.advance(now);
+    if (move) {
+      // The server stopped answering (or its connection is gone): register with the next one, as a new registration
+      // there (our registration on the silent one expires by itself; a partner on any server of the deployment
+      // finds us on the new one).
       this.isRegistered = false;
       this.sentHere = 0;
-      this.unansweredSince = undefined;
+      this.storeDownSince = undefined;
       this.sendRegister(now, out);
-      return [{ type: 'failover', from, to: this.server }];
+      return [{ type: 'failover', from: move.from, to: move.to }];
     }
     if (now >= this.nextRegisterAt) this.sendRegister(now, out);
     return [];
+  }
+
+  /** Whether there are other servers to move to. */
+  get hasFallbacks(): boolean {
+    return this.servers.several;
+  }
+
+  /**
+   * The connection to the current server is gone (closed or refused; TCP only): with other servers, move to the next
+   * at the next timer (at once, or a second after the previous move); with one, the owner decides.
+   */
+  serverLost(now: number): void {
+    if (!this.stopped) this.servers.lost(now);
   }
 
   /** Checking has begun: refresh at the checking cadence from now on. */
@@ -233,7 +239,7 @@ export class RendezvousClient {
       return [{ type: 'dropped', reason: `${msg.kind} for no outstanding request` }];
     }
     // The server answers (whatever it says): it is alive.
-    this.unansweredSince = undefined;
+    this.servers.answered();
     if (msg.kind !== 'error' || msg.code !== 503) this.storeDownSince = undefined;
     if (msg.kind === 'error') return this.onError(msg, data, stun, now, out);
     if (verifyIntegrity(data, stun, keys.serverToClient) !== 'valid') return [{ type: 'dropped', reason: 'register answer failed authentication' }];
@@ -330,7 +336,7 @@ export class RendezvousClient {
     out.push(this.send(encodeMessage(msg, { key: this.config.keys.clientToServer })));
     this.sent++;
     this.sentHere++;
-    this.unansweredSince ??= now;
+    this.servers.sent(now);
     const { timing } = this.config;
     const delay = !this.isRegistered ? this.backoff.delayAfter(this.sentHere) : this.cadence === 'waiting' ? timing.waitingRefreshMs : timing.checkingRefreshMs;
     this.nextRegisterAt = now + delay;

@@ -3,12 +3,17 @@
  * local port can exchange datagrams with the printed remote address.
  *
  *   node handoff.js --port LOCAL_PORT --remote-address ADDR --remote-port PORT [--timeout-ms 3000] [--interval-ms 50]
+ *                   [--hold-ms N [--path PATH] [--hold-path relay]]
  *
  * Binds 0.0.0.0:LOCAL_PORT (or [::] for an IPv6 remote) and sends a datagram to the remote every interval. It succeeds
  * when a datagram from exactly ADDR:PORT arrives. Each datagram says whether its sender has heard the other side, so the
  * program lingers until the other side has heard it too (or the time is up) and both ends of a test can succeed.
  * Prints one JSON line, `{"ok",…}`, and exits 0 on success, 1 on failure, 2 on bad usage. Bounded: at most
  * timeout/interval + 1 datagrams.
+ *
+ * `--hold-ms N` keeps the socket open N ms after success before exiting, so that Burrow (which stays on as the proxy of
+ * a relayed path while the program runs) has time to move to a direct path; with `--path "$BURROW_PATH" --hold-path
+ * relay` it holds only on a relayed path. Nothing is sent while holding.
  */
 
 import { createSocket } from 'node:dgram';
@@ -57,6 +62,9 @@ function main(): void {
       'remote-port': { type: 'string' },
       'timeout-ms': { type: 'string' },
       'interval-ms': { type: 'string' },
+      'hold-ms': { type: 'string' },
+      path: { type: 'string' },
+      'hold-path': { type: 'string' },
     },
     strict: true,
   });
@@ -65,8 +73,9 @@ function main(): void {
   const timeoutMs = integer(values['timeout-ms'], 3_000, 1, 60_000);
   const intervalMs = integer(values['interval-ms'], 50, 1, 10_000);
   const remoteAddress = values['remote-address'];
-  if (port === undefined || remotePort === undefined || timeoutMs === undefined || intervalMs === undefined) {
-    usage('--port and --remote-port must be ports, --timeout-ms and --interval-ms positive integers');
+  const holdMs = integer(values['hold-ms'], 0, 0, 60_000);
+  if (port === undefined || remotePort === undefined || timeoutMs === undefined || intervalMs === undefined || holdMs === undefined) {
+    usage('--port and --remote-port must be ports, --timeout-ms and --interval-ms positive integers, --hold-ms 0-60000');
     return;
   }
   if (remoteAddress === undefined || isIP(remoteAddress) === 0) {
@@ -86,6 +95,7 @@ function main(): void {
   let done = false;
   let ticker: NodeJS.Timeout | undefined;
 
+  const hold = values['hold-path'] === undefined || values['hold-path'] === values.path ? holdMs : 0;
   const stop = (error?: string): void => {
     if (done) return;
     done = true;
@@ -103,7 +113,10 @@ function main(): void {
     // A last "heard" for the other side, which may still be waiting for it; the socket closes once it is out, as
     // closing at once could discard it.
     sent++;
-    socket.send(`${MAGIC} heard=1`, remotePort, remoteAddress, close);
+    socket.send(`${MAGIC} heard=1`, remotePort, remoteAddress, () => {
+      if (hold > 0) setTimeout(close, hold);
+      else close();
+    });
   };
   const send = (): void => {
     if (done) return;
