@@ -27,6 +27,7 @@ import { DEFAULT_CLI } from './scenario.js';
 import { createLab, type Lab } from './topology.js';
 
 const HANDOFF_PROGRAM = fileURLToPath(new URL('./programs/handoff.js', import.meta.url));
+const STREAM_PROGRAM = fileURLToPath(new URL('./programs/udp-stream.js', import.meta.url));
 const SERVER = '203.0.113.1:3478';
 
 export interface BirthdayRunsOptions {
@@ -42,6 +43,11 @@ export interface BirthdayRunsOptions {
   readonly timeoutSeconds?: number;
   /** relay 'auto': how long to wait for a direct path before stopping the peers (ms). */
   readonly settleMs?: number;
+  /**
+   * relay 'auto': run udp-stream as COMMAND on both sides (`rate` datagrams/s for `durationMs`) through
+   * $BURROW_LOCAL_PORT, and wait for it to end (instead of stopping the peers once direct).
+   */
+  readonly stream?: { readonly rate: number; readonly durationMs: number };
   /** Extra `burrow punch` arguments. */
   readonly peerArgs?: readonly string[];
   readonly cliPath?: string;
@@ -59,6 +65,8 @@ export interface PeerOutcome {
   readonly moves: readonly { path: string; elapsedMs: number; birthday?: { role: string; probes: number } }[];
   /** The handoff program's report (relay 'never'). */
   readonly handoff: { ok: boolean; heard: boolean; peerHeard: boolean } | undefined;
+  /** The stream program's report (`stream`). */
+  readonly stream: { sent: number; received: number; highest: number; missing: number[] } | undefined;
   /** The path in use at the end: the last move's, or the result's. */
   readonly finalPath: string | undefined;
   /** When this side knew its final path, from its own start (ms). */
@@ -136,6 +144,7 @@ function outcome(name: 'alice' | 'bob', p: LabProcess): PeerOutcome {
   const moves = lines.filter((l) => l.event === 'path') as unknown as PeerOutcome['moves'];
   const last = lines.at(-1);
   const handoff = last && 'peerHeard' in last ? (last as unknown as PeerOutcome['handoff']) : undefined;
+  const stream = last && 'highest' in last ? (last as unknown as PeerOutcome['stream']) : undefined;
   const final = moves.at(-1) ?? result;
   return {
     name,
@@ -143,6 +152,7 @@ function outcome(name: 'alice' | 'bob', p: LabProcess): PeerOutcome {
     result,
     moves,
     handoff,
+    stream,
     finalPath: final?.path,
     finalMs: final?.elapsedMs,
     stderr: p.stderr,
@@ -181,6 +191,10 @@ export async function runBirthdayRuns(o: BirthdayRunsOptions): Promise<BirthdayR
         if (o.relay === 'never') {
           args.push('--', process.execPath, HANDOFF_PROGRAM, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS', '--remote-port', '$BURROW_REMOTE_PORT', '--timeout-ms', '4000');
         }
+        if (o.relay === 'auto' && o.stream) {
+          args.push('--', process.execPath, STREAM_PROGRAM, '--port', '$BURROW_LOCAL_PORT', '--remote-address', '$BURROW_REMOTE_ADDRESS', '--remote-port', '$BURROW_REMOTE_PORT',
+            '--rate', String(o.stream.rate), '--duration-ms', String(o.stream.durationMs), '--linger-ms', '1500');
+        }
         const p = lab.spawn(side === 'a' ? 'hA' : 'hB', process.execPath, args);
         p.endInput();
         return p;
@@ -200,6 +214,8 @@ export async function runBirthdayRuns(o: BirthdayRunsOptions): Promise<BirthdayR
       };
       if (o.relay === 'never') {
         await Promise.all([stopAfter(pa, bound), stopAfter(pb, bound)]);
+      } else if (o.stream) {
+        await Promise.all([stopAfter(pa, bound + o.stream.durationMs), stopAfter(pb, bound + o.stream.durationMs)]);
       } else {
         const settle = o.settleMs ?? 8000;
         const direct = (text: string): boolean => /"path":"direct"/.test(text) || /"path":"lan"/.test(text);

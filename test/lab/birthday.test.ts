@@ -37,13 +37,25 @@ void describe('birthday probing across kernel NATs', { skip: labSkip }, () => {
     }
   });
 
-  void it('port-restricted ↔ symmetric with the relay on: the path in use at the end is direct (found by birthday probing)', async (t) => {
-    const [r] = await runBirthdayRuns({ a: 'port-restricted', b: 'symmetric', first: 'b', runs: 1, relay: 'auto', timeoutSeconds: 20, settleMs: 15_000 });
+  void it('port-restricted ↔ symmetric with the relay on: the path in use at the end is direct (found by birthday probing), and a stream through $BURROW_LOCAL_PORT flows to the end', async (t) => {
+    const stream = { rate: 20, durationMs: 6000 };
+    const [r] = await runBirthdayRuns({ a: 'port-restricted', b: 'symmetric', first: 'b', runs: 1, relay: 'auto', timeoutSeconds: 20, stream });
     assert.ok(r);
     const c = context(r);
     assert.ok(r.direct, c);
+    assert.equal(r.a.exit, 0, c);
+    assert.equal(r.b.exit, 0, c);
+    for (const [sender, receiver] of [[r.a, r.b], [r.b, r.a]] as const) {
+      assert.ok(sender.stream && receiver.stream, c);
+      assert.equal(sender.stream.sent, (stream.rate * stream.durationMs) / 1000, c);
+      // The last datagrams (sent seconds after the move to the birthday path) arrived: data flows on it. The first
+      // second is left out (the two programs start some hundred ms apart).
+      assert.equal(receiver.stream.highest, sender.stream.sent - 1, c);
+      const lost = receiver.stream.missing.filter((seq) => seq >= stream.rate).length;
+      assert.ok(lost <= 3, `${lost} lost after the first second\n${c}`);
+    }
     assert.ok(r.towardHard && r.towardHard.total <= 1100 && r.towardHard.maxPerSecond <= 250, c);
-    t.diagnostic(`first result: alice ${r.a.result?.path}, bob ${r.b.result?.path}; direct after ${r.connectMs} ms`);
+    t.diagnostic(`first result: alice ${r.a.result?.path}, bob ${r.b.result?.path}; direct after ${r.connectMs} ms; received ${r.a.stream?.received}/${r.b.stream?.sent} and ${r.b.stream?.received}/${r.a.stream?.sent}`);
   });
 
   void it('symmetric ↔ symmetric: no spraying (≤ 50 datagrams to the other side\'s public IP each), the relay carries the pair', async (t) => {
