@@ -199,4 +199,19 @@ void describe('birthday probing through simulated NATs', () => {
       assert.equal(upgrade.result.birthday?.role, role);
     }
   });
+
+  void it('a birthday attempt that finds nothing is in the diagnosis (--relay never: exit 5 says what was tried)', () => {
+    const net = new SimNet(5, 9);
+    const t = topology('port-restricted', 'symmetric', net);
+    net.drop = (from, to) => from.address === t.a.address && to.address === t.routerB;
+    const sim = createSim(net, [
+      { name: 'alice', peer: 'bob', at: t.a, timeoutMs: 10_000 },
+      { name: 'bob', peer: 'alice', at: t.b, timeoutMs: 10_000 },
+    ]);
+    const [a, b] = sim.run(30_000);
+    assert.equal(a?.error?.code, 'NO_PATH');
+    assert.match(a.error.message, /Birthday probing found no open port: one attempt, 1000 probes sent/);
+    assert.equal(b?.error?.code, 'NO_PATH');
+    assert.match(b.error.message, /Birthday probing found no open port: one attempt, 512 sockets opened, no probe arrived/);
+  });
 });

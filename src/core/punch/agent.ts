@@ -202,6 +202,8 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private easyDeferred: { attempt: number; at: number; until: number } | undefined;
   /** How long the partner's attempt still waits for probes (kept across re-deferrals). */
   private easyDeferredUntil: { attempt: number; until: number } | undefined;
+  /** What birthday probing did (for the failure diagnosis): attempts, and probes sent or sockets opened in all. */
+  private readonly birthdayStats: { role: 'easy' | 'hard' | undefined; attempts: number; count: number } = { role: undefined, attempts: 0, count: 0 };
   /** Pairs found by birthday probing, by pair key. */
   private readonly birthdayPairs = new Map<string, BirthdayResult>();
 
@@ -1066,6 +1068,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       h.ids.add(spec.id);
     }
     h.opened = h.ids.size;
+    this.birthdayStats.role = 'hard';
+    this.birthdayStats.attempts++;
+    this.birthdayStats.count += h.opened;
     h.endsAt = now + hardWindowMs(this.birthdayOptions);
     this.readvertise(now, out);
     this.birthdayEvent(out, 'hard', attempt, 'open', h.opened, error);
@@ -1137,6 +1142,8 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.easyDeferred = undefined;
     const prober = new BirthdayProber(attempt, target, now, o, (n) => this.randomInt(n));
     this.easy = { prober, tag, lastSentAt: now, hit: false, released: false };
+    this.birthdayStats.role = 'easy';
+    this.birthdayStats.attempts++;
     this.birthdayEvent(out, 'easy', attempt, 'probing', o.probes, target);
     this.sendBirthdayProbes(now, out);
   }
@@ -1153,6 +1160,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       out.push({ type: 'send', transport: this.rendezvousTransport, to, data: encodeMessage(msg, { key: this.probeKeys.send }) });
     }
     if (ports.length > 0) e.lastSentAt = now;
+    this.birthdayStats.count += ports.length;
   }
 
   /** A pair that birthday probing found is marked so (its result says so); on the easy side the first one ends probing. */
@@ -1250,6 +1258,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         ...(this.intro?.peerFiltering !== undefined ? { theirsFiltering: this.intro.peerFiltering } : {}),
       },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
+      ...(this.birthdayStats.attempts > 0 && this.birthdayStats.role ? { birthday: { role: this.birthdayStats.role, attempts: this.birthdayStats.attempts, count: this.birthdayStats.count } } : {}),
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,
         remote: endpointKey(p.remote.endpoint),
