@@ -38,7 +38,7 @@ export const EXIT_CODES: readonly ExitCodeRow[] = [
   },
   {
     exit: 5,
-    meaning: 'the peer was found but no direct path works (wg: a peer, or this host, is behind a NAT that allocates a port per destination)',
+    meaning: 'the peer was found but no direct path works and no relay carried it: the message names what became of the relay (wg: a peer, or this host, is behind a NAT that allocates a port per destination)',
     codes: ['NO_PATH'],
   },
   { exit: 6, meaning: 'the stream broke before everything was delivered', codes: ['STREAM_BROKEN'], commands: ['pipe', 'send', 'receive'] },

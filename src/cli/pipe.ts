@@ -6,7 +6,7 @@
 import type { Writable } from 'node:stream';
 import { BurrowError } from '../errors.js';
 import { connectStream } from '../node/tcp-punch.js';
-import { pathJson, streamLine } from './send.js';
+import { pathJson, relayLine, streamLine } from './send.js';
 import { failoverLine, ms, resolveSecrets, say, watchServer, type Io } from './common.js';
 import type { Parsed } from './schema.js';
 
@@ -30,6 +30,9 @@ export async function pipeCommand(parsed: Parsed<'pipe'>, io: PipeIo): Promise<n
       signal: io.signal,
       purpose: 'pipe',
       relay: values.relay,
+      onRelay: (at) => {
+        say(io, relayLine(at, values.relay));
+      },
       ...(values.local !== undefined ? { local: values.local } : {}),
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();

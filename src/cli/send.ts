@@ -30,6 +30,12 @@ export function streamLine(r: StreamResult): string {
   return `connected to ${r.peer} through the stream relay at ${r.relay?.server ?? endpointKey({ address: r.remoteAddress, port: r.remotePort })} in ${r.elapsedMs} ms (it carries only ciphertext)`;
 }
 
+/** The progress line when the stream relay is opened. */
+export function relayLine(server: string, mode: 'auto' | 'never' | 'only'): string {
+  return mode === 'only' ? `connecting through the stream relay at ${server} (--relay only)`
+    : `no direct TCP path yet; trying the stream relay at ${server} too`;
+}
+
 /** The path fields of a JSON result: `path`, and for a relayed stream the `relay` object (like punch's). */
 export function pathJson(r: StreamResult): Record<string, unknown> {
   return { path: r.path, ...(r.path === 'relay' ? { relay: r.relay ?? null } : {}) };
@@ -53,6 +59,9 @@ export async function connectPeer(parsed: ConnectParsed, io: Io, connect: Connec
       signal: io.signal,
       purpose: parsed.command,
       relay: values.relay,
+      onRelay: (at) => {
+        say(io, relayLine(at, values.relay));
+      },
       onEvent: (e) => {
         if (e.type === 'registered') watch.answered();
         if (e.type === 'failover') say(io, failoverLine(e.from, e.to));

@@ -590,7 +590,8 @@ export class TcpPunchMachine implements ClientMachine<TcpPunchInput, TcpPunchAct
     const only = this.relayMode === 'only' ? { only: true } : {};
     switch (this.relayState) {
       case 'connecting':
-        return { relay: { state: 'failed', server, code: 0, reason: `${this.config.peer} had not come to the stream relay at ${server} by the deadline (it may run with --relay never, or be registered with another server)`, ...only } };
+        // 408 as the server would answer at the end of its own wait: the partner did not come.
+        return { relay: { state: 'failed', server, code: 408, reason: `${this.config.peer} had not come to the stream relay at ${server} by the deadline (it may run with --relay never, or be registered with another server)`, ...only } };
       case 'spliced':
         return { relay: { state: 'failed', server, code: 0, reason: `the stream handshake through the relay at ${server} had not completed by the deadline`, ...only } };
       case 'idle':

@@ -46,6 +46,8 @@ export interface StreamConnectOptions {
    * attempt (the partner learns no address of ours from us).
    */
   readonly relay?: StreamRelayMode;
+  /** Called when the stream relay is opened (`server`: `HOST:PORT`), for progress lines. */
+  readonly onRelay?: (server: string) => void;
 }
 
 /** The relay a relayed stream goes through. */
@@ -246,6 +248,7 @@ class ConnectIo {
   private relay(server: Endpoint, context: Uint8Array, run: Run): void {
     const { options } = this;
     const key = this.keyOf({ relay: true });
+    options.onRelay?.(endpointKey(server));
     connectStreamRelay({
       server,
       keys: this.keys,

@@ -142,6 +142,7 @@ describe('relayed streams (burrow pipe, send, receive through burrow serve)', ()
       assert.equal(s.path, 'relay');
       assert.deepEqual(s.relay, { kind: 'builtin', server: proxy.address });
       assert.ok(typeof s.connectMs === 'number' && s.connectMs >= 3000, `relayed after ${String(s.connectMs)} ms, before the 3 s wait`);
+      assert.match(b.stderr, /no direct TCP path yet; trying the stream relay at 127\.0\.0\.1:\d+ too\n.*connected to alice through the stream relay/s);
 
       // 5 s: longer than the 3 s overlap after which a partner's give-up is a diagnosis (NO_PATH), not PEER_LEFT.
       const [c, d] = await Promise.all([

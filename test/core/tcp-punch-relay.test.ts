@@ -233,6 +233,7 @@ describe('TCP punch: the stream relay fall-back (sans-IO)', () => {
     const [fail] = p.of(p.alice, 'fail');
     assert.equal(fail?.action.error.code, 'NO_PATH');
     assert.match(fail.action.error.message, /bob had not come to the stream relay at 203\.0\.113\.1:3478 by the deadline/);
+    assert.equal(punchFailureOf(fail.action.error)?.relay?.code, 408);
   });
 
   it('the partner leaving ends a relay that waits for it (PEER_LEFT), but not one spliced and being secured', () => {

@@ -3,7 +3,8 @@
  * send` / `receive` and `burrow pipe` fall back by themselves (`--relay auto`, the default) to the stream relay of
  * the `burrow serve` that introduced them.
  * - a 100 MiB random file arrives byte-identical between two symmetric NATs, both sides reporting path relay;
- * - pipe symmetric ↔ port-restricted carries each side's bytes, EOF included, over the relay.
+ * - pipe symmetric ↔ port-restricted carries each side's bytes, EOF included, over the relay;
+ * - with `serve --no-relay`, symmetric ↔ symmetric exits 5 and says the server offers no relay.
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readdir, rm } from 'node:fs/promises';
@@ -63,7 +64,28 @@ describe('relayed streams across emulated NATs (lab)', { skip: labSkip }, () => 
     }
   });
 
-  it('pipe symmetric ↔ port-restricted: each side\'s bytes, EOF included, over the relay', async () => {
+  it('serve --no-relay: pipe symmetric ↔ symmetric exits 5, naming the missing relay', async () => {
+    const lab = await createLab({ a: 'symmetric', b: 'symmetric' });
+    try {
+      const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', LISTEN, '--log-format', 'json', '--no-relay'], { env: env() });
+      await server.waitForOutput('stderr', '"listening"', 5000);
+      // 5 s: longer than the 3 s overlap after which a partner's give-up is a diagnosis (NO_PATH), not PEER_LEFT.
+      const cmd = (as: string, to: string) => [CLI, 'pipe', '--server', LISTEN, '--as', as, '--to', to, '--timeout', '5'];
+      const a = lab.spawn('hA', process.execPath, cmd('alice', 'bob'), { env: env() });
+      const b = lab.spawn('hB', process.execPath, cmd('bob', 'alice'), { env: env() });
+      const [ea, eb] = await Promise.all([a.exited, b.exited]);
+      for (const [e, p] of [[ea, a], [eb, b]] as const) {
+        assert.equal(e.code, 5, p.stderr);
+        assert.match(p.stderr, /TCP connection attempts failed .* No relay either: the server at 203\.0\.113\.1:3478 offers no relay \(it runs with relaying turned off\)/);
+        assert.match(p.stderr, /hint: streams are relayed by the server's built-in relay only/);
+      }
+    } finally {
+      await lab.destroy();
+      await assertNothingLeft(lab.runId);
+    }
+  });
+
+  it('pipe symmetric ↔ port-restricted: each side\'s bytes, EOF included, over the relay', async (t) => {
     const lab = await createLab({ a: 'symmetric', b: 'port-restricted' });
     try {
       const server = lab.spawn('pub', process.execPath, [CLI, 'serve', '--listen', LISTEN, '--log-format', 'json'], { env: env() });
@@ -82,6 +104,7 @@ describe('relayed streams across emulated NATs (lab)', { skip: labSkip }, () => 
         const j = JSON.parse(line) as { path?: string; relay?: unknown; connectMs?: number };
         assert.equal(j.path, 'relay', p.stderr);
         assert.deepEqual(j.relay, { kind: 'builtin', server: LISTEN });
+        t.diagnostic(`connected over the relay after ${String(j.connectMs)} ms (the relay opens 3 s after the introduction)`);
       }
     } finally {
       await lab.destroy();
