@@ -53,13 +53,19 @@ export function humanLine(r: PathResult): string {
       endpointKey({ address: r.remoteAddress, port: r.remotePort });
   }
   const how = r.path === 'lan' ? 'over the LAN' : 'directly';
-  return `connected to ${r.peer} at ${endpointKey({ address: r.remoteAddress, port: r.remotePort })} ${how} from local port ${r.localPort} in ${r.elapsedMs} ms`;
+  return `connected to ${r.peer} at ${endpointKey({ address: r.remoteAddress, port: r.remotePort })} ${how} from local port ${r.localPort} in ${r.elapsedMs} ms` +
+    (r.birthday ? ` (${birthdayText(r.birthday)})` : '');
 }
 
 /** One line for a later move of a proxied path (`--format json`: {"event":"path",...}). */
 export function formatPathChange(c: PathChange, format: 'text' | 'env' | 'json'): string {
-  if (format === 'json') return JSON.stringify({ event: 'path', path: c.path, upstream: c.upstream, reason: c.reason, elapsedMs: c.elapsedMs }) + '\n';
-  return `path moved to ${c.path} (${c.upstream}, ${c.reason}) after ${c.elapsedMs} ms`;
+  if (format === 'json') return JSON.stringify({ event: 'path', path: c.path, upstream: c.upstream, reason: c.reason, elapsedMs: c.elapsedMs, ...(c.birthday ? { birthday: c.birthday } : {}) }) + '\n';
+  return `path moved to ${c.path} (${c.upstream}, ${c.reason}${c.birthday ? `, ${birthdayText(c.birthday)}` : ''}) after ${c.elapsedMs} ms`;
+}
+
+/** How birthday probing found a path, for people. */
+function birthdayText(b: NonNullable<PathResult['birthday']>): string {
+  return b.role === 'easy' ? `found by birthday probing after ${b.probes} probes` : `found by birthday probing on one of ${b.probes} sockets`;
 }
 
 export function formatResult(r: PathResult, format: 'text' | 'env' | 'json'): string {
@@ -77,6 +83,7 @@ export function formatResult(r: PathResult, format: 'text' | 'env' | 'json'): st
         path: r.path,
         elapsedMs: r.elapsedMs,
         ...(r.path === 'relay' ? { relay: r.relay ?? null, upstream: r.upstream ?? null } : {}),
+        ...(r.birthday ? { birthday: r.birthday } : {}),
       }) + '\n';
   }
 }
@@ -118,9 +125,38 @@ function describe(e: PunchEvent): string | undefined {
       return 'the peer ended the session';
     case 'failover':
       return failoverLine(e.from, e.to);
+    case 'birthday':
+      return birthdayLine(e);
     case 'dropped':
       return undefined;
   }
+}
+
+function birthdayLine(e: Extract<PunchEvent, { type: 'birthday' }>): string {
+  const n = `birthday attempt ${e.attempt}`;
+  switch (e.phase) {
+    case 'opening':
+      return `${n}: our NAT is symmetric and the peer's is not: opening ${e.count} sockets toward it (low-TTL opening packets)`;
+    case 'open':
+      return `${n}: ${e.count} sockets open; waiting for the peer's probes${e.detail !== undefined ? ` (${e.detail})` : ''}`;
+    case 'probing':
+      return `${n}: the peer's NAT is symmetric: probing up to ${e.count} random ports of ${e.detail ?? 'its address'}`;
+    case 'won':
+      return `${n}: hit after ${e.role === 'easy' ? `${e.count} probes` : `a probe reached one of ${e.count} sockets`}${e.detail !== undefined ? ` (${e.detail})` : ''}`;
+    case 'gave-up':
+      return `${n}: no hit (${e.detail ?? 'no answer'}); ${e.role === 'easy' ? `${e.count} probes sent` : 'sockets closed'}`;
+    case 'deferred':
+      return `${n}: held back (${e.detail ?? 'rate limit'})`;
+  }
+}
+
+/** --birthday-sockets (0: off, else 64-1024) and --birthday-ttl (1-64), checked. */
+export function birthdayOption(sockets: number, ttl: number): false | { sockets: number; ttl: number } {
+  if (!Number.isInteger(sockets) || sockets < 0 || (sockets > 0 && sockets < 64) || sockets > 1024) {
+    throw usageError(`--birthday-sockets ${sockets} is out of range`, 'give 0 (no birthday probing) or 64-1024 (default 512)');
+  }
+  if (!Number.isInteger(ttl) || ttl < 1 || ttl > 64) throw usageError(`--birthday-ttl ${ttl} is out of range`, 'give 1-64 (default 2: enough to leave our NAT, too little to reach the peer\'s)');
+  return sockets === 0 ? false : { sockets, ttl };
 }
 
 /** `burrow punch`: punch, then print the path or hand it to COMMAND. */
@@ -130,6 +166,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
   const timeoutMs = ms(values.timeout);
   const verbose = values.verbose;
   const turn = await turnOption(values);
+  const birthday = birthdayOption(values['birthday-sockets'], values['birthday-ttl']);
   const watch = watchServer(io, values.server, timeoutMs, 'UDP');
   let path: PunchSession;
   try {
@@ -141,6 +178,7 @@ export async function punchCommand(parsed: Parsed<'punch'>, io: Io): Promise<num
       ...(values.local !== undefined ? { local: values.local } : {}),
       relay: values.relay,
       ...(turn ? { turn } : {}),
+      birthday,
       timeoutMs,
       signal: io.signal,
       purpose: 'punch',

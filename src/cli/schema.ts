@@ -127,6 +127,17 @@ const RELAY = {
   'turn-password-file': { value: 'FILE', help: 'with --turn: a file whose first line is the TURN password' },
 } as const satisfies Record<string, FlagSpec>;
 
+/** Birthday-paradox probing (issue 11): when exactly one side's NAT is symmetric. */
+const BIRTHDAY = {
+  'birthday-sockets': {
+    value: 'N',
+    type: 'number',
+    default: '512',
+    help: 'on a symmetric NAT facing a cone NAT: open N sockets (64-1024) for birthday probing; the path may then leave from one of them (BURROW_LOCAL_PORT says which); 0: no birthday probing',
+  },
+  'birthday-ttl': { value: 'N', type: 'number', default: '2', help: 'IP TTL of the birthday sockets\' opening packets (1-64): enough to leave our NAT, too little to reach the peer\'s' },
+} as const satisfies Record<string, FlagSpec>;
+
 /** `--relay` of the stream commands (pipe, send, receive): the server's stream relay when TCP finds no path. */
 const STREAM_RELAY = {
   value: 'MODE',
@@ -159,6 +170,7 @@ export const COMMANDS = {
       ...CONNECT,
       local: LOCAL,
       ...RELAY,
+      ...BIRTHDAY,
       format: {
         value: 'FORMAT',
         choices: ['text', 'env', 'json'],

@@ -31,6 +31,8 @@ export interface MachineRun<R, I> {
   feed(input: I): void;
   /** Adds a transport at run time (a relay allocation); tell the machine with an input of its own. */
   attach(id: TransportId, transport: DatagramTransport): void;
+  /** Closes and forgets a transport the machine retired itself (a birthday socket that lost). */
+  detach(id: TransportId): void;
   /** Ends the run with `error` (something the driver learnt that no retry can mend). */
   fail(error: unknown): void;
   readonly settled: boolean;
@@ -163,10 +165,18 @@ export function runMachine<I extends { readonly type: string }, X extends { read
     settle({ ok: false, error: BurrowError.aborted() });
   };
 
+  const detach = (id: TransportId): void => {
+    const t = transports.get(id);
+    if (!t) return;
+    transports.delete(id);
+    void t.close();
+  };
+
   const run: MachineRun<R, I | DriverInput> = {
     result,
     feed,
     attach,
+    detach,
     fail: (error) => {
       settle({ ok: false, error });
     },

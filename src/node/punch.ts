@@ -13,6 +13,8 @@ import {
   punchFailureError,
   punchFailureOf,
   udpTransport,
+  type BirthdayResult,
+  type PunchConfig,
   type PunchEvent,
   type PunchResult,
   type PunchTiming,
@@ -20,6 +22,7 @@ import {
 } from '../core/punch/index.js';
 import { deriveNetworkKeys } from '../crypto/keys.js';
 import { BurrowError } from '../errors.js';
+import { birthdayActions, PROCESS_BIRTHDAY_GATE } from './birthday.js';
 import { hostCandidates } from './candidates.js';
 import { runMachine } from './driver.js';
 import { RelayAllocationError, RelayTransport } from './relay-transport.js';
@@ -49,6 +52,19 @@ export interface PunchOptions {
   readonly timing?: Partial<PunchTiming>;
   /** What this side runs, told to the partner (default `punch`); an incompatible partner ends both sides with MODE_MISMATCH. */
   readonly purpose?: PeerMode;
+  /**
+   * Birthday-paradox probing when exactly one side's NAT is symmetric (on by default; false turns it off): the
+   * symmetric side opens `sockets` sockets (default 512) whose opening packets carry IP TTL `ttl` (default 2). A path
+   * found this way leaves, on the symmetric side, from one of those sockets: `localPort` is then that socket's
+   * (random) port, on the address `local` names. See docs/protocol.md.
+   */
+  readonly birthday?: false | { readonly sockets?: number; readonly ttl?: number };
+}
+
+/** The agent's birthday configuration for these options (the process-wide gate). */
+function birthdayConfig(options: PunchOptions): NonNullable<PunchConfig['birthday']> {
+  if (options.birthday === false) return false;
+  return { gate: PROCESS_BIRTHDAY_GATE, ...(options.birthday?.sockets !== undefined ? { sockets: options.birthday.sockets } : {}), ...(options.birthday?.ttl !== undefined ? { ttl: options.birthday.ttl } : {}) };
 }
 
 export type { PunchEvent, PunchResult };
@@ -98,8 +114,9 @@ export async function punch(options: PunchOptions): Promise<PunchResult> {
     randomBytes: (n) => randomBytes(n),
     ...(options.timing ? { timing: options.timing } : {}),
     ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
+    birthday: birthdayConfig(options),
   });
-  return runMachine(agent, { transports: { udp }, signal: options.signal, onEvent: options.onEvent }).result;
+  return runMachine(agent, { transports: { udp }, signal: options.signal, onEvent: options.onEvent, onAction: birthdayActions(udp.local.address) }).result;
 }
 
 // ---------------------------------------------------------------------------------------------------------------------
@@ -164,6 +181,8 @@ export interface PathChange {
   readonly upstream: string;
   readonly reason: string;
   readonly elapsedMs: number;
+  /** Present when birthday probing found the new path. */
+  readonly birthday?: BirthdayResult;
 }
 
 /**
@@ -233,6 +252,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
     relay: relayMode === 'only' ? 'only' : 'auto',
     ...(options.purpose !== undefined ? { purpose: options.purpose } : {}),
     ...(options.timing ? { timing: options.timing } : {}),
+    birthday: relayMode === 'only' ? false : birthdayConfig(options),
   });
 
   let relayReport: RelayReport | undefined = relayMode === 'never' ? { state: 'disabled', reason: 'relaying was turned off' } : undefined;
@@ -270,7 +290,13 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
       case 'path-changed':
         selectUpstream(e.result.transport, { address: e.result.remoteAddress, port: e.result.remotePort });
         if (e.previous?.path !== e.result.path) {
-          const change: PathChange = { path: e.result.path, upstream: endpointKey({ address: e.result.remoteAddress, port: e.result.remotePort }), reason: e.reason, elapsedMs: e.result.elapsedMs };
+          const change: PathChange = {
+            path: e.result.path,
+            upstream: endpointKey({ address: e.result.remoteAddress, port: e.result.remotePort }),
+            reason: e.reason,
+            elapsedMs: e.result.elapsedMs,
+            ...(e.result.birthday ? { birthday: e.result.birthday } : {}),
+          };
           for (const l of listeners) l(change);
         }
         break;
@@ -288,6 +314,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
       case 'path-lost':
       case 'partner-left':
       case 'dropped':
+      case 'birthday':
         break;
       default: {
         const never: never = e;
@@ -306,7 +333,18 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
     else abort.abort();
   };
   options.signal?.addEventListener('abort', onAbort, { once: true });
-  const run = runMachine(agent, { transports: { udp }, signal: abort.signal, onEvent });
+  // Birthday sockets join the transports a proxy forwards through (a relayed path that moves to one of them).
+  const onAction = birthdayActions(udp.local.address, {
+    onOpen: (id, t) => {
+      transports[id] = t;
+      if (proxied.proxy) t.intercepts.push(proxied.proxy.tap(id));
+    },
+    onClose: (id) => {
+      // eslint-disable-next-line @typescript-eslint/no-dynamic-delete -- a map of transports by id
+      delete transports[id];
+    },
+  });
+  const run = runMachine(agent, { transports: { udp }, signal: abort.signal, onEvent, onAction });
   void run.result.then(() => undefined, () => undefined).finally(() => {
     options.signal?.removeEventListener('abort', onAbort);
     // An allocation still under way when the run ended is not among the run's transports: stop it here (its
@@ -388,6 +426,7 @@ export async function punchPath(options: PathOptions): Promise<PunchSession> {
   proxied.proxy = p;
   udp.intercepts.push(p.tap('udp'));
   relay?.intercepts.push(p.tap('relay'));
+  for (const [id, t] of Object.entries(transports)) if (id.startsWith('bd') && t instanceof UdpTransport) t.intercepts.push(p.tap(id));
   for (const v of validated) p.allow(v.transport, v.remote);
   for (const sel of selections) {
     const t = transports[sel.transport];

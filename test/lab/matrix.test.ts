@@ -89,12 +89,13 @@ void describe('punch matrix across emulated NATs', { skip: labSkip }, () => {
   });
 
   for (const [a, b, first] of [['port-restricted', 'symmetric', 'a'], ['symmetric', 'symmetric', 'b']] as const) {
-    void it(`fails cleanly with exit 5 for ${a} ↔ ${b} with --relay never`, async () => {
+    void it(`fails cleanly with exit 5 for ${a} ↔ ${b} with --relay never (and no birthday probing)`, async () => {
       // Long enough that the two sides check together for more than MIN_CHECKING_FOR_DIAGNOSIS_MS (3 s) before the
       // first one gives up: after a shorter overlap the second side says its partner left (exit 4), not "no path".
       const timeoutSeconds = 5;
-      // --relay never: the direct attempt alone (with a relay these pairs connect; see relay.test.ts).
-      const result = await scenario({ a, b, first, delayMs: SECOND_PEER_DELAY_MS, timeoutSeconds, peerArgs: ['--relay', 'never'] });
+      // --relay never: the direct attempt alone (with a relay these pairs connect; see relay.test.ts). Birthday probing
+      // off: with it port-restricted ↔ symmetric connects directly (birthday.test.ts); this is the diagnosis without it.
+      const result = await scenario({ a, b, first, delayMs: SECOND_PEER_DELAY_MS, timeoutSeconds, peerArgs: ['--relay', 'never', '--birthday-sockets', '0'] });
       const context = report(result);
       for (const peer of [result.peers.a, result.peers.b]) {
         assert.ok(peer !== null, context);

@@ -6,7 +6,7 @@
  */
 import type { Endpoint } from '../../src/codec/address.js';
 import type { PeerMode } from '../../src/codec/messages.js';
-import { PunchAgent, udpTransport, type PunchAction, type PunchEvent, type PunchInput, type PunchMode, type PunchResult, type PunchTiming, type RelayPolicy, type TransportSpec } from '../../src/core/punch/index.js';
+import { BirthdayGate, PunchAgent, udpTransport, type BirthdayOptions, type PunchAction, type PunchEvent, type PunchInput, type PunchMode, type PunchResult, type PunchTiming, type RelayPolicy, type TransportSpec } from '../../src/core/punch/index.js';
 import { candidatePriority } from '../../src/core/punch/index.js';
 import { deriveNetworkKeys } from '../../src/crypto/keys.js';
 import type { BurrowError } from '../../src/errors.js';
@@ -39,6 +39,8 @@ export interface PeerSpec {
   readonly purpose?: PeerMode;
   /** SIGKILL at this time: from then on the agent gets no input and sends nothing (and never finishes). */
   readonly killAt?: number;
+  /** Birthday probing options (false: off); the gate defaults to one per sim (one "process"). */
+  readonly birthday?: false | Partial<BirthdayOptions> & { readonly gate?: BirthdayGate };
 }
 
 export interface PeerOutcome {
@@ -103,6 +105,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
     });
   }
   const relay = peers.some((p) => p.relayAt !== undefined) ? new SimRelay(net, RELAY) : undefined;
+  const gate = new BirthdayGate();
 
   const states: PeerState[] = peers.map((spec, i) => {
     const extra = spec.sockets ?? [];
@@ -120,6 +123,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
       ...(spec.relay ? { relay: spec.relay } : {}),
       ...(spec.timing ? { timing: spec.timing } : {}),
       ...(spec.purpose ? { purpose: spec.purpose } : {}),
+      birthday: spec.birthday === false ? false : { gate, ...spec.birthday },
     });
     const state: PeerState = {
       spec,
@@ -162,6 +166,7 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
     return state.agent.isFinished;
   }
 
+  let birthdayPorts = 0;
   function execute(state: PeerState, actions: PunchAction[]): void {
     for (const a of actions) {
       switch (a.type) {
@@ -180,6 +185,30 @@ export function createSim(net: SimNet, peers: readonly PeerSpec[], serverSecrets
           break;
         case 'fail':
           Object.assign(state.outcome, { error: a.error, finishedAt: net.now });
+          break;
+        case 'birthday-open': {
+          // Sockets on free ports of the host (the sim has no TTL: the opening datagram reaches the partner's NAT,
+          // which drops it unsolicited, as a port-restricted NAT does).
+          const specs: TransportSpec[] = [];
+          for (let i = 0; i < a.sockets; i++) {
+            const id = `${a.prefix}${i}`;
+            const local = { address: state.spec.at.address, port: 30000 + (birthdayPorts++ % 30000) };
+            const sock = net.socket(local, (from, data) => {
+              if (state.started && !state.killed && !state.agent.isFinished) execute(state, state.agent.handle({ type: 'datagram', transport: id, from, data, now: net.now }));
+            });
+            state.sockets.set(id, sock);
+            sock.send(a.to, a.data);
+            state.outcome.sends.push({ at: net.now, transport: id, to: a.to, data: a.data });
+            specs.push({ id, kind: 'udp', local, candidates: [], checks: 'passive' });
+          }
+          execute(state, state.agent.handle({ type: 'birthday-opened', attempt: a.attempt, transports: specs, now: net.now }));
+          break;
+        }
+        case 'birthday-close':
+          for (const id of a.transports) {
+            state.sockets.get(id)?.close();
+            state.sockets.delete(id);
+          }
           break;
         default: {
           const never: never = a;

@@ -79,6 +79,7 @@ import { deriveProbeKeys, type ProbeKeys } from '../../crypto/keys.js';
 import { BurrowError } from '../../errors.js';
 import { Backoff } from '../backoff.js';
 import type { ClientMachine, TransportId } from '../machine.js';
+import { BirthdayGate, BirthdayProber, birthdayRole, DEFAULT_BIRTHDAY, hardWindowMs, type BirthdayOptions } from './birthday.js';
 import { candidatePriority, LocalTransport, RemoteCandidates, type RemoteCandidate } from './candidates.js';
 import { Checklist, nextCheckAt, Pacer, PATH_RANK, wantsCheck, type Pair } from './checklist.js';
 import { MIN_CHECKING_FOR_DIAGNOSIS_MS, punchFailureError, type PunchFailure } from './failure.js';
@@ -91,11 +92,13 @@ import {
   type PathChangeReason,
   type PunchAction,
   type PunchConfig,
+  type PunchEvent,
   type PunchInput,
   type PunchMode,
   type PunchResult,
   type PunchTiming,
   type RelayPolicy,
+  type BirthdayResult,
   type TransportSpec,
 } from './types.js';
 
@@ -109,7 +112,42 @@ const TRIGGER_GAP_MS = 5;
  * came from it for this long: a partner that still probes us is alive, whatever the server lost.
  */
 const PARTNER_SILENCE_MS = 3000;
+/**
+ * Ordinary checks on a partner's server-reflexive address once it is known to sit behind a symmetric NAT: its NAT
+ * maps us to another port than the server's, so they cannot succeed, and a pair of symmetric NATs must not spray.
+ */
+const HARD_SRFLX_CHECKS = 8;
+/** The easy side waits this long after its last probe for a late answer before it ends the attempt. */
+const EASY_LINGER_MS = 1500;
+/** A gate for agents not given one (tests); the Node driver passes its process-wide gate. */
+const SHARED_GATE = new BirthdayGate();
 
+/** The hard side's attempt in progress. */
+interface HardAttempt {
+  readonly attempt: number;
+  readonly tag: string;
+  readonly startedAt: number;
+  /** Its sockets, once open. */
+  ids: Set<TransportId>;
+  opened: number;
+  endsAt: number;
+  winner: TransportId | undefined;
+  released: boolean;
+}
+
+/** The easy side's attempt in progress (or ended, kept for its figures). */
+interface EasyAttempt {
+  readonly prober: BirthdayProber;
+  readonly tag: string;
+  lastSentAt: number;
+  hit: boolean;
+  released: boolean;
+}
+
+
+function birthdayOf(b: BirthdayResult | undefined): { birthday?: BirthdayResult } {
+  return b ? { birthday: b } : {};
+}
 
 export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private readonly timing: PunchTiming;
@@ -151,6 +189,24 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   private introducedAt = 0;
   private lastHeardAt = -Infinity;
 
+  /** Birthday probing (birthday.ts): undefined when turned off. */
+  private readonly birthdayOptions: BirthdayOptions | undefined;
+  private readonly gate: BirthdayGate;
+  private hard: HardAttempt | undefined;
+  private hardAttempts = 0;
+  /** The hard side may start its next attempt at this time (cool-down, or a busy gate). */
+  private hardNextAt = 0;
+  private easy: EasyAttempt | undefined;
+  /** The partner's latest attempt number we acted on, and one deferred by the gate. */
+  private easyAttempt = 0;
+  private easyDeferred: { attempt: number; at: number; until: number } | undefined;
+  /** How long the partner's attempt still waits for probes (kept across re-deferrals). */
+  private easyDeferredUntil: { attempt: number; until: number } | undefined;
+  /** What birthday probing did (for the failure diagnosis): attempts, and probes sent or sockets opened in all. */
+  private readonly birthdayStats: { role: 'easy' | 'hard' | undefined; attempts: number; count: number } = { role: undefined, attempts: 0, count: 0 };
+  /** Pairs found by birthday probing, by pair key. */
+  private readonly birthdayPairs = new Map<string, BirthdayResult>();
+
   constructor(private readonly config: PunchConfig) {
     this.timing = { ...DEFAULT_TIMING, ...config.timing };
     this.controlling = config.name < config.peer;
@@ -178,6 +234,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     this.checklist = new Checklist(this.controlling, new Backoff(this.timing.probeBackoffMs), this.relayPolicy === 'only' ? (path) => path === 'relay' : undefined);
     this.pacer = new Pacer(this.timing.checksPerSecond, this.timing.checkBurst);
     this.nominator = new ControllingSelector(this.timing);
+    const b = config.birthday;
+    this.birthdayOptions = b === false ? undefined : { ...DEFAULT_BIRTHDAY, ...b };
+    this.gate = (b !== false ? b?.gate : undefined) ?? SHARED_GATE;
   }
 
   get isFinished(): boolean {
@@ -207,6 +266,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       if (due <= this.lastNow) due = this.pacer.nextTokenAt(this.lastNow);
       next = Math.min(next, due);
       if (this.controlling && this.phase === 'checking') next = Math.min(next, this.nominator.nextWaitEnd(this.lastNow, this.nominationContext()) ?? Infinity);
+      next = Math.min(next, this.birthdayTimeoutAt());
     }
     if (this.phase === 'connected') {
       if (!this.controlling && !this.acceptConfirmed) next = Math.min(next, this.nextAcceptedAt);
@@ -244,6 +304,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         break;
       case 'close':
         this.close(input.now, out);
+        break;
+      case 'birthday-opened':
+        this.hardOpened(input.attempt, input.transports, input.error, input.now, out);
         break;
       case 'abort':
         this.abort(input.now, out);
@@ -294,6 +357,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     if (this.phase === 'checking' || this.phase === 'connected') {
       if (this.controlling && this.phase === 'checking') this.nominateNow(now, out);
       this.sendDueChecks(now, out);
+      this.birthdayTimer(now, out);
     }
   }
 
@@ -313,15 +377,23 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     for (const t of this.transports.values()) {
       if (!t.passive) all.push(...t.candidates.filter((c) => c.kind !== 'srflx' && c.kind !== 'prflx' && (!only || c.kind === 'relayed')));
     }
-    return all.sort((a, b) => b.priority - a.priority).slice(0, MAX_CANDIDATES);
+    const sorted = all.sort((a, b) => b.priority - a.priority);
+    // The hard side's birthday sockets are open: a `predicted` candidate of our public IP whose port is the attempt's
+    // number tells the partner to probe (birthday.ts; docs/protocol.md).
+    const mapped = this.rendezvous.mapped;
+    if (this.hard && this.hard.opened > 0 && mapped) {
+      return [{ kind: 'predicted' as const, priority: candidatePriority('predicted'), endpoint: { address: mapped.address, port: this.hard.attempt } }, ...sorted.slice(0, MAX_CANDIDATES - 1)];
+    }
+    return sorted.slice(0, MAX_CANDIDATES);
   }
 
   private addTransport(spec: TransportSpec, now: number, out: PunchAction[]): void {
     if (this.transports.has(spec.id)) return;
     const t = new LocalTransport(spec);
     this.transports.set(t.id, t);
-    // Peer-reflexive candidates stay paired with the transport they arrived on only.
-    for (const r of this.remotes.values()) if (r.kind !== 'prflx') this.checklist.add(t, r, now);
+    // Peer-reflexive candidates stay paired with the transport they arrived on only. A passive transport (a birthday
+    // socket) is paired on demand, when the partner's probe arrives on it.
+    if (!t.passive) for (const r of this.remotes.values()) if (r.kind !== 'prflx') this.checklist.add(t, r, now);
     if (!t.passive) this.readvertise(now, out);
     this.sendDueChecks(now, out);
   }
@@ -364,7 +436,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     if (!this.hasFamily(c.endpoint.address)) return undefined;
     const remote = this.remotes.add(c.kind, c.endpoint, c.priority, introduced);
     if (!remote) return undefined;
-    for (const t of this.transports.values()) this.checklist.add(t, remote, now);
+    for (const t of this.transports.values()) if (!t.passive) this.checklist.add(t, remote, now);
     if (out && this.probeKeys) this.sendDueChecks(now, out);
     return remote;
   }
@@ -410,6 +482,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   }
 
   private wantsCheck(p: Pair): boolean {
+    if (p.remote.kind === 'srflx' && p.state !== 'succeeded' && p.checks >= HARD_SRFLX_CHECKS && this.intro?.peerMapping === 'endpoint-dependent') return false;
     return wantsCheck(p, this.phase === 'checking' || this.phase === 'connected' ? this.phase : 'other', this.controlling);
   }
 
@@ -514,8 +587,9 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   /** Our NAT's findings so far go to the partner with the next REGISTER, and to the caller as an event. */
   private natFinding(out: PunchAction[]): void {
     const p = this.natProbe;
-    this.rendezvous.setMapping(p.mapping, p.allocation, p.filtering);
+    this.rendezvous.setMapping(p.mapping, p.allocation, p.filtering, this.lastNow, out);
     out.push({ type: 'event', event: { type: 'nat-mapping', mapping: p.mapping, allocation: p.allocation, ...(p.filtering !== 'unknown' ? { filtering: p.filtering } : {}) } });
+    this.maybeBirthday(this.lastNow, out);
   }
 
   private onRendezvous(note: RendezvousNote, now: number, out: PunchAction[]): void {
@@ -591,6 +665,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         { name: this.config.name, nonce: this.config.sessionNonce },
         { name: intro.peerName, nonce: intro.peerNonce },
       );
+      this.endBirthday(now, out);
       this.remotes.clear();
       this.checklist.clear();
       this.probes.clear();
@@ -610,12 +685,14 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       this.intro = intro; // same session: the partner's NAT finding or candidates may have been updated
     }
     this.addRemote({ kind: 'srflx', priority: candidatePriority('srflx'), endpoint: intro.peerMapped }, true, now);
-    for (const c of intro.peerCandidates) this.addRemote(c, true, now);
+    // A `predicted` candidate is the partner's signal that its birthday sockets are open, not an address to check.
+    for (const c of intro.peerCandidates) if (c.kind !== 'predicted') this.addRemote(c, true, now);
     if (isNew) {
       const candidates = [...this.remotes.values()].map((c) => c.endpoint);
       out.push({ type: 'event', event: { type: 'introduced', peer: intro.peerName, candidates, intro, sameNat: this.sameNat() } });
     }
     this.sendDueChecks(now, out);
+    this.maybeBirthday(now, out);
   }
 
   private onPeerMessage(msg: PeerMessage, transport: TransportId, from: Endpoint, data: Uint8Array, stun: StunMessage, now: number, out: PunchAction[]): void {
@@ -666,12 +743,14 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
     }
     this.stats.probesHeard++;
     const active = this.phase === 'checking' || this.phase === 'connected';
+    if (this.hard?.ids.has(transport)) this.hardHit(transport, out);
     let remote = known;
     if (!remote && active && this.hasFamily(from.address)) remote = this.remotes.addPeerReflexive(from);
     // A peer-reflexive candidate is paired only with the transport it arrived on (RFC 8445 section 7.3.1.4); a known
     // candidate arriving on a pair we lack (a frozen birthday socket, a new transport) gets that pair now.
     const local = this.transports.get(transport);
     const pair = remote && local ? (active ? this.checklist.add(local, remote, now) : this.checklist.get(transport, from)) : undefined;
+    if (pair && active) this.noteBirthdayPair(pair, now, out);
     const accepted = (msg.flags & ProbeFlag.ACCEPTED) !== 0;
     const nominated = (msg.flags & ProbeFlag.NOMINATE) !== 0;
     // ACCEPTED counts only on a pair we validated ourselves, or from one of the partner's addresses the server told
@@ -727,7 +806,12 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
   }
 
   private onProbeOk(msg: Extract<BurrowMessage, { kind: 'probe-ok' }>, transport: TransportId, from: Endpoint, now: number, out: PunchAction[]): void {
-    const pending = this.probes.claim(msg.txid, transport, from, 'probe');
+    let pending = this.probes.claim(msg.txid, transport, from, 'probe');
+    let birthdayHit = false;
+    if (!pending) {
+      pending = this.probes.claim(msg.txid, transport, from, 'birthday');
+      birthdayHit = pending !== undefined;
+    }
     if (!pending) {
       this.drop(transport, from, 'probe answer for no outstanding probe, or from another address', out);
       return;
@@ -738,9 +822,17 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       return;
     }
     this.stats.answersHeard++;
+    if (birthdayHit) {
+      // A guessed port answered: it becomes a candidate of the partner's, paired with the socket that probed only.
+      const remote = this.remotes.add('predicted', from, candidatePriority('predicted'), false) ?? this.remotes.get(from);
+      const local = this.transports.get(transport);
+      const hit = remote && local ? this.checklist.add(local, remote, now) : undefined;
+      if (hit) this.noteBirthdayPair(hit, now, out);
+    }
     const pair = this.checklist.get(transport, from);
     if (!pair) return;
     if (this.checklist.answered(pair, now)) {
+      if (this.easy) this.noteBirthdayPair(pair, now, out);
       out.push({ type: 'event', event: { type: 'path-valid', remote: from, transport, path: pair.path } });
       if (this.phase === 'connected') pair.nextCheckAt = now + this.timing.consentIntervalMs;
     }
@@ -865,6 +957,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       elapsedMs: at - this.startedAt,
       peer: this.config.peer,
       transport: pair.transport.id,
+      ...birthdayOf(this.birthdayPairs.get(pair.key)),
     };
   }
 
@@ -897,6 +990,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
       const outcome: Outcome = action.type === 'done' || this.phase === 'connected' ? 'connected' : this.intro && action.error.code === 'NO_PATH' ? 'failed' : 'withdrawn';
       this.rendezvous.report(outcome, this.lastNow, out);
     }
+    this.releaseBirthdayGate();
     this.phase = 'finished';
     this.rendezvous.stop();
     this.natProbe.cancel();
@@ -906,6 +1000,242 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
 
   private failAtDeadline(out: PunchAction[]): void {
     this.finish(out, { type: 'fail', error: punchFailureError(this.failure()) });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Birthday probing (birthday.ts): the hard side's sockets, the easy side's probes, the process-wide gate.
+
+  /** The pair as the gate knows it: both names (sorted) within the network. */
+  private get birthdayPairId(): string {
+    return `${this.config.keys.networkIdHex}|${[this.config.name, this.config.peer].sort().join('|')}`;
+  }
+
+  /** Whether a birthday attempt may start now: before a path, or while the path in use is relayed (an upgrade). */
+  private birthdayPhase(): boolean {
+    return this.phase === 'checking' || (this.phase === 'connected' && this.selected?.path === 'relay');
+  }
+
+  private randomInt(n: number): number {
+    return Buffer.from(this.config.randomBytes(4)).readUInt32BE(0) % n;
+  }
+
+  private birthdayEvent(out: PunchAction[], role: 'easy' | 'hard', attempt: number, phase: Extract<PunchEvent, { type: 'birthday' }>['phase'], count: number, detail?: string): void {
+    out.push({ type: 'event', event: { type: 'birthday', role, attempt, phase, count, ...(detail !== undefined ? { detail } : {}) } });
+  }
+
+  /** Starts an attempt when both NAT findings call for one, and nothing holds it back. */
+  private maybeBirthday(now: number, out: PunchAction[]): void {
+    const o = this.birthdayOptions;
+    if (!o || !this.intro || !this.probeKeys || this.relayPolicy === 'only' || !this.birthdayPhase()) return;
+    const ours = { mapping: this.natProbe.mapping, filtering: this.natProbe.filtering };
+    const theirs = { mapping: this.intro.peerMapping, filtering: this.intro.peerFiltering ?? 'unknown' };
+    if (birthdayRole(ours, theirs) === 'hard') this.maybeHard(o, now, out);
+    else if (ours.mapping !== 'endpoint-dependent') this.maybeEasy(o, now, out);
+  }
+
+  private maybeHard(o: BirthdayOptions, now: number, out: PunchAction[]): void {
+    if (this.hard || now < this.hardNextAt || !this.intro || !this.rendezvous.mapped) return;
+    const attempt = this.hardAttempts + 1;
+    const tag = `${Buffer.from(this.config.sessionNonce).toString('hex')}#${attempt}`;
+    const got = this.gate.acquire(this.birthdayPairId, tag, now);
+    if (!got.ok) {
+      this.hardNextAt = got.retryAt;
+      this.birthdayEvent(out, 'hard', attempt, 'deferred', 0, got.reason === 'busy' ? 'another birthday attempt of this process is under way' : `at most one attempt per ${o.cooldownMs / 1000} s with one peer`);
+      return;
+    }
+    this.hardAttempts = attempt;
+    this.hard = { attempt, tag, startedAt: now, ids: new Set(), opened: 0, endsAt: Infinity, winner: undefined, released: false };
+    this.hardNextAt = now + o.cooldownMs;
+    // One byte: it only has to open a mapping in our NAT, and it dies (low TTL) before the partner's.
+    this.birthdayEvent(out, 'hard', attempt, 'opening', o.sockets);
+    out.push({ type: 'birthday-open', attempt, sockets: o.sockets, ttl: o.ttl, to: this.intro.peerMapped, data: Uint8Array.of(0), prefix: `bd${attempt}.` });
+  }
+
+  /** The driver opened the hard side's sockets: they wait, silent, for a probe; the partner is told to probe. */
+  private hardOpened(attempt: number, specs: readonly TransportSpec[], error: string | undefined, now: number, out: PunchAction[]): void {
+    const h = this.hard;
+    if (!h || h.attempt !== attempt || !this.birthdayOptions) {
+      if (specs.length > 0) out.push({ type: 'birthday-close', transports: specs.map((t) => t.id) });
+      return;
+    }
+    if (specs.length === 0) {
+      this.endHard(now, out, error ?? 'no socket could be opened');
+      return;
+    }
+    for (const spec of specs) {
+      if (this.transports.has(spec.id)) continue;
+      this.transports.set(spec.id, new LocalTransport({ ...spec, checks: 'passive' }));
+      h.ids.add(spec.id);
+    }
+    h.opened = h.ids.size;
+    this.birthdayStats.role = 'hard';
+    this.birthdayStats.attempts++;
+    this.birthdayStats.count += h.opened;
+    h.endsAt = now + hardWindowMs(this.birthdayOptions);
+    this.readvertise(now, out);
+    this.birthdayEvent(out, 'hard', attempt, 'open', h.opened, error);
+  }
+
+  /** A verified probe arrived on one of the hard side's sockets: it wins, the others close now. */
+  private hardHit(transport: TransportId, out: PunchAction[]): void {
+    const h = this.hard;
+    if (!h || h.winner !== undefined) return;
+    h.winner = transport;
+    const others = [...h.ids].filter((id) => id !== transport);
+    for (const id of others) this.forgetTransport(id);
+    h.ids = new Set([transport]);
+    if (others.length > 0) out.push({ type: 'birthday-close', transports: others });
+    this.releaseHard();
+    this.birthdayEvent(out, 'hard', h.attempt, 'won', h.opened, `local port ${this.transports.get(transport)?.local.port ?? '?'}`);
+  }
+
+  /** The hard side's attempt ends without a hit: its sockets close, the partner is told to stop. */
+  private endHard(now: number, out: PunchAction[], why: string): void {
+    const h = this.hard;
+    if (!h) return;
+    const ids = [...h.ids];
+    for (const id of ids) this.forgetTransport(id);
+    if (ids.length > 0) out.push({ type: 'birthday-close', transports: ids });
+    this.releaseHard();
+    this.hard = undefined;
+    this.readvertise(now, out);
+    this.birthdayEvent(out, 'hard', h.attempt, 'gave-up', h.opened, why);
+  }
+
+  private releaseHard(): void {
+    if (!this.hard || this.hard.released) return;
+    this.hard.released = true;
+    this.gate.release(this.hard.tag);
+  }
+
+  private releaseEasy(): void {
+    if (!this.easy || this.easy.released) return;
+    this.easy.released = true;
+    this.gate.release(this.easy.tag);
+  }
+
+  /** The easy side: the partner's sockets are open (its `predicted` signal); probe its IP on random ports. */
+  private maybeEasy(o: BirthdayOptions, now: number, out: PunchAction[]): void {
+    const signal = this.intro?.peerCandidates.find((c) => c.kind === 'predicted');
+    if (!signal || !this.intro || signal.endpoint.port <= this.easyAttempt) return;
+    if (this.easy && !this.easy.released) return;
+    const attempt = signal.endpoint.port;
+    const target = signal.endpoint.address;
+    // Probing must start while the partner's sockets still wait: within its window less the probing time.
+    const probingMs = Math.ceil((o.probes / o.ratePerSecond) * 1000);
+    const tag = `${Buffer.from(this.intro.peerNonce).toString('hex')}#${attempt}`;
+    const got = this.gate.acquire(this.birthdayPairId, tag, now);
+    if (!got.ok) {
+      const until = this.easyDeferredUntil?.attempt === attempt ? this.easyDeferredUntil.until : now + hardWindowMs(o) - probingMs;
+      if (got.retryAt > until) {
+        this.easyAttempt = attempt;
+        this.easyDeferred = undefined;
+        this.birthdayEvent(out, 'easy', attempt, 'gave-up', 0, got.reason === 'busy' ? 'another birthday attempt of this process is under way' : `at most one attempt per ${o.cooldownMs / 1000} s with one peer`);
+        return;
+      }
+      if (this.easyDeferred?.attempt !== attempt) this.birthdayEvent(out, 'easy', attempt, 'deferred', 0, got.reason);
+      this.easyDeferred = { attempt, at: got.retryAt, until };
+      this.easyDeferredUntil = { attempt, until };
+      return;
+    }
+    this.easyAttempt = attempt;
+    this.easyDeferred = undefined;
+    const prober = new BirthdayProber(attempt, target, now, o, (n) => this.randomInt(n));
+    this.easy = { prober, tag, lastSentAt: now, hit: false, released: false };
+    this.birthdayStats.role = 'easy';
+    this.birthdayStats.attempts++;
+    this.birthdayEvent(out, 'easy', attempt, 'probing', o.probes, target);
+    this.sendBirthdayProbes(now, out);
+  }
+
+  private sendBirthdayProbes(now: number, out: PunchAction[]): void {
+    const e = this.easy;
+    if (!e || e.hit || e.released || !this.probeKeys) return;
+    const ports = e.prober.due(now);
+    for (const port of ports) {
+      const to: Endpoint = { address: e.prober.target, port };
+      const txid = this.config.randomBytes(TRANSACTION_ID_LENGTH);
+      const msg: BurrowMessage = { kind: 'probe', txid, timestamp: this.rendezvous.serverTime(now), flags: 0, destination: to };
+      this.probes.track(txid, { transport: this.rendezvousTransport, to, purpose: 'birthday', flags: 0 });
+      out.push({ type: 'send', transport: this.rendezvousTransport, to, data: encodeMessage(msg, { key: this.probeKeys.send }) });
+    }
+    if (ports.length > 0) e.lastSentAt = now;
+    this.birthdayStats.count += ports.length;
+  }
+
+  /** A pair that birthday probing found is marked so (its result says so); on the easy side the first one ends probing. */
+  private noteBirthdayPair(pair: Pair, now: number, out: PunchAction[]): void {
+    if (this.birthdayPairs.has(pair.key)) return;
+    const h = this.hard;
+    if (h?.winner === pair.transport.id) {
+      this.birthdayPairs.set(pair.key, { role: 'hard', probes: h.opened });
+      return;
+    }
+    const e = this.easy;
+    const r = pair.remote;
+    if (!e || pair.transport.id !== this.rendezvousTransport || r.endpoint.address !== e.prober.target) return;
+    // A guessed port that answered (or whose socket probed us first); or the partner's server-reflexive address, when
+    // one of its birthday sockets happens to have been given that very port toward us (the NAT may reuse a port for
+    // another destination): its main socket's mapping toward the server cannot reach us through its filter.
+    const guessed = (r.kind === 'predicted' || r.kind === 'prflx') && e.prober.probed.has(r.endpoint.port);
+    if (!guessed && !(r.kind === 'srflx' && !e.released && pair.state === 'succeeded')) return;
+    this.birthdayPairs.set(pair.key, { role: 'easy', probes: e.prober.sent });
+    if (e.hit) return;
+    e.hit = true;
+    e.prober.stop(now);
+    this.releaseEasy();
+    this.birthdayEvent(out, 'easy', e.prober.attempt, 'won', e.prober.sent, endpointKey(r.endpoint));
+  }
+
+  private birthdayTimer(now: number, out: PunchAction[]): void {
+    if (this.hard && this.hard.winner === undefined && now >= this.hard.endsAt) this.endHard(now, out, 'no probe arrived');
+    const e = this.easy;
+    if (e && !e.released) {
+      this.sendBirthdayProbes(now, out);
+      if (e.prober.done && !e.hit && now >= e.lastSentAt + EASY_LINGER_MS) {
+        this.releaseEasy();
+        this.birthdayEvent(out, 'easy', e.prober.attempt, 'gave-up', e.prober.sent, 'no probe was answered');
+      }
+    }
+    if (this.easyDeferred && now >= this.easyDeferred.at) {
+      // Ask the gate again (maybeEasy defers once more, starts, or gives up; if the signal is gone, nothing).
+      this.easyDeferred = undefined;
+      this.maybeBirthday(now, out);
+    }
+    if (!this.hard && this.hardNextAt > 0 && now >= this.hardNextAt) this.maybeBirthday(now, out);
+  }
+
+  private birthdayTimeoutAt(): number {
+    const now = this.lastNow;
+    let next = Infinity;
+    if (this.hard && this.hard.winner === undefined) next = Math.min(next, this.hard.endsAt);
+    const e = this.easy;
+    if (e && !e.released) next = Math.min(next, e.prober.done ? e.lastSentAt + EASY_LINGER_MS : e.prober.nextTimeoutAt(now) ?? Infinity);
+    if (this.easyDeferred) next = Math.min(next, this.easyDeferred.at);
+    if (!this.hard && this.hardNextAt > now && this.birthdayOptions) next = Math.min(next, this.hardNextAt);
+    return next;
+  }
+
+  /** A new partner session (or the end): every attempt ends; the partner's attempt numbers start afresh. */
+  private endBirthday(now: number, out: PunchAction[]): void {
+    if (this.hard) this.endHard(now, out, 'the partner restarted');
+    this.releaseEasy();
+    this.easy = undefined;
+    this.easyAttempt = 0;
+    this.easyDeferred = undefined;
+    this.birthdayPairs.clear();
+  }
+
+  private releaseBirthdayGate(): void {
+    this.releaseHard();
+    this.releaseEasy();
+  }
+
+  /** Forgets a local transport the agent itself retires (a birthday socket that lost). */
+  private forgetTransport(id: TransportId): void {
+    this.transports.delete(id);
+    this.checklist.removeTransport(id);
+    this.probes.dropTransport(id);
   }
 
   /** What the attempt reached, as data (failure.ts). */
@@ -928,6 +1258,7 @@ export class PunchAgent implements ClientMachine<PunchInput, PunchAction> {
         ...(this.intro?.peerFiltering !== undefined ? { theirsFiltering: this.intro.peerFiltering } : {}),
       },
       probes: { sent: this.stats.probesSent, heard: this.stats.probesHeard, answersHeard: this.stats.answersHeard, candidates: this.remotes.size },
+      ...(this.birthdayStats.attempts > 0 && this.birthdayStats.role ? { birthday: { role: this.birthdayStats.role, attempts: this.birthdayStats.attempts, count: this.birthdayStats.count } } : {}),
       pairs: this.checklist.all().map((p) => ({
         transport: p.transport.id,
         remote: endpointKey(p.remote.endpoint),

@@ -77,6 +77,8 @@ export type PunchFailure = {
   };
   readonly probes: { readonly sent: number; readonly heard: number; readonly answersHeard: number; readonly candidates: number };
   readonly pairs: readonly PairReport[];
+  /** Birthday probing this side did (src/core/punch/birthday.ts): its role, attempts, and probes sent or sockets opened. */
+  readonly birthday?: { readonly role: 'easy' | 'hard'; readonly attempts: number; readonly count: number };
   readonly tcp?: TcpAttemptStats;
   /** Set by a caller that tried (or was told not to try) a relay. */
   readonly relay?: RelayReport;
@@ -122,6 +124,16 @@ export function describeRelay(r: RelayReport): string {
   }
 }
 
+/** What birthday probing did, for the diagnosis. */
+function birthdayNote(f: PunchFailure): string {
+  const b = f.birthday;
+  if (!b) return '';
+  const attempts = b.attempts === 1 ? 'one attempt' : `${b.attempts} attempts`;
+  return b.role === 'easy'
+    ? ` Birthday probing found no open port: ${attempts}, ${b.count} probes sent.`
+    : ` Birthday probing found no open port: ${attempts}, ${b.count} sockets opened, no probe arrived.`;
+}
+
 /** Explains a failed check phase, and the relay's failure when one was tried. */
 export function describeNoPath(f: PunchFailure): string {
   if (f.relay?.only === true) return `only relayed paths were allowed, and there is no relay: ${describeRelay(f.relay)}.`;
@@ -160,7 +172,7 @@ function describeDirect(f: PunchFailure): string {
     return `${who} NAT allocates a new public port for every destination (symmetric NAT) and ${other} NAT or firewall ` +
       `only admits packets from the exact address and port it has sent to (port-restricted or stricter), so the ` +
       `probes never match an open mapping; ${path === 'birthday' ? relay.replace('port prediction', 'port prediction (birthday probing)') : relay}` +
-      `${allocation(who === 'your' ? 'your' : "the peer's", mine === 'endpoint-dependent' ? f.nat.oursAllocation : f.nat.theirsAllocation)} ${traffic}`;
+      `${allocation(who === 'your' ? 'your' : "the peer's", mine === 'endpoint-dependent' ? f.nat.oursAllocation : f.nat.theirsAllocation)}${birthdayNote(f)} ${traffic}`;
   }
   if (f.probes.heard > 0 || f.probes.answersHeard > 0) {
     return `packets got through in one direction only: a firewall or NAT on one side drops the other side's probes ` +

@@ -5,3 +5,4 @@ export { candidatePriority, asHostCandidates, pairPriority, pathOf, udpTransport
 export { PATH_RANK, type Pair, type PairState } from './checklist.js';
 export { acceptanceWait } from './nomination.js';
 export { describeNoPath, describeRelay, punchFailureError, punchFailureOf, type RelayReport, type FailureStage, type PairReport, type PunchFailure, type TcpAttemptStats } from './failure.js';
+export { BirthdayGate, BirthdayProber, DEFAULT_BIRTHDAY, WindowPacer, birthdayRole, hardWindowMs, hitProbability, shuffledPorts, type BirthdayOptions } from './birthday.js';

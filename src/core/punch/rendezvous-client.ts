@@ -187,11 +187,17 @@ export class RendezvousClient {
     this.stopped = true;
   }
 
-  /** The NAT finding travels with the next scheduled refresh (the partner needs it only to explain a failure). */
-  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown', filtering: NatFiltering = 'unknown'): void {
+  /**
+   * The NAT finding goes to the server at once when it changed (with `out`), so the partner learns it within a round
+   * trip: both sides need both findings to choose birthday probing (birthday.ts). Without `out` it travels with the
+   * next scheduled refresh.
+   */
+  setMapping(mapping: NatMapping, allocation: PortAllocation = 'unknown', filtering: NatFiltering = 'unknown', now?: number, out?: Outbox<SendAction>): void {
+    const changed = mapping !== this.mapping || allocation !== this.allocation || filtering !== this.filtering;
     this.mapping = mapping;
     this.allocation = allocation;
     this.filtering = filtering;
+    if (changed && out && now !== undefined && !this.stopped && this.isRegistered) this.sendRegister(now, out);
   }
 
   /** New local candidates (trickled): registered at once, so the server re-introduces us to the partner. */

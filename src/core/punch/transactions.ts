@@ -8,7 +8,8 @@
 import { sameEndpoint, type Endpoint } from '../../codec/address.js';
 import type { TransportId } from '../machine.js';
 
-export type TransactionPurpose = 'register' | 'probe';
+/** 'birthday': a probe to a guessed port of a hard partner (birthday.ts), answered from wherever it hit. */
+export type TransactionPurpose = 'register' | 'probe' | 'birthday';
 
 export interface Outstanding {
   readonly transport: TransportId;

@@ -6,6 +6,7 @@ import type { Endpoint } from '../../codec/address.js';
 import type { Candidate, Introduction, NatFiltering, NatMapping, PeerMode, PortAllocation } from '../../codec/messages.js';
 import type { NetworkKeys } from '../../crypto/keys.js';
 import type { DoneAction, DriverInput, EventAction, FailAction, SendAction, TransportId } from '../machine.js';
+import type { BirthdayGate, BirthdayOptions } from './birthday.js';
 
 export interface PunchTiming {
   /** Retransmission back-off for REGISTER before the first answer (ms, last value repeats). */
@@ -132,6 +133,18 @@ export interface PunchConfig {
    * introduction. A partner that runs something incompatible ends the attempt on both sides with MODE_MISMATCH.
    */
   readonly purpose?: PeerMode;
+  /**
+   * Birthday-paradox probing (birthday.ts) when exactly one side's NAT is symmetric; false turns it off. `gate` is
+   * the process-wide limit on attempts (the Node driver passes one per process).
+   */
+  readonly birthday?: false | (Partial<BirthdayOptions> & { readonly gate?: BirthdayGate });
+}
+
+/** How a path was found by birthday probing: our role, and the probes the easy side sent (the hard side: its sockets). */
+export interface BirthdayResult {
+  readonly role: 'easy' | 'hard';
+  /** The easy side: probe datagrams it sent in the winning attempt, up to the hit. The hard side: sockets it opened. */
+  readonly probes: number;
 }
 
 /** Which kind of path a pair is: a LAN address of the partner, a direct path through NATs, or through a relay. */
@@ -149,6 +162,8 @@ export interface PunchResult {
   readonly peer: string;
   /** The local transport the path leaves from. */
   readonly transport: TransportId;
+  /** Present when birthday probing found this path (`path` is then 'direct'). */
+  readonly birthday?: BirthdayResult;
 }
 
 /** Why the selected path moved: a better kind validated, the partner nominated another, or the old one failed or vanished. */
@@ -170,7 +185,9 @@ export type PunchEvent =
   | { readonly type: 'partner-left' }
   | { readonly type: 'dropped'; readonly from: Endpoint; readonly transport: TransportId; readonly reason: string }
   /** The server stopped answering (no answer for timing.failoverMs): registering with the next one now. */
-  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint };
+  | { readonly type: 'failover'; readonly from: Endpoint; readonly to: Endpoint }
+  /** Birthday probing: an attempt's progress (see birthday.ts). */
+  | { readonly type: 'birthday'; readonly role: 'easy' | 'hard'; readonly attempt: number; readonly phase: 'opening' | 'open' | 'probing' | 'won' | 'gave-up' | 'deferred'; readonly count: number; readonly detail?: string };
 
 export type PunchInput =
   | DriverInput
@@ -181,6 +198,29 @@ export type PunchInput =
   /** A remote candidate learnt other than from the server (a predicted port); paired with every active transport. */
   | { readonly type: 'add-remote-candidate'; readonly candidate: Candidate; readonly now: number }
   /** Session mode: end the session (CLOSE to the partner, outcome to the server). Before a path: fail as aborted. */
-  | { readonly type: 'close'; readonly now: number };
+  | { readonly type: 'close'; readonly now: number }
+  /** The driver opened the birthday sockets `birthday-open` asked for (passive transports, attached already); none if it could not. */
+  | { readonly type: 'birthday-opened'; readonly attempt: number; readonly transports: readonly TransportSpec[]; readonly error?: string; readonly now: number };
 
-export type PunchAction = SendAction | EventAction<PunchEvent> | DoneAction<PunchResult> | FailAction;
+/**
+ * The hard side of a birthday attempt: open `sockets` UDP sockets (on the address family of the rendezvous
+ * transport) and send `data` once from each to `to` with IP TTL `ttl` (then back to the default), attach them under
+ * ids `${prefix}${i}`, and answer with `birthday-opened`.
+ */
+export interface BirthdayOpenAction {
+  readonly type: 'birthday-open';
+  readonly attempt: number;
+  readonly sockets: number;
+  readonly ttl: number;
+  readonly to: Endpoint;
+  readonly data: Uint8Array;
+  readonly prefix: string;
+}
+
+/** Close these birthday sockets (the attempt is over, or another socket won). */
+export interface BirthdayCloseAction {
+  readonly type: 'birthday-close';
+  readonly transports: readonly TransportId[];
+}
+
+export type PunchAction = SendAction | EventAction<PunchEvent> | DoneAction<PunchResult> | FailAction | BirthdayOpenAction | BirthdayCloseAction;
